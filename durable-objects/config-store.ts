@@ -1,0 +1,277 @@
+/**
+ * ConfigStore: the mesh config's source of truth. Every accepted change is a new version; history is
+ * kept per service (a service's row is written only in versions that change it), so a version is
+ * cheap however large the mesh is. Only admin writes reach this object; proxies read their slices
+ * from the per-service {@link SliceStore} shards, which this object keeps up to date through an
+ * outbox drained by its alarm.
+ */
+import { DurableObject } from "cloudflare:workers";
+import type { MeshConfig, ServiceConfig, SplitUpdate } from "../shared/config.ts";
+import { defaultRoute, toSlice, type SliceRead, type StoredService } from "../shared/slice.ts";
+import { rebalance } from "../shared/split.ts";
+import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
+import { serviceView, type ServiceView } from "../shared/views.ts";
+import type { SliceStore } from "./slice-store.ts";
+
+/** Outcome of a write: the new state, or why nothing was changed. */
+export type WriteResult<T> =
+  | { ok: true; value: T }
+  | { ok: false; reason: "invalid"; issues: ConfigIssue[] }
+  | { ok: false; reason: "stale"; current: number }
+  | { ok: false; reason: "not-found"; detail: string };
+
+/** One entry of `GET /admin/config/versions`. */
+export interface VersionInfo {
+  version: number;
+  createdAt: string;
+  reason: string;
+  changed: string[];
+}
+
+/** Result of a config write that may have changed several services. */
+export interface ConfigWrite {
+  version: number;
+  changed: string[];
+}
+
+interface CurrentService {
+  version: number;
+  stored: StoredService;
+}
+
+const PUBLISH_CONCURRENCY = 50;
+
+/** The mesh has one ConfigStore; it serves admin writes and shard cold starts only. */
+export function configStoreOf(env: ControlPlaneEnv): DurableObjectStub<ConfigStore> {
+  return env.CONFIG_STORE.get(env.CONFIG_STORE.idFromName("mesh"));
+}
+
+/** The shard holding `service`'s published slice. */
+export function sliceStoreOf(env: ControlPlaneEnv, service: string): DurableObjectStub<SliceStore> {
+  return env.SLICE_STORE.get(env.SLICE_STORE.idFromName(service));
+}
+const MAX_RETRY_DELAY_MS = 60_000;
+
+export class ConfigStore extends DurableObject<ControlPlaneEnv> {
+  private readonly sql: SqlStorage;
+  private readonly current = new Map<string, CurrentService>();
+  private head = 0;
+
+  constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS versions (
+        version INTEGER PRIMARY KEY, created_at TEXT NOT NULL, reason TEXT NOT NULL, changed TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS service_docs (
+        service TEXT NOT NULL, version INTEGER NOT NULL, doc TEXT, PRIMARY KEY (service, version));
+      CREATE TABLE IF NOT EXISTS outbox (
+        service TEXT PRIMARY KEY, version INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
+    `);
+    this.head = this.sql.exec<{ v: number | null }>("SELECT MAX(version) AS v FROM versions").one().v ?? 0;
+    for (const [name, entry] of this.servicesAt(this.head)) this.current.set(name, entry);
+  }
+
+  /** Services as of `version` (deleted ones left out), with the version that last changed each. */
+  private servicesAt(version: number): Map<string, CurrentService> {
+    const rows = this.sql.exec<{ service: string; version: number; doc: string | null }>(
+      `SELECT d.service, d.version, d.doc FROM service_docs d
+       WHERE d.version = (SELECT MAX(version) FROM service_docs WHERE service = d.service AND version <= ?)
+       ORDER BY d.service`,
+      version,
+    );
+    const services = new Map<string, CurrentService>();
+    for (const row of rows) {
+      if (row.doc !== null) services.set(row.service, { version: row.version, stored: JSON.parse(row.doc) as StoredService });
+    }
+    return services;
+  }
+
+  /** The current config version (0 before the first write). */
+  version(): number {
+    return this.head;
+  }
+
+  /** The whole config at `version` (default: current), or null if that version does not exist. */
+  readConfig(version?: number): { version: number; config: MeshConfig } | null {
+    const at = version ?? this.head;
+    if (at < 0 || at > this.head || (version !== undefined && at === 0)) return null;
+    const services = at === this.head ? this.current : this.servicesAt(at);
+    return { version: at, config: { services: [...services.values()].map((s) => s.stored.config) } };
+  }
+
+  /** Every service as the admin API shows it. */
+  listServices(): ServiceView[] {
+    return [...this.current.values()]
+      .map((s) => serviceView(s.stored, s.version))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** One service as the admin API shows it, or null. */
+  readService(name: string): ServiceView | null {
+    const entry = this.current.get(name);
+    return entry ? serviceView(entry.stored, entry.version) : null;
+  }
+
+  /** The slice a proxy needs, for a {@link SliceStore} shard that has none yet. */
+  readSlice(service: string): SliceRead {
+    const entry = this.current.get(service);
+    return entry
+      ? { status: "slice", slice: toSlice(entry.stored, entry.version) }
+      : { status: "absent", version: this.head };
+  }
+
+  /** History, newest first. */
+  listVersions(limit: number): VersionInfo[] {
+    return this.sql
+      .exec<{ version: number; created_at: string; reason: string; changed: string }>(
+        "SELECT version, created_at, reason, changed FROM versions ORDER BY version DESC LIMIT ?",
+        limit,
+      )
+      .toArray()
+      .map((row) => ({
+        version: row.version,
+        createdAt: row.created_at,
+        reason: row.reason,
+        changed: JSON.parse(row.changed) as string[],
+      }));
+  }
+
+  /** Replaces the whole config. `ifMatch` is the config version the writer last read. */
+  applyConfig(config: MeshConfig, ifMatch: number | undefined, reason: string): WriteResult<ConfigWrite> {
+    if (ifMatch !== undefined && ifMatch !== this.head) return { ok: false, reason: "stale", current: this.head };
+    return this.commit(config.services, reason);
+  }
+
+  /**
+   * Sets the weights (and optionally the sticky key) of one route of one service; the default route
+   * unless `routeName` is given. `ifMatch` is the service's version as last read.
+   */
+  setSplit(
+    service: string,
+    update: SplitUpdate,
+    routeName: string | undefined,
+    ifMatch: number | undefined,
+  ): WriteResult<ServiceView> {
+    const entry = this.current.get(service);
+    if (!entry) return { ok: false, reason: "not-found", detail: `no service named '${service}'` };
+    if (ifMatch !== undefined && ifMatch !== entry.version) return { ok: false, reason: "stale", current: entry.version };
+    const routes = entry.stored.config.routes;
+    const target = routeName === undefined ? defaultRoute(routes) : routes.find((r) => r.name === routeName);
+    if (!target) return { ok: false, reason: "not-found", detail: `service '${service}' has no route named '${routeName ?? ""}'` };
+
+    const sticky = update.sticky === undefined ? target.split.sticky : (update.sticky ?? undefined);
+    const next: ServiceConfig = {
+      ...entry.stored.config,
+      routes: routes.map((r) =>
+        r === target ? { ...r, split: { weights: update.weights, ...(sticky ? { sticky } : {}) } } : r,
+      ),
+    };
+    const services = [...this.current.values()].map((s) => (s.stored.config.name === service ? next : s.stored.config));
+    const result = this.commit(services, `split ${service}/${target.name}: ${formatWeights(update.weights)}`);
+    if (!result.ok) return result;
+    const view = this.readService(service);
+    return view ? { ok: true, value: view } : { ok: false, reason: "not-found", detail: `no service named '${service}'` };
+  }
+
+  /**
+   * Makes `version`'s config current again, as a new version. Sticky layouts are moved from the
+   * current layout to that version's weights, so shoppers still only move where weights changed.
+   */
+  rollback(version: number, ifMatch: number | undefined): WriteResult<ConfigWrite> {
+    if (ifMatch !== undefined && ifMatch !== this.head) return { ok: false, reason: "stale", current: this.head };
+    const target = this.readConfig(version);
+    if (!target || version === 0) return { ok: false, reason: "not-found", detail: `no config version ${version}` };
+    return this.commit(target.config.services, `rollback to version ${version}`);
+  }
+
+  private commit(services: ServiceConfig[], reason: string): WriteResult<ConfigWrite> {
+    const issues = validateMesh({ services }, { allowLocalhostHttp: this.env.WEFT_ENV === "development" });
+    if (issues.length > 0) return { ok: false, reason: "invalid", issues };
+
+    const changes: Array<[string, StoredService | null]> = [];
+    for (const service of services) {
+      const previous = this.current.get(service.name)?.stored;
+      const layouts: StoredService["layouts"] = {};
+      for (const route of service.routes) layouts[route.name] = rebalance(previous?.layouts[route.name], route.split.weights);
+      const stored: StoredService = { config: service, layouts };
+      if (!previous || JSON.stringify(previous) !== JSON.stringify(stored)) changes.push([service.name, stored]);
+    }
+    const kept = new Set(services.map((s) => s.name));
+    for (const name of this.current.keys()) if (!kept.has(name)) changes.push([name, null]);
+    if (changes.length === 0) return { ok: true, value: { version: this.head, changed: [] } };
+
+    const version = this.head + 1;
+    const changed = changes.map(([name]) => name);
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        "INSERT INTO versions (version, created_at, reason, changed) VALUES (?, ?, ?, ?)",
+        version,
+        new Date().toISOString(),
+        reason,
+        JSON.stringify(changed),
+      );
+      for (const [name, stored] of changes) {
+        this.sql.exec(
+          "INSERT INTO service_docs (service, version, doc) VALUES (?, ?, ?)",
+          name,
+          version,
+          stored ? JSON.stringify(stored) : null,
+        );
+        this.sql.exec(
+          `INSERT INTO outbox (service, version) VALUES (?, ?)
+           ON CONFLICT (service) DO UPDATE SET version = excluded.version, attempts = 0`,
+          name,
+          version,
+        );
+      }
+    });
+    this.head = version;
+    for (const [name, stored] of changes) {
+      if (stored) this.current.set(name, { version, stored });
+      else this.current.delete(name);
+    }
+    // Publication is asynchronous and retried until every shard has the change (see alarm()).
+    void this.ctx.storage.setAlarm(Date.now());
+    return { ok: true, value: { version, changed } };
+  }
+
+  /** Drains the outbox: pushes each changed service's slice to its shard; failures retry with backoff. */
+  override async alarm(): Promise<void> {
+    const pending = this.sql
+      .exec<{ service: string; version: number; attempts: number }>("SELECT service, version, attempts FROM outbox")
+      .toArray();
+    let maxAttempts = 0;
+    for (let i = 0; i < pending.length; i += PUBLISH_CONCURRENCY) {
+      const batch = pending.slice(i, i + PUBLISH_CONCURRENCY);
+      const results = await Promise.allSettled(batch.map((row) => this.publish(row.service, row.version)));
+      results.forEach((result, j) => {
+        const row = batch[j];
+        if (!row) return;
+        if (result.status === "fulfilled") {
+          this.sql.exec("DELETE FROM outbox WHERE service = ? AND version = ?", row.service, row.version);
+        } else {
+          console.error(`weft: publishing config for '${row.service}' failed (attempt ${row.attempts + 1}):`, String(result.reason));
+          this.sql.exec("UPDATE outbox SET attempts = attempts + 1 WHERE service = ?", row.service);
+          maxAttempts = Math.max(maxAttempts, row.attempts + 1);
+        }
+      });
+    }
+    const left = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM outbox").one().n;
+    if (left > 0) {
+      const delay = maxAttempts === 0 ? 0 : Math.min(MAX_RETRY_DELAY_MS, 500 * 2 ** maxAttempts);
+      await this.ctx.storage.setAlarm(Date.now() + delay);
+    }
+  }
+
+  private async publish(service: string, version: number): Promise<void> {
+    const entry = this.current.get(service);
+    await sliceStoreOf(this.env, service).publish(entry ? { status: "slice", slice: toSlice(entry.stored, entry.version) } : { status: "absent", version });
+  }
+}
+
+function formatWeights(weights: Readonly<Record<string, number>>): string {
+  return Object.entries(weights)
+    .map(([backend, weight]) => `${backend}=${weight}`)
+    .join(" ");
+}

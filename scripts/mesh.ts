@@ -1,0 +1,256 @@
+/**
+ * Runs the whole mesh on workerd through Miniflare, from the same wrangler configs that deploy it:
+ * every worker, every `[env.*]` instance, service bindings with their `props`, Durable Objects and
+ * public routes. `npm start`, the end-to-end tests and the benchmark all boot the mesh through here.
+ */
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as esbuild from "esbuild";
+import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions as WorkerOptions } from "miniflare";
+import { parse as parseToml } from "smol-toml";
+
+/** Repository root. */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+interface RawService {
+  binding: string;
+  service: string;
+  entrypoint?: string;
+  props?: Record<string, unknown>;
+}
+interface RawDurableObject {
+  name: string;
+  class_name: string;
+  script_name?: string;
+}
+interface RawRoute {
+  pattern: string;
+  custom_domain?: boolean;
+}
+interface RawConfig {
+  name?: string;
+  main?: string;
+  compatibility_date?: string;
+  compatibility_flags?: string[];
+  vars?: Record<string, string>;
+  services?: RawService[];
+  durable_objects?: { bindings?: RawDurableObject[] };
+  routes?: Array<RawRoute | string>;
+  migrations?: Array<{ new_sqlite_classes?: string[] }>;
+  secrets?: { required?: string[] };
+  env?: Record<string, RawConfig>;
+}
+
+/** One deployable worker: a wrangler config, or one `[env.*]` of it. */
+export interface Deployment {
+  name: string;
+  configPath: string;
+  env: string | undefined;
+  main: string;
+  compatibilityDate: string;
+  compatibilityFlags: string[];
+  vars: Record<string, string>;
+  services: RawService[];
+  durableObjects: RawDurableObject[];
+  sqliteClasses: string[];
+  routes: string[];
+  secrets: string[];
+}
+
+function resolveDeployment(configPath: string, raw: RawConfig, envName: string | undefined): Deployment {
+  // Mirrors wrangler: main, compatibility settings and migrations are inherited by environments;
+  // vars, bindings and routes are not.
+  const scoped = envName ? (raw.env?.[envName] ?? {}) : raw;
+  if (!raw.main || !raw.name || !raw.compatibility_date) {
+    throw new Error(`${configPath}: name, main and compatibility_date are required`);
+  }
+  return {
+    name: scoped.name ?? (envName ? `${raw.name}-${envName}` : raw.name),
+    configPath,
+    env: envName,
+    main: path.resolve(path.dirname(configPath), raw.main),
+    compatibilityDate: raw.compatibility_date,
+    compatibilityFlags: raw.compatibility_flags ?? [],
+    vars: scoped.vars ?? {},
+    services: scoped.services ?? [],
+    durableObjects: scoped.durable_objects?.bindings ?? [],
+    sqliteClasses: (raw.migrations ?? []).flatMap((m) => m.new_sqlite_classes ?? []),
+    routes: (scoped.routes ?? []).flatMap((r) => (typeof r === "string" ? [r] : r.custom_domain ? [] : [r.pattern])),
+    secrets: scoped.secrets?.required ?? raw.secrets?.required ?? [],
+  };
+}
+
+/** The wrangler configs of this repository: the root one (control plane) and one per `workers/*`. */
+export function configPaths(root = ROOT): string[] {
+  const workers = path.join(root, "workers");
+  return [
+    path.join(root, "wrangler.toml"),
+    ...readdirSync(workers)
+      .sort()
+      .map((dir) => path.join(workers, dir, "wrangler.toml"))
+      .filter((file) => existsSync(file)),
+  ];
+}
+
+/** Every deployment described by `configPath`: one per `[env.*]`, or the config itself. */
+export function deploymentsOf(configPath: string): Deployment[] {
+  const raw = parseToml(readFileSync(configPath, "utf8")) as RawConfig;
+  const envs = Object.keys(raw.env ?? {});
+  return envs.length > 0 ? envs.map((env) => resolveDeployment(configPath, raw, env)) : [resolveDeployment(configPath, raw, undefined)];
+}
+
+/** All deployments of the repository. */
+export function loadDeployments(root = ROOT): Deployment[] {
+  return configPaths(root).flatMap(deploymentsOf);
+}
+
+/** Bundles each distinct entry module once (a proxy's code is shared by all its instances). */
+export async function bundleMains(mains: string[]): Promise<Map<string, string>> {
+  const unique = [...new Set(mains)];
+  const outputs = await Promise.all(
+    unique.map((entry) =>
+      esbuild.build({
+        entryPoints: [entry],
+        bundle: true,
+        format: "esm",
+        platform: "neutral",
+        target: "es2023",
+        conditions: ["workerd", "worker", "browser"],
+        mainFields: ["browser", "module", "main"],
+        external: ["cloudflare:*", "node:*"],
+        write: false,
+        logLevel: "error",
+      }),
+    ),
+  );
+  return new Map(unique.map((entry, i) => [entry, outputs[i]?.outputFiles[0]?.text ?? ""]));
+}
+
+/** Production route patterns (`shop.example.com/products/*`) bound to every local hostname. */
+export function localRoute(pattern: string): string {
+  const slash = pattern.indexOf("/");
+  return slash < 0 ? "*/*" : `*${pattern.slice(slash)}`;
+}
+
+/** Options for {@link workerOptions}. */
+export interface LocalOverrides {
+  /** Vars set on every worker (e.g. WEFT_ENV=development). */
+  vars?: Record<string, string>;
+  /** Values for the secrets the configs require. */
+  secrets?: Record<string, string>;
+  /** Map binding targets, e.g. to put a fault-injecting worker between a proxy and the control plane. */
+  rewireService?: (deployment: Deployment, service: RawService) => RawService;
+}
+
+/** Miniflare options for one deployment. */
+export function workerOptions(
+  deployment: Deployment,
+  code: string,
+  all: Deployment[],
+  overrides: LocalOverrides = {},
+): WorkerOptions {
+  const sqliteClassesOf = (scriptName: string | undefined): string[] =>
+    scriptName ? (all.find((d) => d.name === scriptName)?.sqliteClasses ?? []) : deployment.sqliteClasses;
+  const secrets = Object.fromEntries(
+    deployment.secrets.flatMap((name) => (overrides.secrets?.[name] !== undefined ? [[name, overrides.secrets[name]]] : [])),
+  );
+  return {
+    name: deployment.name,
+    modules: [{ type: "ESModule", path: deployment.main.replace(/\.ts$/, ".js"), contents: code }],
+    compatibilityDate: deployment.compatibilityDate,
+    compatibilityFlags: deployment.compatibilityFlags,
+    routes: deployment.routes.map(localRoute),
+    bindings: {
+      ...deployment.vars,
+      ...Object.fromEntries(Object.entries(overrides.vars ?? {}).filter(([k]) => k in deployment.vars)),
+      ...secrets,
+    },
+    serviceBindings: Object.fromEntries(
+      deployment.services.map((raw) => {
+        const s = overrides.rewireService?.(deployment, raw) ?? raw;
+        return [s.binding, { name: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}), ...(s.props ? { props: s.props } : {}) }];
+      }),
+    ),
+    durableObjects: Object.fromEntries(
+      deployment.durableObjects.map((d) => [
+        d.name,
+        {
+          className: d.class_name,
+          ...(d.script_name ? { scriptName: d.script_name } : {}),
+          useSQLite: sqliteClassesOf(d.script_name).includes(d.class_name),
+        },
+      ]),
+    ),
+  };
+}
+
+/** What {@link startMesh} needs. */
+export interface MeshOptions {
+  port: number;
+  adminPort: number;
+  host?: string;
+  adminToken: string;
+  /** Directory for Durable Object state; omit for in-memory state. */
+  persistTo?: string;
+  /** Extra workers (test fixtures, benchmark workers) booted alongside the mesh. */
+  extraWorkers?: WorkerOptions[];
+  overrides?: Omit<LocalOverrides, "secrets">;
+  /** Per-deployment direct sockets (ports), e.g. to reach one proxy without the route layer. */
+  directPorts?: Record<string, number>;
+  deployments?: Deployment[];
+}
+
+/** A running local mesh. */
+export interface RunningMesh {
+  mf: Miniflare;
+  shopUrl: string;
+  adminUrl: string;
+  deployments: Deployment[];
+  dispose(): Promise<void>;
+}
+
+/** The control plane is the deployment from the root wrangler.toml. */
+export function isControlPlane(deployment: Deployment, root = ROOT): boolean {
+  return deployment.configPath === path.join(root, "wrangler.toml");
+}
+
+/** Boots every worker of the repository on workerd. */
+export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
+  const host = options.host ?? "127.0.0.1";
+  const deployments = options.deployments ?? loadDeployments();
+  const code = await bundleMains(deployments.map((d) => d.main));
+  const overrides: LocalOverrides = {
+    ...options.overrides,
+    vars: { WEFT_ENV: "development", WEFT_DEBUG_HEADERS: "true", ...options.overrides?.vars },
+    secrets: { WEFT_ADMIN_TOKEN: options.adminToken },
+  };
+  const workers: WorkerOptions[] = deployments.map((d) => {
+    const opts = workerOptions(d, code.get(d.main) ?? "", deployments, overrides);
+    const sockets = [
+      ...(isControlPlane(d) ? [{ host, port: options.adminPort }] : []),
+      ...(options.directPorts?.[d.name] !== undefined ? [{ host, port: options.directPorts[d.name] }] : []),
+    ];
+    return sockets.length > 0 ? { ...opts, unsafeDirectSockets: sockets } : opts;
+  });
+  // Miniflare 5 (the one wrangler ships) still accepts the v4 option shape through this converter;
+  // the v4 shape maps one-to-one onto wrangler config, which is what we read.
+  const mf = new Miniflare(
+    convertV4MiniflareOptions({
+      host,
+      port: options.port,
+      ...(options.persistTo ? { resourcePersistencePath: options.persistTo } : {}),
+      workers: [...workers, ...(options.extraWorkers ?? [])],
+    }),
+  );
+  const shopUrl = (await mf.ready).origin;
+  const controlPlane = deployments.find((d) => isControlPlane(d));
+  const adminUrl = controlPlane ? (await mf.unsafeGetDirectURL(controlPlane.name)).origin : "";
+  return {
+    mf,
+    shopUrl,
+    adminUrl,
+    deployments,
+    dispose: () => mf.dispose(),
+  };
+}

@@ -1,0 +1,145 @@
+/**
+ * `npm start`: the whole mesh and the demo shop on workerd, locally, no account needed.
+ */
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { ROOT, startMesh } from "./mesh.ts";
+
+const HELP = `Usage: npm start [-- options]
+
+Boots the Weft control plane, one proxy per service and the demo shop on workerd (Miniflare).
+
+Options:
+  --reset       delete local state (.weft/state) before starting: config history, carts, orders
+  --no-seed     do not load config/mesh.json into an empty control plane
+  --json        print the URLs as one JSON line instead of a table
+  -h, --help    show this help
+
+Environment:
+  WEFT_PORT          shop port (default 8787)
+  WEFT_ADMIN_PORT    control plane port (default 8788)
+  WEFT_ADMIN_TOKEN   admin token (default: generated once, kept in .weft/admin-token)
+`;
+
+const { values: args } = parseArgs({
+  options: {
+    reset: { type: "boolean", default: false },
+    "no-seed": { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (args.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+
+const stateDir = path.join(ROOT, ".weft");
+const persistTo = path.join(stateDir, "state");
+const tokenFile = path.join(stateDir, "admin-token");
+const log = (line: string): void => {
+  if (!args.json) process.stdout.write(`${line}\n`);
+};
+
+function port(name: string, fallback: number): number {
+  const raw = process.env[name];
+  const value = raw === undefined || raw === "" ? fallback : Number(raw);
+  if (!Number.isInteger(value) || value < 1 || value > 65535) {
+    process.stderr.write(`${name} must be a port number (1-65535), got '${raw ?? ""}'\n`);
+    process.exit(2);
+  }
+  return value;
+}
+
+function adminToken(): { token: string; source: string } {
+  const fromEnv = process.env.WEFT_ADMIN_TOKEN;
+  if (fromEnv) return { token: fromEnv, source: "WEFT_ADMIN_TOKEN" };
+  if (existsSync(tokenFile)) return { token: readFileSync(tokenFile, "utf8").trim(), source: ".weft/admin-token" };
+  const token = randomBytes(24).toString("base64url");
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  chmodSync(tokenFile, 0o600);
+  return { token, source: ".weft/admin-token (generated)" };
+}
+
+async function seed(adminUrl: string, token: string): Promise<string> {
+  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+  const current = await fetch(`${adminUrl}/admin/config`, { headers, signal: AbortSignal.timeout(10_000) });
+  const { version } = (await current.json()) as { version: number };
+  if (version > 0) return `config version ${version} (kept from the last run)`;
+  const body = readFileSync(path.join(ROOT, "config", "mesh.json"), "utf8");
+  const put = await fetch(`${adminUrl}/admin/config`, {
+    method: "PUT",
+    headers: { ...headers, "x-weft-reason": "seeded from config/mesh.json by npm start" },
+    body,
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (!put.ok) throw new Error(`seeding config/mesh.json failed: ${put.status} ${await put.text()}`);
+  const result = (await put.json()) as { version: number };
+  return `config version ${result.version} (seeded from config/mesh.json)`;
+}
+
+async function main(): Promise<void> {
+  const shopPort = port("WEFT_PORT", 8787);
+  const adminPort = port("WEFT_ADMIN_PORT", 8788);
+  mkdirSync(stateDir, { recursive: true });
+  if (args.reset) {
+    rmSync(persistTo, { recursive: true, force: true });
+    log("Local state reset.");
+  }
+  const { token, source } = adminToken();
+
+  log("Bundling workers and starting workerd…");
+  const started = Date.now();
+  const mesh = await startMesh({ port: shopPort, adminPort, adminToken: token, persistTo });
+  const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, token);
+
+  if (args.json) {
+    process.stdout.write(
+      `${JSON.stringify({ shop: mesh.shopUrl, admin: mesh.adminUrl, tokenSource: source, state: persistTo, workers: mesh.deployments.map((d) => d.name) })}\n`,
+    );
+  } else {
+    const rows: Array<[string, string]> = [
+      ["Shop", `${mesh.shopUrl}/`],
+      ["  products (pim)", `${mesh.shopUrl}/products/sku-1`],
+      ["  cart", `${mesh.shopUrl}/cart/{cartId}`],
+      ["  orders", `${mesh.shopUrl}/orders`],
+      ["Admin API", `${mesh.adminUrl}/admin/services`],
+      ["Admin token", source === "WEFT_ADMIN_TOKEN" ? "(from WEFT_ADMIN_TOKEN)" : `${token}   (${source})`],
+      ["Config", configState],
+      ["State", `${path.relative(process.cwd(), persistTo) || persistTo}   (reset: npm start -- --reset)`],
+    ];
+    const width = Math.max(...rows.map(([k]) => k.length));
+    log(`\nWeft is running on workerd (${mesh.deployments.length} workers, ready in ${Date.now() - started} ms)\n`);
+    for (const [key, value] of rows) log(`  ${key.padEnd(width)}   ${value}`);
+    log(`\nTry:\n  curl -i ${mesh.shopUrl}/products/sku-1`);
+    log(`  curl -H "Authorization: Bearer <token>" ${mesh.adminUrl}/admin/services`);
+    log(`\nPress Ctrl-C to stop.`);
+  }
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log(`\n${signal}: stopping workerd…`);
+    mesh
+      .dispose()
+      .then(() => process.exit(0))
+      .catch((error: unknown) => {
+        process.stderr.write(`error while stopping: ${String(error)}\n`);
+        process.exit(1);
+      });
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+main().catch((error: unknown) => {
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`weft: could not start: ${message}\n`);
+  if (/EADDRINUSE|address in use/i.test(message)) {
+    process.stderr.write("A port is taken: stop the other process or set WEFT_PORT / WEFT_ADMIN_PORT.\n");
+  }
+  process.exit(1);
+});

@@ -1,0 +1,155 @@
+/**
+ * The mesh configuration: what operators write (JSON on the wire, `PUT /admin/config`) and what the
+ * control plane stores. Shape checks live here as zod schemas; checks that need the whole document
+ * (unknown backends, shadowed routes, loops) live in `validate.ts`.
+ */
+import { z } from "zod";
+
+/** Names of services, backends and routes: DNS-label-like so they are safe in URLs, metrics and logs. */
+export const Name = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "use lowercase letters, digits and '-' (like a DNS label)");
+
+/** An env binding name as wrangler declares it (`PIM_V1`). */
+const BindingName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid binding name such as PIM_V1");
+
+export const HttpMethod = z.enum(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+export type HttpMethod = z.infer<typeof HttpMethod>;
+
+/** An internal worker, reached through a service binding of the service's proxy. */
+export const WorkerBackend = z.strictObject({
+  name: Name,
+  type: z.literal("worker"),
+  binding: BindingName,
+});
+
+/**
+ * Another Weft service, reached through its proxy (a binding of this proxy). Declaring the target
+ * service lets the control plane refuse routing loops before they are stored.
+ */
+export const MeshBackend = z.strictObject({
+  name: Name,
+  type: z.literal("mesh"),
+  service: Name,
+  binding: BindingName,
+});
+
+/** A third-party origin. Only this origin is ever contacted for this backend. */
+export const ExternalBackend = z.strictObject({
+  name: Name,
+  type: z.literal("external"),
+  origin: z.url({ protocol: /^https?$/ }).describe("scheme, host and optional port; no path"),
+});
+
+export const Backend = z.discriminatedUnion("type", [WorkerBackend, MeshBackend, ExternalBackend]);
+export type Backend = z.infer<typeof Backend>;
+
+/**
+ * A path pattern: either an exact path (`/health`) or a prefix ending in `*` (`/products/*`, `/orders*`,
+ * `/*`). Prefix-only patterns keep "is this route shadowed?" decidable exactly.
+ */
+export const PathPattern = z
+  .string()
+  .regex(/^\/[^*?#\s]*\*?$/, "must start with '/' and may end with a single '*' (no '?', '#' or inner '*')");
+
+export const RouteMatch = z.strictObject({
+  path: PathPattern.default("/*"),
+  methods: z.array(HttpMethod).min(1).optional(),
+  /** Exact header values; names are case-insensitive. */
+  headers: z
+    .record(z.string().regex(/^[A-Za-z0-9-]+$/, "must be an HTTP header name"), z.string().max(256))
+    .optional(),
+});
+export type RouteMatch = z.infer<typeof RouteMatch>;
+
+/** `cookie:NAME` or `header:NAME`; absent means every request is placed independently. */
+export const StickyKey = z
+  .string()
+  .regex(/^(cookie|header):[A-Za-z0-9_.-]+$/, "must be 'cookie:NAME' or 'header:NAME'");
+export type StickyKey = z.infer<typeof StickyKey>;
+
+/** Integer percentages per backend name. The sum (100) is checked in `validate.ts`. */
+export const Weights = z.record(Name, z.int().min(0, "weights are 0-100").max(100, "weights are 0-100"));
+export type Weights = z.infer<typeof Weights>;
+
+export const Split = z.strictObject({
+  weights: Weights,
+  sticky: StickyKey.optional(),
+});
+export type Split = z.infer<typeof Split>;
+
+export const Route = z.strictObject({
+  /** Stable identity of the route across config versions (sticky layouts follow it). */
+  name: Name.optional(),
+  match: RouteMatch.default({ path: "/*" }),
+  split: Split,
+});
+export type RouteInput = z.input<typeof Route>;
+
+export const Service = z.strictObject({
+  name: Name,
+  backends: z.array(Backend).min(1, "a service needs at least one backend"),
+  routes: z.array(Route).min(1, "a service needs at least one route"),
+});
+export type ServiceInput = z.input<typeof Service>;
+
+export const MeshConfig = z.strictObject({
+  services: z.array(Service),
+});
+export type MeshConfigInput = z.input<typeof MeshConfig>;
+
+/** A route after parsing: defaults applied and a name always present. */
+export interface RouteConfig {
+  name: string;
+  match: RouteMatch;
+  split: Split;
+}
+/** A service after parsing. */
+export interface ServiceConfig {
+  name: string;
+  backends: Backend[];
+  routes: RouteConfig[];
+}
+/** A whole mesh after parsing. */
+export interface MeshConfig {
+  services: ServiceConfig[];
+}
+
+/** The name a route gets when the operator gave none: readable and stable while its match is. */
+export function defaultRouteName(match: RouteMatch, index: number): string {
+  const slug = match.path
+    .toLowerCase()
+    .replace(/\*/g, "")
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "");
+  return `${slug || "root"}-${index}`;
+}
+
+/** Fills in route names so every later step can rely on them. */
+export function normalizeService(service: z.infer<typeof Service>): ServiceConfig {
+  return {
+    name: service.name,
+    backends: service.backends,
+    routes: service.routes.map((route, i) => ({
+      name: route.name ?? defaultRouteName(route.match, i),
+      match: route.match,
+      split: route.split,
+    })),
+  };
+}
+
+/** The request body of `PUT /admin/services/{service}/split`. */
+export const SplitUpdate = z.strictObject({
+  weights: Weights,
+  sticky: StickyKey.nullable().optional(),
+});
+export type SplitUpdate = z.infer<typeof SplitUpdate>;
+
+/** The request body of `POST /admin/config/rollback`. */
+export const RollbackRequest = z.strictObject({
+  version: z.int().min(1),
+});

@@ -1,0 +1,52 @@
+/**
+ * What the control plane stores per service and what a proxy loads: only its own service's slice,
+ * so a proxy in a mesh of thousands of services does the same work as in a mesh of five.
+ */
+import type { Backend, RouteConfig, ServiceConfig } from "./config.ts";
+import type { Layout } from "./split.ts";
+
+/** A service as stored: the operator's config plus the sticky slot layout of every route. */
+export interface StoredService {
+  config: ServiceConfig;
+  /** Slot layouts by route name; managed by the control plane, never written by operators. */
+  layouts: Record<string, Layout>;
+}
+
+/** A route as a proxy sees it. */
+export interface RouteSlice extends RouteConfig {
+  layout: Layout;
+}
+
+/** Everything one service's proxy needs. `version` is the config version that last changed it. */
+export interface ServiceSlice {
+  service: string;
+  version: number;
+  backends: Backend[];
+  routes: RouteSlice[];
+}
+
+/** Builds the slice a proxy receives from a stored service. */
+export function toSlice(stored: StoredService, version: number): ServiceSlice {
+  return {
+    service: stored.config.name,
+    version,
+    backends: stored.config.backends,
+    routes: stored.config.routes.map((route) => ({ ...route, layout: stored.layouts[route.name] ?? [] })),
+  };
+}
+
+/** Answer to "give me my slice if it changed since `knownVersion`". */
+export type SliceRead =
+  | { status: "unchanged"; version: number }
+  | { status: "slice"; slice: ServiceSlice }
+  | { status: "absent"; version: number };
+
+/**
+ * The route `PUT /admin/services/{service}/split` changes when no route is named, and whose split
+ * `GET /admin/services` reports: the catch-all route if there is one, else the first.
+ */
+export function defaultRoute<R extends RouteConfig>(routes: ReadonlyArray<R>): R | undefined {
+  return (
+    routes.find((r) => r.match.path === "/*" && !r.match.methods && !r.match.headers) ?? routes[0]
+  );
+}

@@ -1,0 +1,160 @@
+/**
+ * Whole-document checks that zod's shape checks cannot express. A config that fails any of them is
+ * refused before it is stored, so a proxy never receives a config that cannot work.
+ */
+import type { Backend, MeshConfig, RouteMatch, ServiceConfig } from "./config.ts";
+
+/** One refusal, in the shape of a zod issue so clients see a single format. */
+export interface ConfigIssue {
+  code: "custom";
+  path: Array<string | number>;
+  message: string;
+}
+
+/** Options that differ between local development and production. */
+export interface ValidateOptions {
+  /** Accept `http://localhost` / `http://127.0.0.1` external origins (local development only). */
+  allowLocalhostHttp: boolean;
+}
+
+const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
+
+function issue(path: Array<string | number>, message: string): ConfigIssue {
+  return { code: "custom", path, message };
+}
+
+/** Does route `a` match every request route `b` matches? (Then `b`, listed after `a`, is unreachable.) */
+export function routeCovers(a: RouteMatch, b: RouteMatch): boolean {
+  const pathCovered = a.path.endsWith("*")
+    ? b.path.replace(/\*$/, "").startsWith(a.path.slice(0, -1))
+    : !b.path.endsWith("*") && a.path === b.path;
+  if (!pathCovered) return false;
+  if (a.methods && !(b.methods && b.methods.every((m) => a.methods?.includes(m)))) return false;
+  const bHeaders = new Map(Object.entries(b.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  return Object.entries(a.headers ?? {}).every(([k, v]) => bHeaders.get(k.toLowerCase()) === v);
+}
+
+function checkExternalOrigin(
+  backend: Extract<Backend, { type: "external" }>,
+  path: Array<string | number>,
+  options: ValidateOptions,
+): ConfigIssue[] {
+  const url = new URL(backend.origin);
+  const issues: ConfigIssue[] = [];
+  if (url.protocol !== "https:" && !(options.allowLocalhostHttp && LOCAL_HOSTS.has(url.hostname))) {
+    issues.push(
+      issue(
+        [...path, "origin"],
+        options.allowLocalhostHttp
+          ? `external origin must use https (http is only accepted for localhost in development): ${backend.origin}`
+          : `external origin must use https: ${backend.origin}`,
+      ),
+    );
+  }
+  if (url.username || url.password || (url.pathname !== "/" && url.pathname !== "") || url.search || url.hash) {
+    issues.push(
+      issue([...path, "origin"], `external origin must be scheme://host[:port] only, without credentials, path or query`),
+    );
+  }
+  return issues;
+}
+
+function checkService(service: ServiceConfig, index: number, options: ValidateOptions): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const at = (...rest: Array<string | number>) => ["services", index, ...rest];
+  const backendNames = new Set<string>();
+  service.backends.forEach((backend, b) => {
+    if (backendNames.has(backend.name)) {
+      issues.push(issue(at("backends", b, "name"), `duplicate backend '${backend.name}' in service '${service.name}'`));
+    }
+    backendNames.add(backend.name);
+    if (backend.type === "external") issues.push(...checkExternalOrigin(backend, at("backends", b), options));
+    if (backend.type === "mesh" && backend.service === service.name) {
+      issues.push(issue(at("backends", b, "service"), `backend '${backend.name}' routes service '${service.name}' to itself`));
+    }
+  });
+
+  const routeNames = new Set<string>();
+  service.routes.forEach((route, r) => {
+    if (routeNames.has(route.name)) {
+      issues.push(issue(at("routes", r, "name"), `duplicate route name '${route.name}' in service '${service.name}'`));
+    }
+    routeNames.add(route.name);
+    const shadow = service.routes.slice(0, r).find((earlier) => routeCovers(earlier.match, route.match));
+    if (shadow) {
+      issues.push(
+        issue(
+          at("routes", r, "match"),
+          `route '${route.name}' is unreachable: route '${shadow.name}' before it matches every request it would`,
+        ),
+      );
+    }
+    let total = 0;
+    for (const [backend, weight] of Object.entries(route.split.weights)) {
+      total += weight;
+      if (!backendNames.has(backend)) {
+        issues.push(
+          issue(
+            at("routes", r, "split", "weights", backend),
+            `unknown backend '${backend}' (service '${service.name}' has: ${[...backendNames].join(", ")})`,
+          ),
+        );
+      }
+    }
+    if (total !== 100) {
+      issues.push(issue(at("routes", r, "split", "weights"), `weights must sum to 100, got ${total}`));
+    }
+  });
+  return issues;
+}
+
+/** Services that reach each other through `mesh` backends must not form a cycle (a routing loop). */
+function checkLoops(config: MeshConfig): ConfigIssue[] {
+  const index = new Map(config.services.map((s, i) => [s.name, i]));
+  const issues: ConfigIssue[] = [];
+  config.services.forEach((service, s) => {
+    service.backends.forEach((backend, b) => {
+      if (backend.type === "mesh" && !index.has(backend.service)) {
+        issues.push(
+          issue(["services", s, "backends", b, "service"], `backend '${backend.name}' points at unknown service '${backend.service}'`),
+        );
+      }
+    });
+  });
+  const state = new Map<string, "visiting" | "done">();
+  const reported = new Set<string>();
+  const visit = (name: string, trail: string[]): void => {
+    if (state.get(name) === "done") return;
+    if (state.get(name) === "visiting") {
+      const cycle = [...trail.slice(trail.indexOf(name)), name];
+      const key = [...cycle].sort().join(",");
+      if (!reported.has(key)) {
+        reported.add(key);
+        issues.push(issue(["services", index.get(name) ?? 0], `routing loop: ${cycle.join(" → ")}`));
+      }
+      return;
+    }
+    state.set(name, "visiting");
+    const service = config.services[index.get(name) ?? -1];
+    for (const backend of service?.backends ?? []) {
+      // Self-references are reported by checkService; follow only edges to other services here.
+      if (backend.type === "mesh" && backend.service !== name && index.has(backend.service)) visit(backend.service, [...trail, name]);
+    }
+    state.set(name, "done");
+  };
+  for (const service of config.services) visit(service.name, []);
+  return issues;
+}
+
+/** All reasons `config` cannot work; empty when it can be stored. */
+export function validateMesh(config: MeshConfig, options: ValidateOptions): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const seen = new Set<string>();
+  config.services.forEach((service, s) => {
+    if (seen.has(service.name)) issues.push(issue(["services", s, "name"], `duplicate service '${service.name}'`));
+    seen.add(service.name);
+    issues.push(...checkService(service, s, options));
+  });
+  issues.push(...checkLoops(config));
+  return issues;
+}

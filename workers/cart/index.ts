@@ -1,0 +1,115 @@
+/**
+ * cart: shopping carts behind the weft-proxy-cart mesh proxy. Lines are priced from pim (through
+ * its proxy) when added; orders re-price them, so a cart's prices are informational.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { z } from "zod";
+import { problemResponse } from "../../shared/problem.ts";
+import { readBody } from "./body.ts";
+import { MAX_QTY } from "./cart-store.ts";
+import type { CartLine, CartStore } from "./cart-store.ts";
+import { DependencyError, dependencyProblem } from "./mesh.ts";
+import { lookupProduct } from "./pim.ts";
+
+export { CartStore } from "./cart-store.ts";
+
+type App = { Bindings: CartEnv };
+
+const CART_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+const AddItem = z.object({
+  sku: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 letters, digits, '.', '_' or '-'"),
+  qty: z.int().min(1).max(MAX_QTY),
+});
+
+// Carts change with every click; a cached copy is always wrong.
+const NO_STORE = { "cache-control": "no-store" };
+
+/** The JSON shape of a cart, with prices converted from cents only at the edge. */
+function cartBody(cartId: string, lines: CartLine[]) {
+  const totalCents = lines.reduce((sum, line) => sum + line.qty * line.priceCents, 0);
+  return {
+    cartId,
+    items: lines.map((line) => ({ sku: line.sku, qty: line.qty, price: line.priceCents / 100, name: line.name })),
+    total: totalCents / 100,
+    currency: "EUR",
+  };
+}
+
+/** Runs `use` with the cart's Durable Object, or answers 400 for a malformed cart id. */
+async function withCart(
+  c: Context<App>,
+  cartId: string,
+  use: (cart: DurableObjectStub<CartStore>, cartId: string) => Promise<Response>,
+): Promise<Response> {
+  if (!CART_ID.test(cartId)) {
+    return problemResponse(400, "invalid-cart-id", "Invalid cart id", {
+      detail: "a cart id is 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
+      instance: c.req.path,
+    });
+  }
+  return use(c.env.CARTS.get(c.env.CARTS.idFromName(cartId)), cartId);
+}
+
+const app = new Hono<App>();
+
+app.get("/cart/:cartId", (c) =>
+  withCart(c, c.req.param("cartId"), async (cart, cartId) => c.json(cartBody(cartId, await cart.lines()), 200, NO_STORE)),
+);
+
+app.post("/cart/:cartId/items", (c) =>
+  withCart(c, c.req.param("cartId"), async (cart, cartId) => {
+    const body = await readBody(c.req.raw, AddItem);
+    if (!body.ok) return body.response;
+    const { sku, qty } = body.value;
+    const product = await lookupProduct(c.env.PIM, sku, c.req.header("cookie"));
+    if (!product) {
+      return problemResponse(422, "unknown-sku", "unknown sku", {
+        detail: `pim has no product '${sku}'`,
+        instance: c.req.path,
+        sku,
+      });
+    }
+    const lines = await cart.add({ sku, qty, name: product.name, priceCents: Math.round(product.price * 100) });
+    return c.json(cartBody(cartId, lines), 200, NO_STORE);
+  }),
+);
+
+app.delete("/cart/:cartId/items/:sku", (c) =>
+  withCart(c, c.req.param("cartId"), async (cart, cartId) =>
+    c.json(cartBody(cartId, await cart.remove(c.req.param("sku"))), 200, NO_STORE),
+  ),
+);
+
+app.delete("/cart/:cartId", (c) =>
+  withCart(c, c.req.param("cartId"), async (cart) => {
+    await cart.clear();
+    return c.body(null, 204, NO_STORE);
+  }),
+);
+
+// Registered after the handlers above, so only methods they do not serve get here.
+const methodNotAllowed = (allow: string) => (c: Context<App>) =>
+  problemResponse(
+    405,
+    "method-not-allowed",
+    "Method not allowed",
+    { detail: `${c.req.method} is not supported on ${c.req.path}`, instance: c.req.path },
+    { allow },
+  );
+app.all("/cart/:cartId", methodNotAllowed("GET, HEAD, DELETE"));
+app.all("/cart/:cartId/items", methodNotAllowed("POST"));
+app.all("/cart/:cartId/items/:sku", methodNotAllowed("DELETE"));
+
+app.notFound((c) =>
+  problemResponse(404, "not-found", "Not found", { detail: `no resource at ${c.req.method} ${c.req.path}`, instance: c.req.path }),
+);
+
+app.onError((err, c) => {
+  if (err instanceof DependencyError) return dependencyProblem(err, c.req.path);
+  console.error("cart: unhandled error", err);
+  return problemResponse(500, "internal", "Internal error", { instance: c.req.path });
+});
+
+export default app;

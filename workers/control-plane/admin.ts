@@ -1,0 +1,156 @@
+/**
+ * The admin API (`/admin/*`): read and change the mesh config. Shape errors are answered here (400
+ * malformed JSON, 422 with zod issues); whole-config checks and optimistic concurrency run inside the
+ * ConfigStore, atomically with the write, so a refused request changes nothing.
+ */
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { z } from "zod";
+import { MeshConfig, Name, RollbackRequest, SplitUpdate, normalizeService } from "../../shared/config.ts";
+import { problemResponse } from "../../shared/problem.ts";
+import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
+import { requireAdminToken } from "./auth.ts";
+
+type AdminContext = Context<{ Bindings: ControlPlaneEnv }>;
+
+const MAX_BODY_BYTES = 8 * 1024 * 1024;
+
+/** `"12"` → 12. `*` or no header → undefined (no precondition); anything unparsable never matches. */
+export function parseIfMatch(header: string | undefined): number | undefined {
+  if (header === undefined || header.trim() === "*") return undefined;
+  const match = /^\s*(?:W\/)?"(\d+)"/.exec(header);
+  return match?.[1] ? Number(match[1]) : -1;
+}
+
+function etag(version: number): string {
+  return `"${version}"`;
+}
+
+/** Reads and validates a JSON body; returns the parsed value or the problem response to send. */
+async function readBody<S extends z.ZodType>(c: AdminContext, schema: S): Promise<z.output<S> | Response> {
+  let raw: unknown;
+  try {
+    raw = await c.req.json();
+  } catch {
+    return problemResponse(400, "malformed-json", "Malformed JSON", {
+      detail: "The request body must be a JSON document (Content-Type: application/json).",
+    });
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    return problemResponse(422, "invalid-request", "Invalid request body", {
+      detail: parsed.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; "),
+      issues: parsed.error.issues,
+    });
+  }
+  return parsed.data;
+}
+
+function serviceNameOrProblem(name: string): Response | undefined {
+  return Name.safeParse(name).success
+    ? undefined
+    : problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
+}
+
+/** Turns a refused write into its problem response. */
+function refusal(result: Exclude<WriteResult<unknown>, { ok: true }>): Response {
+  switch (result.reason) {
+    case "invalid":
+      return problemResponse(422, "invalid-config", "Configuration refused", {
+        detail: result.issues.map((i) => i.message).join("; "),
+        issues: result.issues,
+      });
+    case "stale":
+      return problemResponse(
+        412,
+        "stale-version",
+        "Precondition failed",
+        { detail: `If-Match does not match the current version ${result.current}; re-read and retry.`, currentVersion: result.current },
+        { etag: etag(result.current) },
+      );
+    case "not-found":
+      return problemResponse(404, "not-found", "Not found", { detail: result.detail });
+  }
+}
+
+/** Builds the `/admin` sub-application. */
+export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
+  const admin = new Hono<{ Bindings: ControlPlaneEnv }>();
+  admin.use("*", requireAdminToken());
+  admin.use(
+    "*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => problemResponse(413, "too-large", "Request body too large", { detail: `limit is ${MAX_BODY_BYTES} bytes` }),
+    }),
+  );
+
+  admin.get("/services", async (c) => {
+    const services = await configStoreOf(c.env).listServices();
+    return c.json({ services });
+  });
+
+  admin.get("/services/:service", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const view = await configStoreOf(c.env).readService(name);
+    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
+    c.header("etag", etag(view.version));
+    return c.json(view);
+  });
+
+  admin.put("/services/:service/split", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const body = await readBody(c, SplitUpdate);
+    if (body instanceof Response) return body;
+    const route = c.req.query("route");
+    const result = await configStoreOf(c.env).setSplit(name, body, route, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json(result.value);
+  });
+
+  admin.get("/config", async (c) => {
+    const param = c.req.query("version");
+    const version = param === undefined ? undefined : Number(param);
+    if (version !== undefined && !Number.isInteger(version)) {
+      return problemResponse(400, "invalid-request", "Invalid version", { detail: "`version` must be an integer" });
+    }
+    const found = await configStoreOf(c.env).readConfig(version);
+    if (!found) return problemResponse(404, "not-found", "Not found", { detail: `no config version ${param ?? ""}` });
+    c.header("etag", etag(found.version));
+    return c.json({ version: found.version, ...found.config });
+  });
+
+  admin.put("/config", async (c) => {
+    const body = await readBody(c, MeshConfig);
+    if (body instanceof Response) return body;
+    const config = { services: body.services.map(normalizeService) };
+    const store = configStoreOf(c.env);
+    const result = await store.applyConfig(config, parseIfMatch(c.req.header("if-match")), c.req.header("x-weft-reason") ?? "config applied");
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json(result.value);
+  });
+
+  admin.get("/config/versions", async (c) => {
+    const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 50) || 50, 1), 500);
+    const store = configStoreOf(c.env);
+    const [current, versions] = await Promise.all([store.version(), store.listVersions(limit)]);
+    return c.json({ current, versions });
+  });
+
+  admin.post("/config/rollback", async (c) => {
+    const body = await readBody(c, RollbackRequest);
+    if (body instanceof Response) return body;
+    const result = await configStoreOf(c.env).rollback(body.version, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json({ ...result.value, rolledBackTo: body.version });
+  });
+
+  return admin;
+}

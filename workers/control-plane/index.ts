@@ -1,0 +1,27 @@
+/**
+ * The Weft control plane worker: admin API under /admin, health, and the RPC entrypoint proxies use
+ * to load their config. Its Durable Objects (durable-objects/) are exported from here.
+ */
+import { Hono } from "hono";
+import { problemResponse } from "../../shared/problem.ts";
+import { adminApi } from "./admin.ts";
+
+export { ConfigStore } from "../../durable-objects/config-store.ts";
+export { SliceStore } from "../../durable-objects/slice-store.ts";
+export { ConfigService } from "./config-service.ts";
+
+const app = new Hono<{ Bindings: ControlPlaneEnv }>();
+
+app.get("/healthz", (c) => c.json({ ok: true }));
+app.route("/admin", adminApi());
+
+app.notFound((c) => problemResponse(404, "not-found", "Not found", { detail: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }));
+app.onError((error) => {
+  // The message may name internals but never secrets: tokens are compared, not printed.
+  console.error("weft control plane error:", error instanceof Error ? error.message : String(error));
+  return problemResponse(503, "control-plane-error", "Control plane error", {
+    detail: "The request could not be completed; nothing was changed unless a response said so. Retry shortly.",
+  });
+});
+
+export default app satisfies ExportedHandler<ControlPlaneEnv>;

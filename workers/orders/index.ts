@@ -1,0 +1,144 @@
+/**
+ * orders: turns a cart into an order behind the weft-proxy-orders mesh proxy. The cart is read
+ * through the cart proxy and re-priced through the pim proxy, so the order pays pim's current price.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { z } from "zod";
+import { problemResponse } from "../../shared/problem.ts";
+import { readBody } from "./body.ts";
+import { clearCart, priceItems, readCart } from "./checkout.ts";
+import { DependencyError, dependencyProblem } from "./mesh.ts";
+import type { Order, OrderBook } from "./order-book.ts";
+
+export { OrderBook } from "./order-book.ts";
+
+type App = { Bindings: OrdersEnv };
+
+const PlaceOrder = z.object({
+  cartId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'"),
+});
+
+const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
+const LIST_LIMIT = 50;
+
+// Orders are per-shopper data; no shared cache may keep them.
+const NO_STORE = { "cache-control": "no-store" };
+
+/**
+ * The OrderBook holding the shop's orders. The demo shop has one; sharding (by shop, by month)
+ * changes only this function, and would need the shard encoded in the order id.
+ */
+function orderBook(env: OrdersEnv): DurableObjectStub<OrderBook> {
+  return env.ORDER_BOOK.get(env.ORDER_BOOK.idFromName("orders"));
+}
+
+function orderBody(order: Order) {
+  return {
+    orderId: order.orderId,
+    cartId: order.cartId,
+    items: order.lines.map((l) => ({ sku: l.sku, name: l.name, qty: l.qty, price: l.priceCents / 100 })),
+    total: order.totalCents / 100,
+    currency: "EUR",
+    createdAt: order.createdAt,
+  };
+}
+
+function orderResponse(c: Context<App>, order: Order, replayed: boolean): Response {
+  const headers: Record<string, string> = { ...NO_STORE, location: `/orders/${encodeURIComponent(order.orderId)}` };
+  if (replayed) headers["idempotent-replayed"] = "true";
+  return c.json(orderBody(order), replayed ? 200 : 201, headers);
+}
+
+function keyReused(c: Context<App>): Response {
+  return problemResponse(422, "idempotency-key-reused", "Idempotency-Key already used for another cart", {
+    detail: "this Idempotency-Key created an order for a different cart; use a new key per order",
+    instance: c.req.path,
+  });
+}
+
+const app = new Hono<App>();
+
+app.post("/orders", async (c) => {
+  const key = c.req.header("idempotency-key") ?? null;
+  if (key !== null && !IDEMPOTENCY_KEY.test(key)) {
+    return problemResponse(400, "invalid-idempotency-key", "Invalid Idempotency-Key", {
+      detail: "an Idempotency-Key is 1-255 printable ASCII characters",
+      instance: c.req.path,
+    });
+  }
+  const body = await readBody(c.req.raw, PlaceOrder);
+  if (!body.ok) return body.response;
+  const { cartId } = body.value;
+  const book = orderBook(c.env);
+
+  if (key !== null) {
+    // Answer replays without touching cart or pim: the first attempt emptied the cart.
+    const previous = await book.byKey(key);
+    if (previous) return previous.cartId === cartId ? orderResponse(c, previous, true) : keyReused(c);
+  }
+
+  const cookie = c.req.header("cookie");
+  const items = await readCart(c.env.CART, cartId, cookie);
+  if (items.length === 0) {
+    return problemResponse(422, "empty-cart", "Cart is empty", { detail: `cart '${cartId}' has no items`, instance: c.req.path });
+  }
+  const pricing = await priceItems(c.env.PIM, items, cookie);
+  if (!pricing.ok) {
+    return problemResponse(422, "unknown-sku", "unknown sku", {
+      detail: `pim no longer has: ${pricing.unknownSkus.join(", ")}`,
+      instance: c.req.path,
+      skus: pricing.unknownSkus,
+    });
+  }
+
+  const result = await book.place(
+    { orderId: crypto.randomUUID(), cartId, lines: pricing.lines, totalCents: pricing.totalCents, createdAt: new Date().toISOString() },
+    key,
+  );
+  // A concurrent request with the same key may have won the race; place() then returns its order.
+  if (result.outcome === "conflict") return keyReused(c);
+  if (result.outcome === "replayed") return orderResponse(c, result.order, true);
+  c.executionCtx.waitUntil(clearCart(c.env.CART, cartId, cookie));
+  return orderResponse(c, result.order, false);
+});
+
+app.get("/orders", async (c) => {
+  const orders = await orderBook(c.env).recent(LIST_LIMIT);
+  return c.json({ orders: orders.map(orderBody) }, 200, NO_STORE);
+});
+
+app.get("/orders/:orderId", async (c) => {
+  const order = await orderBook(c.env).get(c.req.param("orderId"));
+  if (!order) {
+    return problemResponse(404, "not-found", "Unknown order", {
+      detail: `no order '${c.req.param("orderId")}'`,
+      instance: c.req.path,
+    });
+  }
+  return c.json(orderBody(order), 200, NO_STORE);
+});
+
+// Registered after the handlers above, so only methods they do not serve get here.
+const methodNotAllowed = (allow: string) => (c: Context<App>) =>
+  problemResponse(
+    405,
+    "method-not-allowed",
+    "Method not allowed",
+    { detail: `${c.req.method} is not supported on ${c.req.path}`, instance: c.req.path },
+    { allow },
+  );
+app.all("/orders", methodNotAllowed("GET, HEAD, POST"));
+app.all("/orders/:orderId", methodNotAllowed("GET, HEAD"));
+
+app.notFound((c) =>
+  problemResponse(404, "not-found", "Not found", { detail: `no resource at ${c.req.method} ${c.req.path}`, instance: c.req.path }),
+);
+
+app.onError((err, c) => {
+  if (err instanceof DependencyError) return dependencyProblem(err, c.req.path);
+  console.error("orders: unhandled error", err);
+  return problemResponse(500, "internal", "Internal error", { instance: c.req.path });
+});
+
+export default app;

@@ -1,0 +1,99 @@
+/**
+ * OrderBook: a SQLite-backed Durable Object holding orders and the idempotency keys that created
+ * them. Each method runs without awaiting, so check-then-insert is atomic: two requests with the
+ * same key can never both create an order.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { z } from "zod";
+
+const OrderLines = z.array(z.object({ sku: z.string(), name: z.string(), qty: z.int(), priceCents: z.int() }));
+
+/** An order line; prices are integer cents so totals never drift. */
+export type OrderLine = z.infer<typeof OrderLines>[number];
+
+/** An order as stored. */
+export interface Order {
+  orderId: string;
+  cartId: string;
+  lines: OrderLine[];
+  totalCents: number;
+  createdAt: string;
+}
+
+/** What {@link OrderBook.place} did; `conflict` means the key already created an order for another cart. */
+export type PlaceResult =
+  | { outcome: "created"; order: Order }
+  | { outcome: "replayed"; order: Order }
+  | { outcome: "conflict"; order: Order };
+
+type OrderRow = { order_id: string; cart_id: string; lines: string; total_cents: number; created_at: string };
+
+const SELECT_ORDER = "SELECT order_id, cart_id, lines, total_cents, created_at FROM orders";
+
+function fromRow(row: OrderRow): Order {
+  return {
+    orderId: row.order_id,
+    cartId: row.cart_id,
+    lines: OrderLines.parse(JSON.parse(row.lines)),
+    totalCents: row.total_cents,
+    createdAt: row.created_at,
+  };
+}
+
+export class OrderBook extends DurableObject<OrdersEnv> {
+  constructor(ctx: DurableObjectState, env: OrdersEnv) {
+    super(ctx, env);
+    // `seq` orders the book newest-first without trusting clocks.
+    ctx.storage.sql.exec(`
+      CREATE TABLE IF NOT EXISTS orders (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id TEXT NOT NULL UNIQUE,
+        cart_id TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        total_cents INTEGER NOT NULL,
+        created_at TEXT NOT NULL);
+      -- Keys never expire in the demo; a real shop would drop them after a day with an alarm.
+      CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL REFERENCES orders (order_id));`);
+  }
+
+  /** The order an idempotency key created, if any. */
+  byKey(key: string): Order | undefined {
+    const row = this.ctx.storage.sql
+      .exec<OrderRow>(`${SELECT_ORDER} WHERE order_id = (SELECT order_id FROM idempotency_keys WHERE key = ?)`, key)
+      .toArray()[0];
+    return row && fromRow(row);
+  }
+
+  /** Stores `order`, unless `key` already created one: then that order is returned instead. */
+  place(order: Order, key: string | null): PlaceResult {
+    return this.ctx.storage.transactionSync((): PlaceResult => {
+      const existing = key === null ? undefined : this.byKey(key);
+      if (existing) return { outcome: existing.cartId === order.cartId ? "replayed" : "conflict", order: existing };
+      this.ctx.storage.sql.exec(
+        "INSERT INTO orders (order_id, cart_id, lines, total_cents, created_at) VALUES (?, ?, ?, ?, ?)",
+        order.orderId,
+        order.cartId,
+        JSON.stringify(order.lines),
+        order.totalCents,
+        order.createdAt,
+      );
+      if (key !== null) {
+        this.ctx.storage.sql.exec("INSERT INTO idempotency_keys (key, order_id) VALUES (?, ?)", key, order.orderId);
+      }
+      return { outcome: "created", order };
+    });
+  }
+
+  /** One order by id. */
+  get(orderId: string): Order | undefined {
+    const row = this.ctx.storage.sql.exec<OrderRow>(`${SELECT_ORDER} WHERE order_id = ?`, orderId).toArray()[0];
+    return row && fromRow(row);
+  }
+
+  /** The newest `limit` orders, newest first. */
+  recent(limit: number): Order[] {
+    return this.ctx.storage.sql.exec<OrderRow>(`${SELECT_ORDER} ORDER BY seq DESC LIMIT ?`, limit).toArray().map(fromRow);
+  }
+}

@@ -1,0 +1,29 @@
+/**
+ * Product lookups through the pim proxy.
+ */
+import { z } from "zod";
+import { DependencyError, expectJson, forwardCookie, isJson, meshFetch } from "./mesh.ts";
+
+const PimProduct = z.object({
+  sku: z.string(),
+  name: z.string(),
+  price: z.number().nonnegative(),
+});
+export type PimProduct = z.infer<typeof PimProduct>;
+
+/**
+ * The product for `sku`, or undefined when pim says it does not exist. `cookie` is the shopper's,
+ * forwarded so the mesh keeps the shopper on one pim version.
+ */
+export async function lookupProduct(pim: Fetcher, sku: string, cookie: string | undefined): Promise<PimProduct | undefined> {
+  const res = await meshFetch(pim, "pim", `/products/${encodeURIComponent(sku)}`, {
+    headers: forwardCookie(cookie),
+  });
+  if (res.status === 404 && isJson(res)) {
+    // Only pim's own "unknown product" answer names the sku; any other 404 means the mesh misrouted.
+    const body = z.object({ sku: z.literal(sku) }).safeParse(await res.json().catch(() => null));
+    if (body.success) return undefined;
+    throw new DependencyError("pim", "answered 404 without naming the product");
+  }
+  return expectJson(res, "pim", PimProduct);
+}

@@ -1,0 +1,80 @@
+/**
+ * Turns a service slice into the structures the hot path reads: route predicates, a slot table per
+ * route and resolved backend targets. Done once per config version, never per request.
+ */
+import type { Backend, RouteMatch } from "../../shared/config.ts";
+import type { ServiceSlice } from "../../shared/slice.ts";
+import { expandLayout } from "../../shared/split.ts";
+
+/** Where a backend's traffic goes, resolved against this proxy's bindings. */
+export type Target =
+  | { kind: "binding"; fetcher: Fetcher }
+  | { kind: "origin"; origin: string }
+  | { kind: "missing"; reason: string };
+
+export interface CompiledBackend {
+  name: string;
+  target: Target;
+}
+
+export interface CompiledRoute {
+  name: string;
+  matches(method: string, path: string, headers: Headers): boolean;
+  /** Slot owners: index = slot, value = backend name. */
+  owners: string[];
+  /** Salt for sticky hashing, so one shopper's slot differs between routes and services. */
+  salt: string;
+  sticky: { from: "cookie" | "header"; name: string } | undefined;
+}
+
+export interface CompiledSlice {
+  service: string;
+  version: number;
+  routes: CompiledRoute[];
+  backends: Map<string, CompiledBackend>;
+}
+
+function isFetcher(value: unknown): value is Fetcher {
+  return typeof value === "object" && value !== null && typeof (value as { fetch?: unknown }).fetch === "function";
+}
+
+function compileTarget(backend: Backend, bindings: object): Target {
+  if (backend.type === "external") return { kind: "origin", origin: new URL(backend.origin).origin };
+  const fetcher: unknown = Reflect.get(bindings, backend.binding);
+  return isFetcher(fetcher)
+    ? { kind: "binding", fetcher }
+    : {
+        kind: "missing",
+        reason: `backend '${backend.name}' needs service binding '${backend.binding}' on this proxy; add it to the proxy's wrangler config`,
+      };
+}
+
+function compileMatch(match: RouteMatch): CompiledRoute["matches"] {
+  const prefix = match.path.endsWith("*") ? match.path.slice(0, -1) : undefined;
+  const exact = match.path;
+  const methods = match.methods ? new Set<string>(match.methods) : undefined;
+  const headers = Object.entries(match.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const);
+  return (method, path, requestHeaders) =>
+    (prefix === undefined ? path === exact : path.startsWith(prefix)) &&
+    (methods === undefined || methods.has(method)) &&
+    headers.every(([k, v]) => requestHeaders.get(k) === v);
+}
+
+/** Compiles a slice against the proxy's env (where service bindings live). */
+export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSlice {
+  return {
+    service: slice.service,
+    version: slice.version,
+    backends: new Map(slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(b, bindings) }])),
+    routes: slice.routes.map((route) => {
+      const [from, name] = route.split.sticky?.split(":", 2) ?? [];
+      return {
+        name: route.name,
+        matches: compileMatch(route.match),
+        owners: expandLayout(route.layout),
+        salt: `${slice.service}/${route.name}`,
+        sticky: (from === "cookie" || from === "header") && name ? { from, name } : undefined,
+      };
+    }),
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * storefront: the shop page and the JSON API its script calls (a backend for the frontend). Every
+ * call to pim, cart and orders goes through their mesh proxies on behalf of the shopper.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { z } from "zod";
+import { problemResponse } from "../../shared/problem.ts";
+import { readBody } from "./body.ts";
+import { fetchProducts } from "./catalog.ts";
+import { DependencyError, dependencyProblem, meshFetch } from "./mesh.ts";
+import { renderPage } from "./page.ts";
+import { relay } from "./relay.ts";
+import { shopper } from "./shopper.ts";
+import type { Shopper } from "./shopper.ts";
+
+type App = { Bindings: StorefrontEnv; Variables: { shopper: Shopper } };
+
+const AddItem = z.object({
+  sku: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 letters, digits, '.', '_' or '-'"),
+  qty: z.int().min(1).max(99),
+});
+
+function cartPath(c: Context<App>, rest = ""): string {
+  return `/cart/${encodeURIComponent(c.var.shopper.id)}${rest}`;
+}
+
+const app = new Hono<App>();
+
+app.get("/healthz", (c) => c.json({ ok: true }, 200, { "cache-control": "no-store" }));
+
+app.use("/", shopper());
+app.use("/api/*", shopper());
+
+app.get("/", async (c) => {
+  const list = await fetchProducts(c.env.PIM, c.var.shopper.cookie);
+  const nonce = crypto.randomUUID();
+  return c.html(renderPage(list, c.var.shopper.id, nonce), 200, {
+    "cache-control": "no-store",
+    "content-security-policy": `default-src 'none'; style-src 'nonce-${nonce}'; script-src 'nonce-${nonce}'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+  });
+});
+
+app.get("/api/products", async (c) =>
+  relay(await meshFetch(c.env.PIM, "pim", "/products", { headers: { cookie: c.var.shopper.cookie } }), "pim"),
+);
+
+app.get("/api/cart", async (c) =>
+  relay(await meshFetch(c.env.CART, "cart", cartPath(c), { headers: { cookie: c.var.shopper.cookie } }), "cart"),
+);
+
+app.post("/api/cart/items", async (c) => {
+  const body = await readBody(c.req.raw, AddItem);
+  if (!body.ok) return body.response;
+  const res = await meshFetch(c.env.CART, "cart", cartPath(c, "/items"), {
+    method: "POST",
+    headers: { cookie: c.var.shopper.cookie, "content-type": "application/json" },
+    body: JSON.stringify(body.value),
+  });
+  return relay(res, "cart");
+});
+
+app.delete("/api/cart/items/:sku", async (c) => {
+  const path = cartPath(c, `/items/${encodeURIComponent(c.req.param("sku"))}`);
+  return relay(await meshFetch(c.env.CART, "cart", path, { method: "DELETE", headers: { cookie: c.var.shopper.cookie } }), "cart");
+});
+
+app.post("/api/orders", async (c) => {
+  const headers: Record<string, string> = { cookie: c.var.shopper.cookie, "content-type": "application/json" };
+  const key = c.req.header("idempotency-key");
+  if (key !== undefined) headers["idempotency-key"] = key;
+  const res = await meshFetch(c.env.ORDERS, "orders", "/orders", {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ cartId: c.var.shopper.id }),
+  });
+  return relay(res, "orders");
+});
+
+app.notFound((c) =>
+  problemResponse(404, "not-found", "Not found", { detail: `no resource at ${c.req.method} ${c.req.path}`, instance: c.req.path }),
+);
+
+app.onError((err, c) => {
+  if (err instanceof DependencyError) return dependencyProblem(err, c.req.path);
+  console.error("storefront: unhandled error", err);
+  return problemResponse(500, "internal", "Internal error", { instance: c.req.path });
+});
+
+export default app;
