@@ -1,0 +1,317 @@
+import { env, exports } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { beforeEach, describe, expect, it } from "vitest";
+import type { MeshConfigInput } from "../../shared/config.ts";
+import type { ServiceSlice } from "../../shared/slice.ts";
+import { decideSplit, expandLayout } from "../../shared/split.ts";
+import type { ServiceView } from "../../shared/views.ts";
+
+const TOKEN = "test-admin-token";
+
+function admin(path: string, init: RequestInit & { token?: string | null } = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  const token = init.token === undefined ? TOKEN : init.token;
+  if (token !== null) headers.set("authorization", `Bearer ${token}`);
+  if (init.body !== undefined) headers.set("content-type", "application/json");
+  return exports.default.fetch(new Request(`https://weft.test${path}`, { ...init, headers }));
+}
+
+function json(body: unknown): string {
+  return JSON.stringify(body);
+}
+
+const SHOP: MeshConfigInput = {
+  services: [
+    {
+      name: "pim",
+      backends: [
+        { name: "pim-v1", type: "worker", binding: "PIM_V1" },
+        { name: "pim-v2", type: "worker", binding: "PIM_V2" },
+        { name: "pim-v3", type: "worker", binding: "PIM_V3" },
+      ],
+      routes: [{ name: "products", split: { weights: { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0 }, sticky: "cookie:shopper" } }],
+    },
+    ...["cart", "orders", "storefront", "auth", "search", "reviews", "payments", "shipping", "tax", "promo"].map((name) => ({
+      name,
+      backends: [
+        { name: `${name}-a`, type: "worker" as const, binding: "A" },
+        { name: `${name}-b`, type: "worker" as const, binding: "B" },
+      ],
+      routes: [{ split: { weights: { [`${name}-a`]: 100, [`${name}-b`]: 0 } } }],
+    })),
+  ],
+};
+
+async function putConfig(config: MeshConfigInput): Promise<number> {
+  const res = await admin("/admin/config", { method: "PUT", body: json(config) });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { version: number }).version;
+}
+
+async function service(name: string): Promise<ServiceView> {
+  const res = await admin(`/admin/services/${name}`);
+  expect(res.status).toBe(200);
+  return (await res.json()) as ServiceView;
+}
+
+async function versionCount(): Promise<number> {
+  const res = await admin("/admin/config/versions?limit=500");
+  return ((await res.json()) as { versions: unknown[] }).versions.length;
+}
+
+function store() {
+  return env.CONFIG_STORE.get(env.CONFIG_STORE.idFromName("mesh"));
+}
+
+async function slice(name: string): Promise<ServiceSlice> {
+  const read = await store().readSlice(name);
+  if (read.status !== "slice") throw new Error(`no slice for ${name}`);
+  return read.slice;
+}
+
+beforeEach(async () => {
+  await putConfig(SHOP);
+});
+
+describe("admin auth", () => {
+  it.each([
+    ["no token", null],
+    ["a wrong token", "wrong"],
+    ["a token that is a prefix of the right one", TOKEN.slice(0, -1)],
+  ])("answers 401 problem+json with %s", async (_name, token) => {
+    const res = await admin("/admin/services", { token });
+    expect(res.status).toBe(401);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(res.headers.get("www-authenticate")).toMatch(/^Bearer/);
+    const body = (await res.json()) as { status: number; title: string };
+    expect(body.status).toBe(401);
+  });
+
+  it("refuses writes without a token and changes nothing", async () => {
+    const before = await versionCount();
+    const res = await admin("/admin/services/pim/split", { method: "PUT", token: null, body: json({ weights: { "pim-v1": 0, "pim-v2": 100, "pim-v3": 0 } }) });
+    expect(res.status).toBe(401);
+    expect((await service("pim")).split["pim-v1"]).toBe(100);
+    expect(await versionCount()).toBe(before);
+  });
+});
+
+describe("services API", () => {
+  it("lists services with backends, default split and version", async () => {
+    const res = await admin("/admin/services");
+    const body = (await res.json()) as { services: ServiceView[] };
+    const pim = body.services.find((s) => s.name === "pim");
+    expect(pim?.split).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0 });
+    expect(pim?.backends.map((b) => b.name)).toEqual(["pim-v1", "pim-v2", "pim-v3"]);
+    expect(typeof pim?.version).toBe("number");
+  });
+
+  it("answers 404 problem+json for an unknown service", async () => {
+    for (const path of ["/admin/services/nope", "/admin/services/nope/split"]) {
+      const res = await admin(path, path.endsWith("split") ? { method: "PUT", body: json({ weights: { a: 100 } }) } : {});
+      expect(res.status).toBe(404);
+      expect(res.headers.get("content-type")).toBe("application/problem+json");
+    }
+  });
+
+  it("sets a split and returns the new state with an ETag", async () => {
+    const res = await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 80, "pim-v2": 20, "pim-v3": 0 } }) });
+    expect(res.status).toBe(200);
+    const view = (await res.json()) as ServiceView;
+    expect(view.split).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-v3": 0 });
+    expect(res.headers.get("etag")).toBe(`"${view.version}"`);
+    expect(await service("pim")).toEqual(view);
+    expect(view.sticky).toBe("cookie:shopper");
+  });
+
+  const bad: Array<[string, string, number, RegExp]> = [
+    ["weights not summing to 100", json({ weights: { "pim-v1": 80, "pim-v2": 10, "pim-v3": 0 } }), 422, /sum to 100, got 90/],
+    ["non-integer weights", json({ weights: { "pim-v1": 80.5, "pim-v2": 19.5 } }), 422, /int/i],
+    ["weights out of range", json({ weights: { "pim-v1": 150, "pim-v2": -50 } }), 422, /0-100/],
+    ["an unknown backend", json({ weights: { "pim-v1": 80, "pim-v9": 20 } }), 422, /unknown backend 'pim-v9'/],
+    ["malformed JSON", "{ weights: ", 400, /JSON/],
+    ["a missing weights field", json({ wieghts: { "pim-v1": 100 } }), 422, /weights/],
+  ];
+
+  it.each(bad)("refuses %s with problem+json and changes nothing", async (_name, body, status, message) => {
+    const before = await service("pim");
+    const count = await versionCount();
+    const res = await admin("/admin/services/pim/split", { method: "PUT", body });
+    expect(res.status).toBe(status);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    const problem = (await res.json()) as { type: string; title: string; detail: string; issues?: unknown[] };
+    expect(`${problem.detail} ${JSON.stringify(problem.issues ?? [])}`).toMatch(message);
+    if (status === 422) expect(problem.issues?.length).toBeGreaterThan(0);
+    expect(await service("pim")).toEqual(before);
+    expect(await versionCount()).toBe(count);
+  });
+});
+
+describe("optimistic concurrency", () => {
+  it("refuses a stale If-Match with 412 and applies a current one", async () => {
+    const { version } = await service("pim");
+    const stale = await admin("/admin/services/pim/split", {
+      method: "PUT",
+      headers: { "if-match": `"${version - 1}"` },
+      body: json({ weights: { "pim-v1": 50, "pim-v2": 50, "pim-v3": 0 } }),
+    });
+    expect(stale.status).toBe(412);
+    expect(stale.headers.get("content-type")).toBe("application/problem+json");
+    expect((await service("pim")).split["pim-v1"]).toBe(100);
+    const fresh = await admin("/admin/services/pim/split", {
+      method: "PUT",
+      headers: { "if-match": `"${version}"` },
+      body: json({ weights: { "pim-v1": 50, "pim-v2": 50, "pim-v3": 0 } }),
+    });
+    expect(fresh.status).toBe(200);
+  });
+
+  it("lets exactly one of many concurrent writers with the same If-Match win", async () => {
+    const { version } = await service("pim");
+    const attempts = Array.from({ length: 10 }, (_, i) =>
+      admin("/admin/services/pim/split", {
+        method: "PUT",
+        headers: { "if-match": `"${version}"` },
+        body: json({ weights: { "pim-v1": 90 - i, "pim-v2": 10 + i, "pim-v3": 0 } }),
+      }),
+    );
+    const statuses = (await Promise.all(attempts)).map((r) => r.status).sort();
+    expect(statuses.filter((s) => s === 200)).toHaveLength(1);
+    expect(statuses.filter((s) => s === 412)).toHaveLength(9);
+  });
+
+  it("loses no update when writers change different services at once", async () => {
+    const names = ["cart", "orders", "storefront", "auth", "search", "reviews", "payments", "shipping", "tax", "promo"];
+    const results = await Promise.all(
+      names.map((name, i) =>
+        admin(`/admin/services/${name}/split`, { method: "PUT", body: json({ weights: { [`${name}-a`]: 100 - (i + 1), [`${name}-b`]: i + 1 } }) }),
+      ),
+    );
+    expect(results.map((r) => r.status)).toEqual(names.map(() => 200));
+    for (const [i, name] of names.entries()) expect((await service(name)).split[`${name}-b`]).toBe(i + 1);
+  });
+
+  it("refuses a whole-config write with a stale If-Match", async () => {
+    const current = await admin("/admin/config");
+    const etag = current.headers.get("etag") ?? "";
+    await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 70, "pim-v2": 30, "pim-v3": 0 } }) });
+    const res = await admin("/admin/config", { method: "PUT", headers: { "if-match": etag }, body: json(SHOP) });
+    expect(res.status).toBe(412);
+    expect((await service("pim")).split["pim-v2"]).toBe(30);
+  });
+});
+
+describe("config versions", () => {
+  it("keeps every change as a version and rolls back as a new version", async () => {
+    const base = await putConfig({ services: [] });
+    const v1 = await putConfig(SHOP);
+    await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 60, "pim-v2": 40, "pim-v3": 0 } }) });
+    const list = (await (await admin("/admin/config/versions")).json()) as { current: number; versions: Array<{ version: number; reason: string }> };
+    expect(list.current).toBe(v1 + 1);
+    expect(list.versions[0]?.reason).toMatch(/split pim\/products: pim-v1=60 pim-v2=40/);
+    expect(base).toBeLessThan(v1);
+
+    const old = (await (await admin(`/admin/config?version=${v1}`)).json()) as { version: number; services: Array<{ name: string }> };
+    expect(old.version).toBe(v1);
+
+    const rollback = await admin("/admin/config/rollback", { method: "POST", body: json({ version: v1 }) });
+    expect(rollback.status).toBe(200);
+    const result = (await rollback.json()) as { version: number; changed: string[] };
+    expect(result.version).toBe(v1 + 2);
+    expect(result.changed).toEqual(["pim"]);
+    expect((await service("pim")).split).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0 });
+  });
+
+  it("answers 404 for an unknown version and 422 for a bad rollback body", async () => {
+    expect((await admin("/admin/config/rollback", { method: "POST", body: json({ version: 99_999 }) })).status).toBe(404);
+    expect((await admin("/admin/config/rollback", { method: "POST", body: json({ version: "one" }) })).status).toBe(422);
+    expect((await admin("/admin/config?version=99999")).status).toBe(404);
+  });
+
+  it("refuses an invalid whole config with every issue, storing nothing", async () => {
+    const count = await versionCount();
+    const res = await admin("/admin/config", {
+      method: "PUT",
+      body: json({
+        services: [
+          { name: "a", backends: [{ name: "x", type: "external", origin: "http://vendor.example" }], routes: [{ split: { weights: { x: 90 } } }] },
+        ],
+      }),
+    });
+    expect(res.status).toBe(422);
+    const problem = (await res.json()) as { issues: Array<{ message: string; path: unknown[] }> };
+    expect(problem.issues.map((i) => i.message).join("\n")).toMatch(/https[\s\S]*sum to 100/);
+    expect(await versionCount()).toBe(count);
+  });
+});
+
+describe("sticky layouts through the admin API", () => {
+  it("never moves a shopper except from a backend that lost weight to one that gained, over 30 changes and a rollback", async () => {
+    const shoppers = Array.from({ length: 500 }, (_, i) => `shopper-${i}`);
+    const assign = (s: ServiceSlice) => {
+      const route = s.routes[0];
+      if (!route) throw new Error("no route");
+      const owners = expandLayout(route.layout);
+      return shoppers.map((k) => decideSplit(owners, `${s.service}/${route.name}`, k, 0).backend);
+    };
+    let weights: Record<string, number> = { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0 };
+    let before = assign(await slice("pim"));
+    const history: number[] = [];
+    let seed = 11;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let step = 0; step < 31; step++) {
+      let next: Record<string, number>;
+      if (step === 30) {
+        const res = await admin("/admin/config/rollback", { method: "POST", body: json({ version: history[10] }) });
+        expect(res.status).toBe(200);
+        next = (await service("pim")).split;
+      } else {
+        const a = Math.floor(random() * 101);
+        const b = Math.floor(random() * (101 - a));
+        next = { "pim-v1": a, "pim-v2": b, "pim-v3": 100 - a - b };
+        const res = await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: next }) });
+        expect(res.status).toBe(200);
+        history.push(Number((await admin("/admin/config")).headers.get("etag")?.replace(/"/g, "")));
+      }
+      const after = assign(await slice("pim"));
+      after.forEach((backend, i) => {
+        const from = before[i] ?? "";
+        if (backend === from) return;
+        expect(next[from] ?? 0).toBeLessThan(weights[from] ?? 0);
+        expect(next[backend] ?? 0).toBeGreaterThan(weights[backend] ?? 0);
+      });
+      weights = next;
+      before = after;
+    }
+  });
+});
+
+describe("publication to proxies", () => {
+  it("pushes a changed service's slice to its shard, which proxies read", async () => {
+    const res = await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 75, "pim-v2": 25, "pim-v3": 0 } }) });
+    const { version } = (await res.json()) as ServiceView;
+    await runDurableObjectAlarm(store());
+    const shard = env.SLICE_STORE.get(env.SLICE_STORE.idFromName("pim"));
+    const read = await shard.read("pim", 0);
+    expect(read.status).toBe("slice");
+    if (read.status === "slice") {
+      expect(read.slice.version).toBe(version);
+      expect(read.slice.routes[0]?.split.weights).toEqual({ "pim-v1": 75, "pim-v2": 25, "pim-v3": 0 });
+    }
+    expect(await shard.read("pim", version)).toEqual({ status: "unchanged", version });
+  });
+
+  it("serves proxies only their own service (the ConfigService entrypoint)", async () => {
+    const read = await exports.ConfigService.readSlice("cart", 0);
+    expect(read.status).toBe("slice");
+    if (read.status === "slice") {
+      expect(read.slice.service).toBe("cart");
+      expect(JSON.stringify(read.slice)).not.toContain("pim-v1");
+    }
+    const refused = await exports.ConfigService.readSlice("../etc", 0).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(String(refused)).toMatch(/invalid service name/);
+  });
+});

@@ -1,0 +1,43 @@
+/**
+ * Two test projects, both running Weft's code on workerd:
+ * - unit: policies, validation, the control plane and its Durable Objects, inside the Workers
+ *   runtime (@cloudflare/vitest-plugin, main = the control plane worker);
+ * - mesh: the whole mesh booted from its wrangler configs (scripts/mesh.ts), driven over HTTP
+ *   the way users drive it.
+ */
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+const TEST_ADMIN_TOKEN = "test-admin-token";
+// The plugin checks wrangler.toml's required secrets against the environment; tests use a fixed token.
+process.env.WEFT_ADMIN_TOKEN ??= TEST_ADMIN_TOKEN;
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              compatibilityFlags: ["nodejs_compat"],
+              bindings: { WEFT_ADMIN_TOKEN: TEST_ADMIN_TOKEN, WEFT_ENV: "production" },
+            },
+          }),
+        ],
+        test: { name: "unit", include: ["test/unit/**/*.test.ts"] },
+      },
+      {
+        test: {
+          name: "mesh",
+          include: ["test/mesh/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
+          // Each file boots its own mesh; two at once is plenty on a 2-core machine.
+          maxWorkers: 2,
+        },
+      },
+    ],
+  },
+});
