@@ -157,6 +157,8 @@ export function workerOptions(
   );
   return {
     name: deployment.name,
+    // Module names are taken relative to modulesRoot; the repository root works from any cwd.
+    modulesRoot: ROOT,
     modules: [{ type: "ESModule", path: deployment.main.replace(/\.ts$/, ".js"), contents: code }],
     compatibilityDate: deployment.compatibilityDate,
     compatibilityFlags: deployment.compatibilityFlags,

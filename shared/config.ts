@@ -3,7 +3,7 @@
  * control plane stores. Shape checks live here as zod schemas; checks that need the whole document
  * (unknown backends, shadowed routes, loops) live in `validate.ts`.
  */
-import { z } from "zod";
+import * as z from "zod";
 
 /** Names of services, backends and routes: DNS-label-like so they are safe in URLs, metrics and logs. */
 export const Name = z

@@ -4,13 +4,13 @@
  */
 import { Hono } from "hono";
 import type { Context } from "hono";
-import { z } from "zod";
+import * as z from "zod";
 import { problemResponse } from "../../shared/problem.ts";
-import { readBody } from "./body.ts";
+import { readBody } from "../../shared/body.ts";
 import { MAX_QTY } from "./cart-store.ts";
 import type { CartLine, CartStore } from "./cart-store.ts";
-import { DependencyError, dependencyProblem } from "./mesh.ts";
-import { lookupProduct } from "./pim.ts";
+import { DependencyError, dependencyProblem } from "../../shared/mesh-client.ts";
+import { lookupProduct } from "../../shared/shop/pim-client.ts";
 
 export { CartStore } from "./cart-store.ts";
 

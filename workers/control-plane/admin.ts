@@ -3,15 +3,13 @@
  * malformed JSON, 422 with zod issues); whole-config checks and optimistic concurrency run inside the
  * ConfigStore, atomically with the write, so a refused request changes nothing.
  */
-import { Hono, type Context } from "hono";
+import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import type { z } from "zod";
 import { MeshConfig, Name, RollbackRequest, SplitUpdate, normalizeService } from "../../shared/config.ts";
+import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
 import { requireAdminToken } from "./auth.ts";
-
-type AdminContext = Context<{ Bindings: ControlPlaneEnv }>;
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
@@ -24,26 +22,6 @@ export function parseIfMatch(header: string | undefined): number | undefined {
 
 function etag(version: number): string {
   return `"${version}"`;
-}
-
-/** Reads and validates a JSON body; returns the parsed value or the problem response to send. */
-async function readBody<S extends z.ZodType>(c: AdminContext, schema: S): Promise<z.output<S> | Response> {
-  let raw: unknown;
-  try {
-    raw = await c.req.json();
-  } catch {
-    return problemResponse(400, "malformed-json", "Malformed JSON", {
-      detail: "The request body must be a JSON document (Content-Type: application/json).",
-    });
-  }
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    return problemResponse(422, "invalid-request", "Invalid request body", {
-      detail: parsed.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; "),
-      issues: parsed.error.issues,
-    });
-  }
-  return parsed.data;
 }
 
 function serviceNameOrProblem(name: string): Response | undefined {
@@ -104,8 +82,9 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     const name = c.req.param("service");
     const invalid = serviceNameOrProblem(name);
     if (invalid) return invalid;
-    const body = await readBody(c, SplitUpdate);
-    if (body instanceof Response) return body;
+    const parsed = await readBody(c.req.raw, SplitUpdate);
+    if (!parsed.ok) return parsed.response;
+    const body = parsed.value;
     const route = c.req.query("route");
     const result = await configStoreOf(c.env).setSplit(name, body, route, parseIfMatch(c.req.header("if-match")));
     if (!result.ok) return refusal(result);
@@ -126,8 +105,9 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
   });
 
   admin.put("/config", async (c) => {
-    const body = await readBody(c, MeshConfig);
-    if (body instanceof Response) return body;
+    const parsed = await readBody(c.req.raw, MeshConfig);
+    if (!parsed.ok) return parsed.response;
+    const body = parsed.value;
     const config = { services: body.services.map(normalizeService) };
     const store = configStoreOf(c.env);
     const result = await store.applyConfig(config, parseIfMatch(c.req.header("if-match")), c.req.header("x-weft-reason") ?? "config applied");
@@ -144,8 +124,9 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
   });
 
   admin.post("/config/rollback", async (c) => {
-    const body = await readBody(c, RollbackRequest);
-    if (body instanceof Response) return body;
+    const parsed = await readBody(c.req.raw, RollbackRequest);
+    if (!parsed.ok) return parsed.response;
+    const body = parsed.value;
     const result = await configStoreOf(c.env).rollback(body.version, parseIfMatch(c.req.header("if-match")));
     if (!result.ok) return refusal(result);
     c.header("etag", etag(result.value.version));

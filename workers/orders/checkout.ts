@@ -1,10 +1,10 @@
 /**
  * The calls an order needs from other services: the cart's contents and pim's current prices.
  */
-import { z } from "zod";
-import { expectJson, forwardCookie, meshFetch } from "./mesh.ts";
+import * as z from "zod";
+import { expectJson, forwardCookie, meshFetch } from "../../shared/mesh-client.ts";
 import type { OrderLine } from "./order-book.ts";
-import { lookupProduct } from "./pim.ts";
+import { lookupProduct } from "../../shared/shop/pim-client.ts";
 
 const CartSnapshot = z.object({
   items: z.array(z.object({ sku: z.string(), qty: z.int().min(1) })),

@@ -4,11 +4,11 @@
  */
 import { Hono } from "hono";
 import type { Context } from "hono";
-import { z } from "zod";
+import * as z from "zod";
 import { problemResponse } from "../../shared/problem.ts";
-import { readBody } from "./body.ts";
+import { readBody } from "../../shared/body.ts";
 import { clearCart, priceItems, readCart } from "./checkout.ts";
-import { DependencyError, dependencyProblem } from "./mesh.ts";
+import { DependencyError, dependencyProblem } from "../../shared/mesh-client.ts";
 import type { Order, OrderBook } from "./order-book.ts";
 
 export { OrderBook } from "./order-book.ts";
@@ -104,6 +104,15 @@ app.post("/orders", async (c) => {
 });
 
 app.get("/orders", async (c) => {
+  // Listing every order is for back-office services inside the mesh, never for the internet: the
+  // proxy strips x-weft-* from internet requests and sets the caller it verified.
+  const caller = c.req.header("x-weft-caller");
+  if (!caller || caller === "internet") {
+    return problemResponse(403, "forbidden", "Forbidden", {
+      detail: "listing orders is only available to services inside the mesh",
+      instance: c.req.path,
+    });
+  }
   const orders = await orderBook(c.env).recent(LIST_LIMIT);
   return c.json({ orders: orders.map(orderBody) }, 200, NO_STORE);
 });

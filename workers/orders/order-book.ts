@@ -4,7 +4,7 @@
  * same key can never both create an order.
  */
 import { DurableObject } from "cloudflare:workers";
-import { z } from "zod";
+import * as z from "zod";
 
 const OrderLines = z.array(z.object({ sku: z.string(), name: z.string(), qty: z.int(), priceCents: z.int() }));
 

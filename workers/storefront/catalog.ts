@@ -1,8 +1,8 @@
 /**
  * The product list as the storefront reads it from pim.
  */
-import { z } from "zod";
-import { expectJson, meshFetch } from "./mesh.ts";
+import * as z from "zod";
+import { expectJson, meshFetch } from "../../shared/mesh-client.ts";
 
 const Product = z.object({
   sku: z.string(),

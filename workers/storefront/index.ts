@@ -4,11 +4,11 @@
  */
 import { Hono } from "hono";
 import type { Context } from "hono";
-import { z } from "zod";
+import * as z from "zod";
 import { problemResponse } from "../../shared/problem.ts";
-import { readBody } from "./body.ts";
+import { readBody } from "../../shared/body.ts";
 import { fetchProducts } from "./catalog.ts";
-import { DependencyError, dependencyProblem, meshFetch } from "./mesh.ts";
+import { DependencyError, dependencyProblem, meshFetch } from "../../shared/mesh-client.ts";
 import { renderPage } from "./page.ts";
 import { relay } from "./relay.ts";
 import { shopper } from "./shopper.ts";

@@ -1,7 +1,7 @@
 /**
  * Passing answers of other services through to the page's script.
  */
-import { DependencyError, isJson } from "./mesh.ts";
+import { DependencyError, isJson } from "../../shared/mesh-client.ts";
 
 // Problems that describe the shopper's request (unknown sku, empty cart, reused key, slow down)
 // reach the page as they are; any other failure is the dependency's and becomes a 502.

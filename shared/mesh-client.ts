@@ -1,9 +1,9 @@
 /**
- * Calls to other services through their mesh proxy. Every failure of a dependency becomes a
+ * How a service calls another service: through that service's mesh proxy, over a service binding. Every failure of a dependency becomes a
  * {@link DependencyError}, which the app's error handler turns into a 502 naming the dependency.
  */
-import type { z } from "zod";
-import { problemResponse } from "../../shared/problem.ts";
+import type { ZodType } from "zod";
+import { problemResponse } from "./problem.ts";
 
 const TIMEOUT_MS = 5000;
 
@@ -58,7 +58,7 @@ export function isJson(res: Response): boolean {
 }
 
 /** Reads a 2xx JSON answer of the expected shape, or throws {@link DependencyError}. */
-export async function expectJson<T>(res: Response, dependency: string, schema: z.ZodType<T>): Promise<T> {
+export async function expectJson<T>(res: Response, dependency: string, schema: ZodType<T>): Promise<T> {
   if (!res.ok || !isJson(res)) {
     await res.body?.cancel();
     throw new DependencyError(

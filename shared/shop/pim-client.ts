@@ -1,8 +1,8 @@
 /**
- * Product lookups through the pim proxy.
+ * Product lookups through the pim proxy (demo shop: used by cart and orders).
  */
-import { z } from "zod";
-import { DependencyError, expectJson, forwardCookie, isJson, meshFetch } from "./mesh.ts";
+import * as z from "zod";
+import { DependencyError, expectJson, forwardCookie, isJson, meshFetch } from "../mesh-client.ts";
 
 const PimProduct = z.object({
   sku: z.string(),

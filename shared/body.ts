@@ -1,0 +1,38 @@
+/**
+ * Request body validation, the same everywhere: unreadable JSON is 400, well-formed JSON of the wrong
+ * shape is 422, both as problem+json with zod's issues under `issues`.
+ */
+import type { ZodType } from "zod";
+import { problemResponse } from "./problem.ts";
+
+/** Either the validated body or the problem response to send instead. */
+export type BodyResult<T> = { ok: true; value: T } | { ok: false; response: Response };
+
+/** Parses and validates a JSON request body. */
+export async function readBody<T>(req: Request, schema: ZodType<T>): Promise<BodyResult<T>> {
+  const instance = new URL(req.url).pathname;
+  let json: unknown;
+  try {
+    json = await req.json();
+  } catch {
+    return {
+      ok: false,
+      response: problemResponse(400, "malformed-json", "Request body is not valid JSON", {
+        detail: "Send a JSON document with Content-Type: application/json.",
+        instance,
+      }),
+    };
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      response: problemResponse(422, "invalid-request", "Request body is invalid", {
+        detail: parsed.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; "),
+        instance,
+        issues: parsed.error.issues,
+      }),
+    };
+  }
+  return { ok: true, value: parsed.data };
+}

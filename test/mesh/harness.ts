@@ -1,0 +1,84 @@
+/**
+ * Boots the real mesh (every worker of the repo, from its wrangler configs) plus the test fixtures,
+ * on workerd with in-memory state, and seeds it with the demo config and a test-only echo service.
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { deploymentsOf, loadDeployments, ROOT, startMesh, type RunningMesh } from "../../scripts/mesh.ts";
+import type { MeshConfigInput } from "../../shared/config.ts";
+
+export const TOKEN = "mesh-test-token";
+
+export const ECHO_SERVICE = {
+  name: "echo",
+  backends: [
+    { name: "echo-a", type: "worker", binding: "ECHO_A" },
+    { name: "echo-b", type: "worker", binding: "ECHO_B" },
+  ],
+  routes: [
+    { name: "sticky", match: { path: "/echo/sticky/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 }, sticky: "header:x-shopper" } },
+    { name: "all", match: { path: "/echo/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } } },
+  ],
+} satisfies MeshConfigInput["services"][number];
+
+export interface TestMesh {
+  mesh: RunningMesh;
+  shop: string;
+  admin: string;
+  /** Calls the admin API with the token. */
+  adminFetch(route: string, init?: RequestInit): Promise<Response>;
+  /** The fixture that stands between the echo proxy and the control plane. */
+  link(action: "up" | "down" | "hang"): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+export async function bootTestMesh(): Promise<TestMesh> {
+  const fixtures = path.join(ROOT, "test", "fixtures", "mesh-fixture");
+  const deployments = [
+    ...loadDeployments(),
+    ...deploymentsOf(path.join(fixtures, "wrangler.toml")),
+    ...deploymentsOf(path.join(fixtures, "proxy.wrangler.toml")),
+  ];
+  const mesh = await startMesh({ port: 0, adminPort: 0, adminToken: TOKEN, deployments, directPorts: { "weft-test-link": 0 } });
+  const linkUrl = (await mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
+  const adminFetch = (route: string, init: RequestInit = {}): Promise<Response> => {
+    const headers = new Headers(init.headers);
+    headers.set("authorization", `Bearer ${TOKEN}`);
+    if (init.body !== undefined) headers.set("content-type", "application/json");
+    return fetch(`${mesh.adminUrl}${route}`, { ...init, headers, signal: AbortSignal.timeout(10_000) });
+  };
+  const demo = JSON.parse(readFileSync(path.join(ROOT, "config", "mesh.json"), "utf8")) as MeshConfigInput;
+  const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE] }) });
+  if (!seeded.ok) throw new Error(`seeding failed: ${seeded.status} ${await seeded.text()}`);
+  return {
+    mesh,
+    shop: mesh.shopUrl,
+    admin: mesh.adminUrl,
+    adminFetch,
+    async link(action) {
+      const res = await fetch(`${linkUrl}/link/${action}`, { method: "POST" });
+      if (!res.ok) throw new Error(`link ${action} failed`);
+    },
+    dispose: () => mesh.dispose(),
+  };
+}
+
+/** Sets a split through the admin API and fails loudly if it is refused. */
+export async function setSplit(t: TestMesh, service: string, weights: Record<string, number>, route?: string): Promise<number> {
+  const res = await t.adminFetch(`/admin/services/${service}/split${route ? `?route=${route}` : ""}`, {
+    method: "PUT",
+    body: JSON.stringify({ weights }),
+  });
+  if (res.status !== 200) throw new Error(`split refused: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { version: number }).version;
+}
+
+/** Polls until `check` passes or `ms` elapse; returns the elapsed time. */
+export async function waitFor(check: () => Promise<boolean>, ms: number, every = 25): Promise<number> {
+  const started = Date.now();
+  while (Date.now() - started < ms) {
+    if (await check()) return Date.now() - started;
+    await new Promise((resolve) => setTimeout(resolve, every));
+  }
+  throw new Error(`condition not met within ${ms} ms`);
+}

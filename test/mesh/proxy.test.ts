@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bootTestMesh, setSplit, waitFor, type TestMesh } from "./harness.ts";
+
+interface Echo {
+  backend: string;
+  path: string;
+  headers: Record<string, string>;
+}
+
+let t: TestMesh;
+beforeAll(async () => {
+  t = await bootTestMesh();
+});
+afterAll(async () => {
+  await t?.dispose();
+});
+
+async function echo(path: string, headers: Record<string, string> = {}): Promise<{ res: Response; body: Echo }> {
+  const res = await fetch(`${t.shop}${path}`, { headers, signal: AbortSignal.timeout(10_000) });
+  expect(res.status).toBe(200);
+  return { res, body: (await res.json()) as Echo };
+}
+
+describe("identity and mesh headers", () => {
+  it("strips x-weft-* headers from the internet and names the caller 'internet'", async () => {
+    const { body } = await echo("/echo/hello", { "x-weft-caller": "orders", "x-weft-backend": "echo-b", "x-weft-anything": "1", "x-other": "kept" });
+    expect(body.headers["x-weft-caller"]).toBe("internet");
+    expect(body.headers["x-weft-anything"]).toBeUndefined();
+    expect(body.headers["x-weft-backend"]).toBeUndefined();
+    expect(body.headers["x-other"]).toBe("kept");
+    expect(body.path).toBe("/echo/hello");
+  });
+
+  it("gives internal callers the identity their binding carries, which they cannot override", async () => {
+    const linkUrl = (await t.mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
+    const res = await fetch(`${linkUrl}/call/echo/from-cart`, { headers: { "x-weft-caller": "payments" } });
+    const body = (await res.json()) as Echo;
+    expect(body.headers["x-weft-caller"]).toBe("cart");
+  });
+
+  it("answers 404 problem+json when no route of the service matches, forwarding nothing", async () => {
+    const linkUrl = (await t.mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
+    const res = await fetch(`${linkUrl}/call/not-echo`);
+    expect(res.status).toBe(404);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(((await res.json()) as { detail: string }).detail).toMatch(/no route for GET \/not-echo/);
+  });
+});
+
+describe("split changes", () => {
+  it("is obeyed within 1 s of the admin write", async () => {
+    await setSplit(t, "echo", { "echo-a": 100, "echo-b": 0 }, "all");
+    await waitFor(async () => (await echo("/echo/x")).body.backend === "echo-a", 3_000);
+    await setSplit(t, "echo", { "echo-a": 0, "echo-b": 100 }, "all");
+    const elapsed = await waitFor(async () => (await echo("/echo/x")).body.backend === "echo-b", 3_000, 20);
+    console.log(`split change obeyed after ${elapsed} ms`);
+    expect(elapsed).toBeLessThan(1_000);
+  });
+
+  it("keeps sticky callers monotonic over HTTP (header sticky key)", async () => {
+    const shoppers = Array.from({ length: 200 }, (_, i) => `s-${i}`);
+    const place = async () =>
+      Promise.all(shoppers.map(async (s) => (await echo("/echo/sticky/p", { "x-shopper": s })).body.backend));
+    const serves = async (version: number) =>
+      waitFor(async () => Number((await echo("/echo/sticky/p")).res.headers.get("x-weft-config-version")) >= version, 5_000);
+    await serves(await setSplit(t, "echo", { "echo-a": 90, "echo-b": 10 }, "sticky"));
+    const first = await place();
+    await serves(await setSplit(t, "echo", { "echo-a": 70, "echo-b": 30 }, "sticky"));
+    const second = await place();
+    first.forEach((backend, i) => {
+      if (backend === "echo-b") expect(second[i]).toBe("echo-b");
+    });
+    const share = second.filter((b) => b === "echo-b").length / shoppers.length;
+    expect(share).toBeGreaterThan(0.2);
+    expect(share).toBeLessThan(0.4);
+  });
+});
+
+describe("control plane outage", () => {
+  it("keeps serving the last good config while the control plane is down or hanging, then catches up", async () => {
+    await setSplit(t, "echo", { "echo-a": 100, "echo-b": 0 }, "all");
+    await waitFor(async () => (await echo("/echo/x")).body.backend === "echo-a", 3_000);
+
+    for (const failure of ["down", "hang"] as const) {
+      await t.link(failure);
+      // A change made during the outage cannot reach the proxy...
+      await setSplit(t, "echo", { "echo-a": 0, "echo-b": 100 }, "all");
+      const started = Date.now();
+      while (Date.now() - started < 2_500) {
+        const { res, body } = await echo("/echo/x");
+        expect(res.status).toBe(200);
+        expect(body.backend).toBe("echo-a");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // ...and is obeyed once the control plane is back (after the proxy's retry backoff).
+      await t.link("up");
+      await waitFor(async () => (await echo("/echo/x")).body.backend === "echo-b", 8_000);
+      await setSplit(t, "echo", { "echo-a": 100, "echo-b": 0 }, "all");
+      await waitFor(async () => (await echo("/echo/x")).body.backend === "echo-a", 8_000);
+    }
+  });
+});

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bootTestMesh, setSplit, waitFor, type TestMesh } from "./harness.ts";
+
+let t: TestMesh;
+beforeAll(async () => {
+  t = await bootTestMesh();
+});
+afterAll(async () => {
+  await t?.dispose();
+});
+
+function shop(path: string, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  if (init.body !== undefined) headers.set("content-type", "application/json");
+  return fetch(`${t.shop}${path}`, { ...init, headers, signal: AbortSignal.timeout(10_000) });
+}
+
+interface Product {
+  sku: string;
+  price: number;
+  version: string;
+}
+interface Cart {
+  cartId: string;
+  items: Array<{ sku: string; qty: number; price: number }>;
+  total: number;
+}
+interface Order {
+  orderId: string;
+  cartId: string;
+  total: number;
+}
+
+/** Waits until the pim proxy serves config `version` (the debug header says which it used). */
+async function pimServes(version: number): Promise<void> {
+  await waitFor(async () => Number((await shop("/products/sku-1")).headers.get("x-weft-config-version")) >= version, 5_000);
+}
+
+describe("the demo shop through the mesh", () => {
+  it("serves products from pim with a numeric price and says which backend answered", async () => {
+    const res = await shop("/products/sku-1");
+    expect(res.status).toBe(200);
+    const product = (await res.json()) as Product;
+    expect(product.sku).toBe("sku-1");
+    expect(typeof product.price).toBe("number");
+    expect(res.headers.get("x-weft-backend")).toBe("pim-v1");
+    expect(res.headers.get("set-cookie")).toMatch(/^shopper=[0-9a-f-]{36}; Path=\//);
+    for (const sku of ["sku-20", "sku-7"]) expect((await shop(`/products/${sku}`)).status).toBe(200);
+  });
+
+  it("answers 404 problem+json for an unknown product", async () => {
+    const res = await shop("/products/sku-21");
+    expect(res.status).toBe(404);
+    expect(res.headers.get("content-type")).toMatch(/problem\+json/);
+  });
+
+  it("fills a cart priced by pim and turns it into an order exactly once", async () => {
+    const prices = await Promise.all(
+      ["sku-1", "sku-3"].map(async (sku) => ((await (await shop(`/products/${sku}`)).json()) as Product).price),
+    );
+    const cartId = `cart-${Date.now()}`;
+    expect((await shop(`/cart/${cartId}/items`, { method: "POST", body: JSON.stringify({ sku: "sku-1", qty: 2 }) })).status).toBe(200);
+    const added = await shop(`/cart/${cartId}/items`, { method: "POST", body: JSON.stringify({ sku: "sku-3", qty: 1 }) });
+    const cart = (await added.json()) as Cart;
+    const expected = Math.round((2 * (prices[0] ?? 0) + (prices[1] ?? 0)) * 100) / 100;
+    expect(cart.items).toHaveLength(2);
+    expect(cart.total).toBeCloseTo(expected, 2);
+
+    const bad = await shop(`/cart/${cartId}/items`, { method: "POST", body: JSON.stringify({ sku: "sku-1", qty: 0 }) });
+    expect(bad.status).toBe(422);
+
+    const key = `checkout-${cartId}`;
+    const created = await shop("/orders", { method: "POST", headers: { "idempotency-key": key }, body: JSON.stringify({ cartId }) });
+    expect(created.status).toBe(201);
+    const order = (await created.json()) as Order;
+    expect(order.total).toBeCloseTo(expected, 2);
+    expect(created.headers.get("location")).toBe(`/orders/${order.orderId}`);
+
+    const replay = await shop("/orders", { method: "POST", headers: { "idempotency-key": key }, body: JSON.stringify({ cartId }) });
+    expect(replay.status).toBe(200);
+    expect(((await replay.json()) as Order).orderId).toBe(order.orderId);
+
+    const fetched = await shop(`/orders/${order.orderId}`);
+    expect(((await fetched.json()) as Order).total).toBeCloseTo(expected, 2);
+  });
+
+  it("does not list every order to the internet", async () => {
+    const res = await shop("/orders");
+    expect(res.status).toBe(403);
+  });
+
+  it("renders the storefront page from pim through the mesh", async () => {
+    const res = await shop("/");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/text\/html/);
+    const html = await res.text();
+    expect(html).toContain("sku-1");
+  });
+});
+
+describe("traffic split on pim, measured over hundreds of shoppers", () => {
+  it("follows 90/10 then 70/30 without moving anyone back from pim-v2", async () => {
+    const shoppers = Array.from({ length: 400 }, (_, i) => `shopper-${i}-${Math.random().toString(36).slice(2)}`);
+    const assign = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for (let i = 0; i < shoppers.length; i += 50) {
+        const batch = await Promise.all(
+          shoppers.slice(i, i + 50).map(async (s) => (await shop("/products/sku-2", { headers: { cookie: `shopper=${s}` } })).headers.get("x-weft-backend") ?? ""),
+        );
+        out.push(...batch);
+      }
+      return out;
+    };
+    await pimServes(await setSplit(t, "pim", { "pim-v1": 90, "pim-v2": 10 }));
+    const first = await assign();
+    const share1 = first.filter((b) => b === "pim-v2").length / shoppers.length;
+    expect(Math.abs(share1 - 0.1)).toBeLessThan(0.06);
+    expect((await assign())).toEqual(first); // sticky
+
+    await pimServes(await setSplit(t, "pim", { "pim-v1": 70, "pim-v2": 30 }));
+    const second = await assign();
+    const share2 = second.filter((b) => b === "pim-v2").length / shoppers.length;
+    expect(Math.abs(share2 - 0.3)).toBeLessThan(0.07);
+    first.forEach((backend, i) => {
+      if (backend === "pim-v2") expect(second[i]).toBe("pim-v2");
+    });
+    console.log(`pim-v2 share: ${(share1 * 100).toFixed(1)}% at 90/10, ${(share2 * 100).toFixed(1)}% at 70/30 (400 shoppers)`);
+  });
+
+  it("refuses bad split requests with problem+json and changes nothing", async () => {
+    const before = await (await t.adminFetch("/admin/services/pim")).json();
+    for (const body of [{ weights: { "pim-v1": 90, "pim-v2": 20 } }, { weights: { "pim-v1": 100, "pim-x": 0 } }, { weights: { "pim-v1": 50.5, "pim-v2": 49.5 } }]) {
+      const res = await t.adminFetch("/admin/services/pim/split", { method: "PUT", body: JSON.stringify(body) });
+      expect(res.status).toBe(422);
+      expect(res.headers.get("content-type")).toBe("application/problem+json");
+    }
+    const noToken = await fetch(`${t.admin}/admin/services/pim/split`, { method: "PUT", body: JSON.stringify({ weights: { "pim-v1": 0, "pim-v2": 100 } }) });
+    expect(noToken.status).toBe(401);
+    expect(await (await t.adminFetch("/admin/services/pim")).json()).toEqual(before);
+  });
+});
