@@ -128,7 +128,7 @@ describe("traffic split on pim, measured over hundreds of shoppers", () => {
   });
 
   it("refuses bad split requests with problem+json and changes nothing", async () => {
-    const before = await (await t.adminFetch("/admin/services/pim")).json();
+    const before: unknown = await (await t.adminFetch("/admin/services/pim")).json();
     for (const body of [{ weights: { "pim-v1": 90, "pim-v2": 20 } }, { weights: { "pim-v1": 100, "pim-x": 0 } }, { weights: { "pim-v1": 50.5, "pim-v2": 49.5 } }]) {
       const res = await t.adminFetch("/admin/services/pim/split", { method: "PUT", body: JSON.stringify(body) });
       expect(res.status).toBe(422);

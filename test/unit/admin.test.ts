@@ -45,18 +45,18 @@ const SHOP: MeshConfigInput = {
 async function putConfig(config: MeshConfigInput): Promise<number> {
   const res = await admin("/admin/config", { method: "PUT", body: json(config) });
   expect(res.status).toBe(200);
-  return ((await res.json()) as { version: number }).version;
+  return (await res.json<{ version: number }>()).version;
 }
 
 async function service(name: string): Promise<ServiceView> {
   const res = await admin(`/admin/services/${name}`);
   expect(res.status).toBe(200);
-  return (await res.json()) as ServiceView;
+  return await res.json<ServiceView>();
 }
 
 async function versionCount(): Promise<number> {
   const res = await admin("/admin/config/versions?limit=500");
-  return ((await res.json()) as { versions: unknown[] }).versions.length;
+  return (await res.json<{ versions: unknown[] }>()).versions.length;
 }
 
 function store() {
@@ -83,7 +83,7 @@ describe("admin auth", () => {
     expect(res.status).toBe(401);
     expect(res.headers.get("content-type")).toBe("application/problem+json");
     expect(res.headers.get("www-authenticate")).toMatch(/^Bearer/);
-    const body = (await res.json()) as { status: number; title: string };
+    const body = await res.json<{ status: number; title: string }>();
     expect(body.status).toBe(401);
   });
 
@@ -99,7 +99,7 @@ describe("admin auth", () => {
 describe("services API", () => {
   it("lists services with backends, default split and version", async () => {
     const res = await admin("/admin/services");
-    const body = (await res.json()) as { services: ServiceView[] };
+    const body = await res.json<{ services: ServiceView[] }>();
     const pim = body.services.find((s) => s.name === "pim");
     expect(pim?.split).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0 });
     expect(pim?.backends.map((b) => b.name)).toEqual(["pim-v1", "pim-v2", "pim-v3"]);
@@ -117,7 +117,7 @@ describe("services API", () => {
   it("sets a split and returns the new state with an ETag", async () => {
     const res = await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 80, "pim-v2": 20, "pim-v3": 0 } }) });
     expect(res.status).toBe(200);
-    const view = (await res.json()) as ServiceView;
+    const view = await res.json<ServiceView>();
     expect(view.split).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-v3": 0 });
     expect(res.headers.get("etag")).toBe(`"${view.version}"`);
     expect(await service("pim")).toEqual(view);
@@ -139,7 +139,7 @@ describe("services API", () => {
     const res = await admin("/admin/services/pim/split", { method: "PUT", body });
     expect(res.status).toBe(status);
     expect(res.headers.get("content-type")).toBe("application/problem+json");
-    const problem = (await res.json()) as { type: string; title: string; detail: string; issues?: unknown[] };
+    const problem = await res.json<{ type: string; title: string; detail: string; issues?: unknown[] }>();
     expect(`${problem.detail} ${JSON.stringify(problem.issues ?? [])}`).toMatch(message);
     if (status === 422) expect(problem.issues?.length).toBeGreaterThan(0);
     expect(await service("pim")).toEqual(before);
@@ -206,17 +206,17 @@ describe("config versions", () => {
     const base = await putConfig({ services: [] });
     const v1 = await putConfig(SHOP);
     await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 60, "pim-v2": 40, "pim-v3": 0 } }) });
-    const list = (await (await admin("/admin/config/versions")).json()) as { current: number; versions: Array<{ version: number; reason: string }> };
+    const list = await (await admin("/admin/config/versions")).json<{ current: number; versions: Array<{ version: number; reason: string }> }>();
     expect(list.current).toBe(v1 + 1);
     expect(list.versions[0]?.reason).toMatch(/split pim\/products: pim-v1=60 pim-v2=40/);
     expect(base).toBeLessThan(v1);
 
-    const old = (await (await admin(`/admin/config?version=${v1}`)).json()) as { version: number; services: Array<{ name: string }> };
+    const old = await (await admin(`/admin/config?version=${v1}`)).json<{ version: number; services: Array<{ name: string }> }>();
     expect(old.version).toBe(v1);
 
     const rollback = await admin("/admin/config/rollback", { method: "POST", body: json({ version: v1 }) });
     expect(rollback.status).toBe(200);
-    const result = (await rollback.json()) as { version: number; changed: string[] };
+    const result = await rollback.json<{ version: number; changed: string[] }>();
     expect(result.version).toBe(v1 + 2);
     expect(result.changed).toEqual(["pim"]);
     expect((await service("pim")).split).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0 });
@@ -239,7 +239,7 @@ describe("config versions", () => {
       }),
     });
     expect(res.status).toBe(422);
-    const problem = (await res.json()) as { issues: Array<{ message: string; path: unknown[] }> };
+    const problem = await res.json<{ issues: Array<{ message: string; path: unknown[] }> }>();
     expect(problem.issues.map((i) => i.message).join("\n")).toMatch(/https[\s\S]*sum to 100/);
     expect(await versionCount()).toBe(count);
   });
@@ -289,7 +289,7 @@ describe("sticky layouts through the admin API", () => {
 describe("publication to proxies", () => {
   it("pushes a changed service's slice to its shard, which proxies read", async () => {
     const res = await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 75, "pim-v2": 25, "pim-v3": 0 } }) });
-    const { version } = (await res.json()) as ServiceView;
+    const { version } = await res.json<ServiceView>();
     await runDurableObjectAlarm(store());
     const shard = env.SLICE_STORE.get(env.SLICE_STORE.idFromName("pim"));
     const read = await shard.read("pim", 0);

@@ -17,6 +17,9 @@ function pim(overrides: Partial<ServiceInput> = {}): ServiceInput {
   };
 }
 
+/** A split with a misspelt key, as an operator might send it (bypasses the compile-time check). */
+const TYPO_SPLIT: never = JSON.parse('{"weights":{"pim-v1":100},"stickey":"cookie:a"}') as never;
+
 /** Parses like the admin API does, then runs the whole-config checks; returns all messages. */
 function refusals(input: MeshConfigInput, options = PROD): string[] {
   const parsed = MeshConfig.safeParse(input);
@@ -91,7 +94,7 @@ describe("mesh config validation", () => {
     ],
     ["a service routed to itself", { services: [{ name: "a", backends: [{ name: "self", type: "mesh", service: "a", binding: "A" }], routes: [{ split: { weights: { self: 100 } } }] }] }, /routes service 'a' to itself/],
     ["a mesh backend to an unknown service", { services: [{ name: "a", backends: [{ name: "x", type: "mesh", service: "nope", binding: "X" }], routes: [{ split: { weights: { x: 100 } } }] }] }, /unknown service 'nope'/],
-    ["unknown fields (typos)", { services: [pim({ routes: [{ split: { weights: { "pim-v1": 100 }, stickey: "cookie:a" } as never }] })] }, /unrecognized key/i],
+    ["unknown fields (typos)", { services: [pim({ routes: [{ split: TYPO_SPLIT }] })] }, /unrecognized key/i],
   ];
 
   it.each(table)("refuses %s", (_name, input, message, options) => {

@@ -18,7 +18,7 @@ const app = new Hono<App>();
 /** The backend's version, or a 500 when deployed without `--env v1|v2`. */
 function withVersion(c: Context<App>, respond: (version: PimVersion) => Response): Response {
   const version = c.env.PIM_VERSION;
-  if (version === undefined) {
+  if (version !== "v1" && version !== "v2") {
     return problemResponse(500, "misconfigured", "pim version not configured", {
       detail: "deploy pim with --env v1 or --env v2 so PIM_VERSION is set",
     });

@@ -1,0 +1,87 @@
+/**
+ * Runs wrangler over every worker of the repository. wrangler needs Node >= 22.12; `npm run` puts the
+ * node@22 devDependency first on PATH, so these scripts always get a wrangler that runs.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { parse as parseToml } from "smol-toml";
+import { configPaths, deploymentsOf, ROOT, type Deployment } from "./mesh.ts";
+
+/** Environment for every wrangler call: no telemetry, no network lookups this machine cannot make. */
+export const WRANGLER_ENV = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+
+/** Every wrangler config whose worker has its own `Env` types: the mesh, test fixtures, bench workers. */
+export function typedConfigPaths(): string[] {
+  const under = (dir: string): string[] =>
+    existsSync(path.join(ROOT, dir))
+      ? readdirSync(path.join(ROOT, dir))
+          .sort()
+          .map((d) => path.join(ROOT, dir, d, "wrangler.toml"))
+          .filter((f) => existsSync(f))
+      : [];
+  return [...configPaths(), ...under("test/fixtures"), ...under("bench/workers")];
+}
+
+/** Where a config's generated types go (beside its main module) and the interface they declare. */
+export function typesTarget(configPath: string): { out: string; envInterface: string } {
+  const raw = parseToml(readFileSync(configPath, "utf8")) as { main?: string };
+  const mainDir = path.dirname(path.resolve(path.dirname(configPath), raw.main ?? "index.ts"));
+  const pascal = path
+    .basename(mainDir)
+    .split(/[^A-Za-z0-9]+/)
+    .map((part) => part.charAt(0).toUpperCase() + part.slice(1))
+    .join("");
+  return { out: path.join(mainDir, "worker-configuration.d.ts"), envInterface: `${pascal}Env` };
+}
+
+/** Result of one wrangler run. */
+export interface RunResult {
+  code: number;
+  output: string;
+  ms: number;
+}
+
+/** Runs wrangler with `args`, capturing its output. */
+export function wrangler(args: string[], options: { inherit?: boolean } = {}): Promise<RunResult> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js"), ...args], {
+      cwd: ROOT,
+      env: WRANGLER_ENV,
+      stdio: options.inherit ? "inherit" : ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.on("close", (code) => resolve({ code: code ?? 1, output, ms: Date.now() - started }));
+  });
+}
+
+/** `-c <config> [--env <env>]` for a deployment. */
+export function targetArgs(d: Deployment): string[] {
+  return ["-c", path.relative(ROOT, d.configPath), ...(d.env ? ["--env", d.env] : [])];
+}
+
+/** Deployments in deploy order: control plane, then services, then proxies (which bind to both). */
+export function deployOrder(): Deployment[] {
+  const all = configPaths().flatMap(deploymentsOf);
+  const rank = (d: Deployment): number =>
+    d.configPath === path.join(ROOT, "wrangler.toml") ? 0 : d.configPath.includes(`${path.sep}proxy${path.sep}`) ? 2 : 1;
+  return [...all].sort((a, b) => rank(a) - rank(b));
+}
+
+/** Runs `task` over `items` with at most `limit` at once, keeping order in the results. */
+export async function pool<T, R>(items: T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      const item = items[i];
+      if (item !== undefined) results[i] = await task(item);
+    }
+  });
+  await Promise.all(workers);
+  return results;
+}
