@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ROOT, startMesh } from "./mesh.ts";
+import { ROOT, startMesh, type RunningMesh } from "./mesh.ts";
 
 const HELP = `Usage: npm start [-- options]
 
@@ -90,9 +90,30 @@ async function main(): Promise<void> {
   }
   const { token, source } = adminToken();
 
+  // Registered before workerd starts so Ctrl-C always stops it cleanly (Miniflare's own exit hook
+  // would otherwise kill the process without disposing).
+  let mesh: RunningMesh | undefined;
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log(`\n${signal}: stopping workerd (local state stays in .weft/state)…`);
+    (mesh ? mesh.dispose() : Promise.resolve())
+      .then(() => {
+        log("Stopped.");
+        process.exit(0);
+      })
+      .catch((error: unknown) => {
+        process.stderr.write(`error while stopping: ${String(error)}\n`);
+        process.exit(1);
+      });
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+
   log("Bundling workers and starting workerd…");
   const started = Date.now();
-  const mesh = await startMesh({ port: shopPort, adminPort, adminToken: token, persistTo });
+  mesh = await startMesh({ port: shopPort, adminPort, adminToken: token, persistTo });
   const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, token);
 
   if (args.json) {
@@ -118,21 +139,6 @@ async function main(): Promise<void> {
     log(`\nPress Ctrl-C to stop.`);
   }
 
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log(`\n${signal}: stopping workerd…`);
-    mesh
-      .dispose()
-      .then(() => process.exit(0))
-      .catch((error: unknown) => {
-        process.stderr.write(`error while stopping: ${String(error)}\n`);
-        process.exit(1);
-      });
-  };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
 }
 
 main().catch((error: unknown) => {
