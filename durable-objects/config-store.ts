@@ -6,7 +6,7 @@
  * outbox drained by its alarm.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { MeshConfig, ServiceConfig, SplitUpdate } from "../shared/config.ts";
+import type { MeshConfig, Policy, ServiceConfig, SplitUpdate } from "../shared/config.ts";
 import { defaultRoute, toSlice, type SliceRead, type StoredService } from "../shared/slice.ts";
 import { rebalance } from "../shared/split.ts";
 import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
@@ -153,22 +153,46 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
     routeName: string | undefined,
     ifMatch: number | undefined,
   ): WriteResult<ServiceView> {
+    return this.updateService(service, ifMatch, (current) => {
+      const target = routeName === undefined ? defaultRoute(current.routes) : current.routes.find((r) => r.name === routeName);
+      if (!target) return `service '${service}' has no route named '${routeName ?? ""}'`;
+      const sticky = update.sticky === undefined ? target.split.sticky : (update.sticky ?? undefined);
+      return {
+        next: {
+          ...current,
+          routes: current.routes.map((r) =>
+            r === target ? { ...r, split: { weights: update.weights, ...(sticky ? { sticky } : {}) } } : r,
+          ),
+        },
+        reason: `split ${service}/${target.name}: ${formatWeights(update.weights)}`,
+      };
+    });
+  }
+
+  /** Sets (or, with null, removes) a service's authorization policy. */
+  setPolicy(service: string, policy: Policy | null, ifMatch: number | undefined): WriteResult<ServiceView> {
+    return this.updateService(service, ifMatch, (current) => {
+      const { policy: _previous, ...rest } = current;
+      return {
+        next: policy ? { ...rest, policy } : rest,
+        reason: policy ? `policy ${service}: ${policy.allow.length} allow, ${policy.deny.length} deny rules` : `policy ${service} removed`,
+      };
+    });
+  }
+
+  /** Read-modify-write of one service, validated and committed like any other change. */
+  private updateService(
+    service: string,
+    ifMatch: number | undefined,
+    change: (current: ServiceConfig) => { next: ServiceConfig; reason: string } | string,
+  ): WriteResult<ServiceView> {
     const entry = this.current.get(service);
     if (!entry) return { ok: false, reason: "not-found", detail: `no service named '${service}'` };
     if (ifMatch !== undefined && ifMatch !== entry.version) return { ok: false, reason: "stale", current: entry.version };
-    const routes = entry.stored.config.routes;
-    const target = routeName === undefined ? defaultRoute(routes) : routes.find((r) => r.name === routeName);
-    if (!target) return { ok: false, reason: "not-found", detail: `service '${service}' has no route named '${routeName ?? ""}'` };
-
-    const sticky = update.sticky === undefined ? target.split.sticky : (update.sticky ?? undefined);
-    const next: ServiceConfig = {
-      ...entry.stored.config,
-      routes: routes.map((r) =>
-        r === target ? { ...r, split: { weights: update.weights, ...(sticky ? { sticky } : {}) } } : r,
-      ),
-    };
-    const services = [...this.current.values()].map((s) => (s.stored.config.name === service ? next : s.stored.config));
-    const result = this.commit(services, `split ${service}/${target.name}: ${formatWeights(update.weights)}`);
+    const changed = change(entry.stored.config);
+    if (typeof changed === "string") return { ok: false, reason: "not-found", detail: changed };
+    const services = [...this.current.values()].map((s) => (s.stored.config.name === service ? changed.next : s.stored.config));
+    const result = this.commit(services, changed.reason);
     if (!result.ok) return result;
     const view = this.readService(service);
     return view ? { ok: true, value: view } : { ok: false, reason: "not-found", detail: `no service named '${service}'` };

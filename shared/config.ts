@@ -38,11 +38,16 @@ export const MeshBackend = z.strictObject({
   binding: BindingName,
 });
 
-/** A third-party origin. Only this origin is ever contacted for this backend. */
+/**
+ * A third party. Only `origin` is ever contacted for this backend: the proxy builds every URL from
+ * it. A path in `origin` is a base path the request path is appended to.
+ */
 export const ExternalBackend = z.strictObject({
   name: Name,
   type: z.literal("external"),
-  origin: z.url({ protocol: /^https?$/ }).describe("scheme, host and optional port; no path"),
+  origin: z.url({ protocol: /^https?$/ }).describe("https://host[:port][/base-path]"),
+  /** The provider's name: the `aud` of the tokens Weft signs for it. Defaults to the backend name. */
+  provider: Name.optional(),
 });
 
 export const Backend = z.discriminatedUnion("type", [WorkerBackend, MeshBackend, ExternalBackend]);
@@ -90,10 +95,29 @@ export const Route = z.strictObject({
 });
 export type RouteInput = z.input<typeof Route>;
 
+/** A caller identity in a policy: a service name, `internet`, or `*` for anyone. */
+const Identity = z.string().regex(/^(\*|[a-z0-9]([a-z0-9-]*[a-z0-9])?)$/, "use a service name, 'internet' or '*'");
+
+/** One authorization rule; an absent field matches everything. */
+export const PolicyRule = z.strictObject({
+  from: z.array(Identity).min(1).optional(),
+  methods: z.array(HttpMethod).min(1).optional(),
+  paths: z.array(PathPattern).min(1).optional(),
+});
+export type PolicyRule = z.infer<typeof PolicyRule>;
+
+/** Who may call a service. With a policy, anything not allowed is denied; a deny rule always wins. */
+export const Policy = z.strictObject({
+  allow: z.array(PolicyRule).default([]),
+  deny: z.array(PolicyRule).default([]),
+});
+export type Policy = z.infer<typeof Policy>;
+
 export const Service = z.strictObject({
   name: Name,
   backends: z.array(Backend).min(1, "a service needs at least one backend"),
   routes: z.array(Route).min(1, "a service needs at least one route"),
+  policy: Policy.optional(),
 });
 export type ServiceInput = z.input<typeof Service>;
 
@@ -113,6 +137,7 @@ export interface ServiceConfig {
   name: string;
   backends: Backend[];
   routes: RouteConfig[];
+  policy?: Policy;
 }
 /** A whole mesh after parsing. */
 export interface MeshConfig {
@@ -139,6 +164,7 @@ export function normalizeService(service: z.infer<typeof Service>): ServiceConfi
       match: route.match,
       split: route.split,
     })),
+    ...(service.policy ? { policy: service.policy } : {}),
   };
 }
 

@@ -51,9 +51,9 @@ function checkExternalOrigin(
       ),
     );
   }
-  if (url.username || url.password || (url.pathname !== "/" && url.pathname !== "") || url.search || url.hash) {
+  if (url.username || url.password || url.search || url.hash || backend.origin.includes("?") || backend.origin.includes("#")) {
     issues.push(
-      issue([...path, "origin"], `external origin must be scheme://host[:port] only, without credentials, path or query`),
+      issue([...path, "origin"], `external origin must be scheme://host[:port][/base-path], without credentials, query or fragment`),
     );
   }
   return issues;

@@ -315,3 +315,29 @@ describe("publication to proxies", () => {
     expect(String(refused)).toMatch(/invalid service name/);
   });
 });
+
+describe("authorization policies through the admin API", () => {
+  const policy = { allow: [{ from: ["cart", "orders", "storefront"], methods: ["GET"], paths: ["/products/*"] }] };
+
+  it("sets, reads and removes a service's policy, each as a new version", async () => {
+    expect((await admin("/admin/services/pim/policy")).status).toBe(404);
+    const put = await admin("/admin/services/pim/policy", { method: "PUT", body: json(policy) });
+    expect(put.status).toBe(200);
+    expect((await put.json<ServiceView>()).policy).toEqual({ ...policy, deny: [] });
+    const get = await admin("/admin/services/pim/policy");
+    expect(await get.json()).toEqual({ ...policy, deny: [] });
+    const config = await (await admin("/admin/config")).json<{ services: Array<{ name: string; policy?: unknown }> }>();
+    expect(config.services.find((s) => s.name === "pim")?.policy).toEqual({ ...policy, deny: [] });
+    const del = await admin("/admin/services/pim/policy", { method: "DELETE" });
+    expect(del.status).toBe(200);
+    expect((await admin("/admin/services/pim/policy")).status).toBe(404);
+  });
+
+  it("refuses an invalid policy with 422 and changes nothing", async () => {
+    const count = await versionCount();
+    const res = await admin("/admin/services/pim/policy", { method: "PUT", body: json({ allow: [{ from: ["Not A Service"] }] }) });
+    expect(res.status).toBe(422);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(await versionCount()).toBe(count);
+  });
+});

@@ -5,11 +5,12 @@
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { MeshConfig, Name, RollbackRequest, SplitUpdate, normalizeService } from "../../shared/config.ts";
+import { MeshConfig, Name, Policy, RollbackRequest, SplitUpdate, normalizeService } from "../../shared/config.ts";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
 import { requireAdminToken } from "./auth.ts";
+import { keysAdminApi } from "./keys.ts";
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
@@ -92,6 +93,39 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     return c.json(result.value);
   });
 
+  admin.get("/services/:service/policy", async (c) => {
+    const name = c.req.param("service");
+    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
+    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
+    if (!view.policy) {
+      return problemResponse(404, "no-policy", "No policy", { detail: `service '${name}' has no policy: every caller is allowed` });
+    }
+    c.header("etag", etag(view.version));
+    return c.json(view.policy);
+  });
+
+  admin.put("/services/:service/policy", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const parsed = await readBody(c.req.raw, Policy);
+    if (!parsed.ok) return parsed.response;
+    const result = await configStoreOf(c.env).setPolicy(name, parsed.value, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json(result.value);
+  });
+
+  admin.delete("/services/:service/policy", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const result = await configStoreOf(c.env).setPolicy(name, null, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json(result.value);
+  });
+
   admin.get("/config", async (c) => {
     const param = c.req.query("version");
     const version = param === undefined ? undefined : Number(param);
@@ -132,6 +166,8 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     c.header("etag", etag(result.value.version));
     return c.json({ ...result.value, rolledBackTo: body.version });
   });
+
+  admin.route("/keys", keysAdminApi());
 
   return admin;
 }

@@ -1,0 +1,243 @@
+/**
+ * Egress signing keys. One SigningKeys object per service that calls third parties
+ * (`idFromName(service)`), so no single object signs the whole mesh's egress; its private keys are
+ * generated inside it, stored only in its own storage, and never returned by any method.
+ *
+ * Every shard publishes its public keys to the one JwksRegistry, which serves the JWKS. A new key is
+ * published before it signs anything, and a replaced key stays published until every token it signed
+ * has expired, so vendors that refetch the JWKS on an unknown `kid` never see a failed call.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
+
+/** Signing algorithms Weft offers: ES256 by default, Ed25519 on request. */
+export type SigningAlg = "ES256" | "EdDSA";
+
+/** The longest a token lives; vendors should refuse anything longer. */
+export const TOKEN_LIFETIME_SECONDS = 60;
+/** Clock skew tolerated between the mesh and vendors, added to how long old keys stay published. */
+const CLOCK_SKEW_SECONDS = 30;
+const DEFAULT_ROTATION_HOURS = 24;
+
+/** A public key as published in the JWKS: public parts only. */
+export interface PublicJwk extends JWK {
+  kid: string;
+  alg: SigningAlg;
+  use: "sig";
+}
+
+/** Claims the caller binds to one request; the object adds iss, iat, exp and jti. */
+export interface EgressClaims {
+  sub: string;
+  aud: string;
+  htm: string;
+  htu: string;
+  body_sha256: string;
+}
+
+type KeyRow = {
+  kid: string;
+  alg: SigningAlg;
+  private_jwk: string;
+  public_jwk: string;
+  created_at: number;
+  retired_at: number | null;
+};
+
+/** The registry every shard publishes to (one object: it is read by the JWKS endpoint only). */
+export function jwksRegistryOf(env: ControlPlaneEnv): DurableObjectStub<JwksRegistry> {
+  return env.JWKS_REGISTRY.get(env.JWKS_REGISTRY.idFromName("mesh"));
+}
+
+/** The signing shard of `service`. */
+export function signingKeysOf(env: ControlPlaneEnv, service: string): DurableObjectStub<SigningKeys> {
+  return env.SIGNING_KEYS.get(env.SIGNING_KEYS.idFromName(service));
+}
+
+export class SigningKeys extends DurableObject<ControlPlaneEnv> {
+  private readonly sql: SqlStorage;
+  private active: { kid: string; alg: SigningAlg; key: CryptoKey } | undefined;
+  /** The first key's generation, shared by requests that arrive while it is under way. */
+  private firstKey: Promise<unknown> | undefined;
+
+  constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS keys (
+      kid TEXT PRIMARY KEY, alg TEXT NOT NULL, private_jwk TEXT NOT NULL, public_jwk TEXT NOT NULL,
+      created_at INTEGER NOT NULL, retired_at INTEGER)`);
+    this.sql.exec("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)");
+  }
+
+  private service(): string | undefined {
+    return this.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'service'").toArray()[0]?.v;
+  }
+
+  private alg(): SigningAlg {
+    return this.env.WEFT_SIGNING_ALG === "EdDSA" ? "EdDSA" : "ES256";
+  }
+
+  /** Public keys still published: the active one and retired ones whose tokens may still be live. */
+  publicKeys(now = Date.now()): PublicJwk[] {
+    const horizon = now - (TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) * 1000;
+    return this.sql
+      .exec<Pick<KeyRow, "public_jwk">>(
+        "SELECT public_jwk FROM keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY created_at",
+        horizon,
+      )
+      .toArray()
+      .map((row) => JSON.parse(row.public_jwk) as PublicJwk);
+  }
+
+  /** Signs a token for one outbound request of `service`, generating the first key if needed. */
+  async sign(service: string, claims: EgressClaims): Promise<{ token: string; kid: string }> {
+    const active = await this.activeKey(service);
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({ htm: claims.htm, htu: claims.htu, body_sha256: claims.body_sha256 })
+      .setProtectedHeader({ alg: active.alg, kid: active.kid, typ: "JWT" })
+      .setIssuer(this.env.WEFT_PUBLIC_URL)
+      .setSubject(claims.sub)
+      .setAudience(claims.aud)
+      .setIssuedAt(now)
+      .setExpirationTime(now + TOKEN_LIFETIME_SECONDS)
+      .setJti(crypto.randomUUID())
+      .sign(active.key);
+    return { token, kid: active.kid };
+  }
+
+  /**
+   * Makes a new key the signing key. The new public key is published before it signs; the old one
+   * stays published until its last token has expired. Returns the new and previous key ids.
+   */
+  async rotate(service: string): Promise<{ kid: string; previous: string | null }> {
+    const previous = this.currentRow();
+    const row = await this.generate();
+    const now = Date.now();
+    // Publish first: if the registry is unreachable the rotation fails and the old key keeps signing.
+    await jwksRegistryOf(this.env).publish(service, [...this.publicKeys(now), JSON.parse(row.public_jwk) as PublicJwk]);
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('service', ?)", service);
+      if (previous) this.sql.exec("UPDATE keys SET retired_at = ? WHERE kid = ?", now, previous.kid);
+      this.sql.exec(
+        "INSERT INTO keys (kid, alg, private_jwk, public_jwk, created_at, retired_at) VALUES (?, ?, ?, ?, ?, NULL)",
+        row.kid,
+        row.alg,
+        row.private_jwk,
+        row.public_jwk,
+        now,
+      );
+    });
+    this.active = undefined;
+    await this.scheduleAlarm();
+    return { kid: row.kid, previous: previous?.kid ?? null };
+  }
+
+  /** Ensures a key exists (without rotating) and returns the published public keys. */
+  async ensure(service: string): Promise<PublicJwk[]> {
+    await this.activeKey(service);
+    return this.publicKeys();
+  }
+
+  /** Scheduled rotation, and withdrawal of retired keys once their tokens have expired. */
+  override async alarm(): Promise<void> {
+    const service = this.service();
+    if (!service) return;
+    const current = this.currentRow();
+    const rotationMs = this.rotationHours() * 3_600_000;
+    if (!current || Date.now() - current.created_at >= rotationMs) {
+      await this.rotate(service);
+      return;
+    }
+    const horizon = Date.now() - (TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) * 1000;
+    const expired = this.sql.exec("DELETE FROM keys WHERE retired_at IS NOT NULL AND retired_at <= ?", horizon).rowsWritten;
+    if (expired > 0) await jwksRegistryOf(this.env).publish(service, this.publicKeys());
+    await this.scheduleAlarm();
+  }
+
+  private rotationHours(): number {
+    const hours = Number(this.env.WEFT_KEY_ROTATION_HOURS);
+    return Number.isFinite(hours) && hours > 0 ? hours : DEFAULT_ROTATION_HOURS;
+  }
+
+  private async scheduleAlarm(): Promise<void> {
+    const current = this.currentRow();
+    const retiring = this.sql
+      .exec<{ at: number | null }>("SELECT MIN(retired_at) AS at FROM keys WHERE retired_at IS NOT NULL")
+      .one().at;
+    const candidates = [
+      current ? current.created_at + this.rotationHours() * 3_600_000 : Date.now(),
+      ...(retiring !== null ? [retiring + (TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) * 1000 + 1_000] : []),
+    ];
+    await this.ctx.storage.setAlarm(Math.min(...candidates));
+  }
+
+  private currentRow(): KeyRow | undefined {
+    return this.sql
+      .exec<KeyRow>("SELECT * FROM keys WHERE retired_at IS NULL ORDER BY created_at DESC LIMIT 1")
+      .toArray()[0];
+  }
+
+  private async activeKey(service: string): Promise<{ kid: string; alg: SigningAlg; key: CryptoKey }> {
+    if (this.active) return this.active;
+    let row = this.currentRow();
+    if (!row) {
+      this.firstKey ??= this.rotate(service).finally(() => (this.firstKey = undefined));
+      await this.firstKey;
+      row = this.currentRow();
+      if (!row) throw new Error("signing key generation failed");
+    }
+    const key = await importJWK(JSON.parse(row.private_jwk) as JWK, row.alg);
+    if (!(key instanceof CryptoKey)) throw new Error("unexpected key type");
+    this.active = { kid: row.kid, alg: row.alg, key };
+    return this.active;
+  }
+
+  private async generate(): Promise<KeyRow> {
+    const alg = this.alg();
+    const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true, ...(alg === "EdDSA" ? { crv: "Ed25519" } : {}) });
+    const publicJwk = await exportJWK(publicKey);
+    const kid = await calculateJwkThumbprint(publicJwk);
+    const published: PublicJwk = { ...publicJwk, kid, alg, use: "sig" };
+    return {
+      kid,
+      alg,
+      private_jwk: JSON.stringify(await exportJWK(privateKey)),
+      public_jwk: JSON.stringify(published),
+      created_at: Date.now(),
+      retired_at: null,
+    };
+  }
+}
+
+/**
+ * JwksRegistry: the public keys of every signing shard, as served at /.well-known/jwks.json. Written
+ * only on key generation, rotation and withdrawal; read by the (cached) JWKS endpoint.
+ */
+export class JwksRegistry extends DurableObject<ControlPlaneEnv> {
+  constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
+    super(ctx, env);
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS shards (service TEXT PRIMARY KEY, keys TEXT NOT NULL)");
+  }
+
+  /** Replaces one shard's published keys. */
+  publish(service: string, keys: PublicJwk[]): void {
+    this.ctx.storage.sql.exec(
+      "INSERT INTO shards (service, keys) VALUES (?, ?) ON CONFLICT (service) DO UPDATE SET keys = excluded.keys",
+      service,
+      JSON.stringify(keys),
+    );
+  }
+
+  /** Services that have signing keys. */
+  services(): string[] {
+    return this.ctx.storage.sql.exec<{ service: string }>("SELECT service FROM shards ORDER BY service").toArray().map((r) => r.service);
+  }
+
+  /** Every published public key. */
+  keys(): PublicJwk[] {
+    return this.ctx.storage.sql
+      .exec<{ keys: string }>("SELECT keys FROM shards ORDER BY service")
+      .toArray()
+      .flatMap((row) => JSON.parse(row.keys) as PublicJwk[]);
+  }
+}

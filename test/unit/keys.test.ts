@@ -1,0 +1,111 @@
+import { env, exports } from "cloudflare:workers";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from "jose";
+import { beforeAll, describe, expect, it } from "vitest";
+import { signingKeysOf, type SigningKeys } from "../../durable-objects/signing-keys.ts";
+
+const TOKEN = "test-admin-token";
+
+function request(path: string, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  headers.set("authorization", `Bearer ${TOKEN}`);
+  if (init.body !== undefined) headers.set("content-type", "application/json");
+  return exports.default.fetch(new Request(`https://weft.test${path}`, { ...init, headers }));
+}
+
+async function jwks(): Promise<{ res: Response; body: JSONWebKeySet }> {
+  const res = await exports.default.fetch(new Request("https://weft.test/.well-known/jwks.json"));
+  return { res, body: await res.json<JSONWebKeySet>() };
+}
+
+const claims = { sub: "orders", aud: "vendor-notify", htm: "POST", htu: "https://notify.vendor.example/messages", body_sha256: "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU" };
+
+beforeAll(async () => {
+  const res = await request("/admin/config", {
+    method: "PUT",
+    body: JSON.stringify({
+      services: [
+        {
+          name: "notify",
+          backends: [{ name: "vendor-notify", type: "external", origin: "https://notify.vendor.example" }],
+          routes: [{ split: { weights: { "vendor-notify": 100 } } }],
+        },
+      ],
+    }),
+  });
+  expect(res.status).toBe(200);
+});
+
+describe("egress signing keys", () => {
+  it("publishes public keys only, with kid, kty, alg and use, and a cache lifetime", async () => {
+    const { res, body } = await jwks();
+    expect(res.status).toBe(200);
+    expect(res.headers.get("cache-control")).toMatch(/max-age=60/);
+    expect(body.keys.length).toBeGreaterThanOrEqual(1);
+    for (const key of body.keys) {
+      expect(key).toMatchObject({ kty: "EC", crv: "P-256", alg: "ES256", use: "sig" });
+      expect(typeof key.kid).toBe("string");
+      expect(key).not.toHaveProperty("d");
+    }
+  });
+
+  it("signs short-lived tokens bound to the request that verify against the JWKS", async () => {
+    const { token, kid } = await signingKeysOf(env, "notify").sign("notify", claims);
+    const { body } = await jwks();
+    const { payload, protectedHeader } = await jwtVerify(token, createLocalJWKSet(body), {
+      issuer: env.WEFT_PUBLIC_URL,
+      audience: "vendor-notify",
+      algorithms: ["ES256"],
+    });
+    expect(protectedHeader).toMatchObject({ alg: "ES256", kid, typ: "JWT" });
+    expect(payload).toMatchObject({ sub: "orders", htm: "POST", htu: claims.htu, body_sha256: claims.body_sha256 });
+    expect((payload.exp ?? 0) - (payload.iat ?? 0)).toBeLessThanOrEqual(60);
+    expect(typeof payload.jti).toBe("string");
+    const second = await signingKeysOf(env, "notify").sign("notify", claims);
+    expect(decodeProtectedHeader(second.token).kid).toBe(kid);
+    expect(second.token).not.toBe(token); // fresh jti and iat
+  });
+
+  it("rotates without breaking live tokens: the new key is added, the old one stays until its tokens expire", async () => {
+    const before = await signingKeysOf(env, "notify").sign("notify", claims);
+    const rotate = await request("/admin/keys/rotate", { method: "POST" });
+    expect(rotate.status).toBe(200);
+    const result = await rotate.json<{ rotated: Array<{ service: string; kid: string; previous: string | null }> }>();
+    const notify = result.rotated.find((r) => r.service === "notify");
+    expect(notify?.previous).toBe(before.kid);
+    expect(JSON.stringify(result)).not.toMatch(/"d":/);
+
+    const { body } = await jwks();
+    const kids = body.keys.map((k) => k.kid);
+    expect(kids).toContain(before.kid);
+    expect(kids).toContain(notify?.kid);
+    // A token signed just before the switch still verifies; new tokens use the new key.
+    await jwtVerify(before.token, createLocalJWKSet(body), { audience: "vendor-notify" });
+    const after = await signingKeysOf(env, "notify").sign("notify", claims);
+    expect(after.kid).toBe(notify?.kid);
+
+    // Once every token of the old key has expired, the alarm withdraws it.
+    const stub = signingKeysOf(env, "notify");
+    await runInDurableObject(stub, (instance: SigningKeys, state) => {
+      state.storage.sql.exec("UPDATE keys SET retired_at = ? WHERE kid = ?", Date.now() - 10 * 60_000, before.kid);
+      expect(instance.publicKeys().map((k) => k.kid)).not.toContain(before.kid);
+    });
+    await runDurableObjectAlarm(stub);
+    const later = (await jwks()).body.keys.map((k) => k.kid);
+    expect(later).not.toContain(before.kid);
+    expect(later).toContain(notify?.kid);
+  });
+
+  it("keeps private keys out of every admin response", async () => {
+    const res = await request("/admin/keys");
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).toContain('"kid"');
+    expect(text).not.toMatch(/"d":/);
+  });
+
+  it("needs the admin token to rotate", async () => {
+    const res = await exports.default.fetch(new Request("https://weft.test/admin/keys/rotate", { method: "POST" }));
+    expect(res.status).toBe(401);
+  });
+});
