@@ -13,6 +13,7 @@ export default tseslint.config(
       parserOptions: {
         project: [
           "./workers/*/tsconfig.json",
+          "./demo/*/tsconfig.json",
           "./test/tsconfig.json",
           "./test/fixtures/*/tsconfig.json",
           "./bench/workers/*/tsconfig.json",

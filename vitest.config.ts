@@ -21,7 +21,7 @@ export default defineConfig({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
               compatibilityFlags: ["nodejs_compat"],
-              bindings: { WEFT_ADMIN_TOKEN: TEST_ADMIN_TOKEN, WEFT_ENV: "production" },
+              bindings: { WEFT_ADMIN_TOKEN: TEST_ADMIN_TOKEN, WEFT_ENV: "production", WEFT_KEY_ACTIVATION_SECONDS: "0" },
             },
           }),
         ],

@@ -11,6 +11,7 @@ import { defaultRoute, toSlice, type SliceRead, type StoredService } from "../sh
 import { rebalance } from "../shared/split.ts";
 import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
 import { serviceView, type ServiceView } from "../shared/views.ts";
+import { plainStub, type PlainStub } from "./rpc.ts";
 import type { SliceStore } from "./slice-store.ts";
 
 /** Outcome of a write: the new state, or why nothing was changed. */
@@ -42,13 +43,13 @@ interface CurrentService {
 const PUBLISH_CONCURRENCY = 50;
 
 /** The mesh has one ConfigStore; it serves admin writes and shard cold starts only. */
-export function configStoreOf(env: ControlPlaneEnv): DurableObjectStub<ConfigStore> {
-  return env.CONFIG_STORE.get(env.CONFIG_STORE.idFromName("mesh"));
+export function configStoreOf(env: ControlPlaneEnv): PlainStub<ConfigStore> {
+  return plainStub<ConfigStore>(env.CONFIG_STORE.get(env.CONFIG_STORE.idFromName("mesh")));
 }
 
 /** The shard holding `service`'s published slice. */
-export function sliceStoreOf(env: ControlPlaneEnv, service: string): DurableObjectStub<SliceStore> {
-  return env.SLICE_STORE.get(env.SLICE_STORE.idFromName(service));
+export function sliceStoreOf(env: ControlPlaneEnv, service: string): PlainStub<SliceStore> {
+  return plainStub<SliceStore>(env.SLICE_STORE.get(env.SLICE_STORE.idFromName(service)));
 }
 const MAX_RETRY_DELAY_MS = 60_000;
 

@@ -4,11 +4,14 @@
  * generated inside it, stored only in its own storage, and never returned by any method.
  *
  * Every shard publishes its public keys to the one JwksRegistry, which serves the JWKS. A new key is
- * published before it signs anything, and a replaced key stays published until every token it signed
- * has expired, so vendors that refetch the JWKS on an unknown `kid` never see a failed call.
+ * published as soon as it exists but signs only after an activation delay longer than the JWKS cache
+ * lifetime, so every vendor has it before the first token that needs it; the replaced key signs until
+ * then and stays published until every token it signed has expired. No call fails across a rotation.
  */
 import { DurableObject } from "cloudflare:workers";
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
+import type { EgressClaims } from "../shared/slice.ts";
+import { plainStub, type PlainStub } from "./rpc.ts";
 
 /** Signing algorithms Weft offers: ES256 by default, Ed25519 on request. */
 export type SigningAlg = "ES256" | "EdDSA";
@@ -18,6 +21,8 @@ export const TOKEN_LIFETIME_SECONDS = 60;
 /** Clock skew tolerated between the mesh and vendors, added to how long old keys stay published. */
 const CLOCK_SKEW_SECONDS = 30;
 const DEFAULT_ROTATION_HOURS = 24;
+/** JWKS max-age (60 s) plus margin: by then every vendor's cached JWKS holds the new key. */
+const DEFAULT_ACTIVATION_SECONDS = 65;
 
 /** A public key as published in the JWKS: public parts only. */
 export interface PublicJwk extends JWK {
@@ -26,37 +31,31 @@ export interface PublicJwk extends JWK {
   use: "sig";
 }
 
-/** Claims the caller binds to one request; the object adds iss, iat, exp and jti. */
-export interface EgressClaims {
-  sub: string;
-  aud: string;
-  htm: string;
-  htu: string;
-  body_sha256: string;
-}
-
 type KeyRow = {
   kid: string;
   alg: SigningAlg;
   private_jwk: string;
   public_jwk: string;
   created_at: number;
+  /** When it starts signing. */
+  activates_at: number;
+  /** When it stops signing (a newer key activates); null while it is the newest. */
   retired_at: number | null;
 };
 
 /** The registry every shard publishes to (one object: it is read by the JWKS endpoint only). */
-export function jwksRegistryOf(env: ControlPlaneEnv): DurableObjectStub<JwksRegistry> {
-  return env.JWKS_REGISTRY.get(env.JWKS_REGISTRY.idFromName("mesh"));
+export function jwksRegistryOf(env: ControlPlaneEnv): PlainStub<JwksRegistry> {
+  return plainStub<JwksRegistry>(env.JWKS_REGISTRY.get(env.JWKS_REGISTRY.idFromName("mesh")));
 }
 
 /** The signing shard of `service`. */
-export function signingKeysOf(env: ControlPlaneEnv, service: string): DurableObjectStub<SigningKeys> {
-  return env.SIGNING_KEYS.get(env.SIGNING_KEYS.idFromName(service));
+export function signingKeysOf(env: ControlPlaneEnv, service: string): PlainStub<SigningKeys> {
+  return plainStub<SigningKeys>(env.SIGNING_KEYS.get(env.SIGNING_KEYS.idFromName(service)));
 }
 
 export class SigningKeys extends DurableObject<ControlPlaneEnv> {
   private readonly sql: SqlStorage;
-  private active: { kid: string; alg: SigningAlg; key: CryptoKey } | undefined;
+  private active: { kid: string; alg: SigningAlg; key: CryptoKey; until: number } | undefined;
   /** The first key's generation, shared by requests that arrive while it is under way. */
   private firstKey: Promise<unknown> | undefined;
 
@@ -65,7 +64,7 @@ export class SigningKeys extends DurableObject<ControlPlaneEnv> {
     this.sql = ctx.storage.sql;
     this.sql.exec(`CREATE TABLE IF NOT EXISTS keys (
       kid TEXT PRIMARY KEY, alg TEXT NOT NULL, private_jwk TEXT NOT NULL, public_jwk TEXT NOT NULL,
-      created_at INTEGER NOT NULL, retired_at INTEGER)`);
+      created_at INTEGER NOT NULL, activates_at INTEGER NOT NULL, retired_at INTEGER)`);
     this.sql.exec("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)");
   }
 
@@ -106,30 +105,32 @@ export class SigningKeys extends DurableObject<ControlPlaneEnv> {
   }
 
   /**
-   * Makes a new key the signing key. The new public key is published before it signs; the old one
-   * stays published until its last token has expired. Returns the new and previous key ids.
+   * Adds a new key. It is published at once and signs after the activation delay (at once if it is
+   * the shard's first key); the current key signs until then and stays published until its last
+   * token has expired. Returns the new and previous key ids and when the switch happens.
    */
-  async rotate(service: string): Promise<{ kid: string; previous: string | null }> {
-    const previous = this.currentRow();
-    const row = await this.generate();
+  async rotate(service: string): Promise<{ kid: string; previous: string | null; activatesAt: string }> {
     const now = Date.now();
-    // Publish first: if the registry is unreachable the rotation fails and the old key keeps signing.
+    const previous = this.newestRow();
+    const row = await this.generate(previous ? now + this.activationSeconds() * 1000 : now);
+    // Publish first: if the registry is unreachable the rotation fails and nothing changes.
     await jwksRegistryOf(this.env).publish(service, [...this.publicKeys(now), JSON.parse(row.public_jwk) as PublicJwk]);
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('service', ?)", service);
-      if (previous) this.sql.exec("UPDATE keys SET retired_at = ? WHERE kid = ?", now, previous.kid);
+      if (previous) this.sql.exec("UPDATE keys SET retired_at = ? WHERE kid = ?", row.activates_at, previous.kid);
       this.sql.exec(
-        "INSERT INTO keys (kid, alg, private_jwk, public_jwk, created_at, retired_at) VALUES (?, ?, ?, ?, ?, NULL)",
+        "INSERT INTO keys (kid, alg, private_jwk, public_jwk, created_at, activates_at, retired_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
         row.kid,
         row.alg,
         row.private_jwk,
         row.public_jwk,
         now,
+        row.activates_at,
       );
     });
     this.active = undefined;
     await this.scheduleAlarm();
-    return { kid: row.kid, previous: previous?.kid ?? null };
+    return { kid: row.kid, previous: previous?.kid ?? null, activatesAt: new Date(row.activates_at).toISOString() };
   }
 
   /** Ensures a key exists (without rotating) and returns the published public keys. */
@@ -142,9 +143,9 @@ export class SigningKeys extends DurableObject<ControlPlaneEnv> {
   override async alarm(): Promise<void> {
     const service = this.service();
     if (!service) return;
-    const current = this.currentRow();
+    const newest = this.newestRow();
     const rotationMs = this.rotationHours() * 3_600_000;
-    if (!current || Date.now() - current.created_at >= rotationMs) {
+    if (!newest || Date.now() - newest.created_at >= rotationMs) {
       await this.rotate(service);
       return;
     }
@@ -154,45 +155,61 @@ export class SigningKeys extends DurableObject<ControlPlaneEnv> {
     await this.scheduleAlarm();
   }
 
+  private activationSeconds(): number {
+    const seconds = Number(this.env.WEFT_KEY_ACTIVATION_SECONDS);
+    return Number.isFinite(seconds) && seconds >= 0 ? seconds : DEFAULT_ACTIVATION_SECONDS;
+  }
+
   private rotationHours(): number {
     const hours = Number(this.env.WEFT_KEY_ROTATION_HOURS);
     return Number.isFinite(hours) && hours > 0 ? hours : DEFAULT_ROTATION_HOURS;
   }
 
   private async scheduleAlarm(): Promise<void> {
-    const current = this.currentRow();
+    const newest = this.newestRow();
     const retiring = this.sql
       .exec<{ at: number | null }>("SELECT MIN(retired_at) AS at FROM keys WHERE retired_at IS NOT NULL")
       .one().at;
     const candidates = [
-      current ? current.created_at + this.rotationHours() * 3_600_000 : Date.now(),
+      newest ? newest.created_at + this.rotationHours() * 3_600_000 : Date.now(),
       ...(retiring !== null ? [retiring + (TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) * 1000 + 1_000] : []),
     ];
     await this.ctx.storage.setAlarm(Math.min(...candidates));
   }
 
-  private currentRow(): KeyRow | undefined {
+  /** The most recently added key (possibly not signing yet). */
+  private newestRow(): KeyRow | undefined {
+    return this.sql.exec<KeyRow>("SELECT * FROM keys ORDER BY created_at DESC LIMIT 1").toArray()[0];
+  }
+
+  /** The key that signs at `now`. */
+  private signingRow(now: number): KeyRow | undefined {
     return this.sql
-      .exec<KeyRow>("SELECT * FROM keys WHERE retired_at IS NULL ORDER BY created_at DESC LIMIT 1")
+      .exec<KeyRow>(
+        "SELECT * FROM keys WHERE activates_at <= ? AND (retired_at IS NULL OR retired_at > ?) ORDER BY activates_at DESC LIMIT 1",
+        now,
+        now,
+      )
       .toArray()[0];
   }
 
   private async activeKey(service: string): Promise<{ kid: string; alg: SigningAlg; key: CryptoKey }> {
-    if (this.active) return this.active;
-    let row = this.currentRow();
+    const now = Date.now();
+    if (this.active && now < this.active.until) return this.active;
+    let row = this.signingRow(now);
     if (!row) {
       this.firstKey ??= this.rotate(service).finally(() => (this.firstKey = undefined));
       await this.firstKey;
-      row = this.currentRow();
+      row = this.signingRow(Date.now());
       if (!row) throw new Error("signing key generation failed");
     }
     const key = await importJWK(JSON.parse(row.private_jwk) as JWK, row.alg);
     if (!(key instanceof CryptoKey)) throw new Error("unexpected key type");
-    this.active = { kid: row.kid, alg: row.alg, key };
+    this.active = { kid: row.kid, alg: row.alg, key, until: row.retired_at ?? Number.POSITIVE_INFINITY };
     return this.active;
   }
 
-  private async generate(): Promise<KeyRow> {
+  private async generate(activatesAt: number): Promise<KeyRow> {
     const alg = this.alg();
     const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true, ...(alg === "EdDSA" ? { crv: "Ed25519" } : {}) });
     const publicJwk = await exportJWK(publicKey);
@@ -204,6 +221,7 @@ export class SigningKeys extends DurableObject<ControlPlaneEnv> {
       private_jwk: JSON.stringify(await exportJWK(privateKey)),
       public_jwk: JSON.stringify(published),
       created_at: Date.now(),
+      activates_at: activatesAt,
       retired_at: null,
     };
   }

@@ -92,13 +92,13 @@ async function main(): Promise<void> {
 
   // Registered before workerd starts so Ctrl-C always stops it cleanly (Miniflare's own exit hook
   // would otherwise kill the process without disposing).
-  let mesh: RunningMesh | undefined;
+  const running: { mesh?: RunningMesh } = {};
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log(`\n${signal}: stopping workerd (local state stays in .weft/state)…`);
-    (mesh ? mesh.dispose() : Promise.resolve())
+    (running.mesh ? running.mesh.dispose() : Promise.resolve())
       .then(() => {
         log("Stopped.");
         process.exit(0);
@@ -113,7 +113,8 @@ async function main(): Promise<void> {
 
   log("Bundling workers and starting workerd…");
   const started = Date.now();
-  mesh = await startMesh({ port: shopPort, adminPort, adminToken: token, persistTo });
+  const mesh = await startMesh({ port: shopPort, adminPort, adminToken: token, persistTo });
+  running.mesh = mesh;
   const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, token);
 
   if (args.json) {

@@ -11,7 +11,7 @@ import { configPaths, deploymentsOf, ROOT, type Deployment } from "./mesh.ts";
 /** Environment for every wrangler call: no telemetry, no network lookups this machine cannot make. */
 export const WRANGLER_ENV = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 
-/** Every wrangler config whose worker has its own `Env` types: the mesh, test fixtures, bench workers. */
+/** Every wrangler config whose worker has its own `Env` types: the mesh, demo parties, test fixtures, bench workers. */
 export function typedConfigPaths(): string[] {
   const under = (dir: string): string[] =>
     existsSync(path.join(ROOT, dir))
@@ -20,7 +20,7 @@ export function typedConfigPaths(): string[] {
           .map((d) => path.join(ROOT, dir, d, "wrangler.toml"))
           .filter((f) => existsSync(f))
       : [];
-  return [...configPaths(), ...under("test/fixtures"), ...under("bench/workers")];
+  return [...configPaths(), ...under("demo"), ...under("test/fixtures"), ...under("bench/workers")];
 }
 
 /** Where a config's generated types go (beside its main module) and the interface they declare. */

@@ -4,6 +4,9 @@
  * (unknown backends, shadowed routes, loops) live in `validate.ts`.
  */
 import * as z from "zod";
+import { RouteContract } from "./contract.ts";
+import { EgressDataPolicy } from "./data-policy.ts";
+import { RouteAuth } from "./user-auth.ts";
 
 /** Names of services, backends and routes: DNS-label-like so they are safe in URLs, metrics and logs. */
 export const Name = z
@@ -48,6 +51,8 @@ export const ExternalBackend = z.strictObject({
   origin: z.url({ protocol: /^https?$/ }).describe("https://host[:port][/base-path]"),
   /** The provider's name: the `aud` of the tokens Weft signs for it. Defaults to the backend name. */
   provider: Name.optional(),
+  /** JSON fields removed or masked before a request leaves for this provider. */
+  egress: EgressDataPolicy.optional(),
 });
 
 export const Backend = z.discriminatedUnion("type", [WorkerBackend, MeshBackend, ExternalBackend]);
@@ -92,6 +97,10 @@ export const Route = z.strictObject({
   name: Name.optional(),
   match: RouteMatch.default({ path: "/*" }),
   split: Split,
+  /** End-user JWT authentication for this route. */
+  auth: RouteAuth.optional(),
+  /** JSON Schemas for request and/or response bodies, logged or enforced. */
+  contract: RouteContract.optional(),
 });
 export type RouteInput = z.input<typeof Route>;
 
@@ -131,6 +140,8 @@ export interface RouteConfig {
   name: string;
   match: RouteMatch;
   split: Split;
+  auth?: RouteAuth;
+  contract?: RouteContract;
 }
 /** A service after parsing. */
 export interface ServiceConfig {
@@ -160,9 +171,8 @@ export function normalizeService(service: z.infer<typeof Service>): ServiceConfi
     name: service.name,
     backends: service.backends,
     routes: service.routes.map((route, i) => ({
+      ...route,
       name: route.name ?? defaultRouteName(route.match, i),
-      match: route.match,
-      split: route.split,
     })),
     ...(service.policy ? { policy: service.policy } : {}),
   };

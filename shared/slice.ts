@@ -2,7 +2,7 @@
  * What the control plane stores per service and what a proxy loads: only its own service's slice,
  * so a proxy in a mesh of thousands of services does the same work as in a mesh of five.
  */
-import type { Backend, RouteConfig, ServiceConfig } from "./config.ts";
+import type { Backend, Policy, RouteConfig, ServiceConfig } from "./config.ts";
 import type { Layout } from "./split.ts";
 
 /** A service as stored: the operator's config plus the sticky slot layout of every route. */
@@ -23,6 +23,7 @@ export interface ServiceSlice {
   version: number;
   backends: Backend[];
   routes: RouteSlice[];
+  policy?: Policy;
 }
 
 /** Builds the slice a proxy receives from a stored service. */
@@ -32,7 +33,26 @@ export function toSlice(stored: StoredService, version: number): ServiceSlice {
     version,
     backends: stored.config.backends,
     routes: stored.config.routes.map((route) => ({ ...route, layout: stored.layouts[route.name] ?? [] })),
+    ...(stored.config.policy ? { policy: stored.config.policy } : {}),
   };
+}
+
+/** Claims a proxy binds to one egress request; the signer adds iss, iat, exp and jti. */
+export interface EgressClaims {
+  sub: string;
+  aud: string;
+  htm: string;
+  htu: string;
+  body_sha256: string;
+}
+
+/**
+ * What a proxy may ask of the control plane (the ConfigService entrypoint, over its CONTROL_PLANE
+ * binding): its own slice, and tokens for its calls to third parties.
+ */
+export interface ControlPlaneApi {
+  readSlice(service: string, knownVersion: number): Promise<SliceRead>;
+  signEgress(service: string, claims: EgressClaims): Promise<{ token: string; kid: string }>;
 }
 
 /** Answer to "give me my slice if it changed since `knownVersion`". */

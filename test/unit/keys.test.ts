@@ -85,7 +85,7 @@ describe("egress signing keys", () => {
     expect(after.kid).toBe(notify?.kid);
 
     // Once every token of the old key has expired, the alarm withdraws it.
-    const stub = signingKeysOf(env, "notify");
+    const stub = env.SIGNING_KEYS.get(env.SIGNING_KEYS.idFromName("notify"));
     await runInDurableObject(stub, (instance: SigningKeys, state) => {
       state.storage.sql.exec("UPDATE keys SET retired_at = ? WHERE kid = ?", Date.now() - 10 * 60_000, before.kid);
       expect(instance.publicKeys().map((k) => k.kid)).not.toContain(before.kid);

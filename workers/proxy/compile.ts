@@ -1,15 +1,21 @@
 /**
  * Turns a service slice into the structures the hot path reads: route predicates, a slot table per
- * route and resolved backend targets. Done once per config version, never per request.
+ * route, compiled contracts, key sets and resolved backend targets. Done once per config version,
+ * never per request.
  */
-import type { Backend, RouteMatch } from "../../shared/config.ts";
+import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
+import type { Backend, Policy, RouteMatch } from "../../shared/config.ts";
+import { compileContract, type CompiledContract } from "../../shared/contract.ts";
+import type { EgressDataPolicy } from "../../shared/data-policy.ts";
+import { egressBase } from "../../shared/egress.ts";
 import type { ServiceSlice } from "../../shared/slice.ts";
 import { expandLayout } from "../../shared/split.ts";
+import type { RouteAuth } from "../../shared/user-auth.ts";
 
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
 export type Target =
   | { kind: "binding"; fetcher: Fetcher }
-  | { kind: "origin"; origin: string }
+  | { kind: "external"; base: string; provider: string; egress: EgressDataPolicy | undefined }
   | { kind: "missing"; reason: string };
 
 export interface CompiledBackend {
@@ -25,6 +31,8 @@ export interface CompiledRoute {
   /** Salt for sticky hashing, so one shopper's slot differs between routes and services. */
   salt: string;
   sticky: { from: "cookie" | "header"; name: string } | undefined;
+  auth: { settings: RouteAuth; keys: JWTVerifyGetKey } | undefined;
+  contract: CompiledContract | undefined;
 }
 
 export interface CompiledSlice {
@@ -32,6 +40,21 @@ export interface CompiledSlice {
   version: number;
   routes: CompiledRoute[];
   backends: Map<string, CompiledBackend>;
+  policy: Policy | undefined;
+}
+
+/** Remote key sets live as long as the isolate, so their cache survives config changes. */
+const remoteKeySets = new Map<string, JWTVerifyGetKey>();
+
+function keysFor(auth: RouteAuth): JWTVerifyGetKey {
+  if (auth.jwks) return createLocalJWKSet({ keys: auth.jwks.keys });
+  const url = auth.jwksUrl ?? "";
+  let keys = remoteKeySets.get(url);
+  if (!keys) {
+    keys = createRemoteJWKSet(new URL(url), { timeoutDuration: 3_000, cooldownDuration: 5_000, cacheMaxAge: 600_000 });
+    remoteKeySets.set(url, keys);
+  }
+  return keys;
 }
 
 function isFetcher(value: unknown): value is Fetcher {
@@ -39,7 +62,9 @@ function isFetcher(value: unknown): value is Fetcher {
 }
 
 function compileTarget(backend: Backend, bindings: object): Target {
-  if (backend.type === "external") return { kind: "origin", origin: new URL(backend.origin).origin };
+  if (backend.type === "external") {
+    return { kind: "external", base: egressBase(backend.origin), provider: backend.provider ?? backend.name, egress: backend.egress };
+  }
   const fetcher: unknown = Reflect.get(bindings, backend.binding);
   return isFetcher(fetcher)
     ? { kind: "binding", fetcher }
@@ -65,6 +90,7 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
   return {
     service: slice.service,
     version: slice.version,
+    policy: slice.policy,
     backends: new Map(slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(b, bindings) }])),
     routes: slice.routes.map((route) => {
       const [from, name] = route.split.sticky?.split(":", 2) ?? [];
@@ -74,6 +100,8 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
         owners: expandLayout(route.layout),
         salt: `${slice.service}/${route.name}`,
         sticky: (from === "cookie" || from === "header") && name ? { from, name } : undefined,
+        auth: route.auth ? { settings: route.auth, keys: keysFor(route.auth) } : undefined,
+        contract: route.contract ? compileContract(route.contract) : undefined,
       };
     }),
   };

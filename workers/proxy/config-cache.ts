@@ -5,13 +5,9 @@
  * (one RPC per isolate, at most every {@link FRESH_MS}) picks up changes, so a split change is obeyed
  * within about a second. When the control plane is unreachable the last good slice keeps serving.
  */
-import type { SliceRead } from "../../shared/slice.ts";
+import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { withTimeout } from "./bounded.ts";
 import { compileSlice, type CompiledSlice } from "./compile.ts";
-
-/** The control plane's ConfigService entrypoint, as seen through the CONTROL_PLANE binding. */
-export interface SliceSource {
-  readSlice(service: string, knownVersion: number): Promise<SliceRead>;
-}
 
 /** Below this age the cached slice is used as is. */
 export const FRESH_MS = 400;
@@ -25,16 +21,6 @@ export type SliceState =
   | { kind: "absent"; detail: string }
   | { kind: "unavailable"; detail: string };
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: number | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`control plane did not answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => {
-    if (timer !== undefined) clearTimeout(timer);
-  });
-}
-
 export class SliceCache {
   private state: SliceState | undefined;
   private checkedAt = 0;
@@ -44,7 +30,7 @@ export class SliceCache {
 
   constructor(
     private readonly service: string,
-    private readonly source: SliceSource,
+    private readonly source: ControlPlaneApi,
     private readonly bindings: object,
   ) {}
 
@@ -73,7 +59,7 @@ export class SliceCache {
   private async refresh(): Promise<void> {
     const known = this.state?.kind === "ready" ? this.state.slice.version : 0;
     try {
-      const read = await withTimeout(this.source.readSlice(this.service, known), REFRESH_TIMEOUT_MS);
+      const read = await withTimeout(this.source.readSlice(this.service, known), REFRESH_TIMEOUT_MS, "control plane");
       if (read.status === "slice") this.state = { kind: "ready", slice: compileSlice(read.slice, this.bindings) };
       else if (read.status === "absent") this.state = { kind: "absent", detail: `the mesh config has no service '${this.service}'` };
       if (this.failures > 0) console.log(`weft proxy ${this.service}: control plane reachable again (config version ${known})`);

@@ -1,61 +1,112 @@
 /**
- * Forwarding to a backend: internal workers through service bindings, third parties by URL (only the
- * configured origin is ever contacted, because the URL is built from it). Every call has a timeout.
+ * Forwarding to a backend. Internal workers are reached through service bindings. Third parties are
+ * reached only at their configured origin (every URL is built from it, and redirects are never
+ * followed), with personal data scrubbed by the backend's egress policy and a short-lived JWT bound
+ * to the exact method, URL and body. Every call has a timeout.
  */
+import { rewriteJsonBody } from "../../shared/data-policy.ts";
+import { bodySha256, egressUrl } from "../../shared/egress.ts";
 import { problemResponse } from "../../shared/problem.ts";
-import type { CompiledBackend } from "./compile.ts";
+import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { readBounded, withTimeout } from "./bounded.ts";
+import type { CompiledBackend, Target } from "./compile.ts";
+import { INTERNET, MESH_HEADER_PREFIX } from "./identity.ts";
 
 /** Until routes carry their own timeouts, a call may take this long (Envoy's default route timeout). */
 export const DEFAULT_TIMEOUT_MS = 15_000;
 /** Larger declared bodies are refused before anything is sent. */
 export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+/** Egress bodies are buffered to scrub and hash them; larger ones are refused. */
+export const MAX_EGRESS_BODY_BYTES = 1024 * 1024;
+const SIGNING_TIMEOUT_MS = 2_000;
 
-/** Headers a third party must never receive from a shopper's request. */
-const NOT_FOR_THIRD_PARTIES = ["cookie", "authorization"];
+/** Headers a third party never receives: the shopper's credentials and the mesh's own headers. */
+const NOT_FOR_THIRD_PARTIES = ["cookie", "authorization", "host", "content-length"];
 
 /** Outcome of one forwarding attempt. */
-export type ForwardResult =
-  | { kind: "response"; response: Response }
-  | { kind: "failed"; status: 502 | 504; detail: string };
+export type ForwardResult = { kind: "response"; response: Response } | { kind: "failed"; response: Response };
+
+/** Who is calling out, for the egress token. */
+export interface EgressContext {
+  service: string;
+  caller: string;
+  controlPlane: ControlPlaneApi;
+}
+
+function failed(status: number, slug: string, title: string, detail: string, backend: string): ForwardResult {
+  return { kind: "failed", response: problemResponse(status, slug, title, { detail, backend }) };
+}
 
 /** Sends `request` to `backend`, or says why it could not. */
-export async function forward(backend: CompiledBackend, request: Request, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ForwardResult> {
+export async function forward(backend: CompiledBackend, request: Request, egress: EgressContext): Promise<ForwardResult> {
   const target = backend.target;
-  if (target.kind === "missing") return { kind: "failed", status: 502, detail: target.reason };
-  const signal = AbortSignal.timeout(timeoutMs);
+  if (target.kind === "missing") return failed(502, "upstream-unavailable", "Backend unavailable", target.reason, backend.name);
+  const signal = AbortSignal.timeout(DEFAULT_TIMEOUT_MS);
   try {
-    if (target.kind === "binding") {
-      return { kind: "response", response: await target.fetcher.fetch(request, { signal }) };
-    }
-    const url = new URL(request.url);
-    const headers = new Headers(request.headers);
-    for (const name of NOT_FOR_THIRD_PARTIES) headers.delete(name);
-    const outbound = new Request(target.origin + url.pathname + url.search, {
-      method: request.method,
-      headers,
-      body: request.body,
-      redirect: "manual",
-      signal,
-    });
-    return { kind: "response", response: await fetch(outbound) };
+    if (target.kind === "binding") return { kind: "response", response: await target.fetcher.fetch(request, { signal }) };
+    return await toThirdParty(backend.name, target, request, egress, signal);
   } catch (error) {
-    const timedOut = signal.aborted;
-    return {
-      kind: "failed",
-      status: timedOut ? 504 : 502,
-      detail: timedOut
-        ? `backend '${backend.name}' did not answer within ${timeoutMs} ms`
-        : `backend '${backend.name}' could not be reached: ${error instanceof Error ? error.message : String(error)}`,
-    };
+    return signal.aborted
+      ? failed(504, "upstream-timeout", "Backend timed out", `backend '${backend.name}' did not answer within ${DEFAULT_TIMEOUT_MS} ms`, backend.name)
+      : failed(
+          502,
+          "upstream-unavailable",
+          "Backend unavailable",
+          `backend '${backend.name}' could not be reached: ${error instanceof Error ? error.message : String(error)}`,
+          backend.name,
+        );
   }
 }
 
-/** The problem response for a failed forward, tagged with the backend it was meant for. */
-export function forwardProblem(failure: Extract<ForwardResult, { kind: "failed" }>, backend: string): Response {
-  return problemResponse(
-    failure.status,
-    failure.status === 504 ? "upstream-timeout" : "upstream-unavailable",
-    failure.status === 504 ? "Backend timed out" : "Backend unavailable",
-    { detail: failure.detail, backend },
-  );
+async function toThirdParty(
+  name: string,
+  target: Extract<Target, { kind: "external" }>,
+  request: Request,
+  egress: EgressContext,
+  signal: AbortSignal,
+): Promise<ForwardResult> {
+  const url = new URL(request.url);
+  const destination = egressUrl(target.base, url.pathname, url.search);
+  if (destination.kind === "refused") return failed(403, "egress-refused", "Egress refused", destination.detail, name);
+
+  const hasBody = request.method !== "GET" && request.method !== "HEAD";
+  const read = hasBody ? await readBounded(request.body, MAX_EGRESS_BODY_BYTES) : new ArrayBuffer(0);
+  if (read === "too-large") return failed(413, "too-large", "Request body too large", `egress bodies are limited to ${MAX_EGRESS_BODY_BYTES} bytes`, name);
+  let body: ArrayBuffer = read;
+  if (target.egress && body.byteLength > 0) {
+    const rewrite = rewriteJsonBody(body, request.headers.get("content-type"), target.egress);
+    // A body the policy applies to but cannot read might carry the very data it must strip.
+    if (rewrite.kind === "invalid-json") return failed(422, "egress-unreadable", "Egress refused", "the body is not valid JSON, so the egress data policy cannot be applied", name);
+    if (rewrite.kind === "changed") {
+      body = new TextEncoder().encode(rewrite.body).slice().buffer;
+      console.log(JSON.stringify({ event: "egress-data-policy", backend: name, removed: rewrite.removed, masked: rewrite.masked }));
+    }
+  }
+
+  const signed = await withTimeout(
+    egress.controlPlane.signEgress(egress.service, {
+      // The mesh service on whose behalf the call leaves; a shopper is not a service, the proxy's own service is.
+      sub: egress.caller === INTERNET ? egress.service : egress.caller,
+      aud: target.provider,
+      htm: request.method,
+      htu: destination.htu,
+      body_sha256: await bodySha256(body),
+    }),
+    SIGNING_TIMEOUT_MS,
+    "egress signer",
+  ).catch((error: unknown) => error instanceof Error ? error : new Error(String(error)));
+  if (signed instanceof Error) return failed(502, "egress-unsigned", "Egress not signed", `could not sign the call: ${signed.message}`, name);
+
+  const headers = new Headers(request.headers);
+  for (const header of NOT_FOR_THIRD_PARTIES) headers.delete(header);
+  for (const header of [...headers.keys()]) if (header.startsWith(MESH_HEADER_PREFIX)) headers.delete(header);
+  headers.set("authorization", `Bearer ${signed.token}`);
+  const response = await fetch(destination.url, {
+    method: request.method,
+    headers,
+    ...(hasBody ? { body } : {}),
+    redirect: "manual",
+    signal,
+  });
+  return { kind: "response", response };
 }

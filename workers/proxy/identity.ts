@@ -19,16 +19,16 @@ export function callerOf(props: unknown): string {
 }
 
 /**
- * The request the backend receives: mesh headers from the internet removed, and the verified caller
+ * The headers the backend receives: mesh headers from the internet removed, and the verified caller
  * identity added as `x-weft-caller`.
  */
-export function inboundRequest(request: Request, caller: string): Request {
+export function inboundHeaders(request: Request, caller: string): Headers {
   const headers = new Headers(request.headers);
   if (caller === INTERNET) {
     for (const name of [...headers.keys()]) if (name.startsWith(MESH_HEADER_PREFIX)) headers.delete(name);
   }
   headers.set("x-weft-caller", caller);
-  return new Request(request, { headers });
+  return headers;
 }
 
 /** One cookie's value from a Cookie header, without parsing the others. */
