@@ -187,10 +187,36 @@ export function workerOptions(
   };
 }
 
+/** The demo's outside party (vendor PIM and notifications provider), run beside the mesh. */
+export const VENDOR_CONFIG = path.join(ROOT, "demo", "vendor", "wrangler.toml");
+/** The vendor's URL as written in config/mesh.json; {@link demoConfig} points it at the real one. */
+const DEMO_VENDOR_URL = "http://127.0.0.1:8789";
+
+/** The demo shop's mesh config (config/mesh.json) with external origins pointed at `vendorUrl`. */
+export function demoConfig(vendorUrl: string): string {
+  return readFileSync(path.join(ROOT, "config", "mesh.json"), "utf8").replaceAll(DEMO_VENDOR_URL, vendorUrl);
+}
+
+/** A free TCP port on loopback (for tests, where URLs must be known before workerd starts). */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
 /** What {@link startMesh} needs. */
 export interface MeshOptions {
   port: number;
+  /** Control plane port; must be a real port (not 0) when `vendorPort` is set, since tokens name it. */
   adminPort: number;
+  /** Boot the demo vendor on this port, trusting this control plane's JWKS. */
+  vendorPort?: number;
   host?: string;
   adminToken: string;
   /** Directory for Durable Object state; omit for in-memory state. */
@@ -208,6 +234,7 @@ export interface RunningMesh {
   mf: Miniflare;
   shopUrl: string;
   adminUrl: string;
+  vendorUrl: string | undefined;
   deployments: Deployment[];
   dispose(): Promise<void>;
 }
@@ -220,18 +247,29 @@ export function isControlPlane(deployment: Deployment, root = ROOT): boolean {
 /** Boots every worker of the repository on workerd. */
 export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
   const host = options.host ?? "127.0.0.1";
-  const deployments = options.deployments ?? loadDeployments();
+  const withVendor = options.vendorPort !== undefined;
+  const deployments = [...(options.deployments ?? loadDeployments()), ...(withVendor ? deploymentsOf(VENDOR_CONFIG) : [])];
+  const directPorts: Record<string, number> = { ...options.directPorts, ...(withVendor ? { "weft-vendor": options.vendorPort ?? 0 } : {}) };
+  const issuer = `http://${host}:${options.adminPort}`;
   const code = await bundleMains(deployments.map((d) => d.main));
   const overrides: LocalOverrides = {
     ...options.overrides,
-    vars: { WEFT_ENV: "development", WEFT_DEBUG_HEADERS: "true", ...options.overrides?.vars },
+    vars: {
+      WEFT_ENV: "development",
+      WEFT_DEBUG_HEADERS: "true",
+      // Tokens name the local control plane as issuer, and the vendor trusts its JWKS.
+      WEFT_PUBLIC_URL: issuer,
+      WEFT_ISSUER: issuer,
+      WEFT_JWKS_URL: `${issuer}/.well-known/jwks.json`,
+      ...options.overrides?.vars,
+    },
     secrets: { WEFT_ADMIN_TOKEN: options.adminToken },
   };
   const workers: WorkerOptions[] = deployments.map((d) => {
     const opts = workerOptions(d, code.get(d.main) ?? "", deployments, overrides);
     const sockets = [
       ...(isControlPlane(d) ? [{ host, port: options.adminPort }] : []),
-      ...(options.directPorts?.[d.name] !== undefined ? [{ host, port: options.directPorts[d.name] }] : []),
+      ...(directPorts[d.name] !== undefined ? [{ host, port: directPorts[d.name] }] : []),
     ];
     return sockets.length > 0 ? { ...opts, unsafeDirectSockets: sockets } : opts;
   });
@@ -248,10 +286,12 @@ export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
   const shopUrl = (await mf.ready).origin;
   const controlPlane = deployments.find((d) => isControlPlane(d));
   const adminUrl = controlPlane ? (await mf.unsafeGetDirectURL(controlPlane.name)).origin : "";
+  const vendorUrl = withVendor ? (await mf.unsafeGetDirectURL("weft-vendor")).origin : undefined;
   return {
     mf,
     shopUrl,
     adminUrl,
+    vendorUrl,
     deployments,
     dispose: () => mf.dispose(),
   };

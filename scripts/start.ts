@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ROOT, startMesh, type RunningMesh } from "./mesh.ts";
+import { demoConfig, ROOT, startMesh, type RunningMesh } from "./mesh.ts";
 
 const HELP = `Usage: npm start [-- options]
 
@@ -20,6 +20,7 @@ Options:
 Environment:
   WEFT_PORT          shop port (default 8787)
   WEFT_ADMIN_PORT    control plane port (default 8788)
+  WEFT_VENDOR_PORT   demo third-party vendor port (default 8789)
   WEFT_ADMIN_TOKEN   admin token (default: generated once, kept in .weft/admin-token)
 `;
 
@@ -63,12 +64,12 @@ function adminToken(): { token: string; source: string } {
   return { token, source: ".weft/admin-token (generated)" };
 }
 
-async function seed(adminUrl: string, token: string): Promise<string> {
+async function seed(adminUrl: string, vendorUrl: string, token: string): Promise<string> {
   const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
   const current = await fetch(`${adminUrl}/admin/config`, { headers, signal: AbortSignal.timeout(10_000) });
   const { version } = (await current.json()) as { version: number };
   if (version > 0) return `config version ${version} (kept from the last run)`;
-  const body = readFileSync(path.join(ROOT, "config", "mesh.json"), "utf8");
+  const body = demoConfig(vendorUrl);
   const put = await fetch(`${adminUrl}/admin/config`, {
     method: "PUT",
     headers: { ...headers, "x-weft-reason": "seeded from config/mesh.json by npm start" },
@@ -83,6 +84,7 @@ async function seed(adminUrl: string, token: string): Promise<string> {
 async function main(): Promise<void> {
   const shopPort = port("WEFT_PORT", 8787);
   const adminPort = port("WEFT_ADMIN_PORT", 8788);
+  const vendorPort = port("WEFT_VENDOR_PORT", 8789);
   mkdirSync(stateDir, { recursive: true });
   if (args.reset) {
     rmSync(persistTo, { recursive: true, force: true });
@@ -113,13 +115,14 @@ async function main(): Promise<void> {
 
   log("Bundling workers and starting workerd…");
   const started = Date.now();
-  const mesh = await startMesh({ port: shopPort, adminPort, adminToken: token, persistTo });
+  const mesh = await startMesh({ port: shopPort, adminPort, vendorPort, adminToken: token, persistTo });
+  const vendorUrl = mesh.vendorUrl ?? "";
   running.mesh = mesh;
-  const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, token);
+  const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, vendorUrl, token);
 
   if (args.json) {
     process.stdout.write(
-      `${JSON.stringify({ shop: mesh.shopUrl, admin: mesh.adminUrl, tokenSource: source, state: persistTo, workers: mesh.deployments.map((d) => d.name) })}\n`,
+      `${JSON.stringify({ shop: mesh.shopUrl, admin: mesh.adminUrl, vendor: vendorUrl, jwks: `${mesh.adminUrl}/.well-known/jwks.json`, tokenSource: source, state: persistTo, workers: mesh.deployments.map((d) => d.name) })}\n`,
     );
   } else {
     const rows: Array<[string, string]> = [
@@ -128,6 +131,8 @@ async function main(): Promise<void> {
       ["  cart", `${mesh.shopUrl}/cart/{cartId}`],
       ["  orders", `${mesh.shopUrl}/orders`],
       ["Admin API", `${mesh.adminUrl}/admin/services`],
+      ["JWKS", `${mesh.adminUrl}/.well-known/jwks.json`],
+      ["Demo vendor", `${vendorUrl}/pim/products/sku-1  ${vendorUrl}/notify/received`],
       ["Admin token", source === "WEFT_ADMIN_TOKEN" ? "(from WEFT_ADMIN_TOKEN)" : `${token}   (${source})`],
       ["Config", configState],
       ["State", `${path.relative(process.cwd(), persistTo) || persistTo}   (reset: npm start -- --reset)`],

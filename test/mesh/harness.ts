@@ -2,9 +2,8 @@
  * Boots the real mesh (every worker of the repo, from its wrangler configs) plus the test fixtures,
  * on workerd with in-memory state, and seeds it with the demo config and a test-only echo service.
  */
-import { readFileSync } from "node:fs";
 import path from "node:path";
-import { deploymentsOf, loadDeployments, ROOT, startMesh, type RunningMesh } from "../../scripts/mesh.ts";
+import { demoConfig, deploymentsOf, freePort, loadDeployments, ROOT, startMesh, type RunningMesh } from "../../scripts/mesh.ts";
 import type { MeshConfigInput } from "../../shared/config.ts";
 
 export const TOKEN = "mesh-test-token";
@@ -25,6 +24,7 @@ export interface TestMesh {
   mesh: RunningMesh;
   shop: string;
   admin: string;
+  vendor: string;
   /** Calls the admin API with the token. */
   adminFetch(route: string, init?: RequestInit): Promise<Response>;
   /** The fixture that stands between the echo proxy and the control plane. */
@@ -39,7 +39,17 @@ export async function bootTestMesh(): Promise<TestMesh> {
     ...deploymentsOf(path.join(fixtures, "wrangler.toml")),
     ...deploymentsOf(path.join(fixtures, "proxy.wrangler.toml")),
   ];
-  const mesh = await startMesh({ port: 0, adminPort: 0, adminToken: TOKEN, deployments, directPorts: { "weft-test-link": 0 } });
+  // Tokens name the control plane's URL as issuer, so its port is chosen before workerd starts.
+  const [adminPort, vendorPort] = [await freePort(), await freePort()];
+  const mesh = await startMesh({
+    port: 0,
+    adminPort,
+    vendorPort,
+    adminToken: TOKEN,
+    deployments,
+    directPorts: { "weft-test-link": 0 },
+    overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2" } },
+  });
   const linkUrl = (await mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
   const adminFetch = (route: string, init: RequestInit = {}): Promise<Response> => {
     const headers = new Headers(init.headers);
@@ -47,13 +57,14 @@ export async function bootTestMesh(): Promise<TestMesh> {
     if (init.body !== undefined) headers.set("content-type", "application/json");
     return fetch(`${mesh.adminUrl}${route}`, { ...init, headers, signal: AbortSignal.timeout(10_000) });
   };
-  const demo = JSON.parse(readFileSync(path.join(ROOT, "config", "mesh.json"), "utf8")) as MeshConfigInput;
+  const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
   const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE] }) });
   if (!seeded.ok) throw new Error(`seeding failed: ${seeded.status} ${await seeded.text()}`);
   return {
     mesh,
     shop: mesh.shopUrl,
     admin: mesh.adminUrl,
+    vendor: mesh.vendorUrl ?? "",
     adminFetch,
     async link(action) {
       const res = await fetch(`${linkUrl}/link/${action}`, { method: "POST" });

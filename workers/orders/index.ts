@@ -8,6 +8,7 @@ import * as z from "zod";
 import { problemResponse } from "../../shared/problem.ts";
 import { readBody } from "../../shared/body.ts";
 import { clearCart, priceItems, readCart } from "./checkout.ts";
+import { sendConfirmation } from "./notify.ts";
 import { DependencyError, dependencyProblem } from "../../shared/mesh-client.ts";
 import type { Order, OrderBook } from "./order-book.ts";
 
@@ -17,6 +18,8 @@ type App = { Bindings: OrdersEnv };
 
 const PlaceOrder = z.object({
   cartId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'"),
+  /** Where the confirmation goes; optional, and never stored with the order. */
+  customer: z.object({ email: z.email() }).optional(),
 });
 
 const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
@@ -69,7 +72,7 @@ app.post("/orders", async (c) => {
   }
   const body = await readBody(c.req.raw, PlaceOrder);
   if (!body.ok) return body.response;
-  const { cartId } = body.value;
+  const { cartId, customer } = body.value;
   const book = orderBook(c.env);
 
   if (key !== null) {
@@ -100,6 +103,18 @@ app.post("/orders", async (c) => {
   if (result.outcome === "conflict") return keyReused(c);
   if (result.outcome === "replayed") return orderResponse(c, result.order, true);
   c.executionCtx.waitUntil(clearCart(c.env.CART, cartId, cookie));
+  if (customer) {
+    const placed = orderBody(result.order);
+    c.executionCtx.waitUntil(
+      sendConfirmation(c.env.NOTIFY, {
+        to: customer.email,
+        subject: `Your order ${placed.orderId}`,
+        text: `Thank you! We received your order of ${placed.items.length} item(s), total ${placed.total.toFixed(2)} ${placed.currency}.`,
+        customer,
+        order: { orderId: placed.orderId, items: placed.items, total: placed.total, currency: placed.currency },
+      }),
+    );
+  }
   return orderResponse(c, result.order, false);
 });
 

@@ -1,0 +1,53 @@
+// Minimal types for the parts of autocannon 9 (untyped, CommonJS) that scripts/bench.ts uses.
+declare module "autocannon" {
+  import type { EventEmitter } from "node:events";
+
+  interface Histogram {
+    average: number;
+    mean: number;
+    stddev: number;
+    min: number;
+    max: number;
+    total: number;
+    p50: number;
+    p90: number;
+    p99: number;
+  }
+
+  interface Result {
+    duration: number;
+    requests: Histogram;
+    latency: Histogram;
+    errors: number;
+    timeouts: number;
+    mismatches: number;
+    non2xx: number;
+    statusCodeStats: Record<string, { count: number }>;
+  }
+
+  interface RequestSpec {
+    method?: string;
+    path?: string;
+    headers?: Record<string, string>;
+    body?: string;
+  }
+
+  interface Options {
+    url: string;
+    connections?: number;
+    duration?: number;
+    pipelining?: number;
+    timeout?: number;
+    headers?: Record<string, string>;
+    requests?: RequestSpec[];
+  }
+
+  interface Instance extends EventEmitter, PromiseLike<Result> {
+    stop(): void;
+    on(event: "response", listener: (client: unknown, statusCode: number, resBytes: number, responseTime: number) => void): this;
+  }
+
+  function autocannon(options: Options): Instance;
+  export default autocannon;
+  export type { Instance, Options, RequestSpec, Result };
+}

@@ -1,0 +1,626 @@
+/**
+ * `npm run bench`: what the Weft proxy costs, measured on workerd over loopback.
+ *
+ * Boots once, on one workerd (through scripts/mesh.ts): the control plane, a small upstream worker,
+ * a bare pass-through proxy (the floor for any proxy on Workers) and three instances of the real
+ * Weft proxy. Every case gets its own direct socket, so no Miniflare routing layer is measured.
+ * Cases run one after another with autocannon (16 connections, one client thread):
+ *
+ *   direct       client → upstream
+ *   bare         client → bare proxy → upstream                       (service binding, nothing else)
+ *   weft         client → Weft proxy → upstream                       (route, 90/10 split sticky on cookie:shopper)
+ *   weft-debug   as weft, with WEFT_DEBUG_HEADERS="true"              (reported, not part of the ratios)
+ *   weft-4000    as weft, for one service deep inside a 4,000-service mesh config
+ *
+ * Prints a table and writes bench/results.json. Exits non-zero if any request failed; speed targets
+ * are reported, never enforced.
+ */
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import autocannon from "autocannon";
+import type { Instance, RequestSpec, Result } from "autocannon";
+import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
+import { bundleMains, deploymentsOf, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
+
+const USAGE = `Usage: npm run bench [-- --json]
+
+Measures the Weft proxy on workerd over loopback against a direct call and a bare pass-through proxy,
+then how it behaves in a 4,000-service mesh. Writes bench/results.json.
+
+Options:
+  --json    print only the results JSON on stdout (progress goes to stderr)
+  --help    print this help
+
+Environment:
+  BENCH_SECONDS          seconds measured per case (default 10)
+  BENCH_WARMUP_SECONDS   seconds of warm-up per case, not measured (default 2)
+`;
+
+const CONNECTIONS = 16;
+const SHOPPERS = 300;
+const SCALE_SERVICES = 4_000;
+/** Target for weft_vs_bare, printed next to the ratio; never enforced. */
+const TARGET_WEFT_VS_BARE = 0.9;
+const HOST = "127.0.0.1";
+const RESULTS_PATH = path.join(ROOT, "bench", "results.json");
+
+const UPSTREAM_CONFIG = path.join(ROOT, "bench", "workers", "upstream", "wrangler.toml");
+const BARE_CONFIG = path.join(ROOT, "bench", "workers", "bare-proxy", "wrangler.toml");
+const PROXY_CONFIG = path.join(ROOT, "workers", "proxy", "wrangler.toml");
+
+/** The service every bench proxy but the 4k one fronts, and the one the 4k proxy fronts. */
+const BENCH_SERVICE = "bench";
+const SCALE_SERVICE = "svc-3000";
+
+// ---------------------------------------------------------------------------------------------
+// Arguments and output
+
+interface Args {
+  json: boolean;
+  seconds: number;
+  warmupSeconds: number;
+}
+
+class UsageError extends Error {}
+
+function positiveSeconds(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new UsageError(`${name} must be a positive number of seconds, got '${raw}'`);
+  return value;
+}
+
+function parseCli(): Args | "help" {
+  let values: { json?: boolean; help?: boolean };
+  try {
+    ({ values } = parseArgs({ options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } }, strict: true }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  if (values.help) return "help";
+  return {
+    json: values.json === true,
+    seconds: positiveSeconds("BENCH_SECONDS", 10),
+    warmupSeconds: positiveSeconds("BENCH_WARMUP_SECONDS", 2),
+  };
+}
+
+let jsonMode = false;
+/** Progress lines: stdout normally, stderr with --json so stdout carries only the results. */
+function progress(line: string): void {
+  (jsonMode ? process.stderr : process.stdout).write(`${line}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workers
+
+interface BenchCase {
+  name: "direct" | "bare" | "weft" | "weft-debug" | "weft-4000";
+  worker: string;
+}
+
+function onlyDeployment(configPath: string): Deployment {
+  const [deployment, ...rest] = deploymentsOf(configPath);
+  if (!deployment || rest.length > 0) throw new Error(`${configPath}: expected exactly one deployment`);
+  return deployment;
+}
+
+/** A Weft proxy instance as a `[env.*]` of workers/proxy/wrangler.toml would declare it. */
+function proxyDeployment(base: Deployment, name: string, service: string, debug: boolean, upstream: string): Deployment {
+  return {
+    ...base,
+    name,
+    env: name,
+    vars: { WEFT_SERVICE: service, WEFT_ENV: "production", WEFT_DEBUG_HEADERS: debug ? "true" : "false" },
+    services: [
+      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService" },
+      { binding: "BENCH_V1", service: upstream },
+      { binding: "BENCH_V2", service: upstream },
+    ],
+    durableObjects: [],
+    sqliteClasses: [],
+    routes: [],
+    secrets: [],
+  };
+}
+
+/** One service shaped like the demo's catalogue: two worker backends split 90/10, sticky per shopper. */
+function benchService(name: string): ServiceInput {
+  return {
+    name,
+    backends: [
+      { name: `${name}-v1`, type: "worker", binding: "BENCH_V1" },
+      { name: `${name}-v2`, type: "worker", binding: "BENCH_V2" },
+    ],
+    routes: [
+      {
+        name: "products",
+        match: { path: "/*" },
+        split: { weights: { [`${name}-v1`]: 90, [`${name}-v2`]: 10 }, sticky: "cookie:shopper" },
+      },
+    ],
+  };
+}
+
+/** `bench` plus `count - 1` generated services `svc-0001`, `svc-0002`, … */
+function meshConfig(count: number): MeshConfigInput {
+  const generated = Array.from({ length: count - 1 }, (_, i) => benchService(`svc-${String(i + 1).padStart(4, "0")}`));
+  return { services: [benchService(BENCH_SERVICE), ...generated] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+/** The request mix: one product page per shopper, each shopper with their own sticky cookie. */
+function shopperRequests(): RequestSpec[] {
+  const run = Math.random().toString(36).slice(2, 8);
+  return Array.from({ length: SHOPPERS }, (_, i) => ({
+    method: "GET",
+    path: `/products/bench-${String(i % 50).padStart(4, "0")}`,
+    headers: {
+      accept: "application/json",
+      cookie: `session=s${i}${run}; shopper=${run}-${i.toString(36)}-${(i * 2654435761).toString(36)}; theme=light`,
+    },
+  }));
+}
+
+async function get(url: URL, request: RequestSpec): Promise<Response> {
+  const response = await fetch(new URL(request.path ?? "/", url), { method: request.method ?? "GET", headers: request.headers ?? {} });
+  await response.arrayBuffer();
+  return response;
+}
+
+async function expectOk(name: string, url: URL, request: RequestSpec): Promise<void> {
+  const response = await fetch(new URL(request.path ?? "/", url), { headers: request.headers ?? {} });
+  const body = await response.text();
+  if (response.status !== 200) throw new Error(`${name} (${url.origin}) answered ${response.status}: ${body.slice(0, 300)}`);
+  JSON.parse(body);
+}
+
+/** Checks through the debug proxy that the split spreads shoppers ~90/10 and keeps each one sticky. */
+async function checkSplit(url: URL, requests: RequestSpec[]): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  const first = new Map<number, string>();
+  for (const [i, request] of requests.entries()) {
+    const response = await get(url, request);
+    const backend = response.headers.get("x-weft-backend") ?? `status ${response.status}`;
+    counts[backend] = (counts[backend] ?? 0) + 1;
+    first.set(i, backend);
+  }
+  for (const [i, request] of requests.slice(0, 50).entries()) {
+    const again = (await get(url, request)).headers.get("x-weft-backend");
+    if (again !== first.get(i)) throw new Error(`split is not sticky: shopper ${i} went to ${first.get(i)} then ${again}`);
+  }
+  const v1 = counts[`${BENCH_SERVICE}-v1`] ?? 0;
+  const v2 = counts[`${BENCH_SERVICE}-v2`] ?? 0;
+  if (v1 + v2 !== requests.length || v2 < requests.length * 0.02 || v2 > requests.length * 0.25) {
+    throw new Error(`split does not spread shoppers ~90/10: ${JSON.stringify(counts)}`);
+  }
+  return counts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+interface Measured {
+  name: string;
+  rps: number;
+  p50_ms: number;
+  p90_ms: number;
+  p99_ms: number;
+  /** workerd CPU time per request (all isolates: client-facing worker, upstream, control plane); Linux only. */
+  workerd_cpu_us_per_req: number | null;
+  requests: number;
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  status_codes: Record<string, number>;
+}
+
+let running: Instance | undefined;
+
+function percentile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? Number.NaN;
+}
+
+const round = (value: number, digits: number): number => Number(value.toFixed(digits));
+
+/** One autocannon run; latencies are taken per response (autocannon's own histogram has 1 ms resolution). */
+async function load(url: URL, requests: RequestSpec[], seconds: number): Promise<{ result: Result; latencies: Float64Array }> {
+  const latencies: number[] = [];
+  const instance = autocannon({ url: url.origin, connections: CONNECTIONS, pipelining: 1, duration: seconds, timeout: 10, requests });
+  instance.on("response", (_client, status, _bytes, responseTime) => {
+    if (status >= 200 && status < 300) latencies.push(responseTime);
+  });
+  running = instance;
+  try {
+    const result = await instance;
+    return { result, latencies: Float64Array.from(latencies).sort() };
+  } finally {
+    running = undefined;
+  }
+}
+
+function failures(result: Result): number {
+  return result.errors + result.timeouts + result.non2xx + result.mismatches;
+}
+
+async function measure(benchCase: BenchCase, url: URL, requests: RequestSpec[], args: Args): Promise<Measured> {
+  await settle();
+  progress(`warming up ${benchCase.name}…`);
+  const warm = await load(url, requests, args.warmupSeconds);
+  if (failures(warm.result) > 0) {
+    throw new Error(`${benchCase.name}: ${failures(warm.result)} failed requests while warming up (${JSON.stringify(warm.result.statusCodeStats)})`);
+  }
+  progress(`measuring ${benchCase.name} (${args.seconds} s)…`);
+  const pids = workerdPids();
+  const ticksBefore = cpuTicks(pids);
+  const { result, latencies } = await load(url, requests, args.seconds);
+  const ticks = cpuTicks(pids) - ticksBefore;
+  return {
+    name: benchCase.name,
+    rps: round(latencies.length / result.duration, 0),
+    p50_ms: round(percentile(latencies, 0.5), 3),
+    p90_ms: round(percentile(latencies, 0.9), 3),
+    p99_ms: round(percentile(latencies, 0.99), 3),
+    workerd_cpu_us_per_req: pids.length > 0 && latencies.length > 0 ? round((ticks * 10_000) / latencies.length, 1) : null,
+    requests: latencies.length,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    non2xx: result.non2xx + result.mismatches,
+    status_codes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, s]) => [code, s.count])),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quiet machine: wait until workerd (our child) stops burning CPU, e.g. after a config publication
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** PIDs of this process's workerd children (Linux only; empty elsewhere). */
+function workerdPids(): number[] {
+  try {
+    const children = readdirSync("/proc/self/task").flatMap((tid) =>
+      readFileSync(`/proc/self/task/${tid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number),
+    );
+    return children.filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "workerd";
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return [];
+  }
+}
+
+/** CPU ticks (1/100 s, Linux's USER_HZ) used so far by `pids`. */
+function cpuTicks(pids: number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      total += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // exited
+    }
+  }
+  return total;
+}
+
+/** Waits until workerd uses under 10% of a core for two 250 ms windows in a row; returns the wait. */
+async function settle(maxMs = 120_000): Promise<number> {
+  const started = performance.now();
+  const pids = workerdPids();
+  if (pids.length === 0) {
+    await sleep(1_000);
+    return performance.now() - started;
+  }
+  let quiet = 0;
+  let last = cpuTicks(pids);
+  while (quiet < 2 && performance.now() - started < maxMs) {
+    await sleep(250);
+    const now = cpuTicks(pids);
+    quiet = now - last <= 2 ? quiet + 1 : 0;
+    last = now;
+  }
+  return performance.now() - started;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control plane
+
+/** The answer to `PUT /admin/config` (durable-objects/config-store.ts `ConfigWrite`). */
+interface ConfigWrite {
+  version: number;
+  changed: string[];
+}
+
+async function putConfig(mesh: RunningMesh, token: string, config: MeshConfigInput): Promise<ConfigWrite> {
+  const response = await fetch(`${mesh.adminUrl}/admin/config`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "x-weft-reason": "bench" },
+    body: JSON.stringify(config),
+  });
+  const body = await response.text();
+  if (!response.ok) throw new Error(`PUT /admin/config answered ${response.status}: ${body.slice(0, 500)}`);
+  return JSON.parse(body) as ConfigWrite;
+}
+
+interface Scale {
+  services: number;
+  proxy_service: string;
+  config_bytes: number;
+  put_ms: number;
+  first_request_ms: number;
+  /** Slowest of the requests sent straight to the upstream (every 100 ms) meanwhile: does publication stall workerd? */
+  direct_max_ms_during_propagation: number;
+  published_ms: number;
+}
+
+/** PUTs the 4,000-service config, then times how soon the 4k proxy serves from it. */
+/** Polls `url` until it answers 200 (503 meaning "not configured yet"); returns ms since `since`. */
+async function firstServed(name: string, url: URL, request: RequestSpec, since: number): Promise<number> {
+  while (performance.now() - since < 120_000) {
+    const response = await get(url, request);
+    if (response.status === 200) return performance.now() - since;
+    if (response.status !== 503) throw new Error(`${name} answered ${response.status} while its config propagated`);
+    await sleep(5);
+  }
+  throw new Error(`${name} did not serve from the new config within 120 s`);
+}
+
+async function scaleUp(mesh: RunningMesh, token: string, url: URL, directUrl: URL, request: RequestSpec): Promise<Scale> {
+  // Before: the 4k proxy's service does not exist yet, so it must refuse (this also starts its isolate).
+  const before = await get(url, request);
+  if (before.status !== 503) throw new Error(`weft-4000 answered ${before.status} before its service was configured (expected 503)`);
+
+  const config = meshConfig(SCALE_SERVICES);
+  const bytes = Buffer.byteLength(JSON.stringify(config));
+  progress(`putting a ${SCALE_SERVICES.toLocaleString("en-US")}-service config (${(bytes / 1024).toFixed(0)} KiB)…`);
+  const started = performance.now();
+  const write = await putConfig(mesh, token, config);
+  const putMs = performance.now() - started;
+  const acknowledged = performance.now();
+  if (!write.changed.includes(SCALE_SERVICE)) throw new Error(`the 4,000-service config did not change ${SCALE_SERVICE}`);
+
+  // The weft-4000 proxy already asked (and was told "no such service"), so it serves once the control
+  // plane has published its slice to its shard and the proxy's cache has refreshed.
+  let propagated = false;
+  const probeDirect = async (): Promise<number> => {
+    let slowest = 0;
+    while (!propagated) {
+      const sent = performance.now();
+      const response = await get(directUrl, request);
+      if (response.status !== 200) throw new Error(`direct answered ${response.status} after the PUT`);
+      slowest = Math.max(slowest, performance.now() - sent);
+      await sleep(100);
+    }
+    return slowest;
+  };
+  const [firstMs, directMs] = await Promise.all([
+    firstServed("weft-4000", url, request, acknowledged).finally(() => (propagated = true)),
+    probeDirect(),
+  ]);
+  progress(`waiting for the control plane to finish publishing ${write.changed.length.toLocaleString("en-US")} slices…`);
+  await settle();
+  const publishedMs = performance.now() - acknowledged;
+  return {
+    services: SCALE_SERVICES,
+    proxy_service: SCALE_SERVICE,
+    config_bytes: bytes,
+    put_ms: round(putMs, 1),
+    first_request_ms: round(firstMs, 1),
+    direct_max_ms_during_propagation: round(directMs, 1),
+    published_ms: round(publishedMs, 0),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+interface Results {
+  cases: Measured[];
+  ratios: { weft_vs_bare: number; weft_4000_vs_bare: number; weft_vs_direct: number; bare_vs_direct: number };
+  target: { weft_vs_bare: number; met: boolean };
+  seconds: number;
+  warmup_seconds: number;
+  connections: number;
+  machine: { cpus: number; cpu_model: string; node: string; platform: string };
+  scale: Scale;
+  split: Record<string, number>;
+  date: string;
+}
+
+function table(results: Results): string {
+  const bare = results.cases.find((c) => c.name === "bare")?.rps ?? Number.NaN;
+  const rows = results.cases.map((c) => [
+    c.name,
+    Math.round(c.rps).toLocaleString("en-US"),
+    c.p50_ms.toFixed(2),
+    c.p99_ms.toFixed(2),
+    (c.rps / bare).toFixed(2),
+    c.workerd_cpu_us_per_req === null ? "n/a" : c.workerd_cpu_us_per_req.toFixed(0),
+    String(c.errors + c.timeouts + c.non2xx),
+  ]);
+  const header = ["case", "req/s", "p50 ms", "p99 ms", "vs bare", "workerd µs/req", "errors/non-2xx"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]?.length ?? 0)));
+  const line = (cells: string[]): string => cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join("  ");
+  const r = results.ratios;
+  const s = results.scale;
+  return [
+    "",
+    line(header),
+    line(widths.map((w) => "-".repeat(w))),
+    ...rows.map(line),
+    "",
+    `weft_vs_bare       ${r.weft_vs_bare.toFixed(3)}   target ≥ ${TARGET_WEFT_VS_BARE.toFixed(2)}${results.target.met ? "  (met)" : "  (NOT met)"}`,
+    `weft_4000_vs_bare  ${r.weft_4000_vs_bare.toFixed(3)}`,
+    `weft_vs_direct     ${r.weft_vs_direct.toFixed(3)}`,
+    `bare_vs_direct     ${r.bare_vs_direct.toFixed(3)}`,
+    "",
+    `scale: PUT of a ${s.services.toLocaleString("en-US")}-service config (${(s.config_bytes / 1024).toFixed(0)} KiB) took ${s.put_ms.toFixed(0)} ms;` +
+      ` the ${s.proxy_service} proxy served its first request from it ${s.first_request_ms.toFixed(0)} ms after the PUT returned;` +
+      ` all ${(s.services - 5).toLocaleString("en-US")} new slices were published after ${(s.published_ms / 1000).toFixed(1)} s.` +
+      (s.direct_max_ms_during_propagation > 1_000
+        ? `\n  NOTE: meanwhile a request straight to the upstream took up to ${s.direct_max_ms_during_propagation.toFixed(0)} ms:` +
+          ` publishing the slices stalls the whole local workerd, so these times measure that stall.`
+        : ""),
+    `split check (debug proxy, ${SHOPPERS} shoppers): ${Object.entries(results.split).map(([b, n]) => `${b} ${n}`).join(", ")}`,
+    `${results.seconds} s per case after ${results.warmup_seconds} s warm-up, ${results.connections} connections, 1 client thread;` +
+      ` ${results.machine.cpus} CPUs, Node ${results.machine.node}. Results in ${path.relative(process.cwd(), RESULTS_PATH)}.`,
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<number> {
+  const controlPlane = deploymentsOf(path.join(ROOT, "wrangler.toml")).filter((d) => isControlPlane(d));
+  const upstream = onlyDeployment(UPSTREAM_CONFIG);
+  const bare = onlyDeployment(BARE_CONFIG);
+  const proxyBase = deploymentsOf(PROXY_CONFIG)[0];
+  if (controlPlane.length !== 1 || !proxyBase) throw new Error("cannot find the control plane or the proxy's wrangler config");
+  const proxies = [
+    proxyDeployment(proxyBase, "weft-proxy-bench", BENCH_SERVICE, false, upstream.name),
+    proxyDeployment(proxyBase, "weft-proxy-bench-debug", BENCH_SERVICE, true, upstream.name),
+    proxyDeployment(proxyBase, "weft-proxy-bench-4k", SCALE_SERVICE, false, upstream.name),
+  ];
+  const cases: BenchCase[] = [
+    { name: "direct", worker: upstream.name },
+    { name: "bare", worker: bare.name },
+    { name: "weft", worker: "weft-proxy-bench" },
+    { name: "weft-debug", worker: "weft-proxy-bench-debug" },
+    { name: "weft-4000", worker: "weft-proxy-bench-4k" },
+  ];
+
+  // The bench workers are extra workers rather than `deployments` because startMesh's local
+  // overrides would force WEFT_DEBUG_HEADERS="true" on every proxy; each gets its own direct socket.
+  progress(`booting workerd (control plane, upstream, bare proxy, ${proxies.length} Weft proxies)…`);
+  const extra = [upstream, bare, ...proxies];
+  const all = [...controlPlane, ...extra];
+  const code = await bundleMains(extra.map((d) => d.main));
+  const token = crypto.randomUUID();
+  const mesh = await startMesh({
+    port: 0,
+    adminPort: 0,
+    host: HOST,
+    adminToken: token,
+    deployments: controlPlane,
+    extraWorkers: extra.map((d) => ({
+      ...workerOptions(d, code.get(d.main) ?? "", all),
+      unsafeDirectSockets: [{ host: HOST, port: 0 }],
+    })),
+  });
+  setMesh(mesh);
+  const urls = new Map<string, URL>();
+  for (const c of cases) urls.set(c.name, await mesh.mf.unsafeGetDirectURL(c.worker));
+  const urlOf = (name: BenchCase["name"]): URL => {
+    const url = urls.get(name);
+    if (!url) throw new Error(`no direct URL for ${name}`);
+    return url;
+  };
+
+  // The mesh of five: bench plus four services.
+  await putConfig(mesh, token, meshConfig(5));
+  const requests = shopperRequests();
+  const probe = requests[0];
+  if (!probe) throw new Error("no requests");
+  for (const c of cases.filter((c) => c.name !== "weft-4000")) await expectOk(c.name, urlOf(c.name), probe);
+  // A shopper without a cookie is given one (the sticky path's other branch).
+  const fresh = await get(urlOf("weft"), { path: "/products/bench-0001" });
+  if (fresh.status !== 200 || !fresh.headers.get("set-cookie")?.startsWith("shopper=")) {
+    throw new Error(`weft did not set a sticky cookie for a new shopper (status ${fresh.status})`);
+  }
+  if ((await get(urlOf("weft"), probe)).headers.has("x-weft-backend")) throw new Error("weft sends debug headers; WEFT_DEBUG_HEADERS must be \"false\"");
+  const split = await checkSplit(urlOf("weft-debug"), requests);
+  progress(`checked: every case answers 200; split over ${SHOPPERS} shoppers: ${JSON.stringify(split)}`);
+
+  const measured: Measured[] = [];
+  for (const c of cases.filter((c) => c.name !== "weft-4000")) measured.push(await measure(c, urlOf(c.name), requests, args));
+
+  const scale = await scaleUp(mesh, token, urlOf("weft-4000"), urlOf("direct"), probe);
+  progress(
+    `PUT took ${scale.put_ms.toFixed(0)} ms; weft-4000 served from it after ${scale.first_request_ms.toFixed(0)} ms; ` +
+      `publication done after ${(scale.published_ms / 1000).toFixed(1)} s`,
+  );
+  const scaleCase = cases.find((c) => c.name === "weft-4000");
+  if (scaleCase) measured.push(await measure(scaleCase, urlOf("weft-4000"), requests, args));
+
+  const rps = (name: BenchCase["name"]): number => measured.find((m) => m.name === name)?.rps ?? Number.NaN;
+  const ratios = {
+    weft_vs_bare: round(rps("weft") / rps("bare"), 3),
+    weft_4000_vs_bare: round(rps("weft-4000") / rps("bare"), 3),
+    weft_vs_direct: round(rps("weft") / rps("direct"), 3),
+    bare_vs_direct: round(rps("bare") / rps("direct"), 3),
+  };
+  const results: Results = {
+    cases: measured,
+    ratios,
+    target: { weft_vs_bare: TARGET_WEFT_VS_BARE, met: ratios.weft_vs_bare >= TARGET_WEFT_VS_BARE },
+    seconds: args.seconds,
+    warmup_seconds: args.warmupSeconds,
+    connections: CONNECTIONS,
+    machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? "unknown", node: process.version, platform: `${os.platform()}-${os.arch()}` },
+    scale,
+    split,
+    date: new Date().toISOString(),
+  };
+  writeFileSync(RESULTS_PATH, `${JSON.stringify(results, null, 2)}\n`);
+  if (args.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  else process.stdout.write(`${table(results)}\n`);
+
+  const failed = measured.filter((m) => m.errors + m.timeouts + m.non2xx > 0);
+  for (const m of failed) {
+    process.stderr.write(
+      `bench: ${m.name} had ${m.errors} errors, ${m.timeouts} timeouts and ${m.non2xx} non-2xx responses ${JSON.stringify(m.status_codes)}\n`,
+    );
+  }
+  return failed.length > 0 ? 1 : 0;
+}
+
+async function main(): Promise<void> {
+  let args: Args | "help";
+  try {
+    args = parseCli();
+  } catch (error) {
+    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (args === "help") {
+    process.stdout.write(USAGE);
+    return;
+  }
+  jsonMode = args.json;
+  if (jsonMode) {
+    // Miniflare prints the workers' console output with console.log; keep stdout for the results.
+    console.log = console.info = console.debug = (...data: unknown[]) => console.error(...data);
+  }
+
+  let mesh: RunningMesh | undefined;
+  let disposing: Promise<void> | undefined;
+  const dispose = (): Promise<void> => (disposing ??= mesh ? mesh.dispose() : Promise.resolve());
+  process.once("SIGINT", () => {
+    process.stderr.write("\nbench: interrupted, stopping workerd…\n");
+    running?.stop();
+    void dispose().finally(() => process.exit(130));
+  });
+
+  try {
+    process.exitCode = await bench(args, (m) => (mesh = m));
+  } catch (error) {
+    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exitCode = 1;
+  } finally {
+    await dispose();
+  }
+}
+
+await main();
