@@ -68,6 +68,7 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
         service TEXT NOT NULL, version INTEGER NOT NULL, doc TEXT, PRIMARY KEY (service, version));
       CREATE TABLE IF NOT EXISTS outbox (
         service TEXT PRIMARY KEY, version INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE IF NOT EXISTS subscribers (service TEXT PRIMARY KEY);
     `);
     this.head = this.sql.exec<{ v: number | null }>("SELECT MAX(version) AS v FROM versions").one().v ?? 0;
     for (const [name, entry] of this.servicesAt(this.head)) this.current.set(name, entry);
@@ -114,8 +115,13 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
     return entry ? serviceView(entry.stored, entry.version) : null;
   }
 
-  /** The slice a proxy needs, for a {@link SliceStore} shard that has none yet. */
+  /**
+   * The slice a proxy needs, for a {@link SliceStore} shard that has none yet. The shard becomes a
+   * subscriber: later changes to its service are pushed to it. Shards nobody has asked for are never
+   * written, so a change to a 4,000-service config touches only the services that have proxies running.
+   */
   readSlice(service: string): SliceRead {
+    this.sql.exec("INSERT OR IGNORE INTO subscribers (service) VALUES (?)", service);
     const entry = this.current.get(service);
     return entry
       ? { status: "slice", slice: toSlice(entry.stored, entry.version) }
@@ -244,10 +250,11 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
           stored ? JSON.stringify(stored) : null,
         );
         this.sql.exec(
-          `INSERT INTO outbox (service, version) VALUES (?, ?)
+          `INSERT INTO outbox (service, version) SELECT ?, ? WHERE EXISTS (SELECT 1 FROM subscribers WHERE service = ?)
            ON CONFLICT (service) DO UPDATE SET version = excluded.version, attempts = 0`,
           name,
           version,
+          name,
         );
       }
     });
@@ -256,8 +263,8 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
       if (stored) this.current.set(name, { version, stored });
       else this.current.delete(name);
     }
-    // Publication is asynchronous and retried until every shard has the change (see alarm()).
-    void this.ctx.storage.setAlarm(Date.now());
+    // Publication is asynchronous and retried until every subscribed shard has the change (see alarm()).
+    if (this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM outbox").one().n > 0) void this.ctx.storage.setAlarm(Date.now());
     return { ok: true, value: { version, changed } };
   }
 

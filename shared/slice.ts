@@ -70,3 +70,14 @@ export function defaultRoute<R extends RouteConfig>(routes: ReadonlyArray<R>): R
     routes.find((r) => r.match.path === "/*" && !r.match.methods && !r.match.headers) ?? routes[0]
   );
 }
+
+/**
+ * Releases an RPC result. Workers RPC results carry a disposer; calling it as soon as the plain data
+ * has been used keeps the runtime from holding (and warning about) the result until GC.
+ */
+export function disposeRpcResult(value: unknown): void {
+  if (typeof value === "object" && value !== null && Symbol.dispose in value) {
+    const dispose: unknown = Reflect.get(value, Symbol.dispose);
+    if (typeof dispose === "function") dispose.call(value);
+  }
+}

@@ -289,11 +289,14 @@ describe("sticky layouts through the admin API", () => {
 });
 
 describe("publication to proxies", () => {
-  it("pushes a changed service's slice to its shard, which proxies read", async () => {
+  it("pushes a changed service's slice to its (subscribed) shard, which proxies read", async () => {
+    const shard = sliceStoreOf(env, "pim");
+    const first = await shard.read("pim", 0); // a proxy's first read subscribes the shard
+    expect(first.status).toBe("slice");
     const res = await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 75, "pim-v2": 25, "pim-v3": 0 } }) });
     const { version } = await res.json<ServiceView>();
-    await runDurableObjectAlarm(store());
-    const shard = sliceStoreOf(env, "pim");
+    expect(await shard.read("pim", version)).not.toEqual({ status: "unchanged", version }); // not pushed yet
+    expect(await runDurableObjectAlarm(store())).toBe(true);
     const read = await shard.read("pim", 0);
     expect(read.status).toBe("slice");
     if (read.status === "slice") {

@@ -4,7 +4,7 @@
  */
 import { WorkerEntrypoint } from "cloudflare:workers";
 import { Name } from "../../shared/config.ts";
-import type { ControlPlaneApi, EgressClaims, SliceRead } from "../../shared/slice.ts";
+import { disposeRpcResult, type ControlPlaneApi, type EgressClaims, type SliceRead } from "../../shared/slice.ts";
 import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { signingKeysOf } from "../../durable-objects/signing-keys.ts";
 
@@ -12,7 +12,11 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
   /** The service's slice if it changed since `knownVersion` (0 when the proxy has none). */
   async readSlice(service: string, knownVersion: number): Promise<SliceRead> {
     if (!Name.safeParse(service).success) throw new TypeError(`invalid service name: ${JSON.stringify(service)}`);
-    return sliceStoreOf(this.env, service).read(service, knownVersion);
+    const read = await sliceStoreOf(this.env, service).read(service, knownVersion);
+    // Hand the caller a plain copy and release the stub's result right away.
+    const plain = structuredClone(read);
+    disposeRpcResult(read);
+    return plain;
   }
 
   /**
@@ -21,6 +25,9 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
    */
   async signEgress(service: string, claims: EgressClaims): Promise<{ token: string; kid: string }> {
     if (!Name.safeParse(service).success) throw new TypeError(`invalid service name: ${JSON.stringify(service)}`);
-    return signingKeysOf(this.env, service).sign(service, claims);
+    const signed = await signingKeysOf(this.env, service).sign(service, claims);
+    const plain = { token: signed.token, kid: signed.kid };
+    disposeRpcResult(signed);
+    return plain;
   }
 }

@@ -15,9 +15,11 @@ export const MAX_CONTRACT_BODY_BYTES = 1024 * 1024;
 /** Continue with `value`, or stop with `response`. */
 export type Step<T> = { kind: "continue"; value: T } | { kind: "stop"; response: Response };
 
-/** Verifies the end user's token when the route asks for it; the claims go to the service. */
-export async function authenticateUser(route: CompiledRoute, request: Request, headers: Headers): Promise<Step<Headers>> {
-  headers.delete(CLAIMS_HEADER);
+/**
+ * Verifies the end user's token when the route asks for it; the verified claims replace whatever
+ * `x-weft-claims` the request had. `headers` is the backend's header set so far (undefined: unchanged).
+ */
+export async function authenticateUser(route: CompiledRoute, request: Request, headers: Headers | undefined): Promise<Step<Headers | undefined>> {
   if (!route.auth) return { kind: "continue", value: headers };
   const result = await authenticate(request.headers.get("authorization"), route.auth.settings, route.auth.keys);
   if (result.kind === "refused") {
@@ -32,8 +34,9 @@ export async function authenticateUser(route: CompiledRoute, request: Request, h
       ),
     };
   }
-  headers.set(CLAIMS_HEADER, encodeClaims(result.claims));
-  return { kind: "continue", value: headers };
+  const withClaims = headers ?? new Headers(request.headers);
+  withClaims.set(CLAIMS_HEADER, encodeClaims(result.claims));
+  return { kind: "continue", value: withClaims };
 }
 
 function logViolation(direction: "request" | "response", service: string, route: string, check: Extract<ContractCheck, { kind: "fail" }>): void {

@@ -5,7 +5,7 @@
  * (one RPC per isolate, at most every {@link FRESH_MS}) picks up changes, so a split change is obeyed
  * within about a second. When the control plane is unreachable the last good slice keeps serving.
  */
-import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { disposeRpcResult, type ControlPlaneApi } from "../../shared/slice.ts";
 import { withTimeout } from "./bounded.ts";
 import { compileSlice, type CompiledSlice } from "./compile.ts";
 
@@ -62,6 +62,7 @@ export class SliceCache {
       const read = await withTimeout(this.source.readSlice(this.service, known), REFRESH_TIMEOUT_MS, "control plane");
       if (read.status === "slice") this.state = { kind: "ready", slice: compileSlice(read.slice, this.bindings) };
       else if (read.status === "absent") this.state = { kind: "absent", detail: `the mesh config has no service '${this.service}'` };
+      disposeRpcResult(read);
       if (this.failures > 0) console.log(`weft proxy ${this.service}: control plane reachable again (config version ${known})`);
       this.checkedAt = Date.now();
       this.failures = 0;

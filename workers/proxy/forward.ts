@@ -37,24 +37,54 @@ function failed(status: number, slug: string, title: string, detail: string, bac
   return { kind: "failed", response: problemResponse(status, slug, title, { detail, backend }) };
 }
 
+function timedOut(backend: string): ForwardResult {
+  return failed(504, "upstream-timeout", "Backend timed out", `backend '${backend}' did not answer within ${DEFAULT_TIMEOUT_MS} ms`, backend);
+}
+
+function unreachable(backend: string, error: unknown): ForwardResult {
+  const reason = error instanceof Error ? error.message : String(error);
+  return failed(502, "upstream-unavailable", "Backend unavailable", `backend '${backend}' could not be reached: ${reason}`, backend);
+}
+
+const TIMED_OUT = Symbol("timed out");
+
+/**
+ * Resolves to {@link TIMED_OUT} after `ms`. For service bindings this is cheaper than an AbortSignal,
+ * which would make the runtime copy the request; the abandoned subrequest ends with this invocation.
+ */
+function deadline(ms: number): { expired: Promise<typeof TIMED_OUT>; clear(): void } {
+  let timer: number | undefined;
+  const expired = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+  });
+  return {
+    expired,
+    clear: () => {
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  };
+}
+
 /** Sends `request` to `backend`, or says why it could not. */
 export async function forward(backend: CompiledBackend, request: Request, egress: EgressContext): Promise<ForwardResult> {
   const target = backend.target;
   if (target.kind === "missing") return failed(502, "upstream-unavailable", "Backend unavailable", target.reason, backend.name);
+  if (target.kind === "binding") {
+    const timer = deadline(DEFAULT_TIMEOUT_MS);
+    try {
+      const response = await Promise.race([target.fetcher.fetch(request), timer.expired]);
+      return response === TIMED_OUT ? timedOut(backend.name) : { kind: "response", response };
+    } catch (error) {
+      return unreachable(backend.name, error);
+    } finally {
+      timer.clear();
+    }
+  }
   const signal = AbortSignal.timeout(DEFAULT_TIMEOUT_MS);
   try {
-    if (target.kind === "binding") return { kind: "response", response: await target.fetcher.fetch(request, { signal }) };
     return await toThirdParty(backend.name, target, request, egress, signal);
   } catch (error) {
-    return signal.aborted
-      ? failed(504, "upstream-timeout", "Backend timed out", `backend '${backend.name}' did not answer within ${DEFAULT_TIMEOUT_MS} ms`, backend.name)
-      : failed(
-          502,
-          "upstream-unavailable",
-          "Backend unavailable",
-          `backend '${backend.name}' could not be reached: ${error instanceof Error ? error.message : String(error)}`,
-          backend.name,
-        );
+    return signal.aborted ? timedOut(backend.name) : unreachable(backend.name, error);
   }
 }
 

@@ -77,7 +77,7 @@ export default {
     if (!backend) return problemResponse(502, "no-backend", "No backend", { detail: `route '${route.name}' has no backend for this request` });
 
     // forward
-    const outbound = new Request(checked.value, { headers: authenticated.value });
+    const outbound = authenticated.value ? new Request(checked.value, { headers: authenticated.value }) : checked.value;
     const result = await forward(backend, outbound, { service: slice.service, caller, controlPlane: proxy.controlPlane });
     const response = result.kind === "response" ? await checkResponseContract(slice.service, route, result.response) : result.response;
 
