@@ -36,6 +36,7 @@ Options:
 Environment:
   BENCH_SECONDS          seconds measured per case (default 10)
   BENCH_WARMUP_SECONDS   seconds of warm-up per case, not measured (default 2)
+  BENCH_ROUNDS           interleaved rounds the measured seconds are split into (default 3)
 `;
 
 const CONNECTIONS = 16;
@@ -61,6 +62,7 @@ interface Args {
   json: boolean;
   seconds: number;
   warmupSeconds: number;
+  rounds: number;
 }
 
 class UsageError extends Error {}
@@ -85,6 +87,7 @@ function parseCli(): Args | "help" {
     json: values.json === true,
     seconds: positiveSeconds("BENCH_SECONDS", 10),
     warmupSeconds: positiveSeconds("BENCH_WARMUP_SECONDS", 2),
+    rounds: Math.max(1, Math.round(positiveSeconds("BENCH_ROUNDS", 3))),
   };
 }
 
@@ -249,30 +252,68 @@ function failures(result: Result): number {
   return result.errors + result.timeouts + result.non2xx + result.mismatches;
 }
 
-async function measure(benchCase: BenchCase, url: URL, requests: RequestSpec[], args: Args): Promise<Measured> {
+/** One measured run of one case. */
+interface Sample {
+  latencies: Float64Array;
+  seconds: number;
+  ticks: number | null;
+  result: Result;
+}
+
+async function sample(benchCase: BenchCase, url: URL, requests: RequestSpec[], seconds: number, warmupSeconds: number): Promise<Sample> {
   await settle();
-  progress(`warming up ${benchCase.name}…`);
-  const warm = await load(url, requests, args.warmupSeconds);
-  if (failures(warm.result) > 0) {
-    throw new Error(`${benchCase.name}: ${failures(warm.result)} failed requests while warming up (${JSON.stringify(warm.result.statusCodeStats)})`);
+  if (warmupSeconds > 0) {
+    progress(`  warming up ${benchCase.name}…`);
+    const warm = await load(url, requests, warmupSeconds);
+    if (failures(warm.result) > 0) {
+      throw new Error(`${benchCase.name}: ${failures(warm.result)} failed requests while warming up (${JSON.stringify(warm.result.statusCodeStats)})`);
+    }
   }
-  progress(`measuring ${benchCase.name} (${args.seconds} s)…`);
+  progress(`  measuring ${benchCase.name} (${seconds} s)…`);
   const pids = workerdPids();
   const ticksBefore = cpuTicks(pids);
-  const { result, latencies } = await load(url, requests, args.seconds);
-  const ticks = cpuTicks(pids) - ticksBefore;
+  const { result, latencies } = await load(url, requests, seconds);
+  return { latencies, seconds: result.duration, ticks: pids.length > 0 ? cpuTicks(pids) - ticksBefore : null, result };
+}
+
+/**
+ * Measures `cases` in `rounds` interleaved rounds (the order rotates every round) and pools each
+ * case's samples. Cases measured side by side share the machine's drift, so their ratios are far
+ * steadier than back-to-back runs (±15% between single runs was seen on a shared 2-core machine).
+ */
+async function measureRounds(cases: Array<{ benchCase: BenchCase; url: URL }>, requests: RequestSpec[], args: Args): Promise<Measured[]> {
+  const samples = new Map<string, Sample[]>(cases.map((c) => [c.benchCase.name, []]));
+  const perRound = args.seconds / args.rounds;
+  for (let r = 0; r < args.rounds; r++) {
+    progress(`round ${r + 1}/${args.rounds}`);
+    const order = cases.map((_, i) => cases[(i + r) % cases.length]).filter((c) => c !== undefined);
+    for (const { benchCase, url } of order) {
+      samples.get(benchCase.name)?.push(await sample(benchCase, url, requests, perRound, r === 0 ? args.warmupSeconds : 0));
+    }
+  }
+  return cases.map(({ benchCase }) => pool(benchCase.name, samples.get(benchCase.name) ?? []));
+}
+
+function pool(name: string, runs: Sample[]): Measured {
+  const latencies = Float64Array.from(runs.flatMap((r) => [...r.latencies])).sort();
+  const seconds = runs.reduce((sum, r) => sum + r.seconds, 0);
+  const ticks = runs.every((r) => r.ticks !== null) ? runs.reduce((sum, r) => sum + (r.ticks ?? 0), 0) : null;
+  const codes: Record<string, number> = {};
+  for (const run of runs) {
+    for (const [code, stat] of Object.entries(run.result.statusCodeStats)) codes[code] = (codes[code] ?? 0) + stat.count;
+  }
   return {
-    name: benchCase.name,
-    rps: round(latencies.length / result.duration, 0),
+    name,
+    rps: round(latencies.length / seconds, 0),
     p50_ms: round(percentile(latencies, 0.5), 3),
     p90_ms: round(percentile(latencies, 0.9), 3),
     p99_ms: round(percentile(latencies, 0.99), 3),
-    workerd_cpu_us_per_req: pids.length > 0 && latencies.length > 0 ? round((ticks * 10_000) / latencies.length, 1) : null,
+    workerd_cpu_us_per_req: ticks !== null && latencies.length > 0 ? round((ticks * 10_000) / latencies.length, 1) : null,
     requests: latencies.length,
-    errors: result.errors,
-    timeouts: result.timeouts,
-    non2xx: result.non2xx + result.mismatches,
-    status_codes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, s]) => [code, s.count])),
+    errors: runs.reduce((sum, r) => sum + r.result.errors, 0),
+    timeouts: runs.reduce((sum, r) => sum + r.result.timeouts, 0),
+    non2xx: runs.reduce((sum, r) => sum + r.result.non2xx + r.result.mismatches, 0),
+    status_codes: codes,
   };
 }
 
@@ -408,7 +449,7 @@ async function scaleUp(mesh: RunningMesh, token: string, url: URL, directUrl: UR
     firstServed("weft-4000", url, request, acknowledged).finally(() => (propagated = true)),
     probeDirect(),
   ]);
-  progress(`waiting for the control plane to finish publishing ${write.changed.length.toLocaleString("en-US")} slices…`);
+  progress(`waiting for workerd to settle (the control plane pushes slices only to shards a proxy has read)…`);
   await settle();
   const publishedMs = performance.now() - acknowledged;
   return {
@@ -430,6 +471,7 @@ interface Results {
   ratios: { weft_vs_bare: number; weft_4000_vs_bare: number; weft_vs_direct: number; bare_vs_direct: number };
   target: { weft_vs_bare: number; met: boolean };
   seconds: number;
+  rounds: number;
   warmup_seconds: number;
   connections: number;
   machine: { cpus: number; cpu_model: string; node: string; platform: string };
@@ -467,13 +509,13 @@ function table(results: Results): string {
     "",
     `scale: PUT of a ${s.services.toLocaleString("en-US")}-service config (${(s.config_bytes / 1024).toFixed(0)} KiB) took ${s.put_ms.toFixed(0)} ms;` +
       ` the ${s.proxy_service} proxy served its first request from it ${s.first_request_ms.toFixed(0)} ms after the PUT returned;` +
-      ` all ${(s.services - 5).toLocaleString("en-US")} new slices were published after ${(s.published_ms / 1000).toFixed(1)} s.` +
+      ` workerd was quiet again ${(s.published_ms / 1000).toFixed(1)} s after the PUT.` +
       (s.direct_max_ms_during_propagation > 1_000
         ? `\n  NOTE: meanwhile a request straight to the upstream took up to ${s.direct_max_ms_during_propagation.toFixed(0)} ms:` +
           ` publishing the slices stalls the whole local workerd, so these times measure that stall.`
         : ""),
     `split check (debug proxy, ${SHOPPERS} shoppers): ${Object.entries(results.split).map(([b, n]) => `${b} ${n}`).join(", ")}`,
-    `${results.seconds} s per case after ${results.warmup_seconds} s warm-up, ${results.connections} connections, 1 client thread;` +
+    `${results.seconds} s per case in ${results.rounds} interleaved rounds after ${results.warmup_seconds} s warm-up, ${results.connections} connections, 1 client thread;` +
       ` ${results.machine.cpus} CPUs, Node ${results.machine.node}. Results in ${path.relative(process.cwd(), RESULTS_PATH)}.`,
   ].join("\n");
 }
@@ -542,21 +584,26 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   const split = await checkSplit(urlOf("weft-debug"), requests);
   progress(`checked: every case answers 200; split over ${SHOPPERS} shoppers: ${JSON.stringify(split)}`);
 
-  const measured: Measured[] = [];
-  for (const c of cases.filter((c) => c.name !== "weft-4000")) measured.push(await measure(c, urlOf(c.name), requests, args));
+  const caseNamed = (name: BenchCase["name"]): { benchCase: BenchCase; url: URL } => {
+    const benchCase = cases.find((c) => c.name === name);
+    if (!benchCase) throw new Error(`no case ${name}`);
+    return { benchCase, url: urlOf(name) };
+  };
+  const measured = await measureRounds((["direct", "bare", "weft", "weft-debug"] as const).map(caseNamed), requests, args);
 
   const scale = await scaleUp(mesh, token, urlOf("weft-4000"), urlOf("direct"), probe);
   progress(
     `PUT took ${scale.put_ms.toFixed(0)} ms; weft-4000 served from it after ${scale.first_request_ms.toFixed(0)} ms; ` +
-      `publication done after ${(scale.published_ms / 1000).toFixed(1)} s`,
+      `workerd quiet after ${(scale.published_ms / 1000).toFixed(1)} s`,
   );
-  const scaleCase = cases.find((c) => c.name === "weft-4000");
-  if (scaleCase) measured.push(await measure(scaleCase, urlOf("weft-4000"), requests, args));
+  // The 4,000-service case is interleaved with its own bare runs, measured in the same stretch.
+  const [bareAgain, scaled] = await measureRounds([caseNamed("bare"), caseNamed("weft-4000")], requests, args);
+  if (scaled) measured.push(scaled);
 
   const rps = (name: BenchCase["name"]): number => measured.find((m) => m.name === name)?.rps ?? Number.NaN;
   const ratios = {
     weft_vs_bare: round(rps("weft") / rps("bare"), 3),
-    weft_4000_vs_bare: round(rps("weft-4000") / rps("bare"), 3),
+    weft_4000_vs_bare: round(rps("weft-4000") / (bareAgain?.rps ?? Number.NaN), 3),
     weft_vs_direct: round(rps("weft") / rps("direct"), 3),
     bare_vs_direct: round(rps("bare") / rps("direct"), 3),
   };
@@ -565,6 +612,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     ratios,
     target: { weft_vs_bare: TARGET_WEFT_VS_BARE, met: ratios.weft_vs_bare >= TARGET_WEFT_VS_BARE },
     seconds: args.seconds,
+    rounds: args.rounds,
     warmup_seconds: args.warmupSeconds,
     connections: CONNECTIONS,
     machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? "unknown", node: process.version, platform: `${os.platform()}-${os.arch()}` },

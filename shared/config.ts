@@ -101,6 +101,12 @@ export const Route = z.strictObject({
   auth: RouteAuth.optional(),
   /** JSON Schemas for request and/or response bodies, logged or enforced. */
   contract: RouteContract.optional(),
+  /**
+   * How long the proxy waits for the backend. Third parties always get one (default 15 s); for
+   * internal workers it is opt-in, because a timer costs ~25 µs per request on the hot path and the
+   * platform already bounds every invocation.
+   */
+  timeoutMs: z.int().min(1).max(300_000).optional(),
 });
 export type RouteInput = z.input<typeof Route>;
 
@@ -142,6 +148,7 @@ export interface RouteConfig {
   split: Split;
   auth?: RouteAuth;
   contract?: RouteContract;
+  timeoutMs?: number;
 }
 /** A service after parsing. */
 export interface ServiceConfig {

@@ -33,6 +33,7 @@ export interface CompiledRoute {
   sticky: { from: "cookie" | "header"; name: string } | undefined;
   auth: { settings: RouteAuth; keys: JWTVerifyGetKey } | undefined;
   contract: CompiledContract | undefined;
+  timeoutMs: number | undefined;
 }
 
 export interface CompiledSlice {
@@ -102,6 +103,7 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
         sticky: (from === "cookie" || from === "header") && name ? { from, name } : undefined,
         auth: route.auth ? { settings: route.auth, keys: keysFor(route.auth) } : undefined,
         contract: route.contract ? compileContract(route.contract) : undefined,
+        timeoutMs: route.timeoutMs,
       };
     }),
   };

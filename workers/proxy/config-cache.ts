@@ -34,8 +34,12 @@ export class SliceCache {
     private readonly bindings: object,
   ) {}
 
-  /** The slice to serve this request with. `waitUntil` keeps background refreshes alive. */
-  async current(waitUntil: (promise: Promise<unknown>) => void): Promise<SliceState> {
+  /**
+   * The slice to serve this request with: synchronously while the cache is usable (the hot path
+   * never awaits here), or a promise when this request must wait for a refresh. `waitUntil` keeps
+   * background refreshes alive.
+   */
+  current(waitUntil: (promise: Promise<unknown>) => void): SliceState | Promise<SliceState> {
     const now = Date.now();
     if (this.state) {
       const age = now - this.checkedAt;
@@ -52,8 +56,9 @@ export class SliceCache {
     } else if (now < this.retryAt) {
       return { kind: "unavailable", detail: "no config loaded yet and the control plane is unreachable" };
     }
-    await this.refresh();
-    return this.state ?? { kind: "unavailable", detail: "no config loaded yet and the control plane is unreachable" };
+    return this.refresh().then(
+      () => this.state ?? { kind: "unavailable", detail: "no config loaded yet and the control plane is unreachable" },
+    );
   }
 
   private async refresh(): Promise<void> {

@@ -12,8 +12,8 @@ import { readBounded, withTimeout } from "./bounded.ts";
 import type { CompiledBackend, Target } from "./compile.ts";
 import { INTERNET, MESH_HEADER_PREFIX } from "./identity.ts";
 
-/** Until routes carry their own timeouts, a call may take this long (Envoy's default route timeout). */
-export const DEFAULT_TIMEOUT_MS = 15_000;
+/** How long a third party may take when its route sets no timeout (Envoy's default route timeout). */
+export const DEFAULT_EGRESS_TIMEOUT_MS = 15_000;
 /** Larger declared bodies are refused before anything is sent. */
 export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 /** Egress bodies are buffered to scrub and hash them; larger ones are refused. */
@@ -37,8 +37,8 @@ function failed(status: number, slug: string, title: string, detail: string, bac
   return { kind: "failed", response: problemResponse(status, slug, title, { detail, backend }) };
 }
 
-function timedOut(backend: string): ForwardResult {
-  return failed(504, "upstream-timeout", "Backend timed out", `backend '${backend}' did not answer within ${DEFAULT_TIMEOUT_MS} ms`, backend);
+function timedOut(backend: string, ms: number): ForwardResult {
+  return failed(504, "upstream-timeout", "Backend timed out", `backend '${backend}' did not answer within ${ms} ms`, backend);
 }
 
 function unreachable(backend: string, error: unknown): ForwardResult {
@@ -65,26 +65,30 @@ function deadline(ms: number): { expired: Promise<typeof TIMED_OUT>; clear(): vo
   };
 }
 
-/** Sends `request` to `backend`, or says why it could not. */
-export async function forward(backend: CompiledBackend, request: Request, egress: EgressContext): Promise<ForwardResult> {
+/**
+ * Sends `request` to `backend`, or says why it could not. `timeoutMs` is the route's; internal
+ * workers without one are waited for as long as the platform lets them run.
+ */
+export async function forward(backend: CompiledBackend, request: Request, egress: EgressContext, timeoutMs: number | undefined): Promise<ForwardResult> {
   const target = backend.target;
   if (target.kind === "missing") return failed(502, "upstream-unavailable", "Backend unavailable", target.reason, backend.name);
   if (target.kind === "binding") {
-    const timer = deadline(DEFAULT_TIMEOUT_MS);
+    const timer = timeoutMs === undefined ? undefined : deadline(timeoutMs);
     try {
-      const response = await Promise.race([target.fetcher.fetch(request), timer.expired]);
-      return response === TIMED_OUT ? timedOut(backend.name) : { kind: "response", response };
+      const response = await (timer ? Promise.race([target.fetcher.fetch(request), timer.expired]) : target.fetcher.fetch(request));
+      return response === TIMED_OUT ? timedOut(backend.name, timeoutMs ?? 0) : { kind: "response", response };
     } catch (error) {
       return unreachable(backend.name, error);
     } finally {
-      timer.clear();
+      timer?.clear();
     }
   }
-  const signal = AbortSignal.timeout(DEFAULT_TIMEOUT_MS);
+  const ms = timeoutMs ?? DEFAULT_EGRESS_TIMEOUT_MS;
+  const signal = AbortSignal.timeout(ms);
   try {
     return await toThirdParty(backend.name, target, request, egress, signal);
   } catch (error) {
-    return signal.aborted ? timedOut(backend.name) : unreachable(backend.name, error);
+    return signal.aborted ? timedOut(backend.name, ms) : unreachable(backend.name, error);
   }
 }
 
