@@ -6,10 +6,10 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import * as z from "zod";
 import { problemResponse } from "../../shared/problem.ts";
+import { methodNotAllowed, notFound, serviceErrors } from "../../shared/service-errors.ts";
 import { readBody } from "../../shared/body.ts";
 import { MAX_QTY } from "./cart-store.ts";
 import type { CartLine, CartStore } from "./cart-store.ts";
-import { DependencyError, dependencyProblem } from "../../shared/mesh-client.ts";
 import { lookupProduct } from "../../shared/shop/pim-client.ts";
 
 export { CartStore } from "./cart-store.ts";
@@ -90,26 +90,12 @@ app.delete("/cart/:cartId", (c) =>
 );
 
 // Registered after the handlers above, so only methods they do not serve get here.
-const methodNotAllowed = (allow: string) => (c: Context<App>) =>
-  problemResponse(
-    405,
-    "method-not-allowed",
-    "Method not allowed",
-    { detail: `${c.req.method} is not supported on ${c.req.path}`, instance: c.req.path },
-    { allow },
-  );
 app.all("/cart/:cartId", methodNotAllowed("GET, HEAD, DELETE"));
 app.all("/cart/:cartId/items", methodNotAllowed("POST"));
 app.all("/cart/:cartId/items/:sku", methodNotAllowed("DELETE"));
 
-app.notFound((c) =>
-  problemResponse(404, "not-found", "Not found", { detail: `no resource at ${c.req.method} ${c.req.path}`, instance: c.req.path }),
-);
+app.notFound(notFound);
 
-app.onError((err, c) => {
-  if (err instanceof DependencyError) return dependencyProblem(err, c.req.path);
-  console.error("cart: unhandled error", err);
-  return problemResponse(500, "internal", "Internal error", { instance: c.req.path });
-});
+app.onError(serviceErrors("cart"));
 
 export default app;

@@ -6,10 +6,10 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import * as z from "zod";
 import { problemResponse } from "../../shared/problem.ts";
+import { methodNotAllowed, notFound, serviceErrors } from "../../shared/service-errors.ts";
 import { readBody } from "../../shared/body.ts";
 import { clearCart, priceItems, readCart } from "./checkout.ts";
 import { sendConfirmation } from "./notify.ts";
-import { DependencyError, dependencyProblem } from "../../shared/mesh-client.ts";
 import type { Order, OrderBook } from "./order-book.ts";
 
 export { OrderBook } from "./order-book.ts";
@@ -144,25 +144,11 @@ app.get("/orders/:orderId", async (c) => {
 });
 
 // Registered after the handlers above, so only methods they do not serve get here.
-const methodNotAllowed = (allow: string) => (c: Context<App>) =>
-  problemResponse(
-    405,
-    "method-not-allowed",
-    "Method not allowed",
-    { detail: `${c.req.method} is not supported on ${c.req.path}`, instance: c.req.path },
-    { allow },
-  );
 app.all("/orders", methodNotAllowed("GET, HEAD, POST"));
 app.all("/orders/:orderId", methodNotAllowed("GET, HEAD"));
 
-app.notFound((c) =>
-  problemResponse(404, "not-found", "Not found", { detail: `no resource at ${c.req.method} ${c.req.path}`, instance: c.req.path }),
-);
+app.notFound(notFound);
 
-app.onError((err, c) => {
-  if (err instanceof DependencyError) return dependencyProblem(err, c.req.path);
-  console.error("orders: unhandled error", err);
-  return problemResponse(500, "internal", "Internal error", { instance: c.req.path });
-});
+app.onError(serviceErrors("orders"));
 
 export default app;

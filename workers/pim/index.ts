@@ -5,6 +5,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { problemResponse } from "../../shared/problem.ts";
+import { methodNotAllowed, notFound, serviceErrors } from "../../shared/service-errors.ts";
 import { findProduct, listProducts } from "./catalog.ts";
 import type { PimVersion } from "./catalog.ts";
 
@@ -46,24 +47,10 @@ app.get("/products/:sku", (c) =>
 );
 
 // Registered after the GET handlers, so only other methods reach it (Hono answers HEAD with GET's handler).
-const methodNotAllowed = (c: Context<App>): Response =>
-  problemResponse(
-    405,
-    "method-not-allowed",
-    "Method not allowed",
-    { detail: `${c.req.method} is not supported on ${c.req.path}`, instance: c.req.path },
-    { allow: "GET, HEAD" },
-  );
-app.all("/products", methodNotAllowed);
-app.all("/products/:sku", methodNotAllowed);
+app.all("/products", methodNotAllowed("GET, HEAD"));
+app.all("/products/:sku", methodNotAllowed("GET, HEAD"));
 
-app.notFound((c) =>
-  problemResponse(404, "not-found", "Not found", { detail: `no resource at ${c.req.path}`, instance: c.req.path }),
-);
-
-app.onError((err, c) => {
-  console.error("pim: unhandled error", err);
-  return problemResponse(500, "internal", "Internal error", { instance: c.req.path });
-});
+app.notFound(notFound);
+app.onError(serviceErrors("pim"));
 
 export default app;

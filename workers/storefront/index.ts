@@ -5,10 +5,10 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import * as z from "zod";
-import { problemResponse } from "../../shared/problem.ts";
+import { notFound, serviceErrors } from "../../shared/service-errors.ts";
 import { readBody } from "../../shared/body.ts";
 import { fetchProducts } from "./catalog.ts";
-import { DependencyError, dependencyProblem, meshFetch } from "../../shared/mesh-client.ts";
+import { meshFetch } from "../../shared/mesh-client.ts";
 import { renderPage } from "./page.ts";
 import { relay } from "./relay.ts";
 import { shopper } from "./shopper.ts";
@@ -79,14 +79,8 @@ app.post("/api/orders", async (c) => {
   return relay(res, "orders");
 });
 
-app.notFound((c) =>
-  problemResponse(404, "not-found", "Not found", { detail: `no resource at ${c.req.method} ${c.req.path}`, instance: c.req.path }),
-);
+app.notFound(notFound);
 
-app.onError((err, c) => {
-  if (err instanceof DependencyError) return dependencyProblem(err, c.req.path);
-  console.error("storefront: unhandled error", err);
-  return problemResponse(500, "internal", "Internal error", { instance: c.req.path });
-});
+app.onError(serviceErrors("storefront"));
 
 export default app;
