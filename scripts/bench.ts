@@ -269,7 +269,7 @@ async function sample(benchCase: BenchCase, url: URL, requests: RequestSpec[], s
       throw new Error(`${benchCase.name}: ${failures(warm.result)} failed requests while warming up (${JSON.stringify(warm.result.statusCodeStats)})`);
     }
   }
-  progress(`  measuring ${benchCase.name} (${seconds} s)…`);
+  progress(`  measuring ${benchCase.name} (${seconds.toFixed(1)} s)…`);
   const pids = workerdPids();
   const ticksBefore = cpuTicks(pids);
   const { result, latencies } = await load(url, requests, seconds);

@@ -4,9 +4,7 @@
  * (unknown backends, shadowed routes, loops) live in `validate.ts`.
  */
 import * as z from "zod";
-import { RouteContract } from "./contract.ts";
-import { EgressDataPolicy } from "./data-policy.ts";
-import { RouteAuth } from "./user-auth.ts";
+import { EgressDataPolicy, RouteAuth, RouteContract } from "./policy-schemas.ts";
 
 /** Names of services, backends and routes: DNS-label-like so they are safe in URLs, metrics and logs. */
 export const Name = z

@@ -8,7 +8,7 @@
  * that every `$ref` and regex is usable, so a check never throws on a stored contract.
  */
 import { dereference, validate, type OutputUnit, type Schema, type SchemaDraft } from "@cfworker/json-schema";
-import * as z from "zod";
+import type { JsonSchemaDocument, RouteContract } from "./policy-schemas.ts";
 
 /** Errors reported per failed check: enough to fix a payload, few enough for a log line. */
 export const MAX_CONTRACT_ERRORS = 10;
@@ -92,7 +92,8 @@ function unusable(schema: Schema, lookup: Record<string, Schema | boolean>): str
   return undefined;
 }
 
-function compileSchema(document: Readonly<Record<string, unknown>>): Compilation {
+/** Compiles a schema document once, or says why the validator cannot use it. */
+export function compileSchema(document: Readonly<Record<string, unknown>>): Compilation {
   const declared = document.$schema;
   let draft: SchemaDraft = "2020-12";
   if (declared !== undefined) {
@@ -121,26 +122,6 @@ function compileSchema(document: Readonly<Record<string, unknown>>): Compilation
     return { kind: "invalid", message: `the schema cannot be used: ${describeError(error)}` };
   }
 }
-
-/**
- * A JSON Schema (draft 2020-12 unless `$schema` names 2019-09, draft-07 or draft-04). Accepted only
- * if the validator can use it: every `$ref` resolves inside the document, regexes compile, no
- * `$dynamicRef`. Unknown keywords and formats are allowed (the spec makes them annotations).
- */
-export const JsonSchemaDocument = z.record(z.string(), z.json()).superRefine((document, ctx) => {
-  const compilation = compileSchema(document);
-  if (compilation.kind === "invalid") ctx.addIssue({ code: "custom", message: compilation.message });
-});
-export type JsonSchemaDocument = z.infer<typeof JsonSchemaDocument>;
-
-/** A route's body contract. `log` reports violations and forwards; `enforce` answers 422 instead. */
-export const RouteContract = z.strictObject({
-  mode: z.enum(["log", "enforce"]).default("log"),
-  request: JsonSchemaDocument.optional(),
-  response: JsonSchemaDocument.optional(),
-});
-export type RouteContract = z.infer<typeof RouteContract>;
-export type RouteContractInput = z.input<typeof RouteContract>;
 
 /** One violation: where in the body (a JSON pointer, `""` for the whole body) and what is wrong. */
 export interface ContractViolation {

@@ -13,29 +13,12 @@
  * addressed (no shop payload we know of needs them, and an escape syntax is easy to get wrong).
  * `[]` was picked over `.*` so a path can never be mistaken for a wildcard over object keys.
  */
-import * as z from "zod";
+import type { EgressDataPolicy } from "./policy-schemas.ts";
 
 const KEY = String.raw`[A-Za-z0-9_$-]+`;
 const EACH = String.raw`(?:\[\])`;
-const FIELD_PATH = new RegExp(`^(?:${KEY}${EACH}*|${EACH}+)(?:\\.${KEY}${EACH}*)*$`);
-
 /** A dotted JSON field path such as `customer.email` or `items[].email` (see the module comment). */
-export const FieldPath = z
-  .string()
-  .max(256)
-  .regex(FIELD_PATH, "use dotted keys with '[]' for every array element, e.g. 'customer.email' or 'items[].email'");
-export type FieldPath = z.infer<typeof FieldPath>;
-
-/**
- * Fields to strip from bodies sent to one external backend. A path listed in both lists is removed
- * (removal runs first, so there is nothing left to mask).
- */
-export const EgressDataPolicy = z.strictObject({
-  remove: z.array(FieldPath).default([]),
-  mask: z.array(FieldPath).default([]),
-});
-export type EgressDataPolicy = z.infer<typeof EgressDataPolicy>;
-export type EgressDataPolicyInput = z.input<typeof EgressDataPolicy>;
+export const FIELD_PATH = new RegExp(`^(?:${KEY}${EACH}*|${EACH}+)(?:\\.${KEY}${EACH}*)*$`);
 
 /** Result of {@link applyEgressPolicy}: the paths touched are listed for logs; values never are. */
 export type EgressRewrite =

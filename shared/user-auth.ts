@@ -3,24 +3,8 @@
  * The verified claims reach the service in `x-weft-claims`, a header the internet cannot set.
  */
 import { errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
-import * as z from "zod";
+import type { RequiredClaim, RouteAuth } from "./policy-schemas.ts";
 import { base64url } from "./encoding.ts";
-
-/** Claim value required on every token: one value, or any of a list. */
-const RequiredClaim = z.union([z.string(), z.number(), z.boolean(), z.array(z.string()).min(1)]);
-
-/** A route's end-user authentication. Keys come from `jwksUrl` or are given inline in `jwks`. */
-export const RouteAuth = z
-  .strictObject({
-    issuer: z.string().min(1),
-    audiences: z.array(z.string().min(1)).min(1),
-    jwksUrl: z.url({ protocol: /^https?$/ }).optional(),
-    jwks: z.strictObject({ keys: z.array(z.record(z.string(), z.json())).min(1) }).optional(),
-    algorithms: z.array(z.enum(["RS256", "PS256", "ES256", "ES384", "EdDSA"])).min(1).default(["RS256", "ES256", "EdDSA"]),
-    requiredClaims: z.record(z.string(), RequiredClaim).optional(),
-  })
-  .refine((auth) => (auth.jwksUrl === undefined) !== (auth.jwks === undefined), "give exactly one of jwksUrl or jwks");
-export type RouteAuth = z.infer<typeof RouteAuth>;
 
 /** Header the verified claims are forwarded in (base64url JSON). */
 export const CLAIMS_HEADER = "x-weft-claims";
@@ -28,7 +12,7 @@ export const CLAIMS_HEADER = "x-weft-claims";
 /** Outcome of {@link authenticate}. */
 export type AuthResult = { kind: "authenticated"; claims: JWTPayload } | { kind: "refused"; reason: string };
 
-function hasClaim(payload: JWTPayload, name: string, required: z.infer<typeof RequiredClaim>): boolean {
+function hasClaim(payload: JWTPayload, name: string, required: RequiredClaim): boolean {
   const actual = payload[name];
   const accepted = Array.isArray(required) ? required : [required];
   return Array.isArray(actual) ? actual.some((v) => accepted.includes(v as never)) : accepted.includes(actual as never);

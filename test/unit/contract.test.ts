@@ -1,11 +1,6 @@
 import { describe, expect, it } from "vitest";
-import {
-  checkJsonBody,
-  compileContract,
-  MAX_CONTRACT_ERRORS,
-  RouteContract,
-  type RouteContractInput,
-} from "../../shared/contract.ts";
+import { checkJsonBody, compileContract, MAX_CONTRACT_ERRORS } from "../../shared/contract.ts";
+import { RouteContract, type RouteContractInput } from "../../shared/policy-schemas.ts";
 
 /** The seed's example: every order line needs a sku, a quantity and a non-negative price. */
 const ORDER_SCHEMA = {

@@ -1,12 +1,6 @@
 import { describe, expect, it } from "vitest";
-import {
-  applyEgressPolicy,
-  EgressDataPolicy,
-  isJsonContentType,
-  maskString,
-  rewriteJsonBody,
-  type EgressDataPolicyInput,
-} from "../../shared/data-policy.ts";
+import { applyEgressPolicy, isJsonContentType, maskString, rewriteJsonBody } from "../../shared/data-policy.ts";
+import { EgressDataPolicy, type EgressDataPolicyInput } from "../../shared/policy-schemas.ts";
 
 function policy(input: EgressDataPolicyInput): EgressDataPolicy {
   return EgressDataPolicy.parse(input);

@@ -1,14 +1,36 @@
 /** Small async helpers with limits: every wait has a deadline and every buffer a size cap. */
 
-/** Rejects when `promise` has not settled within `ms`. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/** What {@link deadline} resolves to when time is up. */
+export const TIMED_OUT = Symbol("timed out");
+
+/**
+ * Resolves to {@link TIMED_OUT} after `ms`; race it against the work. For service bindings this is
+ * cheaper than an AbortSignal, which would make the runtime copy the request; an abandoned
+ * subrequest ends with the invocation.
+ */
+export function deadline(ms: number): { expired: Promise<typeof TIMED_OUT>; clear(): void } {
   let timer: number | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  const expired = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), ms);
   });
-  return Promise.race([promise, timeout]).finally(() => {
-    if (timer !== undefined) clearTimeout(timer);
-  });
+  return {
+    expired,
+    clear: () => {
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  };
+}
+
+/** Rejects when `promise` has not settled within `ms`. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  const timer = deadline(ms);
+  try {
+    const result = await Promise.race([promise, timer.expired]);
+    if (result === TIMED_OUT) throw new Error(`${what} did not answer within ${ms} ms`);
+    return result;
+  } finally {
+    timer.clear();
+  }
 }
 
 /** Reads a body into memory, or answers "too-large" as soon as it passes `limit` bytes. */

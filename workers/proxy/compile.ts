@@ -6,11 +6,10 @@
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
 import type { Backend, Policy, RouteMatch } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
-import type { EgressDataPolicy } from "../../shared/data-policy.ts";
+import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
 import { egressBase } from "../../shared/egress.ts";
 import type { ServiceSlice } from "../../shared/slice.ts";
 import { expandLayout } from "../../shared/split.ts";
-import type { RouteAuth } from "../../shared/user-auth.ts";
 
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
 export type Target =

@@ -8,7 +8,7 @@ import { rewriteJsonBody } from "../../shared/data-policy.ts";
 import { bodySha256, egressUrl } from "../../shared/egress.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
-import { readBounded, withTimeout } from "./bounded.ts";
+import { deadline, readBounded, TIMED_OUT, withTimeout } from "./bounded.ts";
 import type { CompiledBackend, Target } from "./compile.ts";
 import { INTERNET, MESH_HEADER_PREFIX } from "./identity.ts";
 
@@ -44,25 +44,6 @@ function timedOut(backend: string, ms: number): ForwardResult {
 function unreachable(backend: string, error: unknown): ForwardResult {
   const reason = error instanceof Error ? error.message : String(error);
   return failed(502, "upstream-unavailable", "Backend unavailable", `backend '${backend}' could not be reached: ${reason}`, backend);
-}
-
-const TIMED_OUT = Symbol("timed out");
-
-/**
- * Resolves to {@link TIMED_OUT} after `ms`. For service bindings this is cheaper than an AbortSignal,
- * which would make the runtime copy the request; the abandoned subrequest ends with this invocation.
- */
-function deadline(ms: number): { expired: Promise<typeof TIMED_OUT>; clear(): void } {
-  let timer: number | undefined;
-  const expired = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = setTimeout(() => resolve(TIMED_OUT), ms);
-  });
-  return {
-    expired,
-    clear: () => {
-      if (timer !== undefined) clearTimeout(timer);
-    },
-  };
 }
 
 /**
