@@ -84,9 +84,14 @@ describe("the demo shop through the mesh", () => {
     expect(((await fetched.json()) as Order).total).toBeCloseTo(expected, 2);
   });
 
-  it("does not list every order to the internet", async () => {
-    const res = await shop("/orders");
-    expect(res.status).toBe(403);
+  it("lists stored orders, and a policy keeps that list from the internet", async () => {
+    expect((await shop("/orders")).status).toBe(200);
+    const policy = { allow: [{ from: ["*"] }], deny: [{ from: ["internet"], methods: ["GET"], paths: ["/orders"] }] };
+    expect((await t.adminFetch("/admin/services/orders/policy", { method: "PUT", body: JSON.stringify(policy) })).status).toBe(200);
+    await waitFor(async () => (await shop("/orders")).status === 403, 5_000);
+    expect((await shop("/orders/does-not-exist")).status).toBe(404); // single orders still reachable
+    expect((await t.adminFetch("/admin/services/orders/policy", { method: "DELETE" })).status).toBe(200);
+    await waitFor(async () => (await shop("/orders")).status === 200, 5_000);
   });
 
   it("renders the storefront page from pim through the mesh", async () => {
