@@ -6,7 +6,7 @@
  * outbox drained by its alarm.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { MeshConfig, Policy, ServiceConfig, SplitUpdate } from "../shared/config.ts";
+import type { FaultRule, MeshConfig, Policy, ServiceConfig, ServiceResilience, SplitUpdate } from "../shared/config.ts";
 import { defaultRoute, toSlice, type SliceRead, type StoredService } from "../shared/slice.ts";
 import { rebalance } from "../shared/split.ts";
 import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
@@ -183,6 +183,32 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
       return {
         next: policy ? { ...rest, policy } : rest,
         reason: policy ? `policy ${service}: ${policy.allow.length} allow, ${policy.deny.length} deny rules` : `policy ${service} removed`,
+      };
+    });
+  }
+
+  /** Replaces the resilience settings (timeout, retries, failover) of a service's routes; routes not named lose theirs. */
+  setResilience(service: string, settings: ServiceResilience, ifMatch: number | undefined): WriteResult<ServiceView> {
+    return this.updateService(service, ifMatch, (current) => {
+      const unknown = Object.keys(settings.routes).filter((name) => !current.routes.some((r) => r.name === name));
+      if (unknown.length > 0) return `service '${service}' has no route named ${unknown.map((n) => `'${n}'`).join(", ")}`;
+      return {
+        next: {
+          ...current,
+          routes: current.routes.map(({ timeoutMs: _t, retries: _r, failover: _f, ...route }) => ({ ...route, ...settings.routes[route.name] })),
+        },
+        reason: `resilience ${service}: ${Object.keys(settings.routes).join(", ") || "cleared"}`,
+      };
+    });
+  }
+
+  /** Sets (or, with an empty list, clears) a service's injected faults. */
+  setFaults(service: string, faults: FaultRule[], ifMatch: number | undefined): WriteResult<ServiceView> {
+    return this.updateService(service, ifMatch, (current) => {
+      const { faults: _previous, ...rest } = current;
+      return {
+        next: faults.length > 0 ? { ...rest, faults } : rest,
+        reason: faults.length > 0 ? `faults ${service}: ${faults.map((f) => f.backend).join(", ")}` : `faults ${service} cleared`,
       };
     });
   }

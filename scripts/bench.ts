@@ -54,6 +54,7 @@ const PROXY_CONFIG = path.join(ROOT, "workers", "proxy", "wrangler.toml");
 /** The service every bench proxy but the 4k one fronts, and the one the 4k proxy fronts. */
 const BENCH_SERVICE = "bench";
 const SCALE_SERVICE = "svc-3000";
+const RETRIES_SERVICE = "bench-retries";
 
 // ---------------------------------------------------------------------------------------------
 // Arguments and output
@@ -101,7 +102,7 @@ function progress(line: string): void {
 // The workers
 
 interface BenchCase {
-  name: "direct" | "bare" | "weft" | "weft-debug" | "weft-4000";
+  name: "direct" | "bare" | "weft" | "weft-retries" | "weft-debug" | "weft-4000";
   worker: string;
 }
 
@@ -131,7 +132,7 @@ function proxyDeployment(base: Deployment, name: string, service: string, debug:
 }
 
 /** One service shaped like the demo's catalogue: two worker backends split 90/10, sticky per shopper. */
-function benchService(name: string): ServiceInput {
+function benchService(name: string, resilient = false): ServiceInput {
   return {
     name,
     backends: [
@@ -143,6 +144,8 @@ function benchService(name: string): ServiceInput {
         name: "products",
         match: { path: "/*" },
         split: { weights: { [`${name}-v1`]: 90, [`${name}-v2`]: 10 }, sticky: "cookie:shopper" },
+        // The demo's resilience defaults: retries and a failover backend (nothing fails in the bench).
+        ...(resilient ? { retries: { attempts: 3 }, failover: [`${name}-v2`] } : {}),
       },
     ],
   };
@@ -150,8 +153,8 @@ function benchService(name: string): ServiceInput {
 
 /** `bench` plus `count - 1` generated services `svc-0001`, `svc-0002`, … */
 function meshConfig(count: number): MeshConfigInput {
-  const generated = Array.from({ length: count - 1 }, (_, i) => benchService(`svc-${String(i + 1).padStart(4, "0")}`));
-  return { services: [benchService(BENCH_SERVICE), ...generated] };
+  const generated = Array.from({ length: count - 2 }, (_, i) => benchService(`svc-${String(i + 1).padStart(4, "0")}`));
+  return { services: [benchService(BENCH_SERVICE), benchService(RETRIES_SERVICE, true), ...generated] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,7 +471,7 @@ async function scaleUp(mesh: RunningMesh, token: string, url: URL, directUrl: UR
 
 interface Results {
   cases: Measured[];
-  ratios: { weft_vs_bare: number; weft_4000_vs_bare: number; weft_vs_direct: number; bare_vs_direct: number };
+  ratios: { weft_vs_bare: number; weft_4000_vs_bare: number; weft_retries_vs_bare: number; weft_vs_direct: number; bare_vs_direct: number };
   target: { weft_vs_bare: number; met: boolean };
   seconds: number;
   rounds: number;
@@ -504,6 +507,7 @@ function table(results: Results): string {
     "",
     `weft_vs_bare       ${r.weft_vs_bare.toFixed(3)}   target ≥ ${TARGET_WEFT_VS_BARE.toFixed(2)}${results.target.met ? "  (met)" : "  (NOT met)"}`,
     `weft_4000_vs_bare  ${r.weft_4000_vs_bare.toFixed(3)}`,
+    `weft_retries_vs_bare ${r.weft_retries_vs_bare.toFixed(3)}  (retries + failover configured, nothing failing)`,
     `weft_vs_direct     ${r.weft_vs_direct.toFixed(3)}`,
     `bare_vs_direct     ${r.bare_vs_direct.toFixed(3)}`,
     "",
@@ -533,11 +537,13 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     proxyDeployment(proxyBase, "weft-proxy-bench", BENCH_SERVICE, false, upstream.name),
     proxyDeployment(proxyBase, "weft-proxy-bench-debug", BENCH_SERVICE, true, upstream.name),
     proxyDeployment(proxyBase, "weft-proxy-bench-4k", SCALE_SERVICE, false, upstream.name),
+    proxyDeployment(proxyBase, "weft-proxy-bench-retries", RETRIES_SERVICE, false, upstream.name),
   ];
   const cases: BenchCase[] = [
     { name: "direct", worker: upstream.name },
     { name: "bare", worker: bare.name },
     { name: "weft", worker: "weft-proxy-bench" },
+    { name: "weft-retries", worker: "weft-proxy-bench-retries" },
     { name: "weft-debug", worker: "weft-proxy-bench-debug" },
     { name: "weft-4000", worker: "weft-proxy-bench-4k" },
   ];
@@ -589,7 +595,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     if (!benchCase) throw new Error(`no case ${name}`);
     return { benchCase, url: urlOf(name) };
   };
-  const measured = await measureRounds((["direct", "bare", "weft", "weft-debug"] as const).map(caseNamed), requests, args);
+  const measured = await measureRounds((["direct", "bare", "weft", "weft-retries", "weft-debug"] as const).map(caseNamed), requests, args);
 
   const scale = await scaleUp(mesh, token, urlOf("weft-4000"), urlOf("direct"), probe);
   progress(
@@ -604,6 +610,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   const ratios = {
     weft_vs_bare: round(rps("weft") / rps("bare"), 3),
     weft_4000_vs_bare: round(rps("weft-4000") / (bareAgain?.rps ?? Number.NaN), 3),
+    weft_retries_vs_bare: round(rps("weft-retries") / rps("bare"), 3),
     weft_vs_direct: round(rps("weft") / rps("direct"), 3),
     bare_vs_direct: round(rps("bare") / rps("direct"), 3),
   };

@@ -90,6 +90,29 @@ export const Split = z.strictObject({
 });
 export type Split = z.infer<typeof Split>;
 
+/** How a route retries: total attempts, on which backend statuses, and how long to wait between them. */
+export const RetryPolicy = z.strictObject({
+  /** Attempts in all, the first included. */
+  attempts: z.int().min(1).max(5).default(3),
+  /** Backend statuses worth another attempt (connect errors and timeouts always are). */
+  statuses: z.array(z.int().min(500).max(599)).default([502, 503, 504]),
+  /** `adaptive` waits about as long as this backend's failures have taken to clear; or fixed exponential backoff with jitter. */
+  backoff: z
+    .union([z.literal("adaptive"), z.strictObject({ baseMs: z.int().min(0).max(5_000), capMs: z.int().min(0).max(30_000) })])
+    .default("adaptive"),
+});
+export type RetryPolicy = z.infer<typeof RetryPolicy>;
+
+/** Fault injection for rehearsals: abort and/or delay a share of the requests to one backend. */
+export const FaultRule = z
+  .strictObject({
+    backend: Name,
+    abort: z.strictObject({ percent: z.number().min(0).max(100), status: z.int().min(400).max(599) }).optional(),
+    delay: z.strictObject({ percent: z.number().min(0).max(100), ms: z.int().min(0).max(60_000) }).optional(),
+  })
+  .refine((rule) => rule.abort !== undefined || rule.delay !== undefined, "a fault needs `abort` or `delay`");
+export type FaultRule = z.infer<typeof FaultRule>;
+
 export const Route = z.strictObject({
   /** Stable identity of the route across config versions (sticky layouts follow it). */
   name: Name.optional(),
@@ -105,6 +128,10 @@ export const Route = z.strictObject({
    * platform already bounds every invocation.
    */
   timeoutMs: z.int().min(1).max(300_000).optional(),
+  /** Retries of safe requests (GET, HEAD, OPTIONS, PUT, DELETE, or any with an Idempotency-Key). */
+  retries: RetryPolicy.optional(),
+  /** Backends to try, in order, when the chosen one is ejected or out of retries. */
+  failover: z.array(Name).min(1).optional(),
 });
 export type RouteInput = z.input<typeof Route>;
 
@@ -131,6 +158,7 @@ export const Service = z.strictObject({
   backends: z.array(Backend).min(1, "a service needs at least one backend"),
   routes: z.array(Route).min(1, "a service needs at least one route"),
   policy: Policy.optional(),
+  faults: z.array(FaultRule).optional(),
 });
 export type ServiceInput = z.input<typeof Service>;
 
@@ -147,6 +175,8 @@ export interface RouteConfig {
   auth?: RouteAuth;
   contract?: RouteContract;
   timeoutMs?: number;
+  retries?: RetryPolicy;
+  failover?: string[];
 }
 /** A service after parsing. */
 export interface ServiceConfig {
@@ -154,6 +184,7 @@ export interface ServiceConfig {
   backends: Backend[];
   routes: RouteConfig[];
   policy?: Policy;
+  faults?: FaultRule[];
 }
 /** A whole mesh after parsing. */
 export interface MeshConfig {
@@ -180,6 +211,7 @@ export function normalizeService(service: z.infer<typeof Service>): ServiceConfi
       name: route.name ?? defaultRouteName(route.match, i),
     })),
     ...(service.policy ? { policy: service.policy } : {}),
+    ...(service.faults ? { faults: service.faults } : {}),
   };
 }
 
@@ -193,4 +225,23 @@ export type SplitUpdate = z.infer<typeof SplitUpdate>;
 /** The request body of `POST /admin/config/rollback`. */
 export const RollbackRequest = z.strictObject({
   version: z.int().min(1),
+});
+
+/** A route's resilience settings, as `PUT /admin/services/{service}/resilience` reads and writes them. */
+export const RouteResilience = z.strictObject({
+  timeoutMs: z.int().min(1).max(300_000).optional(),
+  retries: RetryPolicy.optional(),
+  failover: z.array(Name).min(1).optional(),
+});
+export type RouteResilience = z.infer<typeof RouteResilience>;
+
+/** The body of `PUT /admin/services/{service}/resilience`: settings by route name (others are cleared). */
+export const ServiceResilience = z.strictObject({
+  routes: z.record(Name, RouteResilience),
+});
+export type ServiceResilience = z.infer<typeof ServiceResilience>;
+
+/** The body of `PUT /admin/services/{service}/faults`. */
+export const FaultsUpdate = z.strictObject({
+  faults: z.array(FaultRule),
 });

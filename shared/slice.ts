@@ -2,7 +2,7 @@
  * What the control plane stores per service and what a proxy loads: only its own service's slice,
  * so a proxy in a mesh of thousands of services does the same work as in a mesh of five.
  */
-import type { Backend, Policy, RouteConfig, ServiceConfig } from "./config.ts";
+import type { Backend, FaultRule, Policy, RouteConfig, ServiceConfig } from "./config.ts";
 import type { Layout } from "./split.ts";
 
 /** A service as stored: the operator's config plus the sticky slot layout of every route. */
@@ -24,6 +24,7 @@ export interface ServiceSlice {
   backends: Backend[];
   routes: RouteSlice[];
   policy?: Policy;
+  faults?: FaultRule[];
 }
 
 /** Builds the slice a proxy receives from a stored service. */
@@ -34,6 +35,7 @@ export function toSlice(stored: StoredService, version: number): ServiceSlice {
     backends: stored.config.backends,
     routes: stored.config.routes.map((route) => ({ ...route, layout: stored.layouts[route.name] ?? [] })),
     ...(stored.config.policy ? { policy: stored.config.policy } : {}),
+    ...(stored.config.faults ? { faults: stored.config.faults } : {}),
   };
 }
 

@@ -104,6 +104,16 @@ function checkService(service: ServiceConfig, index: number, options: ValidateOp
     if (total !== 100) {
       issues.push(issue(at("routes", r, "split", "weights"), `weights must sum to 100, got ${total}`));
     }
+    (route.failover ?? []).forEach((backend, f) => {
+      if (!backendNames.has(backend)) {
+        issues.push(issue(at("routes", r, "failover", f), `failover backend '${backend}' is not a backend of service '${service.name}'`));
+      }
+    });
+  });
+  (service.faults ?? []).forEach((fault, f) => {
+    if (!backendNames.has(fault.backend)) {
+      issues.push(issue(at("faults", f, "backend"), `fault for unknown backend '${fault.backend}' (service '${service.name}' has: ${[...backendNames].join(", ")})`));
+    }
   });
   return issues;
 }

@@ -1,5 +1,5 @@
 /** How the admin API presents stored state. */
-import type { Backend, Policy, RouteMatch, StickyKey, Weights } from "./config.ts";
+import type { Backend, FaultRule, Policy, RouteMatch, RouteResilience, StickyKey, Weights } from "./config.ts";
 import { defaultRoute, type StoredService } from "./slice.ts";
 
 /** One service in `GET /admin/services`; `split` is the default route's weights. */
@@ -8,9 +8,11 @@ export interface ServiceView {
   backends: Backend[];
   split: Weights;
   sticky: StickyKey | null;
-  routes: Array<{ name: string; match: RouteMatch; split: Weights; sticky: StickyKey | null }>;
+  routes: Array<{ name: string; match: RouteMatch; split: Weights; sticky: StickyKey | null } & RouteResilience>;
   /** The authorization policy, or null when every caller is allowed. */
   policy: Policy | null;
+  /** Injected faults (rehearsals); empty in normal operation. */
+  faults: FaultRule[];
   /** The config version that last changed this service; use it as `If-Match`. */
   version: number;
 }
@@ -24,8 +26,31 @@ export function serviceView(stored: StoredService, version: number): ServiceView
     backends: config.backends,
     split: main?.split.weights ?? {},
     sticky: main?.split.sticky ?? null,
-    routes: config.routes.map((r) => ({ name: r.name, match: r.match, split: r.split.weights, sticky: r.split.sticky ?? null })),
+    routes: config.routes.map((r) => ({
+      name: r.name,
+      match: r.match,
+      split: r.split.weights,
+      sticky: r.split.sticky ?? null,
+      ...(r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}),
+      ...(r.retries ? { retries: r.retries } : {}),
+      ...(r.failover ? { failover: r.failover } : {}),
+    })),
     policy: config.policy ?? null,
+    faults: config.faults ?? [],
     version,
   };
+}
+
+/** A service's resilience settings by route, as `GET /admin/services/{service}/resilience` shows them. */
+export function resilienceView(config: { routes: ReadonlyArray<RouteResilience & { name: string }> }): { routes: Record<string, RouteResilience> } {
+  const routes: Record<string, RouteResilience> = {};
+  for (const route of config.routes) {
+    const settings: RouteResilience = {
+      ...(route.timeoutMs !== undefined ? { timeoutMs: route.timeoutMs } : {}),
+      ...(route.retries ? { retries: route.retries } : {}),
+      ...(route.failover ? { failover: route.failover } : {}),
+    };
+    if (Object.keys(settings).length > 0) routes[route.name] = settings;
+  }
+  return { routes };
 }

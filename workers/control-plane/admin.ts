@@ -5,7 +5,8 @@
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { MeshConfig, Name, Policy, RollbackRequest, SplitUpdate, normalizeService } from "../../shared/config.ts";
+import { FaultsUpdate, MeshConfig, Name, Policy, RollbackRequest, ServiceResilience, SplitUpdate, normalizeService } from "../../shared/config.ts";
+import { resilienceView } from "../../shared/views.ts";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
@@ -124,6 +125,56 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     if (!result.ok) return refusal(result);
     c.header("etag", etag(result.value.version));
     return c.json(result.value);
+  });
+
+  admin.get("/services/:service/resilience", async (c) => {
+    const name = c.req.param("service");
+    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
+    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
+    c.header("etag", etag(view.version));
+    return c.json(resilienceView(view));
+  });
+
+  admin.put("/services/:service/resilience", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const parsed = await readBody(c.req.raw, ServiceResilience);
+    if (!parsed.ok) return parsed.response;
+    const result = await configStoreOf(c.env).setResilience(name, parsed.value, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json(resilienceView(result.value));
+  });
+
+  admin.get("/services/:service/faults", async (c) => {
+    const name = c.req.param("service");
+    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
+    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
+    c.header("etag", etag(view.version));
+    return c.json({ faults: view.faults });
+  });
+
+  admin.put("/services/:service/faults", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const parsed = await readBody(c.req.raw, FaultsUpdate);
+    if (!parsed.ok) return parsed.response;
+    const result = await configStoreOf(c.env).setFaults(name, parsed.value.faults, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json({ faults: result.value.faults });
+  });
+
+  admin.delete("/services/:service/faults", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const result = await configStoreOf(c.env).setFaults(name, [], parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json({ faults: result.value.faults });
   });
 
   admin.get("/config", async (c) => {

@@ -23,7 +23,7 @@ const PlaceOrder = z.object({
 });
 
 const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
-const LIST_LIMIT = 50;
+const LIST_LIMIT = 1000;
 
 // Orders are per-shopper data; no shared cache may keep them.
 const NO_STORE = { "cache-control": "no-store" };

@@ -4,7 +4,7 @@
  * never per request.
  */
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
-import type { Backend, Policy, RouteMatch } from "../../shared/config.ts";
+import type { Backend, FaultRule, Policy, RetryPolicy, RouteMatch } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
 import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
 import { egressBase } from "../../shared/egress.ts";
@@ -33,6 +33,9 @@ export interface CompiledRoute {
   auth: { settings: RouteAuth; keys: JWTVerifyGetKey } | undefined;
   contract: CompiledContract | undefined;
   timeoutMs: number | undefined;
+  retries: RetryPolicy | undefined;
+  failover: string[];
+  weights: Readonly<Record<string, number>>;
 }
 
 export interface CompiledSlice {
@@ -41,6 +44,7 @@ export interface CompiledSlice {
   routes: CompiledRoute[];
   backends: Map<string, CompiledBackend>;
   policy: Policy | undefined;
+  faults: FaultRule[];
 }
 
 /** Remote key sets live as long as the isolate, so their cache survives config changes. */
@@ -91,6 +95,7 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
     service: slice.service,
     version: slice.version,
     policy: slice.policy,
+    faults: slice.faults ?? [],
     backends: new Map(slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(b, bindings) }])),
     routes: slice.routes.map((route) => {
       const [from, name] = route.split.sticky?.split(":", 2) ?? [];
@@ -103,6 +108,9 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
         auth: route.auth ? { settings: route.auth, keys: keysFor(route.auth) } : undefined,
         contract: route.contract ? compileContract(route.contract) : undefined,
         timeoutMs: route.timeoutMs,
+        retries: route.retries,
+        failover: route.failover ?? [],
+        weights: route.split.weights,
       };
     }),
   };

@@ -2,7 +2,7 @@
  * The Weft proxy: one code base, deployed once per service (`wrangler deploy --env <service>`).
  * Every call into the service passes this filter chain:
  *
- *   identity → authorization → route → authentication → contract → split → forward → contract → headers
+ *   identity → authorization → route → authentication → contract → split → resilience/forward → contract → headers
  *
  * Each step is a small function; this file only wires them. Steps a route does not use cost
  * nothing: config comes synchronously from the isolate cache, and a request that needs no body or
@@ -15,7 +15,9 @@ import { pathOf } from "./bounded.ts";
 import { authenticateUser, checkRequestContract, checkResponseContract } from "./checks.ts";
 import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts";
 import { SliceCache, type SliceState } from "./config-cache.ts";
-import { forward, MAX_REQUEST_BYTES } from "./forward.ts";
+import { MAX_REQUEST_BYTES } from "./forward.ts";
+import { healthyOwners } from "../../shared/resilience.ts";
+import { ejectedBackends, sendResiliently } from "./resilience.ts";
 import { callerOf, inboundHeaders } from "./identity.ts";
 import { place, type Placement } from "./split.ts";
 
@@ -78,13 +80,17 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
     return problemResponse(404, "no-route", "No route", { detail: `service '${slice.service}' has no route for ${request.method} ${path}` });
   }
 
-  // split
-  const placement = place(route, request, caller);
+  // split (ejected backends' share lent to healthy ones)
+  const ejected = ejectedBackends(slice.service, Date.now());
+  const owners = ejected.size === 0 ? route.owners : healthyOwners(route.owners, route.weights, ejected);
+  const placement = place(route, owners, request, caller);
   const backend = slice.backends.get(placement.decision.backend);
   if (!backend) return problemResponse(502, "no-backend", "No backend", { detail: `route '${route.name}' has no backend for this request` });
 
   const headers = inboundHeaders(request, caller);
-  const plain = !route.auth && !route.contract && route.timeoutMs === undefined && !proxy.debug && !placement.setCookie;
+  const plain =
+    !route.auth && !route.contract && !route.retries && route.failover.length === 0 && route.timeoutMs === undefined &&
+    slice.faults.length === 0 && !proxy.debug && !placement.setCookie;
   if (plain && backend.target.kind === "binding") {
     // Nothing to check or add: hand the request over and return the backend's response as is.
     return backend.target.fetcher.fetch(headers ? new Request(request, { headers }) : request);
@@ -111,16 +117,17 @@ async function checkedChain(
   const checked = route.contract ? await checkRequestContract(slice.service, route, request) : { kind: "continue" as const, value: request };
   if (checked.kind === "stop") return checked.response;
 
-  // forward
+  // resilience + forward (retries, failover, faults, outlier detection)
   const outbound = authenticated.value ? new Request(checked.value, { headers: authenticated.value }) : checked.value;
-  const result = await forward(backend, outbound, { service: slice.service, caller, controlPlane: proxy.controlPlane }, route.timeoutMs);
-  const response = result.kind === "response" && route.contract ? await checkResponseContract(slice.service, route, result.response) : result.response;
+  const delivery = await sendResiliently(slice, route, backend, outbound, { service: slice.service, caller, controlPlane: proxy.controlPlane });
+  const response = route.contract && !delivery.response.headers.has("x-weft-fault") ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
 
   // response headers
   if ((!proxy.debug && !placement.setCookie) || response.webSocket) return response;
   const decorated = new Response(response.body, response);
   if (proxy.debug) {
-    decorated.headers.set("x-weft-backend", backend.name);
+    decorated.headers.set("x-weft-backend", delivery.backend.name);
+    decorated.headers.set("x-weft-attempts", String(delivery.attempts));
     decorated.headers.set("x-weft-route", route.name);
     decorated.headers.set("x-weft-config-version", String(slice.version));
   }

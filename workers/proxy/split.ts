@@ -11,25 +11,29 @@ export interface Placement {
 
 const ONE_YEAR_SECONDS = 365 * 24 * 3600;
 
-/** Places one request on a backend of `route`. */
-export function place(route: CompiledRoute, request: Request, caller: string): Placement {
+/**
+ * Places one request on a backend of `route`. `owners` is the route's slot table, with ejected
+ * backends' slots lent to healthy ones (see healthyOwners); a sticky shopper keeps their slot, so
+ * they return to their own backend when it recovers.
+ */
+export function place(route: CompiledRoute, owners: readonly string[], request: Request, caller: string): Placement {
   const sticky = route.sticky;
-  if (!sticky) return { decision: decideSplit(route.owners, route.salt, undefined, Math.random()), setCookie: undefined };
+  if (!sticky) return { decision: decideSplit(owners, route.salt, undefined, Math.random()), setCookie: undefined };
   if (sticky.from === "header") {
     const value = request.headers.get(sticky.name) ?? undefined;
-    return { decision: decideSplit(route.owners, route.salt, value, Math.random()), setCookie: undefined };
+    return { decision: decideSplit(owners, route.salt, value, Math.random()), setCookie: undefined };
   }
   const cookie = readCookie(request.headers.get("cookie"), sticky.name);
   if (cookie !== undefined && cookie !== "") {
-    return { decision: decideSplit(route.owners, route.salt, cookie, 0), setCookie: undefined };
+    return { decision: decideSplit(owners, route.salt, cookie, 0), setCookie: undefined };
   }
   // A shopper without the cookie gets one, as Istio does for cookie-based consistent hashing, so
   // every later request of theirs lands on the same backend. Internal callers pass cookies along.
-  if (caller !== INTERNET) return { decision: decideSplit(route.owners, route.salt, undefined, Math.random()), setCookie: undefined };
+  if (caller !== INTERNET) return { decision: decideSplit(owners, route.salt, undefined, Math.random()), setCookie: undefined };
   const id = crypto.randomUUID();
   const secure = request.url.startsWith("https:") ? "; Secure" : "";
   return {
-    decision: decideSplit(route.owners, route.salt, id, 0),
+    decision: decideSplit(owners, route.salt, id, 0),
     setCookie: `${sticky.name}=${id}; Path=/; Max-Age=${ONE_YEAR_SECONDS}; SameSite=Lax; HttpOnly${secure}`,
   };
 }

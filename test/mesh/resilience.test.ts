@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bootTestMesh, waitFor, type TestMesh } from "./harness.ts";
+
+let t: TestMesh;
+beforeAll(async () => {
+  t = await bootTestMesh();
+});
+afterAll(async () => {
+  await t?.dispose();
+});
+
+async function setFaults(service: string, faults: unknown[]): Promise<number> {
+  const res = await t.adminFetch(`/admin/services/${service}/faults`, { method: "PUT", body: JSON.stringify({ faults }) });
+  expect(res.status).toBe(200);
+  return Number(res.headers.get("etag")?.replace(/"/g, ""));
+}
+
+async function clearFaults(service: string): Promise<void> {
+  expect((await t.adminFetch(`/admin/services/${service}/faults`, { method: "DELETE" })).status).toBe(200);
+}
+
+/** Waits until the proxy in front of `path` serves config `version` or newer. */
+async function serves(path: string, version: number): Promise<void> {
+  await waitFor(async () => Number((await fetch(`${t.shop}${path}`)).headers.get("x-weft-config-version")) >= version, 5_000);
+}
+
+async function products(count: number): Promise<{ ok: number; backends: Record<string, number> }> {
+  let ok = 0;
+  const backends: Record<string, number> = {};
+  for (let i = 0; i < count; i += 20) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(20, count - i) }, (_, j) =>
+        fetch(`${t.shop}/products/sku-${((i + j) % 20) + 1}`, { headers: { cookie: `shopper=s-${i + j}` } }),
+      ),
+    );
+    for (const res of batch) {
+      if (res.status === 200) ok++;
+      const backend = res.headers.get("x-weft-backend") ?? "?";
+      backends[backend] = (backends[backend] ?? 0) + 1;
+      await res.body?.cancel();
+    }
+  }
+  return { ok, backends };
+}
+
+describe("resilience on the demo shop", () => {
+  it("keeps product pages up with half of pim-v1's requests aborted", async () => {
+    await serves("/products/sku-1", await setFaults("pim", [{ backend: "pim-v1", abort: { percent: 50, status: 503 } }]));
+    const { ok, backends } = await products(300);
+    console.log(`50% of pim-v1 aborted: ${ok}/300 product pages succeeded; answered by ${JSON.stringify(backends)}`);
+    expect(ok / 300).toBeGreaterThanOrEqual(0.99);
+    await clearFaults("pim");
+  });
+
+  it("fails over to pim-vendor while pim-v1 is down, and returns when it recovers", async () => {
+    await serves("/products/sku-1", await setFaults("pim", [{ backend: "pim-v1", abort: { percent: 100, status: 503 } }]));
+    const down = await products(100);
+    console.log(`pim-v1 down: ${down.ok}/100 succeeded; answered by ${JSON.stringify(down.backends)}`);
+    expect(down.ok).toBe(100);
+    expect(down.backends["pim-vendor"]).toBeGreaterThan(90);
+    await clearFaults("pim");
+    // After the ejection expires, probes find pim-v1 healthy again and shoppers return to it.
+    await waitFor(async () => (await products(20)).backends["pim-v1"] === 20, 20_000, 500);
+  });
+
+  it("never duplicates an order: POST /orders is retried only with an Idempotency-Key", async () => {
+    await serves("/orders", await setFaults("orders", [{ backend: "orders", abort: { percent: 30, status: 503 } }]));
+    const place = async (i: number, withKey: boolean): Promise<{ status: number; orderId?: string }> => {
+      const cartId = `res-${withKey ? "k" : "n"}-${i}-${Date.now()}`;
+      const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-2", qty: 1 }) });
+      expect(add.status).toBe(200);
+      const headers: Record<string, string> = { "content-type": "application/json", ...(withKey ? { "idempotency-key": `key-${cartId}` } : {}) };
+      const res = await fetch(`${t.shop}/orders`, { method: "POST", headers, body: JSON.stringify({ cartId }) });
+      const body = (await res.json()) as { orderId?: string };
+      return { status: res.status, ...(body.orderId ? { orderId: body.orderId } : {}) };
+    };
+    const before = ((await (await fetch(`${t.shop}/orders`)).json()) as { orders: unknown[] }).orders.length;
+    const without = await Promise.all(Array.from({ length: 60 }, (_, i) => place(i, false)));
+    const withKey = await Promise.all(Array.from({ length: 60 }, (_, i) => place(i, true)));
+    const failedWithout = without.filter((r) => r.status !== 201).length / without.length;
+    const okWith = withKey.filter((r) => r.status === 201).length / withKey.length;
+    console.log(`30% of orders aborted: without a key ${(failedWithout * 100).toFixed(0)}% failed; with a key ${(okWith * 100).toFixed(0)}% succeeded`);
+    expect(failedWithout).toBeGreaterThan(0.1);
+    expect(failedWithout).toBeLessThan(0.5);
+    expect(okWith).toBeGreaterThanOrEqual(0.9);
+    await clearFaults("orders");
+    const created = [...without, ...withKey].filter((r) => r.status === 201);
+    const after = ((await (await fetch(`${t.shop}/orders`)).json()) as { orders: Array<{ orderId: string }> }).orders;
+    expect(after.length - before).toBe(created.length); // exactly one stored order per successful response
+    const stored = new Set(after.map((o) => o.orderId));
+    for (const r of created) expect(stored.has(r.orderId ?? "")).toBe(true);
+  });
+
+  it("refuses faults and failover for backends the service does not have", async () => {
+    const fault = await t.adminFetch("/admin/services/pim/faults", { method: "PUT", body: JSON.stringify({ faults: [{ backend: "pim-v9", abort: { percent: 10, status: 503 } }] }) });
+    expect(fault.status).toBe(422);
+    const res = await t.adminFetch("/admin/services/pim/resilience", { method: "PUT", body: JSON.stringify({ routes: { products: { failover: ["nope"] } } }) });
+    expect(res.status).toBe(422);
+    const current = (await (await t.adminFetch("/admin/services/pim/resilience")).json()) as { routes: Record<string, { failover?: string[] }> };
+    expect(current.routes.products?.failover).toEqual(["pim-vendor"]);
+  });
+});

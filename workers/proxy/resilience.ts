@@ -1,0 +1,166 @@
+/**
+ * The resilience step: one request, possibly several attempts. Safe requests (and any with an
+ * Idempotency-Key) are retried within the service's retry budget, waiting as long as the backend's
+ * failures usually take to clear; the route's failover backends take over when the chosen backend is
+ * ejected or out of retries. Rehearsal faults are injected exactly where a real failure would
+ * happen, so every policy sees them as the backend's own. Every outcome feeds outlier detection.
+ */
+import type { FaultRule, RetryPolicy } from "../../shared/config.ts";
+import { problemResponse } from "../../shared/problem.ts";
+import {
+  AdaptiveDelay,
+  decideFault,
+  fixedBackoff,
+  isRetrySafe,
+  OutlierDetector,
+  RetryBudget,
+} from "../../shared/resilience.ts";
+import { readBounded } from "./bounded.ts";
+import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts";
+import { forward, type EgressContext, type ForwardResult } from "./forward.ts";
+
+/** Bodies up to this size are kept so the request can be sent again; larger ones get one attempt. */
+export const MAX_REPLAY_BYTES = 256 * 1024;
+
+interface BackendState {
+  outlier: OutlierDetector;
+  delay: AdaptiveDelay;
+}
+
+/** Per isolate, like an Envoy's per-host stats: no shared state on the request path. */
+const backends = new Map<string, BackendState>();
+const budgets = new Map<string, RetryBudget>();
+/** Backends currently ejected, per service; empty (the usual case) means no work per request. */
+const ejected = new Map<string, Set<string>>();
+
+function stateOf(service: string, backend: string): BackendState {
+  const key = `${service}/${backend}`;
+  let state = backends.get(key);
+  if (!state) backends.set(key, (state = { outlier: new OutlierDetector(), delay: new AdaptiveDelay() }));
+  return state;
+}
+
+function budgetOf(service: string): RetryBudget {
+  let budget = budgets.get(service);
+  if (!budget) budgets.set(service, (budget = new RetryBudget()));
+  return budget;
+}
+
+/** The backends of `service` that requests must avoid right now. */
+export function ejectedBackends(service: string, now: number): ReadonlySet<string> {
+  const set = ejected.get(service);
+  if (!set || set.size === 0) return EMPTY;
+  for (const name of set) if (!stateOf(service, name).outlier.isEjected(now)) set.delete(name);
+  return set;
+}
+const EMPTY: ReadonlySet<string> = new Set();
+
+function record(service: string, backend: string, success: boolean, now: number): void {
+  const state = stateOf(service, backend);
+  const health = state.outlier.record(success, now);
+  if (success) state.delay.recordSuccess(now);
+  else state.delay.recordFailure(now);
+  if (health.state === "ejected") {
+    let set = ejected.get(service);
+    if (!set) ejected.set(service, (set = new Set()));
+    if (!set.has(backend)) {
+      set.add(backend);
+      console.warn(JSON.stringify({ event: "backend-ejected", service, backend, until: new Date(health.until).toISOString(), ejections: health.ejections }));
+    }
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** One attempt on one backend, with any rehearsal fault applied first. */
+async function attempt(backend: CompiledBackend, request: Request, faults: readonly FaultRule[], egress: EgressContext, timeoutMs: number | undefined): Promise<ForwardResult> {
+  const fault = faults.length > 0 ? decideFault(faults, backend.name, Math.random(), Math.random()) : { kind: "none" as const };
+  if (fault.kind === "delay" || fault.kind === "delay-then-abort") await sleep(fault.ms);
+  if (fault.kind === "abort" || fault.kind === "delay-then-abort") {
+    await request.body?.cancel();
+    const response = problemResponse(fault.status, "fault-injected", "Injected fault", { detail: `rehearsal fault on backend '${backend.name}'`, backend: backend.name });
+    response.headers.set("x-weft-fault", "abort");
+    return { kind: "response", response };
+  }
+  return forward(backend, request, egress, timeoutMs);
+}
+
+/** Did the backend fail (for outlier detection), and is the outcome worth another attempt? */
+function judge(result: ForwardResult, policy: RetryPolicy | undefined): { failed: boolean; retryable: boolean } {
+  const status = result.response.status;
+  if (result.kind === "failed") {
+    // Connect errors and timeouts (502/504 made by the proxy) are the backend's; refusals (403, 413, 422) are not.
+    const backendFault = status === 502 || status === 504;
+    return { failed: backendFault, retryable: backendFault };
+  }
+  return { failed: status >= 500, retryable: (policy?.statuses ?? [502, 503, 504]).includes(status) };
+}
+
+/** The outcome of {@link sendResiliently}: the response to return and the backend that gave it. */
+export interface Delivery {
+  response: Response;
+  backend: CompiledBackend;
+  attempts: number;
+}
+
+/** Sends `request` (already headed for `chosen`) with the route's retries, failover and the service's faults. */
+export async function sendResiliently(
+  slice: CompiledSlice,
+  route: CompiledRoute,
+  chosen: CompiledBackend,
+  request: Request,
+  egress: EgressContext,
+): Promise<Delivery> {
+  const service = slice.service;
+  const policy = route.retries;
+  const safe = isRetrySafe(request.method, request.headers.has("idempotency-key"));
+  const budget = budgetOf(service);
+  budget.recordRequest(Date.now());
+
+  // Failover is a re-send too: only for requests that may be sent twice.
+  const candidates = [chosen, ...(safe ? route.failover : []).flatMap((name) => slice.backends.get(name) ?? []).filter((b) => b !== chosen)];
+  const avoid = ejectedBackends(service, Date.now());
+  const healthy = candidates.filter((b) => !avoid.has(b.name));
+  // Panic threshold: if every candidate is ejected, try them anyway rather than fail without trying.
+  const order = healthy.length > 0 ? healthy : candidates;
+
+  let maxAttempts = safe ? (policy?.attempts ?? 1) : 1;
+  let body: ArrayBuffer | undefined;
+  const mayResend = maxAttempts > 1 || order.length > 1;
+  if (mayResend && request.body) {
+    const declared = Number(request.headers.get("content-length") ?? Number.NaN);
+    const bytes = declared <= MAX_REPLAY_BYTES ? await readBounded(request.body, MAX_REPLAY_BYTES) : "too-large";
+    if (bytes === "too-large") {
+      maxAttempts = 1;
+      order.length = 1;
+    } else {
+      body = bytes;
+    }
+  }
+  const nextRequest = (): Request => (body === undefined ? request : new Request(request, { body }));
+  const faults = slice.faults;
+
+  let attempts = 0;
+  let last: Delivery | undefined;
+  for (const [index, backend] of order.entries()) {
+    const tries = index === 0 ? maxAttempts : 1;
+    for (let i = 0; i < tries; i++) {
+      if (attempts > 0) {
+        if (!budget.tryRetry(Date.now())) return last ?? { response: problemResponse(503, "retry-budget", "Retry budget exhausted"), backend, attempts };
+        if (i > 0) {
+          const state = stateOf(service, backend.name);
+          const wait = policy && policy.backoff !== "adaptive" ? fixedBackoff(i, policy.backoff.baseMs, policy.backoff.capMs, Math.random()) : state.delay.delay(Math.random());
+          await sleep(wait);
+        }
+      }
+      attempts++;
+      const result = await attempt(backend, nextRequest(), faults, egress, route.timeoutMs);
+      const verdict = judge(result, policy);
+      record(service, backend.name, !verdict.failed, Date.now());
+      last = { response: result.response, backend, attempts };
+      if (!verdict.retryable || !safe) return last;
+      if (i < tries - 1 || index < order.length - 1) await result.response.body?.cancel();
+    }
+  }
+  return last ?? { response: problemResponse(502, "no-backend", "No backend"), backend: chosen, attempts };
+}
