@@ -113,6 +113,15 @@ export const FaultRule = z
   .refine((rule) => rule.abort !== undefined || rule.delay !== undefined, "a fault needs `abort` or `delay`");
 export type FaultRule = z.infer<typeof FaultRule>;
 
+/** Copy a share of a route's requests to another backend; its responses are discarded. */
+export const MirrorPolicy = z.strictObject({
+  backend: Name,
+  percent: z.number().min(0).max(100),
+  /** Mirror requests that may not be sent twice (POST without Idempotency-Key) too. Off by default. */
+  unsafe: z.boolean().default(false),
+});
+export type MirrorPolicy = z.infer<typeof MirrorPolicy>;
+
 export const Route = z.strictObject({
   /** Stable identity of the route across config versions (sticky layouts follow it). */
   name: Name.optional(),
@@ -132,6 +141,8 @@ export const Route = z.strictObject({
   retries: RetryPolicy.optional(),
   /** Backends to try, in order, when the chosen one is ejected or out of retries. */
   failover: z.array(Name).min(1).optional(),
+  /** Copy a share of requests to another backend (responses discarded, off the response path). */
+  mirror: MirrorPolicy.optional(),
 });
 export type RouteInput = z.input<typeof Route>;
 
@@ -177,6 +188,7 @@ export interface RouteConfig {
   timeoutMs?: number;
   retries?: RetryPolicy;
   failover?: string[];
+  mirror?: MirrorPolicy;
 }
 /** A service after parsing. */
 export interface ServiceConfig {
@@ -232,6 +244,7 @@ export const RouteResilience = z.strictObject({
   timeoutMs: z.int().min(1).max(300_000).optional(),
   retries: RetryPolicy.optional(),
   failover: z.array(Name).min(1).optional(),
+  mirror: MirrorPolicy.optional(),
 });
 export type RouteResilience = z.infer<typeof RouteResilience>;
 

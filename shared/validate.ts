@@ -104,6 +104,9 @@ function checkService(service: ServiceConfig, index: number, options: ValidateOp
     if (total !== 100) {
       issues.push(issue(at("routes", r, "split", "weights"), `weights must sum to 100, got ${total}`));
     }
+    if (route.mirror && !backendNames.has(route.mirror.backend)) {
+      issues.push(issue(at("routes", r, "mirror", "backend"), `mirror backend '${route.mirror.backend}' is not a backend of service '${service.name}'`));
+    }
     (route.failover ?? []).forEach((backend, f) => {
       if (!backendNames.has(backend)) {
         issues.push(issue(at("routes", r, "failover", f), `failover backend '${backend}' is not a backend of service '${service.name}'`));

@@ -34,6 +34,7 @@ export function serviceView(stored: StoredService, version: number): ServiceView
       ...(r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}),
       ...(r.retries ? { retries: r.retries } : {}),
       ...(r.failover ? { failover: r.failover } : {}),
+      ...(r.mirror ? { mirror: r.mirror } : {}),
     })),
     policy: config.policy ?? null,
     faults: config.faults ?? [],
@@ -49,6 +50,7 @@ export function resilienceView(config: { routes: ReadonlyArray<RouteResilience &
       ...(route.timeoutMs !== undefined ? { timeoutMs: route.timeoutMs } : {}),
       ...(route.retries ? { retries: route.retries } : {}),
       ...(route.failover ? { failover: route.failover } : {}),
+      ...(route.mirror ? { mirror: route.mirror } : {}),
     };
     if (Object.keys(settings).length > 0) routes[route.name] = settings;
   }

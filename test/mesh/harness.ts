@@ -47,7 +47,7 @@ export async function bootTestMesh(): Promise<TestMesh> {
     vendorPort,
     adminToken: TOKEN,
     deployments,
-    directPorts: { "weft-test-link": 0 },
+    directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0 },
     overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2" } },
   });
   const linkUrl = (await mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;

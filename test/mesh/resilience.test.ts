@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, waitFor, type TestMesh } from "./harness.ts";
+import { bootTestMesh, ECHO_SERVICE, waitFor, type TestMesh } from "./harness.ts";
 
 let t: TestMesh;
 beforeAll(async () => {
@@ -98,5 +98,46 @@ describe("resilience on the demo shop", () => {
     expect(res.status).toBe(422);
     const current = (await (await t.adminFetch("/admin/services/pim/resilience")).json()) as { routes: Record<string, { failover?: string[] }> };
     expect(current.routes.products?.failover).toEqual(["pim-vendor"]);
+  });
+});
+
+describe("deadlines and mirroring", () => {
+  async function putEcho(routes: unknown[]): Promise<void> {
+    const current = (await (await t.adminFetch("/admin/config")).json()) as { services: Array<{ name: string }> };
+    const echo = { ...ECHO_SERVICE, routes: [...routes, ...ECHO_SERVICE.routes] };
+    const res = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
+    expect(res.status).toBe(200);
+  }
+
+  it("tells the backend how long the caller will wait, and honours a caller's deadline", async () => {
+    await putEcho([{ name: "timed", match: { path: "/echo/timed/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } }, timeoutMs: 800 }]);
+    await waitFor(async () => (await fetch(`${t.shop}/echo/timed/x`)).headers.get("x-weft-route") === "timed", 5_000);
+    const res = await fetch(`${t.shop}/echo/timed/x`);
+    const seen = Number(((await res.json()) as { headers: Record<string, string> }).headers["x-weft-deadline-ms"]);
+    expect(seen).toBeGreaterThan(0);
+    expect(seen).toBeLessThanOrEqual(800);
+    // An internal caller with 200 ms left gets its answer (a 504) in about that time, not the route's 800 ms.
+    const linkUrl = (await t.mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
+    const started = Date.now();
+    const slow = await fetch(`${linkUrl}/call/echo/timed/sleep/2000`, { headers: { "x-weft-deadline-ms": "200" } });
+    expect(slow.status).toBe(504);
+    expect(Date.now() - started).toBeLessThan(700);
+  });
+
+  it("mirrors a share of safe requests to another backend without changing the responses", async () => {
+    await putEcho([{ name: "mirrored", match: { path: "/echo/mirrored/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } }, mirror: { backend: "echo-b", percent: 100 } }]);
+    await waitFor(async () => (await fetch(`${t.shop}/echo/mirrored/x`)).headers.get("x-weft-route") === "mirrored", 5_000);
+    const shadowsUrl = `${(await t.mesh.mf.unsafeGetDirectURL("weft-test-echo-b")).origin}/_shadows`;
+    const before = ((await (await fetch(shadowsUrl)).json()) as { shadows: string[] }).shadows.length;
+    for (let i = 0; i < 10; i++) {
+      const res = await fetch(`${t.shop}/echo/mirrored/get-${i}`);
+      expect(((await res.json()) as { backend: string }).backend).toBe("echo-a"); // the caller sees only the primary
+    }
+    const post = await fetch(`${t.shop}/echo/mirrored/order`, { method: "POST", body: "{}" }); // not mirrored: unsafe
+    expect(post.status).toBe(200);
+    await waitFor(async () => ((await (await fetch(shadowsUrl)).json()) as { shadows: string[] }).shadows.length >= before + 10, 5_000);
+    const shadows = ((await (await fetch(shadowsUrl)).json()) as { shadows: string[] }).shadows.slice(before);
+    expect(shadows.filter((s) => s.startsWith("GET /echo/mirrored/get-"))).toHaveLength(10);
+    expect(shadows.some((s) => s.startsWith("POST"))).toBe(false);
   });
 });

@@ -4,7 +4,7 @@
  * never per request.
  */
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
-import type { Backend, FaultRule, Policy, RetryPolicy, RouteMatch } from "../../shared/config.ts";
+import type { Backend, FaultRule, MirrorPolicy, Policy, RetryPolicy, RouteMatch } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
 import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
 import { egressBase } from "../../shared/egress.ts";
@@ -35,6 +35,7 @@ export interface CompiledRoute {
   timeoutMs: number | undefined;
   retries: RetryPolicy | undefined;
   failover: string[];
+  mirror: MirrorPolicy | undefined;
   weights: Readonly<Record<string, number>>;
 }
 
@@ -110,6 +111,7 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
         timeoutMs: route.timeoutMs,
         retries: route.retries,
         failover: route.failover ?? [],
+        mirror: route.mirror,
         weights: route.split.weights,
       };
     }),

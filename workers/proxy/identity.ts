@@ -11,6 +11,17 @@ export const INTERNET = "internet";
 export const MESH_HEADER_PREFIX = "x-weft-";
 /** The verified identity of an internal caller; absent on requests from the internet. */
 export const CALLER_HEADER = "x-weft-caller";
+/** Milliseconds the caller will still wait: inner hops must not outlive it. */
+export const DEADLINE_HEADER = "x-weft-deadline-ms";
+/** Marks mirrored (shadow) copies, whose responses nobody reads. */
+export const SHADOW_HEADER = "x-weft-shadow";
+
+/** When the request must be answered by (ms epoch): the route's timeout and the caller's remaining deadline, whichever ends first. */
+export function deadlineOf(request: Request, caller: string, routeTimeoutMs: number | undefined, now: number): number | undefined {
+  const inbound = caller === INTERNET ? Number.NaN : Number(request.headers.get(DEADLINE_HEADER) ?? Number.NaN);
+  const budget = Math.min(routeTimeoutMs ?? Number.POSITIVE_INFINITY, Number.isFinite(inbound) && inbound > 0 ? inbound : Number.POSITIVE_INFINITY);
+  return Number.isFinite(budget) ? now + budget : undefined;
+}
 
 /** Reads the caller identity the binding carries. */
 export function callerOf(props: unknown): string {

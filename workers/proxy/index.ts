@@ -17,8 +17,8 @@ import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts
 import { SliceCache, type SliceState } from "./config-cache.ts";
 import { MAX_REQUEST_BYTES } from "./forward.ts";
 import { healthyOwners } from "../../shared/resilience.ts";
-import { ejectedBackends, sendResiliently } from "./resilience.ts";
-import { callerOf, inboundHeaders } from "./identity.ts";
+import { ejectedBackends, mirrorRequest, sendResiliently } from "./resilience.ts";
+import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET } from "./identity.ts";
 import { place, type Placement } from "./split.ts";
 
 interface Proxy {
@@ -90,17 +90,19 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
   const headers = inboundHeaders(request, caller);
   const plain =
     !route.auth && !route.contract && !route.retries && route.failover.length === 0 && route.timeoutMs === undefined &&
-    slice.faults.length === 0 && !proxy.debug && !placement.setCookie;
+    !route.mirror && slice.faults.length === 0 && !proxy.debug && !placement.setCookie &&
+    (caller === INTERNET || !request.headers.has(DEADLINE_HEADER));
   if (plain && backend.target.kind === "binding") {
     // Nothing to check or add: hand the request over and return the backend's response as is.
     return backend.target.fetcher.fetch(headers ? new Request(request, { headers }) : request);
   }
-  return checkedChain(request, proxy, slice, route, backend, placement, caller, headers);
+  return checkedChain(request, ctx, proxy, slice, route, backend, placement, caller, headers);
 }
 
 /** The chain's steps that read bodies, verify tokens or decorate the response. */
 async function checkedChain(
   request: Request,
+  ctx: ExecutionContext,
   proxy: Proxy,
   slice: CompiledSlice,
   route: CompiledRoute,
@@ -117,9 +119,12 @@ async function checkedChain(
   const checked = route.contract ? await checkRequestContract(slice.service, route, request) : { kind: "continue" as const, value: request };
   if (checked.kind === "stop") return checked.response;
 
-  // resilience + forward (retries, failover, faults, outlier detection)
+  // resilience + forward (deadline, retries, failover, faults, outlier detection, mirroring)
   const outbound = authenticated.value ? new Request(checked.value, { headers: authenticated.value }) : checked.value;
-  const delivery = await sendResiliently(slice, route, backend, outbound, { service: slice.service, caller, controlPlane: proxy.controlPlane });
+  const egress = { service: slice.service, caller, controlPlane: proxy.controlPlane };
+  mirrorRequest(slice, route, outbound, egress, (p) => ctx.waitUntil(p));
+  const deadlineAt = deadlineOf(request, caller, route.timeoutMs, Date.now());
+  const delivery = await sendResiliently(slice, route, backend, outbound, egress, deadlineAt);
   const response = route.contract && !delivery.response.headers.has("x-weft-fault") ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
 
   // response headers

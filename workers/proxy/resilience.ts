@@ -18,6 +18,7 @@ import {
 import { readBounded } from "./bounded.ts";
 import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts";
 import { forward, type EgressContext, type ForwardResult } from "./forward.ts";
+import { DEADLINE_HEADER, SHADOW_HEADER } from "./identity.ts";
 
 /** Bodies up to this size are kept so the request can be sent again; larger ones get one attempt. */
 export const MAX_REPLAY_BYTES = 256 * 1024;
@@ -103,13 +104,18 @@ export interface Delivery {
   attempts: number;
 }
 
-/** Sends `request` (already headed for `chosen`) with the route's retries, failover and the service's faults. */
+/**
+ * Sends `request` (already headed for `chosen`) with the route's retries, failover and the service's
+ * faults. With a deadline (ms epoch), every attempt gets only the time left and tells the backend
+ * how much that is (`x-weft-deadline-ms`), and no attempt starts after it.
+ */
 export async function sendResiliently(
   slice: CompiledSlice,
   route: CompiledRoute,
   chosen: CompiledBackend,
   request: Request,
   egress: EgressContext,
+  deadlineAt: number | undefined,
 ): Promise<Delivery> {
   const service = slice.service;
   const policy = route.retries;
@@ -137,7 +143,12 @@ export async function sendResiliently(
       body = bytes;
     }
   }
-  const nextRequest = (): Request => (body === undefined ? request : new Request(request, { body }));
+  const nextRequest = (remainingMs: number | undefined): Request => {
+    if (remainingMs === undefined) return body === undefined ? request : new Request(request, { body });
+    const headers = new Headers(request.headers);
+    headers.set(DEADLINE_HEADER, String(remainingMs));
+    return new Request(request, body === undefined ? { headers } : { headers, body });
+  };
   const faults = slice.faults;
 
   let attempts = 0;
@@ -153,8 +164,12 @@ export async function sendResiliently(
           await sleep(wait);
         }
       }
+      const remaining = deadlineAt === undefined ? undefined : deadlineAt - Date.now();
+      if (remaining !== undefined && remaining <= 0) {
+        return last ?? { response: problemResponse(504, "deadline-exceeded", "Deadline exceeded", { detail: "no time left for another attempt" }), backend, attempts };
+      }
       attempts++;
-      const result = await attempt(backend, nextRequest(), faults, egress, route.timeoutMs);
+      const result = await attempt(backend, nextRequest(remaining), faults, egress, remaining);
       const verdict = judge(result, policy);
       record(service, backend.name, !verdict.failed, Date.now());
       last = { response: result.response, backend, attempts };
@@ -164,3 +179,32 @@ export async function sendResiliently(
   }
   return last ?? { response: problemResponse(502, "no-backend", "No backend"), backend: chosen, attempts };
 }
+
+/**
+ * Copies the request to the route's mirror backend when this request is drawn (and may be sent
+ * twice). Runs in `waitUntil`, off the response path; the mirror's answer is read and dropped.
+ */
+export function mirrorRequest(
+  slice: CompiledSlice,
+  route: CompiledRoute,
+  request: Request,
+  egress: EgressContext,
+  waitUntil: (promise: Promise<unknown>) => void,
+): void {
+  const mirror = route.mirror;
+  if (!mirror || Math.random() * 100 >= mirror.percent) return;
+  if (!mirror.unsafe && !isRetrySafe(request.method, request.headers.has("idempotency-key"))) return;
+  const backend = slice.backends.get(mirror.backend);
+  if (!backend) return;
+  const headers = new Headers(request.headers);
+  headers.set(SHADOW_HEADER, "1");
+  const copy = new Request(request.clone(), { headers });
+  waitUntil(
+    forward(backend, copy, egress, MIRROR_TIMEOUT_MS).then(async (result) => {
+      await result.response.body?.cancel();
+    }),
+  );
+}
+
+/** Mirrors never hold an invocation open for long. */
+const MIRROR_TIMEOUT_MS = 10_000;
