@@ -46,7 +46,11 @@ export const MeshBackend = z.strictObject({
 export const ExternalBackend = z.strictObject({
   name: Name,
   type: z.literal("external"),
-  origin: z.url({ protocol: /^https?$/ }).describe("https://host[:port][/base-path]"),
+  /** One origin, or several (a provider's regional endpoints) balanced latency-aware. */
+  origin: z.union([
+    z.url({ protocol: /^https?$/ }).describe("https://host[:port][/base-path]"),
+    z.array(z.url({ protocol: /^https?$/ })).min(1).max(16),
+  ]),
   /** The provider's name: the `aud` of the tokens Weft signs for it. Defaults to the backend name. */
   provider: Name.optional(),
   /** JSON fields removed or masked before a request leaves for this provider. */

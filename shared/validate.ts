@@ -39,24 +39,26 @@ function checkExternalOrigin(
   path: Array<string | number>,
   options: ValidateOptions,
 ): ConfigIssue[] {
-  const url = new URL(backend.origin);
-  const issues: ConfigIssue[] = [];
-  if (url.protocol !== "https:" && !(options.allowLocalhostHttp && LOCAL_HOSTS.has(url.hostname))) {
-    issues.push(
-      issue(
-        [...path, "origin"],
-        options.allowLocalhostHttp
-          ? `external origin must use https (http is only accepted for localhost in development): ${backend.origin}`
-          : `external origin must use https: ${backend.origin}`,
-      ),
-    );
-  }
-  if (url.username || url.password || url.search || url.hash || backend.origin.includes("?") || backend.origin.includes("#")) {
-    issues.push(
-      issue([...path, "origin"], `external origin must be scheme://host[:port][/base-path], without credentials, query or fragment`),
-    );
-  }
-  return issues;
+  const origins = typeof backend.origin === "string" ? [backend.origin] : backend.origin;
+  return origins.flatMap((origin, i) => {
+    const at = typeof backend.origin === "string" ? [...path, "origin"] : [...path, "origin", i];
+    const url = new URL(origin);
+    const issues: ConfigIssue[] = [];
+    if (url.protocol !== "https:" && !(options.allowLocalhostHttp && LOCAL_HOSTS.has(url.hostname))) {
+      issues.push(
+        issue(
+          at,
+          options.allowLocalhostHttp
+            ? `external origin must use https (http is only accepted for localhost in development): ${origin}`
+            : `external origin must use https: ${origin}`,
+        ),
+      );
+    }
+    if (url.username || url.password || url.search || url.hash || origin.includes("?") || origin.includes("#")) {
+      issues.push(issue(at, `external origin must be scheme://host[:port][/base-path], without credentials, query or fragment`));
+    }
+    return issues;
+  });
 }
 
 function checkService(service: ServiceConfig, index: number, options: ValidateOptions): ConfigIssue[] {

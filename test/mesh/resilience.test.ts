@@ -141,3 +141,22 @@ describe("deadlines and mirroring", () => {
     expect(shadows.some((s) => s.startsWith("POST"))).toBe(false);
   });
 });
+
+describe("several origins for one provider", () => {
+  it("balances across a provider's origins and stops sending to one that fails", async () => {
+    const config = (await (await t.adminFetch("/admin/config")).json()) as {
+      services: Array<{ name: string; backends: Array<{ name: string; origin?: string | string[] }>; routes: Array<{ split: { weights: Record<string, number> } }> }>;
+    };
+    const pim = config.services.find((s) => s.name === "pim");
+    const vendor = pim?.backends.find((b) => b.name === "pim-vendor");
+    if (!pim || !vendor || typeof vendor.origin !== "string") throw new Error("demo config has no pim-vendor origin");
+    // A second regional endpoint that refuses connections (nothing listens on port 9).
+    vendor.origin = [vendor.origin, "http://127.0.0.1:9/pim"];
+    for (const route of pim.routes) route.split.weights = { "pim-v1": 0, "pim-v2": 0, "pim-vendor": 100 };
+    expect((await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: config.services }) })).status).toBe(200);
+    await waitFor(async () => (await fetch(`${t.shop}/products/sku-1`)).headers.get("x-weft-backend") === "pim-vendor", 5_000);
+    const { ok, backends } = await products(100);
+    console.log(`pim-vendor with one of two origins refusing connections: ${ok}/100 succeeded (${JSON.stringify(backends)})`);
+    expect(ok).toBeGreaterThanOrEqual(98);
+  });
+});

@@ -7,6 +7,7 @@ import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jos
 import type { Backend, FaultRule, MirrorPolicy, Policy, RetryPolicy, RouteMatch } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
 import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
+import { OriginBalancer } from "../../shared/balancer.ts";
 import { egressBase } from "../../shared/egress.ts";
 import type { ServiceSlice } from "../../shared/slice.ts";
 import { expandLayout } from "../../shared/split.ts";
@@ -14,7 +15,7 @@ import { expandLayout } from "../../shared/split.ts";
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
 export type Target =
   | { kind: "binding"; fetcher: Fetcher }
-  | { kind: "external"; base: string; provider: string; egress: EgressDataPolicy | undefined }
+  | { kind: "external"; balancer: OriginBalancer; provider: string; egress: EgressDataPolicy | undefined }
   | { kind: "missing"; reason: string };
 
 export interface CompiledBackend {
@@ -66,9 +67,21 @@ function isFetcher(value: unknown): value is Fetcher {
   return typeof value === "object" && value !== null && typeof (value as { fetch?: unknown }).fetch === "function";
 }
 
-function compileTarget(backend: Backend, bindings: object): Target {
+/** Balancers outlive config versions (per isolate), so latency estimates survive config changes. */
+const balancers = new Map<string, OriginBalancer>();
+
+function balancerFor(service: string, backend: string, origins: readonly string[]): OriginBalancer {
+  const bases = origins.map(egressBase);
+  const key = `${service}/${backend}/${bases.join(" ")}`;
+  let balancer = balancers.get(key);
+  if (!balancer) balancers.set(key, (balancer = new OriginBalancer(bases)));
+  return balancer;
+}
+
+function compileTarget(service: string, backend: Backend, bindings: object): Target {
   if (backend.type === "external") {
-    return { kind: "external", base: egressBase(backend.origin), provider: backend.provider ?? backend.name, egress: backend.egress };
+    const origins = typeof backend.origin === "string" ? [backend.origin] : backend.origin;
+    return { kind: "external", balancer: balancerFor(service, backend.name, origins), provider: backend.provider ?? backend.name, egress: backend.egress };
   }
   const fetcher: unknown = Reflect.get(bindings, backend.binding);
   return isFetcher(fetcher)
@@ -97,7 +110,7 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
     version: slice.version,
     policy: slice.policy,
     faults: slice.faults ?? [],
-    backends: new Map(slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(b, bindings) }])),
+    backends: new Map(slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(slice.service, b, bindings) }])),
     routes: slice.routes.map((route) => {
       const [from, name] = route.split.sticky?.split(":", 2) ?? [];
       return {

@@ -81,7 +81,9 @@ async function toThirdParty(
   signal: AbortSignal,
 ): Promise<ForwardResult> {
   const url = new URL(request.url);
-  const destination = egressUrl(target.base, url.pathname, url.search);
+  const started = Date.now();
+  const base = target.balancer.pick(started, Math.random(), Math.random());
+  const destination = egressUrl(base, url.pathname, url.search);
   if (destination.kind === "refused") return failed(403, "egress-refused", "Egress refused", destination.detail, name);
 
   const hasBody = request.method !== "GET" && request.method !== "HEAD";
@@ -116,12 +118,21 @@ async function toThirdParty(
   for (const header of NOT_FOR_THIRD_PARTIES) headers.delete(header);
   for (const header of [...headers.keys()]) if (header.startsWith(MESH_HEADER_PREFIX)) headers.delete(header);
   headers.set("authorization", `Bearer ${signed.token}`);
-  const response = await fetch(destination.url, {
-    method: request.method,
-    headers,
-    ...(hasBody ? { body } : {}),
-    redirect: "manual",
-    signal,
-  });
-  return { kind: "response", response };
+  // Latency-aware balancing learns from every answer (and every failure) of this origin.
+  const sent = Date.now();
+  const done = target.balancer.start(base, sent);
+  try {
+    const response = await fetch(destination.url, {
+      method: request.method,
+      headers,
+      ...(hasBody ? { body } : {}),
+      redirect: "manual",
+      signal,
+    });
+    done({ latencyMs: Date.now() - sent, success: response.status < 500, now: Date.now() });
+    return { kind: "response", response };
+  } catch (error) {
+    done({ latencyMs: Date.now() - sent, success: false, now: Date.now() });
+    throw error;
+  }
 }
