@@ -15,8 +15,10 @@ async function setFaults(service: string, faults: unknown[]): Promise<number> {
   return Number(res.headers.get("etag")?.replace(/"/g, ""));
 }
 
-async function clearFaults(service: string): Promise<void> {
-  expect((await t.adminFetch(`/admin/services/${service}/faults`, { method: "DELETE" })).status).toBe(200);
+async function clearFaults(service: string): Promise<number> {
+  const res = await t.adminFetch(`/admin/services/${service}/faults`, { method: "DELETE" });
+  expect(res.status).toBe(200);
+  return Number(res.headers.get("etag")?.replace(/"/g, ""));
 }
 
 /** Waits until the proxy in front of `path` serves config `version` or newer. */
@@ -64,17 +66,18 @@ describe("resilience on the demo shop", () => {
   });
 
   it("never duplicates an order: POST /orders is retried only with an Idempotency-Key", async () => {
+    // Counted before the faults start (and after they end): the listing itself is a request to orders.
+    const before = ((await (await fetch(`${t.shop}/orders`)).json()) as { orders: unknown[] }).orders.length;
     await serves("/orders", await setFaults("orders", [{ backend: "orders", abort: { percent: 30, status: 503 } }]));
     const place = async (i: number, withKey: boolean): Promise<{ status: number; orderId?: string }> => {
       const cartId = `res-${withKey ? "k" : "n"}-${i}-${Date.now()}`;
       const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-2", qty: 1 }) });
-      expect(add.status).toBe(200);
+      expect(add.status, `adding to ${cartId}: ${await add.clone().text()}`).toBe(200);
       const headers: Record<string, string> = { "content-type": "application/json", ...(withKey ? { "idempotency-key": `key-${cartId}` } : {}) };
       const res = await fetch(`${t.shop}/orders`, { method: "POST", headers, body: JSON.stringify({ cartId }) });
       const body = (await res.json()) as { orderId?: string };
       return { status: res.status, ...(body.orderId ? { orderId: body.orderId } : {}) };
     };
-    const before = ((await (await fetch(`${t.shop}/orders`)).json()) as { orders: unknown[] }).orders.length;
     const without = await Promise.all(Array.from({ length: 60 }, (_, i) => place(i, false)));
     const withKey = await Promise.all(Array.from({ length: 60 }, (_, i) => place(i, true)));
     const failedWithout = without.filter((r) => r.status !== 201).length / without.length;
@@ -83,7 +86,7 @@ describe("resilience on the demo shop", () => {
     expect(failedWithout).toBeGreaterThan(0.1);
     expect(failedWithout).toBeLessThan(0.5);
     expect(okWith).toBeGreaterThanOrEqual(0.9);
-    await clearFaults("orders");
+    await serves("/orders", await clearFaults("orders"));
     const created = [...without, ...withKey].filter((r) => r.status === 201);
     const after = ((await (await fetch(`${t.shop}/orders`)).json()) as { orders: Array<{ orderId: string }> }).orders;
     expect(after.length - before).toBe(created.length); // exactly one stored order per successful response
