@@ -21,11 +21,23 @@ const BindingName = z
 export const HttpMethod = z.enum(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 export type HttpMethod = z.infer<typeof HttpMethod>;
 
+/**
+ * Active health checks: the proxy sends `GET path` to the backend every `intervalSeconds` while it
+ * serves traffic; failures feed the same outlier ejection as real requests.
+ */
+export const HealthCheck = z.strictObject({
+  path: z.string().regex(/^\/[^*?#\s]*$/, "an exact path starting with '/'"),
+  intervalSeconds: z.int().min(1).max(300).default(10),
+  timeoutMs: z.int().min(1).max(30_000).default(2_000),
+});
+export type HealthCheck = z.infer<typeof HealthCheck>;
+
 /** An internal worker, reached through a service binding of the service's proxy. */
 export const WorkerBackend = z.strictObject({
   name: Name,
   type: z.literal("worker"),
   binding: BindingName,
+  healthCheck: HealthCheck.optional(),
 });
 
 /**
@@ -37,6 +49,7 @@ export const MeshBackend = z.strictObject({
   type: z.literal("mesh"),
   service: Name,
   binding: BindingName,
+  healthCheck: HealthCheck.optional(),
 });
 
 /**
@@ -55,6 +68,7 @@ export const ExternalBackend = z.strictObject({
   provider: Name.optional(),
   /** JSON fields removed or masked before a request leaves for this provider. */
   egress: EgressDataPolicy.optional(),
+  healthCheck: HealthCheck.optional(),
 });
 
 export const Backend = z.discriminatedUnion("type", [WorkerBackend, MeshBackend, ExternalBackend]);

@@ -163,3 +163,27 @@ describe("several origins for one provider", () => {
     expect(ok).toBeGreaterThanOrEqual(98);
   });
 });
+
+describe("active health checks", () => {
+  it("takes a backend whose health probe fails out of the split, moving its sticky shoppers to a healthy one", async () => {
+    const current = (await (await t.adminFetch("/admin/config")).json()) as { services: Array<{ name: string }> };
+    const echo = {
+      ...ECHO_SERVICE,
+      backends: [
+        { name: "echo-a", type: "worker", binding: "ECHO_A" },
+        { name: "echo-b", type: "worker", binding: "ECHO_B", healthCheck: { path: "/echo/unhealthy", intervalSeconds: 1, timeoutMs: 500 } },
+      ],
+      routes: [{ name: "checked", match: { path: "/echo/*" }, split: { weights: { "echo-a": 50, "echo-b": 50 }, sticky: "header:x-shopper" } }],
+    };
+    const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
+    expect(put.status).toBe(200);
+    const shoppers = Array.from({ length: 40 }, (_, i) => `hc-${i}`);
+    const place = async (): Promise<string[]> =>
+      Promise.all(shoppers.map(async (s) => ((await (await fetch(`${t.shop}/echo/p`, { headers: { "x-shopper": s } })).json()) as { backend: string }).backend));
+    await waitFor(async () => (await fetch(`${t.shop}/echo/p`)).headers.get("x-weft-route") === "checked", 5_000);
+    const first = await place();
+    expect(first.filter((b) => b === "echo-b").length).toBeGreaterThan(5);
+    // Traffic keeps the proxy probing once a second; three failed probes in a row mark echo-b unhealthy.
+    await waitFor(async () => (await place()).every((b) => b === "echo-a"), 15_000, 250);
+  });
+});

@@ -4,7 +4,7 @@
  * never per request.
  */
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
-import type { Backend, FaultRule, MirrorPolicy, Policy, RetryPolicy, RouteMatch } from "../../shared/config.ts";
+import type { Backend, FaultRule, HealthCheck, MirrorPolicy, Policy, RetryPolicy, RouteMatch } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
 import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
 import { OriginBalancer } from "../../shared/balancer.ts";
@@ -21,6 +21,7 @@ export type Target =
 export interface CompiledBackend {
   name: string;
   target: Target;
+  healthCheck: HealthCheck | undefined;
 }
 
 export interface CompiledRoute {
@@ -110,7 +111,9 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
     version: slice.version,
     policy: slice.policy,
     faults: slice.faults ?? [],
-    backends: new Map(slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(slice.service, b, bindings) }])),
+    backends: new Map(
+      slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(slice.service, b, bindings), healthCheck: b.healthCheck }]),
+    ),
     routes: slice.routes.map((route) => {
       const [from, name] = route.split.sticky?.split(":", 2) ?? [];
       return {

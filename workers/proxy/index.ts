@@ -17,7 +17,7 @@ import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts
 import { SliceCache, type SliceState } from "./config-cache.ts";
 import { MAX_REQUEST_BYTES } from "./forward.ts";
 import { healthyOwners } from "../../shared/resilience.ts";
-import { ejectedBackends, mirrorRequest, sendResiliently } from "./resilience.ts";
+import { ejectedBackends, mirrorRequest, probeHealth, sendResiliently } from "./resilience.ts";
 import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET } from "./identity.ts";
 import { place, type Placement } from "./split.ts";
 
@@ -79,6 +79,9 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
   if (!route) {
     return problemResponse(404, "no-route", "No route", { detail: `service '${slice.service}' has no route for ${request.method} ${path}` });
   }
+
+  // active health checks (due ones run in waitUntil; usually a single comparison)
+  probeHealth(slice, proxy.controlPlane, (p) => ctx.waitUntil(p));
 
   // split (ejected backends' share lent to healthy ones)
   const ejected = ejectedBackends(slice.service, Date.now());

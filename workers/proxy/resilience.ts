@@ -19,6 +19,7 @@ import { readBounded } from "./bounded.ts";
 import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts";
 import { forward, type EgressContext, type ForwardResult } from "./forward.ts";
 import { DEADLINE_HEADER, SHADOW_HEADER } from "./identity.ts";
+import type { ControlPlaneApi } from "../../shared/slice.ts";
 
 /** Bodies up to this size are kept so the request can be sent again; larger ones get one attempt. */
 export const MAX_REPLAY_BYTES = 256 * 1024;
@@ -47,12 +48,45 @@ function budgetOf(service: string): RetryBudget {
   return budget;
 }
 
-/** The backends of `service` that requests must avoid right now. */
+/**
+ * Backends failing their active health check (as Envoy: 3 failed probes in a row mark a backend
+ * unhealthy, 2 passed probes in a row clear it). Kept apart from outlier detection, so successful
+ * real traffic cannot hide a failing health endpoint.
+ */
+const unhealthy = new Map<string, Set<string>>();
+const probeStreaks = new Map<string, { failed: number; passed: number }>();
+const UNHEALTHY_THRESHOLD = 3;
+const HEALTHY_THRESHOLD = 2;
+
+/** The backends of `service` that requests must avoid right now: ejected or failing health checks. */
 export function ejectedBackends(service: string, now: number): ReadonlySet<string> {
   const set = ejected.get(service);
-  if (!set || set.size === 0) return EMPTY;
-  for (const name of set) if (!stateOf(service, name).outlier.isEjected(now)) set.delete(name);
-  return set;
+  const sick = unhealthy.get(service);
+  if ((!set || set.size === 0) && (!sick || sick.size === 0)) return EMPTY;
+  if (set) for (const name of set) if (!stateOf(service, name).outlier.isEjected(now)) set.delete(name);
+  if (!sick || sick.size === 0) return set ?? EMPTY;
+  return new Set([...(set ?? []), ...sick]);
+}
+
+function recordProbe(service: string, backend: string, passed: boolean): void {
+  const key = `${service}/${backend}`;
+  const streak = probeStreaks.get(key) ?? { failed: 0, passed: 0 };
+  if (passed) {
+    streak.passed++;
+    streak.failed = 0;
+  } else {
+    streak.failed++;
+    streak.passed = 0;
+  }
+  probeStreaks.set(key, streak);
+  let sick = unhealthy.get(service);
+  if (!sick) unhealthy.set(service, (sick = new Set()));
+  if (!passed && streak.failed >= UNHEALTHY_THRESHOLD && !sick.has(backend)) {
+    sick.add(backend);
+    console.warn(JSON.stringify({ event: "backend-unhealthy", service, backend, failedProbes: streak.failed }));
+  } else if (passed && streak.passed >= HEALTHY_THRESHOLD && sick.delete(backend)) {
+    console.log(JSON.stringify({ event: "backend-healthy", service, backend }));
+  }
 }
 const EMPTY: ReadonlySet<string> = new Set();
 
@@ -208,3 +242,41 @@ export function mirrorRequest(
 
 /** Mirrors never hold an invocation open for long. */
 const MIRROR_TIMEOUT_MS = 10_000;
+
+/** When each service's next health probe is due (ms epoch), for the config version it was computed from. */
+const nextProbe = new Map<string, { version: number; at: number }>();
+const probedAt = new Map<string, number>();
+
+/**
+ * Active health checks, run by the proxy while it serves traffic (as each Envoy checks its own
+ * hosts): backends with a `healthCheck` whose interval has passed get `GET path` in `waitUntil`.
+ * Probes pass through fault injection like any attempt, and feed the same outlier detection.
+ */
+export function probeHealth(slice: CompiledSlice, controlPlane: ControlPlaneApi, waitUntil: (promise: Promise<unknown>) => void): void {
+  const now = Date.now();
+  const next = nextProbe.get(slice.service);
+  if (next && next.version === slice.version && now < next.at) return;
+  // Probes are the proxy's own calls: to a third party they are signed as the service itself.
+  const egress: EgressContext = { service: slice.service, caller: slice.service, controlPlane };
+  let soonest = Number.POSITIVE_INFINITY;
+  for (const backend of slice.backends.values()) {
+    const check = backend.healthCheck;
+    if (!check) continue;
+    const key = `${slice.service}/${backend.name}`;
+    const due = (probedAt.get(key) ?? 0) + check.intervalSeconds * 1000;
+    if (now >= due) {
+      probedAt.set(key, now);
+      const probe = new Request(`https://${backend.name}.health${check.path}`, { headers: { "x-weft-health-check": "1" } });
+      waitUntil(
+        attempt(backend, probe, slice.faults, egress, check.timeoutMs).then(async (result) => {
+          await result.response.body?.cancel();
+          recordProbe(slice.service, backend.name, !judge(result, undefined).failed);
+        }),
+      );
+      soonest = Math.min(soonest, now + check.intervalSeconds * 1000);
+    } else {
+      soonest = Math.min(soonest, due);
+    }
+  }
+  nextProbe.set(slice.service, { version: slice.version, at: soonest });
+}
