@@ -187,3 +187,39 @@ describe("active health checks", () => {
     await waitFor(async () => (await place()).every((b) => b === "echo-a"), 15_000, 250);
   });
 });
+
+describe("retries against real backend failures", () => {
+  it("retries a failing GET and fails over, but sends a POST once", async () => {
+    const current = (await (await t.adminFetch("/admin/config")).json()) as { services: Array<{ name: string }> };
+    const echo = {
+      ...ECHO_SERVICE,
+      routes: [
+        {
+          name: "flaky",
+          match: { path: "/echo/flaky/*" },
+          split: { weights: { "echo-a": 0, "echo-b": 100 } },
+          retries: { attempts: 3, backoff: { baseMs: 1, capMs: 5 } },
+          failover: ["echo-a"],
+        },
+        ...ECHO_SERVICE.routes,
+      ],
+    };
+    const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
+    expect(put.status).toBe(200);
+    await waitFor(async () => (await fetch(`${t.shop}/echo/flaky/ok`)).headers.get("x-weft-route") === "flaky", 5_000);
+
+    const ok = await fetch(`${t.shop}/echo/flaky/ok`);
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get("x-weft-attempts")).toBe("1");
+
+    // The backends answer 503 on this path (a real failure, not an injected one).
+    const failing = await fetch(`${t.shop}/echo/flaky/unhealthy`);
+    expect(failing.status).toBe(503);
+    expect(failing.headers.get("x-weft-attempts")).toBe("4"); // 3 on echo-b, then echo-a
+    expect(failing.headers.get("x-weft-backend")).toBe("echo-a");
+
+    const post = await fetch(`${t.shop}/echo/flaky/unhealthy`, { method: "POST", body: "{}" });
+    expect(post.status).toBe(503);
+    expect(post.headers.get("x-weft-attempts")).toBe("1");
+  });
+});

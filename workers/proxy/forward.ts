@@ -41,7 +41,8 @@ function timedOut(backend: string, ms: number): ForwardResult {
   return failed(504, "upstream-timeout", "Backend timed out", `backend '${backend}' did not answer within ${ms} ms`, backend);
 }
 
-function unreachable(backend: string, error: unknown): ForwardResult {
+/** The result for a backend that could not be reached at all. */
+export function unreachable(backend: string, error: unknown): ForwardResult {
   const reason = error instanceof Error ? error.message : String(error);
   return failed(502, "upstream-unavailable", "Backend unavailable", `backend '${backend}' could not be reached: ${reason}`, backend);
 }

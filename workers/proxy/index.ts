@@ -17,7 +17,7 @@ import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts
 import { SliceCache, type SliceState } from "./config-cache.ts";
 import { MAX_REQUEST_BYTES } from "./forward.ts";
 import { healthyOwners } from "../../shared/resilience.ts";
-import { ejectedBackends, mirrorRequest, probeHealth, sendResiliently } from "./resilience.ts";
+import { ejectedBackends, mirrorRequest, probeHealth, sendFast, sendResiliently, type Delivery } from "./resilience.ts";
 import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET } from "./identity.ts";
 import { place, type Placement } from "./split.ts";
 
@@ -91,13 +91,19 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
   if (!backend) return problemResponse(502, "no-backend", "No backend", { detail: `route '${route.name}' has no backend for this request` });
 
   const headers = inboundHeaders(request, caller);
-  const plain =
-    !route.auth && !route.contract && !route.retries && route.failover.length === 0 && route.timeoutMs === undefined &&
-    !route.mirror && slice.faults.length === 0 && !proxy.debug && !placement.setCookie &&
-    (caller === INTERNET || !request.headers.has(DEADLINE_HEADER));
-  if (plain && backend.target.kind === "binding") {
+  const simple =
+    backend.target.kind === "binding" && !route.auth && !route.contract && route.timeoutMs === undefined && !route.mirror &&
+    slice.faults.length === 0 && (caller === INTERNET || !request.headers.has(DEADLINE_HEADER));
+  if (simple && backend.target.kind === "binding") {
+    const outbound = headers ? new Request(request, { headers }) : request;
     // Nothing to check or add: hand the request over and return the backend's response as is.
-    return backend.target.fetcher.fetch(headers ? new Request(request, { headers }) : request);
+    if (!route.retries && route.failover.length === 0 && !proxy.debug && !placement.setCookie) return backend.target.fetcher.fetch(outbound);
+    // Retries configured: still one plain call; only a failure takes the full resilience path.
+    if ((request.method === "GET" || request.method === "HEAD") && !ejected.has(backend.name)) {
+      const egress = { service: slice.service, caller, controlPlane: proxy.controlPlane };
+      const delivery = sendFast(slice, route, backend, backend.target.fetcher, outbound, egress);
+      return !proxy.debug && !placement.setCookie ? delivery.then((d) => d.response) : delivery.then((d) => decorate(d, proxy, slice, route, placement));
+    }
   }
   return checkedChain(request, ctx, proxy, slice, route, backend, placement, caller, headers);
 }
@@ -130,7 +136,12 @@ async function checkedChain(
   const delivery = await sendResiliently(slice, route, backend, outbound, egress, deadlineAt);
   const response = route.contract && !delivery.response.headers.has("x-weft-fault") ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
 
-  // response headers
+  return decorate({ ...delivery, response }, proxy, slice, route, placement);
+}
+
+/** The response headers step: debug headers (local development) and a new shopper's sticky cookie. */
+function decorate(delivery: Delivery, proxy: Proxy, slice: CompiledSlice, route: CompiledRoute, placement: Placement): Response {
+  const response = delivery.response;
   if ((!proxy.debug && !placement.setCookie) || response.webSocket) return response;
   const decorated = new Response(response.body, response);
   if (proxy.debug) {

@@ -17,7 +17,7 @@ import {
 } from "../../shared/resilience.ts";
 import { readBounded } from "./bounded.ts";
 import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts";
-import { forward, type EgressContext, type ForwardResult } from "./forward.ts";
+import { forward, unreachable, type EgressContext, type ForwardResult } from "./forward.ts";
 import { DEADLINE_HEADER, SHADOW_HEADER } from "./identity.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 
@@ -120,6 +120,37 @@ async function attempt(backend: CompiledBackend, request: Request, faults: reado
   return forward(backend, request, egress, timeoutMs);
 }
 
+const DEFAULT_RETRY_STATUSES = [502, 503, 504];
+
+/**
+ * The common case of a route with retries or failover while nothing fails: one GET or HEAD to an
+ * internal backend, its response returned as is, with no extra awaits. Only a failure enters the
+ * full loop (as its second attempt), so configured retries cost nothing until they are needed.
+ */
+export function sendFast(
+  slice: CompiledSlice,
+  route: CompiledRoute,
+  chosen: CompiledBackend,
+  fetcher: Fetcher,
+  request: Request,
+  egress: EgressContext,
+): Promise<Delivery> {
+  const service = slice.service;
+  budgetOf(service).recordRequest(Date.now());
+  const statuses = route.retries?.statuses ?? DEFAULT_RETRY_STATUSES;
+  const retry = (first: Delivery): Promise<Delivery> => sendResiliently(slice, route, chosen, request, egress, undefined, first);
+  return fetcher.fetch(request).then(
+    (response) => {
+      record(service, chosen.name, response.status < 500, Date.now());
+      return statuses.includes(response.status) ? retry({ response, backend: chosen, attempts: 1 }) : { response, backend: chosen, attempts: 1 };
+    },
+    (error: unknown) => {
+      record(service, chosen.name, false, Date.now());
+      return retry({ response: unreachable(chosen.name, error).response, backend: chosen, attempts: 1 });
+    },
+  );
+}
+
 /** Did the backend fail (for outlier detection), and is the outcome worth another attempt? */
 function judge(result: ForwardResult, policy: RetryPolicy | undefined): { failed: boolean; retryable: boolean } {
   const status = result.response.status;
@@ -128,7 +159,7 @@ function judge(result: ForwardResult, policy: RetryPolicy | undefined): { failed
     const backendFault = status === 502 || status === 504;
     return { failed: backendFault, retryable: backendFault };
   }
-  return { failed: status >= 500, retryable: (policy?.statuses ?? [502, 503, 504]).includes(status) };
+  return { failed: status >= 500, retryable: (policy?.statuses ?? DEFAULT_RETRY_STATUSES).includes(status) };
 }
 
 /** The outcome of {@link sendResiliently}: the response to return and the backend that gave it. */
@@ -150,12 +181,14 @@ export async function sendResiliently(
   request: Request,
   egress: EgressContext,
   deadlineAt: number | undefined,
+  first?: Delivery,
 ): Promise<Delivery> {
   const service = slice.service;
   const policy = route.retries;
   const safe = isRetrySafe(request.method, request.headers.has("idempotency-key"));
   const budget = budgetOf(service);
-  budget.recordRequest(Date.now());
+  // A first attempt made by sendFast was already counted.
+  if (!first) budget.recordRequest(Date.now());
 
   // Failover is a re-send too: only for requests that may be sent twice.
   const candidates = [chosen, ...(safe ? route.failover : []).flatMap((name) => slice.backends.get(name) ?? []).filter((b) => b !== chosen)];
@@ -185,11 +218,11 @@ export async function sendResiliently(
   };
   const faults = slice.faults;
 
-  let attempts = 0;
-  let last: Delivery | undefined;
+  let attempts = first ? 1 : 0;
+  let last: Delivery | undefined = first;
   for (const [index, backend] of order.entries()) {
     const tries = index === 0 ? maxAttempts : 1;
-    for (let i = 0; i < tries; i++) {
+    for (let i = index === 0 && first ? 1 : 0; i < tries; i++) {
       if (attempts > 0) {
         if (!budget.tryRetry(Date.now())) return last ?? { response: problemResponse(503, "retry-budget", "Retry budget exhausted"), backend, attempts };
         if (i > 0) {
@@ -202,13 +235,13 @@ export async function sendResiliently(
       if (remaining !== undefined && remaining <= 0) {
         return last ?? { response: problemResponse(504, "deadline-exceeded", "Deadline exceeded", { detail: "no time left for another attempt" }), backend, attempts };
       }
+      await last?.response.body?.cancel(); // the failed answer is replaced by this attempt's
       attempts++;
       const result = await attempt(backend, nextRequest(remaining), faults, egress, remaining);
       const verdict = judge(result, policy);
       record(service, backend.name, !verdict.failed, Date.now());
       last = { response: result.response, backend, attempts };
       if (!verdict.retryable || !safe) return last;
-      if (i < tries - 1 || index < order.length - 1) await result.response.body?.cancel();
     }
   }
   return last ?? { response: problemResponse(502, "no-backend", "No backend"), backend: chosen, attempts };
@@ -256,6 +289,11 @@ export function probeHealth(slice: CompiledSlice, controlPlane: ControlPlaneApi,
   const now = Date.now();
   const next = nextProbe.get(slice.service);
   if (next && next.version === slice.version && now < next.at) return;
+  if (next?.version !== slice.version) {
+    // A new config: backends that no longer have a health check are no longer judged by one.
+    const sick = unhealthy.get(slice.service);
+    if (sick) for (const name of sick) if (!slice.backends.get(name)?.healthCheck) sick.delete(name);
+  }
   // Probes are the proxy's own calls: to a third party they are signed as the service itself.
   const egress: EgressContext = { service: slice.service, caller: slice.service, controlPlane };
   let soonest = Number.POSITIVE_INFINITY;
