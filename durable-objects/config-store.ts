@@ -6,7 +6,7 @@
  * outbox drained by its alarm.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { FaultRule, MeshConfig, Policy, ServiceConfig, ServiceResilience, SplitUpdate } from "../shared/config.ts";
+import type { FaultRule, MeshConfig, Policy, RateLimitRule, ServiceConfig, ServiceResilience, SplitUpdate } from "../shared/config.ts";
 import { defaultRoute, toSlice, type SliceRead, type StoredService } from "../shared/slice.ts";
 import { rebalance } from "../shared/split.ts";
 import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
@@ -209,6 +209,18 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
       return {
         next: faults.length > 0 ? { ...rest, faults } : rest,
         reason: faults.length > 0 ? `faults ${service}: ${faults.map((f) => f.backend).join(", ")}` : `faults ${service} cleared`,
+      };
+    });
+  }
+
+  /** Sets (or, with an empty list, removes) a service's rate limits. */
+  setRateLimits(service: string, limits: RateLimitRule[], ifMatch: number | undefined): WriteResult<ServiceView> {
+    return this.updateService(service, ifMatch, (current) => {
+      const { rateLimits: _previous, ...rest } = current;
+      const named = limits.map((rule, i) => ({ ...rule, name: rule.name ?? `limit-${i}` }));
+      return {
+        next: named.length > 0 ? { ...rest, rateLimits: named } : rest,
+        reason: named.length > 0 ? `rate limits ${service}: ${named.map((l) => `${l.name} ${l.limit}/${l.periodSeconds}s`).join(", ")}` : `rate limits ${service} removed`,
       };
     });
   }

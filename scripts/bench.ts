@@ -55,6 +55,9 @@ const PROXY_CONFIG = path.join(ROOT, "workers", "proxy", "wrangler.toml");
 const BENCH_SERVICE = "bench";
 const SCALE_SERVICE = "svc-3000";
 const RETRIES_SERVICE = "bench-retries";
+const LIMITED_SERVICE = "bench-limited";
+/** API keys the requests carry (the rate-limited case counts per key). */
+const API_KEYS = 8;
 
 // ---------------------------------------------------------------------------------------------
 // Arguments and output
@@ -102,7 +105,7 @@ function progress(line: string): void {
 // The workers
 
 interface BenchCase {
-  name: "direct" | "bare" | "weft" | "weft-retries" | "weft-debug" | "weft-4000";
+  name: "direct" | "bare" | "weft" | "weft-retries" | "weft-limited" | "weft-debug" | "weft-4000";
   worker: string;
 }
 
@@ -132,8 +135,10 @@ function proxyDeployment(base: Deployment, name: string, service: string, debug:
 }
 
 /** One service shaped like the demo's catalogue: two worker backends split 90/10, sticky per shopper. */
-function benchService(name: string, resilient = false): ServiceInput {
+function benchService(name: string, resilient = false, limited = false): ServiceInput {
   return {
+    // A limit that is configured but never reached: the cost of counting, not of refusing.
+    ...(limited ? { rateLimits: [{ name: "api-key", key: "header:x-api-key", limit: 1_000_000_000, periodSeconds: 60 }] } : {}),
     name,
     backends: [
       { name: `${name}-v1`, type: "worker", binding: "BENCH_V1" },
@@ -153,8 +158,8 @@ function benchService(name: string, resilient = false): ServiceInput {
 
 /** `bench` plus `count - 1` generated services `svc-0001`, `svc-0002`, … */
 function meshConfig(count: number): MeshConfigInput {
-  const generated = Array.from({ length: count - 2 }, (_, i) => benchService(`svc-${String(i + 1).padStart(4, "0")}`));
-  return { services: [benchService(BENCH_SERVICE), benchService(RETRIES_SERVICE, true), ...generated] };
+  const generated = Array.from({ length: count - 3 }, (_, i) => benchService(`svc-${String(i + 1).padStart(4, "0")}`));
+  return { services: [benchService(BENCH_SERVICE), benchService(RETRIES_SERVICE, true), benchService(LIMITED_SERVICE, false, true), ...generated] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,6 +174,7 @@ function shopperRequests(): RequestSpec[] {
     headers: {
       accept: "application/json",
       cookie: `session=s${i}${run}; shopper=${run}-${i.toString(36)}-${(i * 2654435761).toString(36)}; theme=light`,
+      "x-api-key": `key-${i % API_KEYS}`,
     },
   }));
 }
@@ -471,7 +477,7 @@ async function scaleUp(mesh: RunningMesh, token: string, url: URL, directUrl: UR
 
 interface Results {
   cases: Measured[];
-  ratios: { weft_vs_bare: number; weft_4000_vs_bare: number; weft_retries_vs_bare: number; weft_vs_direct: number; bare_vs_direct: number };
+  ratios: { weft_vs_bare: number; weft_4000_vs_bare: number; weft_retries_vs_bare: number; weft_limited_vs_bare: number; weft_vs_direct: number; bare_vs_direct: number };
   target: { weft_vs_bare: number; met: boolean };
   seconds: number;
   rounds: number;
@@ -480,6 +486,8 @@ interface Results {
   machine: { cpus: number; cpu_model: string; node: string; platform: string };
   scale: Scale;
   split: Record<string, number>;
+  /** Rate-limit lease calls per measured request of weft-limited (an upper bound: warm-up requests also leased). */
+  rate_limit_do_calls_per_request: number | null;
   date: string;
 }
 
@@ -508,6 +516,7 @@ function table(results: Results): string {
     `weft_vs_bare       ${r.weft_vs_bare.toFixed(3)}   target ≥ ${TARGET_WEFT_VS_BARE.toFixed(2)}${results.target.met ? "  (met)" : "  (NOT met)"}`,
     `weft_4000_vs_bare  ${r.weft_4000_vs_bare.toFixed(3)}`,
     `weft_retries_vs_bare ${r.weft_retries_vs_bare.toFixed(3)}  (retries + failover configured, nothing failing)`,
+    `weft_limited_vs_bare ${r.weft_limited_vs_bare.toFixed(3)}  (a rate limit per API key configured, not reached; ${results.rate_limit_do_calls_per_request ?? "?"} Durable Object calls per request)`,
     `weft_vs_direct     ${r.weft_vs_direct.toFixed(3)}`,
     `bare_vs_direct     ${r.bare_vs_direct.toFixed(3)}`,
     "",
@@ -538,12 +547,14 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     proxyDeployment(proxyBase, "weft-proxy-bench-debug", BENCH_SERVICE, true, upstream.name),
     proxyDeployment(proxyBase, "weft-proxy-bench-4k", SCALE_SERVICE, false, upstream.name),
     proxyDeployment(proxyBase, "weft-proxy-bench-retries", RETRIES_SERVICE, false, upstream.name),
+    proxyDeployment(proxyBase, "weft-proxy-bench-limited", LIMITED_SERVICE, false, upstream.name),
   ];
   const cases: BenchCase[] = [
     { name: "direct", worker: upstream.name },
     { name: "bare", worker: bare.name },
     { name: "weft", worker: "weft-proxy-bench" },
     { name: "weft-retries", worker: "weft-proxy-bench-retries" },
+    { name: "weft-limited", worker: "weft-proxy-bench-limited" },
     { name: "weft-debug", worker: "weft-proxy-bench-debug" },
     { name: "weft-4000", worker: "weft-proxy-bench-4k" },
   ];
@@ -595,13 +606,24 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     if (!benchCase) throw new Error(`no case ${name}`);
     return { benchCase, url: urlOf(name) };
   };
-  const measured = await measureRounds((["direct", "bare", "weft", "weft-retries", "weft-debug"] as const).map(caseNamed), requests, args);
+  const measured = await measureRounds((["direct", "bare", "weft", "weft-retries", "weft-limited", "weft-debug"] as const).map(caseNamed), requests, args);
 
   const scale = await scaleUp(mesh, token, urlOf("weft-4000"), urlOf("direct"), probe);
   progress(
     `PUT took ${scale.put_ms.toFixed(0)} ms; weft-4000 served from it after ${scale.first_request_ms.toFixed(0)} ms; ` +
       `workerd quiet after ${(scale.published_ms / 1000).toFixed(1)} s`,
   );
+  // How often the rate-limited proxy had to ask its counters (the leases each counter served).
+  let leases = 0;
+  for (let k = 0; k < API_KEYS; k++) {
+    const res = await fetch(`${mesh.adminUrl}/admin/services/${LIMITED_SERVICE}/ratelimit/counters?limit=api-key&key=key-${k}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    leases += res.ok ? ((await res.json()) as { leases: number }).leases : 0;
+  }
+  const limitedRequests = measured.find((m) => m.name === "weft-limited")?.requests ?? 0;
+  const doCallsPerRequest = limitedRequests > 0 ? round(leases / limitedRequests, 5) : null;
+
   // The 4,000-service case is interleaved with its own bare runs, measured in the same stretch.
   const [bareAgain, scaled] = await measureRounds([caseNamed("bare"), caseNamed("weft-4000")], requests, args);
   if (scaled) measured.push(scaled);
@@ -611,6 +633,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     weft_vs_bare: round(rps("weft") / rps("bare"), 3),
     weft_4000_vs_bare: round(rps("weft-4000") / (bareAgain?.rps ?? Number.NaN), 3),
     weft_retries_vs_bare: round(rps("weft-retries") / rps("bare"), 3),
+    weft_limited_vs_bare: round(rps("weft-limited") / rps("bare"), 3),
     weft_vs_direct: round(rps("weft") / rps("direct"), 3),
     bare_vs_direct: round(rps("bare") / rps("direct"), 3),
   };
@@ -625,6 +648,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? "unknown", node: process.version, platform: `${os.platform()}-${os.arch()}` },
     scale,
     split,
+    rate_limit_do_calls_per_request: doCallsPerRequest,
     date: new Date().toISOString(),
   };
   writeFileSync(RESULTS_PATH, `${JSON.stringify(results, null, 2)}\n`);

@@ -182,12 +182,34 @@ export const Policy = z.strictObject({
 });
 export type Policy = z.infer<typeof Policy>;
 
+/** One rate limit of a service: per key, per period (or a token bucket), optionally for some routes only. */
+export const RateLimitRule = z.strictObject({
+  /** Names the counter and the RateLimit headers; defaults to `limit-<index>`. */
+  name: Name.optional(),
+  /** What is counted: the caller identity, the client IP, a request header, or a verified JWT claim. */
+  key: z.string().regex(/^(caller|ip|header:[A-Za-z0-9-]+|claim:[A-Za-z0-9_.-]+)$/, "use 'caller', 'ip', 'header:NAME' or 'claim:NAME'"),
+  limit: z.int().min(1).max(1_000_000_000),
+  periodSeconds: z.int().min(1).max(86_400),
+  algorithm: z.enum(["fixed-window", "sliding-window", "token-bucket"]).default("fixed-window"),
+  /** Token bucket size (defaults to `limit`). */
+  burst: z.int().min(1).optional(),
+  /** Limit only these routes (default: every route of the service). */
+  routes: z.array(Name).min(1).optional(),
+  /** When the counters cannot be reached: let requests through (default) or refuse them. */
+  failMode: z.enum(["open", "closed"]).default("open"),
+});
+export type RateLimitRule = z.infer<typeof RateLimitRule>;
+
+/** The body of `PUT /admin/services/{service}/ratelimit`. */
+export const RateLimitsUpdate = z.strictObject({ limits: z.array(RateLimitRule).max(16) });
+
 export const Service = z.strictObject({
   name: Name,
   backends: z.array(Backend).min(1, "a service needs at least one backend"),
   routes: z.array(Route).min(1, "a service needs at least one route"),
   policy: Policy.optional(),
   faults: z.array(FaultRule).optional(),
+  rateLimits: z.array(RateLimitRule).max(16).optional(),
 });
 export type ServiceInput = z.input<typeof Service>;
 
@@ -215,6 +237,7 @@ export interface ServiceConfig {
   routes: RouteConfig[];
   policy?: Policy;
   faults?: FaultRule[];
+  rateLimits?: RateLimitRule[];
 }
 /** A whole mesh after parsing. */
 export interface MeshConfig {
@@ -242,6 +265,7 @@ export function normalizeService(service: z.infer<typeof Service>): ServiceConfi
     })),
     ...(service.policy ? { policy: service.policy } : {}),
     ...(service.faults ? { faults: service.faults } : {}),
+    ...(service.rateLimits ? { rateLimits: service.rateLimits.map((rule, i) => ({ ...rule, name: rule.name ?? `limit-${i}` })) } : {}),
   };
 }
 

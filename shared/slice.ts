@@ -2,7 +2,8 @@
  * What the control plane stores per service and what a proxy loads: only its own service's slice,
  * so a proxy in a mesh of thousands of services does the same work as in a mesh of five.
  */
-import type { Backend, FaultRule, Policy, RouteConfig, ServiceConfig } from "./config.ts";
+import type { Backend, FaultRule, Policy, RateLimitRule, RouteConfig, ServiceConfig } from "./config.ts";
+import type { Grant, LimitSpec } from "./rate-limit.ts";
 import type { Layout } from "./split.ts";
 
 /** A service as stored: the operator's config plus the sticky slot layout of every route. */
@@ -25,6 +26,7 @@ export interface ServiceSlice {
   routes: RouteSlice[];
   policy?: Policy;
   faults?: FaultRule[];
+  rateLimits?: RateLimitRule[];
 }
 
 /** Builds the slice a proxy receives from a stored service. */
@@ -36,6 +38,7 @@ export function toSlice(stored: StoredService, version: number): ServiceSlice {
     routes: stored.config.routes.map((route) => ({ ...route, layout: stored.layouts[route.name] ?? [] })),
     ...(stored.config.policy ? { policy: stored.config.policy } : {}),
     ...(stored.config.faults ? { faults: stored.config.faults } : {}),
+    ...(stored.config.rateLimits ? { rateLimits: stored.config.rateLimits } : {}),
   };
 }
 
@@ -55,6 +58,8 @@ export interface EgressClaims {
 export interface ControlPlaneApi {
   readSlice(service: string, knownVersion: number): Promise<SliceRead>;
   signEgress(service: string, claims: EgressClaims): Promise<{ token: string; kid: string }>;
+  /** Leases up to `want` tokens of one rate-limit counter (`counter` = service/limit/key). */
+  leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">>;
 }
 
 /** Answer to "give me my slice if it changed since `knownVersion`". */

@@ -45,3 +45,14 @@ export async function authenticate(authorization: string | null, auth: RouteAuth
 export function encodeClaims(claims: JWTPayload): string {
   return base64url(new TextEncoder().encode(JSON.stringify(claims)));
 }
+
+/** Decodes {@link CLAIMS_HEADER} (verified claims, base64url JSON); undefined when malformed. */
+export function decodeClaims(header: string): Record<string, unknown> | undefined {
+  try {
+    const binary = atob(header.replace(/-/g, "+").replace(/_/g, "/"));
+    const parsed: unknown = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+    return typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

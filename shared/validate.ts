@@ -115,6 +115,18 @@ function checkService(service: ServiceConfig, index: number, options: ValidateOp
       }
     });
   });
+  const limitNames = new Set<string>();
+  (service.rateLimits ?? []).forEach((rule, l) => {
+    const name = rule.name ?? `limit-${l}`;
+    if (limitNames.has(name)) issues.push(issue(at("rateLimits", l, "name"), `duplicate rate limit name '${name}'`));
+    limitNames.add(name);
+    for (const route of rule.routes ?? []) {
+      if (!routeNames.has(route)) issues.push(issue(at("rateLimits", l, "routes"), `rate limit '${name}' names unknown route '${route}'`));
+    }
+    if (rule.burst !== undefined && rule.algorithm !== "token-bucket") {
+      issues.push(issue(at("rateLimits", l, "burst"), `'burst' applies to algorithm 'token-bucket' only`));
+    }
+  });
   (service.faults ?? []).forEach((fault, f) => {
     if (!backendNames.has(fault.backend)) {
       issues.push(issue(at("faults", f, "backend"), `fault for unknown backend '${fault.backend}' (service '${service.name}' has: ${[...backendNames].join(", ")})`));

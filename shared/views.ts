@@ -1,5 +1,5 @@
 /** How the admin API presents stored state. */
-import type { Backend, FaultRule, Policy, RouteMatch, RouteResilience, StickyKey, Weights } from "./config.ts";
+import type { Backend, FaultRule, Policy, RateLimitRule, RouteMatch, RouteResilience, StickyKey, Weights } from "./config.ts";
 import { defaultRoute, type StoredService } from "./slice.ts";
 
 /** One service in `GET /admin/services`; `split` is the default route's weights. */
@@ -13,6 +13,8 @@ export interface ServiceView {
   policy: Policy | null;
   /** Injected faults (rehearsals); empty in normal operation. */
   faults: FaultRule[];
+  /** Rate limits; empty when none. */
+  rateLimits: RateLimitRule[];
   /** The config version that last changed this service; use it as `If-Match`. */
   version: number;
 }
@@ -38,6 +40,7 @@ export function serviceView(stored: StoredService, version: number): ServiceView
     })),
     policy: config.policy ?? null,
     faults: config.faults ?? [],
+    rateLimits: config.rateLimits ?? [],
     version,
   };
 }

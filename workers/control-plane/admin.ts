@@ -5,7 +5,8 @@
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { FaultsUpdate, MeshConfig, Name, Policy, RollbackRequest, ServiceResilience, SplitUpdate, normalizeService } from "../../shared/config.ts";
+import { FaultsUpdate, MeshConfig, Name, Policy, RateLimitsUpdate, RollbackRequest, ServiceResilience, SplitUpdate, normalizeService } from "../../shared/config.ts";
+import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
 import { resilienceView } from "../../shared/views.ts";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
@@ -175,6 +176,50 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     if (!result.ok) return refusal(result);
     c.header("etag", etag(result.value.version));
     return c.json({ faults: result.value.faults });
+  });
+
+  admin.get("/services/:service/ratelimit", async (c) => {
+    const name = c.req.param("service");
+    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
+    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
+    c.header("etag", etag(view.version));
+    return c.json({ limits: view.rateLimits });
+  });
+
+  admin.put("/services/:service/ratelimit", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const parsed = await readBody(c.req.raw, RateLimitsUpdate);
+    if (!parsed.ok) return parsed.response;
+    const result = await configStoreOf(c.env).setRateLimits(name, parsed.value.limits, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json({ limits: result.value.rateLimits });
+  });
+
+  admin.delete("/services/:service/ratelimit", async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const result = await configStoreOf(c.env).setRateLimits(name, [], parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json({ limits: result.value.rateLimits });
+  });
+
+  // Live counter of one key: `?limit=<name>&key=<value>` (e.g. the API key being investigated).
+  admin.get("/services/:service/ratelimit/counters", async (c) => {
+    const name = c.req.param("service");
+    const limit = c.req.query("limit");
+    const key = c.req.query("key");
+    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
+    const rule = view?.rateLimits.find((r) => r.name === limit);
+    if (!view || !rule || key === undefined) {
+      return problemResponse(404, "not-found", "Not found", { detail: "give ?limit=<name of one of the service's limits>&key=<value>" });
+    }
+    const counter = await rateCounterOf(c.env, `${name}/${rule.name ?? ""}/${key}`).read();
+    return c.json({ service: name, limit: rule, key, counter: counter.state, leases: counter.leases });
   });
 
   admin.get("/config", async (c) => {

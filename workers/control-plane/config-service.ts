@@ -7,6 +7,8 @@ import { Name } from "../../shared/config.ts";
 import { disposeRpcResult, type ControlPlaneApi, type EgressClaims, type SliceRead } from "../../shared/slice.ts";
 import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { signingKeysOf } from "../../durable-objects/signing-keys.ts";
+import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
+import type { Grant, LimitSpec } from "../../shared/rate-limit.ts";
 
 export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements ControlPlaneApi {
   /** The service's slice if it changed since `knownVersion` (0 when the proxy has none). */
@@ -28,6 +30,16 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     const signed = await signingKeysOf(this.env, service).sign(service, claims);
     const plain = { token: signed.token, kid: signed.kid };
     disposeRpcResult(signed);
+    return plain;
+  }
+
+  /** Leases rate-limit tokens from the counter `service/limit/key`. */
+  async leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">> {
+    const service = counter.split("/", 1)[0] ?? "";
+    if (!Name.safeParse(service).success || counter.length > 512) throw new TypeError("invalid counter name");
+    const leased = await rateCounterOf(this.env, counter).lease(spec, want);
+    const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining };
+    disposeRpcResult(leased);
     return plain;
   }
 }

@@ -10,6 +10,7 @@ import { jwksApi } from "./keys.ts";
 export { ConfigStore } from "../../durable-objects/config-store.ts";
 export { SliceStore } from "../../durable-objects/slice-store.ts";
 export { JwksRegistry, SigningKeys } from "../../durable-objects/signing-keys.ts";
+export { RateCounter } from "../../durable-objects/rate-counter.ts";
 export { ConfigService } from "./config-service.ts";
 
 const app = new Hono<{ Bindings: ControlPlaneEnv }>();

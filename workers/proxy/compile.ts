@@ -4,7 +4,7 @@
  * never per request.
  */
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
-import type { Backend, FaultRule, HealthCheck, MirrorPolicy, Policy, RetryPolicy, RouteMatch } from "../../shared/config.ts";
+import type { Backend, FaultRule, HealthCheck, MirrorPolicy, Policy, RateLimitRule, RetryPolicy, RouteMatch } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
 import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
 import { OriginBalancer } from "../../shared/balancer.ts";
@@ -39,6 +39,8 @@ export interface CompiledRoute {
   failover: string[];
   mirror: MirrorPolicy | undefined;
   weights: Readonly<Record<string, number>>;
+  /** The service's rate limits that cover this route. */
+  rateLimits: RateLimitRule[];
 }
 
 export interface CompiledSlice {
@@ -128,6 +130,7 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
         retries: route.retries,
         failover: route.failover ?? [],
         mirror: route.mirror,
+        rateLimits: (slice.rateLimits ?? []).filter((rule) => !rule.routes || rule.routes.includes(route.name)),
         weights: route.split.weights,
       };
     }),

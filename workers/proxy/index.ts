@@ -2,7 +2,7 @@
  * The Weft proxy: one code base, deployed once per service (`wrangler deploy --env <service>`).
  * Every call into the service passes this filter chain:
  *
- *   identity → authorization → route → authentication → contract → split → resilience/forward → contract → headers
+ *   identity → authorization → route → authentication → rate limit → contract → split → resilience/forward → contract → headers
  *
  * Each step is a small function; this file only wires them. Steps a route does not use cost
  * nothing: config comes synchronously from the isolate cache, and a request that needs no body or
@@ -18,6 +18,8 @@ import { SliceCache, type SliceState } from "./config-cache.ts";
 import { MAX_REQUEST_BYTES } from "./forward.ts";
 import { healthyOwners } from "../../shared/resilience.ts";
 import { ejectedBackends, mirrorRequest, probeHealth, sendFast, sendResiliently, type Delivery } from "./resilience.ts";
+import { checkRateLimits, type RateDecision } from "./rate-limit.ts";
+import { CLAIMS_HEADER, decodeClaims } from "../../shared/user-auth.ts";
 import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET } from "./identity.ts";
 import { place, type Placement } from "./split.ts";
 
@@ -90,9 +92,14 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
   const backend = slice.backends.get(placement.decision.backend);
   if (!backend) return problemResponse(502, "no-backend", "No backend", { detail: `route '${route.name}' has no backend for this request` });
 
+  // rate limits (routes with end-user auth count after it, so a verified claim can be the key)
+  const limited = route.auth ? undefined : checkRateLimits(slice.service, route.rateLimits, request, caller, undefined, proxy.controlPlane);
+  if (limited && !(limited instanceof Promise) && limited.kind === "deny") return limited.response;
+
   const headers = inboundHeaders(request, caller);
   const simple =
     backend.target.kind === "binding" && !route.auth && !route.contract && route.timeoutMs === undefined && !route.mirror &&
+    (limited === undefined || (!(limited instanceof Promise) && limited.kind === "allow" && limited.headers.length === 0)) &&
     slice.faults.length === 0 && (caller === INTERNET || !request.headers.has(DEADLINE_HEADER));
   if (simple && backend.target.kind === "binding") {
     const outbound = headers ? new Request(request, { headers }) : request;
@@ -105,7 +112,7 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
       return !proxy.debug && !placement.setCookie ? delivery.then((d) => d.response) : delivery.then((d) => decorate(d, proxy, slice, route, placement));
     }
   }
-  return checkedChain(request, ctx, proxy, slice, route, backend, placement, caller, headers);
+  return checkedChain(request, ctx, proxy, slice, route, backend, placement, caller, headers, limited);
 }
 
 /** The chain's steps that read bodies, verify tokens or decorate the response. */
@@ -119,10 +126,17 @@ async function checkedChain(
   placement: Placement,
   caller: string,
   inbound: Headers | undefined,
+  limitedBefore: RateDecision | Promise<RateDecision> | undefined,
 ): Promise<Response> {
   // authentication (end-user JWT, per route)
   const authenticated = route.auth ? await authenticateUser(route, request, inbound) : { kind: "continue" as const, value: inbound };
   if (authenticated.kind === "stop") return authenticated.response;
+
+  // rate limits: counted before the split, or here after authentication (a verified claim can be the key)
+  const claims = authenticated.value?.get(CLAIMS_HEADER);
+  const limited = await (limitedBefore ??
+    checkRateLimits(slice.service, route.rateLimits, request, caller, claims ? decodeClaims(claims) : undefined, proxy.controlPlane));
+  if (limited.kind === "deny") return limited.response;
 
   // contract (request body)
   const checked = route.contract ? await checkRequestContract(slice.service, route, request) : { kind: "continue" as const, value: request };
@@ -136,14 +150,22 @@ async function checkedChain(
   const delivery = await sendResiliently(slice, route, backend, outbound, egress, deadlineAt);
   const response = route.contract && !delivery.response.headers.has("x-weft-fault") ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
 
-  return decorate({ ...delivery, response }, proxy, slice, route, placement);
+  return decorate({ ...delivery, response }, proxy, slice, route, placement, limited.headers);
 }
 
 /** The response headers step: debug headers (local development) and a new shopper's sticky cookie. */
-function decorate(delivery: Delivery, proxy: Proxy, slice: CompiledSlice, route: CompiledRoute, placement: Placement): Response {
+function decorate(
+  delivery: Delivery,
+  proxy: Proxy,
+  slice: CompiledSlice,
+  route: CompiledRoute,
+  placement: Placement,
+  extra: ReadonlyArray<[string, string]> = [],
+): Response {
   const response = delivery.response;
-  if ((!proxy.debug && !placement.setCookie) || response.webSocket) return response;
+  if ((!proxy.debug && !placement.setCookie && extra.length === 0) || response.webSocket) return response;
   const decorated = new Response(response.body, response);
+  for (const [name, value] of extra) decorated.headers.set(name, value);
   if (proxy.debug) {
     decorated.headers.set("x-weft-backend", delivery.backend.name);
     decorated.headers.set("x-weft-attempts", String(delivery.attempts));
