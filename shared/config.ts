@@ -69,6 +69,18 @@ export const ExternalBackend = z.strictObject({
   /** JSON fields removed or masked before a request leaves for this provider. */
   egress: EgressDataPolicy.optional(),
   healthCheck: HealthCheck.optional(),
+  /**
+   * The provider's quota, shared by every service in the mesh that calls this provider (counted per
+   * provider name, not per backend or caller): the mesh refuses (429) rather than exceed it.
+   */
+  quota: z
+    .strictObject({
+      limit: z.int().min(1).max(1_000_000_000),
+      periodSeconds: z.int().min(1).max(86_400),
+      algorithm: z.enum(["fixed-window", "sliding-window", "token-bucket"]).default("fixed-window"),
+      burst: z.int().min(1).optional(),
+    })
+    .optional(),
 });
 
 export const Backend = z.discriminatedUnion("type", [WorkerBackend, MeshBackend, ExternalBackend]);

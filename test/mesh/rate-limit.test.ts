@@ -95,3 +95,42 @@ describe("rate limits", () => {
     expect((await t.adminFetch("/admin/services/echo/ratelimit", { method: "DELETE" })).status).toBe(200);
   });
 });
+
+describe("egress quotas", () => {
+  it("shares a provider's quota across every service (and proxy isolate) that calls it", async () => {
+    const config = (await (await t.adminFetch("/admin/config")).json()) as {
+      services: Array<{ name: string; backends: Array<Record<string, unknown>>; routes: Array<Record<string, unknown>> }>;
+    };
+    const quota = { limit: 6, periodSeconds: 600 };
+    const pim = config.services.find((s) => s.name === "pim");
+    const vendor = pim?.backends.find((b) => b.name === "pim-vendor");
+    if (!pim || !vendor) throw new Error("no pim-vendor");
+    vendor.quota = quota;
+    pim.routes = [{ name: "products", match: { path: "/*" }, split: { weights: { "pim-v1": 0, "pim-v2": 0, "pim-vendor": 100 } } }];
+    const echo = {
+      name: "echo",
+      backends: [{ name: "vendor", type: "external", origin: vendor.origin, provider: "vendor-pim", quota }],
+      routes: [{ name: "vendor", match: { path: "/echo/*" }, split: { weights: { vendor: 100 } } }],
+    };
+    const services = [...config.services.filter((s) => s.name !== "echo"), echo];
+    const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services }) });
+    expect(put.status, await put.clone().text()).toBe(200);
+    const version = Number(put.headers.get("etag")?.replace(/"/g, ""));
+    // Wait for both proxies without calling the provider (every call would spend quota).
+    await waitFor(async () => {
+      const [a, b] = await Promise.all([t.adminFetch("/admin/services/pim"), t.adminFetch("/admin/services/echo")]);
+      return ((await a.json()) as { version: number }).version >= version && ((await b.json()) as { version: number }).version >= version;
+    }, 5_000);
+    await new Promise((r) => setTimeout(r, 1_200)); // proxies pick the new config up
+
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await fetch(`${t.shop}/products/sku-${i + 1}`)).status);
+    for (let i = 0; i < 4; i++) statuses.push((await fetch(`${t.shop}/echo/products/sku-${i + 1}`)).status);
+    statuses.push((await fetch(`${t.shop}/products/sku-9`)).status);
+    const sent = statuses.filter((s) => s !== 429).length;
+    console.log(`provider quota 6, calls from pim and echo: ${JSON.stringify(statuses)}`);
+    expect(sent).toBe(6);
+    expect(statuses.slice(0, 4)).toEqual([200, 200, 200, 200]);
+    expect(statuses.at(-1)).toBe(429);
+  });
+});

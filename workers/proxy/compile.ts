@@ -9,13 +9,14 @@ import { compileContract, type CompiledContract } from "../../shared/contract.ts
 import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
 import { OriginBalancer } from "../../shared/balancer.ts";
 import { egressBase } from "../../shared/egress.ts";
+import type { LimitSpec } from "../../shared/rate-limit.ts";
 import type { ServiceSlice } from "../../shared/slice.ts";
 import { expandLayout } from "../../shared/split.ts";
 
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
 export type Target =
   | { kind: "binding"; fetcher: Fetcher }
-  | { kind: "external"; balancer: OriginBalancer; provider: string; egress: EgressDataPolicy | undefined }
+  | { kind: "external"; balancer: OriginBalancer; provider: string; egress: EgressDataPolicy | undefined; quota: LimitSpec | undefined }
   | { kind: "missing"; reason: string };
 
 export interface CompiledBackend {
@@ -84,7 +85,10 @@ function balancerFor(service: string, backend: string, origins: readonly string[
 function compileTarget(service: string, backend: Backend, bindings: object): Target {
   if (backend.type === "external") {
     const origins = typeof backend.origin === "string" ? [backend.origin] : backend.origin;
-    return { kind: "external", balancer: balancerFor(service, backend.name, origins), provider: backend.provider ?? backend.name, egress: backend.egress };
+    const quota: LimitSpec | undefined = backend.quota
+      ? { algorithm: backend.quota.algorithm, limit: backend.quota.limit, periodSeconds: backend.quota.periodSeconds, ...(backend.quota.burst ? { burst: backend.quota.burst } : {}) }
+      : undefined;
+    return { kind: "external", balancer: balancerFor(service, backend.name, origins), provider: backend.provider ?? backend.name, egress: backend.egress, quota };
   }
   const fetcher: unknown = Reflect.get(bindings, backend.binding);
   return isFetcher(fetcher)

@@ -9,6 +9,7 @@ import { bodySha256, egressUrl } from "../../shared/egress.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { deadline, readBounded, TIMED_OUT, withTimeout } from "./bounded.ts";
+import { checkEgressQuota } from "./rate-limit.ts";
 import type { CompiledBackend, Target } from "./compile.ts";
 import { INTERNET, MESH_HEADER_PREFIX } from "./identity.ts";
 
@@ -86,6 +87,14 @@ async function toThirdParty(
   const base = target.balancer.pick(started, Math.random(), Math.random());
   const destination = egressUrl(base, url.pathname, url.search);
   if (destination.kind === "refused") return failed(403, "egress-refused", "Egress refused", destination.detail, name);
+  if (target.quota) {
+    // The provider's quota is spent only by calls that will really be sent.
+    const refused = await checkEgressQuota(target.provider, target.quota, egress.controlPlane);
+    if (refused) {
+      await request.body?.cancel();
+      return { kind: "failed", response: refused };
+    }
+  }
 
   const hasBody = request.method !== "GET" && request.method !== "HEAD";
   const read = hasBody ? await readBounded(request.body, MAX_EGRESS_BODY_BYTES) : new ArrayBuffer(0);

@@ -153,3 +153,30 @@ function tooMany(name: string, spec: LimitSpec, retryAt: number, now: number): R
     { "retry-after": String(seconds), "ratelimit-policy": policyHeader(name, spec), ratelimit: rateLimitHeader(name, 0, retryAt, now) },
   );
 }
+
+/**
+ * A provider's quota, shared by every proxy and service in the mesh that calls it: one counter per
+ * provider (`egress/<provider>/all`). Returns the 429 to answer, or undefined to go ahead. Fails open
+ * (and says so once a minute): an unreachable counter must not take the provider offline.
+ */
+export async function checkEgressQuota(provider: string, spec: LimitSpec, controlPlane: ControlPlaneApi): Promise<Response | undefined> {
+  const counter = `egress/${provider}/all`;
+  const name = `quota-${provider}`;
+  const now = Date.now();
+  let lease = leases.get(counter);
+  if (lease && now < lease.exhaustedUntil) return tooMany(name, spec, lease.exhaustedUntil, now);
+  if (!lease || now >= lease.validUntil || lease.remaining <= 0) {
+    try {
+      lease = await take(counter, spec, controlPlane, now);
+    } catch (error) {
+      if (now - lastFailureLog > 60_000) {
+        lastFailureLog = now;
+        console.error(JSON.stringify({ event: "rate-limit-unavailable", provider, failMode: "open", error: String(error) }));
+      }
+      return undefined;
+    }
+    if (lease.remaining <= 0) return tooMany(name, spec, lease.exhaustedUntil, Date.now());
+  }
+  lease.remaining--;
+  return undefined;
+}
