@@ -1,17 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "./prng.ts";
 import { DEFAULT_BALANCER, OriginBalancer } from "../../shared/balancer.ts";
 import { DEFAULT_OUTLIER } from "../../shared/resilience.ts";
 
-/** Deterministic PRNG so a failing run can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Outcome = Parameters<ReturnType<OriginBalancer["start"]>>[0];
 

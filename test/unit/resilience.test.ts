@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "./prng.ts";
 import {
   AdaptiveDelay,
   decideFault,
@@ -13,16 +14,6 @@ import {
 } from "../../shared/resilience.ts";
 import { expandLayout, rebalance } from "../../shared/split.ts";
 
-/** Deterministic PRNG so a failing run can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function count<T>(items: readonly T[], predicate: (item: T) => boolean): number {
   return items.reduce((n, item) => (predicate(item) ? n + 1 : n), 0);

@@ -1,16 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "./prng.ts";
 import { decideSplit, expandLayout, hash32, layoutWeights, rebalance, SLOTS, slotOf, type Layout } from "../../shared/split.ts";
 
-/** Deterministic PRNG so a failing property run can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Random integer weights over `backends` summing to 100 (some may be 0). */
 function randomWeights(backends: string[], random: () => number): Record<string, number> {

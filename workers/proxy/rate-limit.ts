@@ -67,6 +67,57 @@ async function take(counter: string, spec: LimitSpec, controlPlane: ControlPlane
 /** Share of the quota left under which allowed responses carry RateLimit headers too. */
 const WARN_BELOW = 0.2;
 
+/** One counter as the steps below see it. */
+interface Counter {
+  counter: string;
+  name: string;
+  spec: LimitSpec;
+  failMode: "open" | "closed";
+}
+
+function countersOf(service: string, rules: readonly RateLimitRule[], request: Request, caller: string, claims: Record<string, unknown> | undefined): Counter[] {
+  return rules.map((rule) => {
+    const name = rule.name ?? "limit";
+    return { counter: `${service}/${name}/${keyOf(rule, request, caller, claims)}`, name, spec: specOf(rule), failMode: rule.failMode };
+  });
+}
+
+/** What this isolate can decide alone: a token from its lease, a refusal until reset, or "ask the counter". */
+function local(c: Counter, now: number): { kind: "token"; lease: Lease } | { kind: "deny"; response: Response } | { kind: "ask" } {
+  const lease = leases.get(c.counter);
+  if (lease && now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
+  if (!lease || now >= lease.validUntil || lease.remaining <= 0) return { kind: "ask" };
+  lease.remaining--;
+  return { kind: "token", lease };
+}
+
+/** Asks the counter for a lease; unreachable counters follow the limit's failure mode. */
+async function remote(c: Counter, controlPlane: ControlPlaneApi, now: number): Promise<{ kind: "token"; lease: Lease } | { kind: "deny"; response: Response } | { kind: "skip" }> {
+  let lease: Lease;
+  try {
+    lease = await take(c.counter, c.spec, controlPlane, now);
+  } catch (error) {
+    if (now - lastFailureLog > 60_000) {
+      lastFailureLog = now;
+      console.error(JSON.stringify({ event: "rate-limit-unavailable", counter: c.counter.split("/").slice(0, 2).join("/"), failMode: c.failMode, error: String(error) }));
+    }
+    if (c.failMode === "open") return { kind: "skip" };
+    return {
+      kind: "deny",
+      response: problemResponse(503, "rate-limit-unavailable", "Rate limit unavailable", { detail: `limit '${c.name}' fails closed and its counter cannot be reached` }, { "retry-after": "1" }),
+    };
+  }
+  if (lease.remaining <= 0) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, Date.now()) };
+  lease.remaining--;
+  return { kind: "token", lease };
+}
+
+function warnIfLow(headers: Array<[string, string]>, c: Counter, lease: Lease, now: number): void {
+  const left = lease.counterRemaining + lease.remaining;
+  if (left >= c.spec.limit * WARN_BELOW) return;
+  headers.push(["ratelimit-policy", policyHeader(c.name, c.spec)], ["ratelimit", rateLimitHeader(c.name, left, lease.validUntil, now)]);
+}
+
 /**
  * Applies the service's limits that cover this route; all must allow. Synchronous while every
  * counter has leased tokens at hand (the steady state), so a limit that is not reached costs the
@@ -84,61 +135,24 @@ export function checkRateLimits(
 ): RateDecision | Promise<RateDecision> {
   if (rules.length === 0) return NO_LIMITS;
   const now = Date.now();
+  const counters = countersOf(service, rules, request, caller, claims);
   const headers: Array<[string, string]> = [];
-  for (const [index, rule] of rules.entries()) {
-    const name = rule.name ?? "limit";
-    const spec = specOf(rule);
-    const counter = `${service}/${name}/${keyOf(rule, request, caller, claims)}`;
-    const lease = leases.get(counter);
-    if (lease && now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(name, spec, lease.exhaustedUntil, now) };
-    if (!lease || now >= lease.validUntil || lease.remaining <= 0) {
-      return checkSlowly(service, rules.slice(index), request, caller, claims, controlPlane, headers);
-    }
-    lease.remaining--;
-    warnIfLow(headers, name, spec, lease, now);
+  for (const [index, c] of counters.entries()) {
+    const step = local(c, now);
+    if (step.kind === "deny") return step;
+    if (step.kind === "ask") return askCounters(counters.slice(index), controlPlane, headers);
+    warnIfLow(headers, c, step.lease, now);
   }
   return headers.length > 0 ? { kind: "allow", headers } : NO_LIMITS;
 }
 
-function warnIfLow(headers: Array<[string, string]>, name: string, spec: LimitSpec, lease: Lease, now: number): void {
-  const left = lease.counterRemaining + lease.remaining;
-  if (left >= spec.limit * WARN_BELOW) return;
-  headers.push(["ratelimit-policy", policyHeader(name, spec)], ["ratelimit", rateLimitHeader(name, left, lease.validUntil, now)]);
-}
-
-async function checkSlowly(
-  service: string,
-  rules: readonly RateLimitRule[],
-  request: Request,
-  caller: string,
-  claims: Record<string, unknown> | undefined,
-  controlPlane: ControlPlaneApi,
-  headers: Array<[string, string]>,
-): Promise<RateDecision> {
-  for (const rule of rules) {
-    const name = rule.name ?? "limit";
-    const spec = specOf(rule);
-    const counter = `${service}/${name}/${keyOf(rule, request, caller, claims)}`;
+async function askCounters(counters: Counter[], controlPlane: ControlPlaneApi, headers: Array<[string, string]>): Promise<RateDecision> {
+  for (const c of counters) {
     const now = Date.now();
-    let lease = leases.get(counter);
-    if (lease && now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(name, spec, lease.exhaustedUntil, now) };
-    if (!lease || now >= lease.validUntil || lease.remaining <= 0) {
-      try {
-        lease = await take(counter, spec, controlPlane, now);
-      } catch (error) {
-        if (now - lastFailureLog > 60_000) {
-          lastFailureLog = now;
-          console.error(JSON.stringify({ event: "rate-limit-unavailable", service, limit: name, failMode: rule.failMode, error: String(error) }));
-        }
-        if (rule.failMode === "closed") {
-          return { kind: "deny", response: problemResponse(503, "rate-limit-unavailable", "Rate limit unavailable", { detail: `limit '${name}' fails closed and its counter cannot be reached` }, { "retry-after": "1" }) };
-        }
-        continue;
-      }
-      if (lease.remaining <= 0) return { kind: "deny", response: tooMany(name, spec, lease.exhaustedUntil, Date.now()) };
-    }
-    lease.remaining--;
-    warnIfLow(headers, name, spec, lease, now);
+    const known = local(c, now);
+    const step = known.kind === "ask" ? await remote(c, controlPlane, now) : known;
+    if (step.kind === "deny") return step;
+    if (step.kind === "token") warnIfLow(headers, c, step.lease, now);
   }
   return headers.length > 0 ? { kind: "allow", headers } : NO_LIMITS;
 }
@@ -156,27 +170,13 @@ function tooMany(name: string, spec: LimitSpec, retryAt: number, now: number): R
 
 /**
  * A provider's quota, shared by every proxy and service in the mesh that calls it: one counter per
- * provider (`egress/<provider>/all`). Returns the 429 to answer, or undefined to go ahead. Fails open
- * (and says so once a minute): an unreachable counter must not take the provider offline.
+ * provider (`egress/<provider>/all`). Returns the 429 to answer, or undefined to go ahead. Fails open:
+ * an unreachable counter must not take the provider offline.
  */
 export async function checkEgressQuota(provider: string, spec: LimitSpec, controlPlane: ControlPlaneApi): Promise<Response | undefined> {
-  const counter = `egress/${provider}/all`;
-  const name = `quota-${provider}`;
+  const c: Counter = { counter: `egress/${provider}/all`, name: `quota-${provider}`, spec, failMode: "open" };
   const now = Date.now();
-  let lease = leases.get(counter);
-  if (lease && now < lease.exhaustedUntil) return tooMany(name, spec, lease.exhaustedUntil, now);
-  if (!lease || now >= lease.validUntil || lease.remaining <= 0) {
-    try {
-      lease = await take(counter, spec, controlPlane, now);
-    } catch (error) {
-      if (now - lastFailureLog > 60_000) {
-        lastFailureLog = now;
-        console.error(JSON.stringify({ event: "rate-limit-unavailable", provider, failMode: "open", error: String(error) }));
-      }
-      return undefined;
-    }
-    if (lease.remaining <= 0) return tooMany(name, spec, lease.exhaustedUntil, Date.now());
-  }
-  lease.remaining--;
-  return undefined;
+  const known = local(c, now);
+  const step = known.kind === "ask" ? await remote(c, controlPlane, now) : known;
+  return step.kind === "deny" ? step.response : undefined;
 }
