@@ -7,7 +7,8 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { FaultsUpdate, MeshConfig, Name, Policy, RateLimitsUpdate, RollbackRequest, ServiceResilience, SplitUpdate, normalizeService } from "../../shared/config.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
-import { resilienceView } from "../../shared/views.ts";
+import { resilienceView, type ServiceView } from "../../shared/views.ts";
+import type { z } from "zod";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
@@ -54,6 +55,58 @@ function refusal(result: Exclude<WriteResult<unknown>, { ok: true }>): Response 
   }
 }
 
+type AdminApp = Hono<{ Bindings: ControlPlaneEnv }>;
+type Store = ReturnType<typeof configStoreOf>;
+
+/** One per-service setting (policy, resilience, faults, rate limits) and how to read and write it. */
+interface ServiceSetting<T> {
+  schema: z.ZodType<T>;
+  /** The setting as GET and PUT show it, or `{ missing }` when the service has none (GET answers 404). */
+  show: (view: ServiceView) => unknown;
+  write: (store: Store, service: string, value: T, ifMatch: number | undefined) => Promise<WriteResult<ServiceView>>;
+  /** DELETE, for settings that can be removed. */
+  clear?: (store: Store, service: string, ifMatch: number | undefined) => Promise<WriteResult<ServiceView>>;
+}
+
+function isMissing(shown: unknown): shown is { missing: string } {
+  return typeof shown === "object" && shown !== null && "missing" in shown && Object.keys(shown).length === 1;
+}
+
+/** `GET`, `PUT` (and `DELETE`) `/admin/services/{service}/<path>`, all with ETag/If-Match. */
+function serviceSetting<T>(admin: AdminApp, path: string, setting: ServiceSetting<T>): void {
+  admin.get(`/services/:service/${path}`, async (c) => {
+    const name = c.req.param("service");
+    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
+    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
+    const shown = setting.show(view);
+    if (isMissing(shown)) return problemResponse(404, `no-${path}`, "Not set", { detail: shown.missing });
+    c.header("etag", etag(view.version));
+    return c.json(shown);
+  });
+  admin.put(`/services/:service/${path}`, async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const parsed = await readBody(c.req.raw, setting.schema);
+    if (!parsed.ok) return parsed.response;
+    const result = await setting.write(configStoreOf(c.env), name, parsed.value, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json(setting.show(result.value));
+  });
+  const clear = setting.clear;
+  if (!clear) return;
+  admin.delete(`/services/:service/${path}`, async (c) => {
+    const name = c.req.param("service");
+    const invalid = serviceNameOrProblem(name);
+    if (invalid) return invalid;
+    const result = await clear(configStoreOf(c.env), name, parseIfMatch(c.req.header("if-match")));
+    if (!result.ok) return refusal(result);
+    c.header("etag", etag(result.value.version));
+    return c.json(result.value);
+  });
+}
+
 /** Builds the `/admin` sub-application. */
 export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
   const admin = new Hono<{ Bindings: ControlPlaneEnv }>();
@@ -95,117 +148,28 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     return c.json(result.value);
   });
 
-  admin.get("/services/:service/policy", async (c) => {
-    const name = c.req.param("service");
-    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
-    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
-    if (!view.policy) {
-      return problemResponse(404, "no-policy", "No policy", { detail: `service '${name}' has no policy: every caller is allowed` });
-    }
-    c.header("etag", etag(view.version));
-    return c.json(view.policy);
+  serviceSetting(admin, "policy", {
+    schema: Policy,
+    show: (view) => view.policy ?? { missing: `service '${view.name}' has no policy: every caller is allowed` },
+    write: (store, name, value, ifMatch) => store.setPolicy(name, value, ifMatch),
+    clear: (store, name, ifMatch) => store.setPolicy(name, null, ifMatch),
   });
-
-  admin.put("/services/:service/policy", async (c) => {
-    const name = c.req.param("service");
-    const invalid = serviceNameOrProblem(name);
-    if (invalid) return invalid;
-    const parsed = await readBody(c.req.raw, Policy);
-    if (!parsed.ok) return parsed.response;
-    const result = await configStoreOf(c.env).setPolicy(name, parsed.value, parseIfMatch(c.req.header("if-match")));
-    if (!result.ok) return refusal(result);
-    c.header("etag", etag(result.value.version));
-    return c.json(result.value);
+  serviceSetting(admin, "resilience", {
+    schema: ServiceResilience,
+    show: resilienceView,
+    write: (store, name, value, ifMatch) => store.setResilience(name, value, ifMatch),
   });
-
-  admin.delete("/services/:service/policy", async (c) => {
-    const name = c.req.param("service");
-    const invalid = serviceNameOrProblem(name);
-    if (invalid) return invalid;
-    const result = await configStoreOf(c.env).setPolicy(name, null, parseIfMatch(c.req.header("if-match")));
-    if (!result.ok) return refusal(result);
-    c.header("etag", etag(result.value.version));
-    return c.json(result.value);
+  serviceSetting(admin, "faults", {
+    schema: FaultsUpdate,
+    show: (view) => ({ faults: view.faults }),
+    write: (store, name, value, ifMatch) => store.setFaults(name, value.faults, ifMatch),
+    clear: (store, name, ifMatch) => store.setFaults(name, [], ifMatch),
   });
-
-  admin.get("/services/:service/resilience", async (c) => {
-    const name = c.req.param("service");
-    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
-    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
-    c.header("etag", etag(view.version));
-    return c.json(resilienceView(view));
-  });
-
-  admin.put("/services/:service/resilience", async (c) => {
-    const name = c.req.param("service");
-    const invalid = serviceNameOrProblem(name);
-    if (invalid) return invalid;
-    const parsed = await readBody(c.req.raw, ServiceResilience);
-    if (!parsed.ok) return parsed.response;
-    const result = await configStoreOf(c.env).setResilience(name, parsed.value, parseIfMatch(c.req.header("if-match")));
-    if (!result.ok) return refusal(result);
-    c.header("etag", etag(result.value.version));
-    return c.json(resilienceView(result.value));
-  });
-
-  admin.get("/services/:service/faults", async (c) => {
-    const name = c.req.param("service");
-    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
-    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
-    c.header("etag", etag(view.version));
-    return c.json({ faults: view.faults });
-  });
-
-  admin.put("/services/:service/faults", async (c) => {
-    const name = c.req.param("service");
-    const invalid = serviceNameOrProblem(name);
-    if (invalid) return invalid;
-    const parsed = await readBody(c.req.raw, FaultsUpdate);
-    if (!parsed.ok) return parsed.response;
-    const result = await configStoreOf(c.env).setFaults(name, parsed.value.faults, parseIfMatch(c.req.header("if-match")));
-    if (!result.ok) return refusal(result);
-    c.header("etag", etag(result.value.version));
-    return c.json({ faults: result.value.faults });
-  });
-
-  admin.delete("/services/:service/faults", async (c) => {
-    const name = c.req.param("service");
-    const invalid = serviceNameOrProblem(name);
-    if (invalid) return invalid;
-    const result = await configStoreOf(c.env).setFaults(name, [], parseIfMatch(c.req.header("if-match")));
-    if (!result.ok) return refusal(result);
-    c.header("etag", etag(result.value.version));
-    return c.json({ faults: result.value.faults });
-  });
-
-  admin.get("/services/:service/ratelimit", async (c) => {
-    const name = c.req.param("service");
-    const view = serviceNameOrProblem(name) ? null : await configStoreOf(c.env).readService(name);
-    if (!view) return problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
-    c.header("etag", etag(view.version));
-    return c.json({ limits: view.rateLimits });
-  });
-
-  admin.put("/services/:service/ratelimit", async (c) => {
-    const name = c.req.param("service");
-    const invalid = serviceNameOrProblem(name);
-    if (invalid) return invalid;
-    const parsed = await readBody(c.req.raw, RateLimitsUpdate);
-    if (!parsed.ok) return parsed.response;
-    const result = await configStoreOf(c.env).setRateLimits(name, parsed.value.limits, parseIfMatch(c.req.header("if-match")));
-    if (!result.ok) return refusal(result);
-    c.header("etag", etag(result.value.version));
-    return c.json({ limits: result.value.rateLimits });
-  });
-
-  admin.delete("/services/:service/ratelimit", async (c) => {
-    const name = c.req.param("service");
-    const invalid = serviceNameOrProblem(name);
-    if (invalid) return invalid;
-    const result = await configStoreOf(c.env).setRateLimits(name, [], parseIfMatch(c.req.header("if-match")));
-    if (!result.ok) return refusal(result);
-    c.header("etag", etag(result.value.version));
-    return c.json({ limits: result.value.rateLimits });
+  serviceSetting(admin, "ratelimit", {
+    schema: RateLimitsUpdate,
+    show: (view) => ({ limits: view.rateLimits }),
+    write: (store, name, value, ifMatch) => store.setRateLimits(name, value.limits, ifMatch),
+    clear: (store, name, ifMatch) => store.setRateLimits(name, [], ifMatch),
   });
 
   // Live counter of one key: `?limit=<name>&key=<value>` (e.g. the API key being investigated).
