@@ -37,13 +37,16 @@ export async function meshFetch(
   path: string,
   init: RequestInit = {},
 ): Promise<Response> {
+  // Never wait longer than the caller still waits for us (x-weft-deadline-ms, from forwardFrom).
+  const deadline = Number(new Headers(init.headers).get(DEADLINE_HEADER) ?? Number.NaN);
+  const timeout = deadline > 0 ? Math.min(TIMEOUT_MS, deadline) : TIMEOUT_MS;
   try {
     return await binding.fetch(`https://${dependency}.mesh${path}`, {
       ...init,
-      signal: AbortSignal.timeout(TIMEOUT_MS),
+      signal: AbortSignal.timeout(timeout),
     });
   } catch (err) {
-    throw new DependencyError(dependency, isTimeout(err) ? `no answer within ${TIMEOUT_MS} ms` : "unreachable");
+    throw new DependencyError(dependency, isTimeout(err) ? `no answer within ${timeout} ms` : "unreachable");
   }
 }
 
@@ -78,7 +81,21 @@ export async function expectJson<T>(res: Response, dependency: string, schema: Z
   return parsed.data;
 }
 
+/** The proxy's header for the time the caller still waits (ms). */
+const DEADLINE_HEADER = "x-weft-deadline-ms";
+
 /** The `cookie` header to forward, so pim's sticky split keeps a shopper on one version. */
 export function forwardCookie(cookie: string | undefined): Record<string, string> {
   return cookie ? { cookie } : {};
+}
+
+/**
+ * Headers a service passes on when it calls another service while handling `incoming`: the
+ * shopper's cookie (sticky splits) and the time the caller still waits, so inner hops never
+ * outlive the request that started them.
+ */
+export function forwardFrom(incoming: Request): Record<string, string> {
+  const headers = forwardCookie(incoming.headers.get("cookie") ?? undefined);
+  const deadline = incoming.headers.get(DEADLINE_HEADER);
+  return deadline ? { ...headers, [DEADLINE_HEADER]: deadline } : headers;
 }

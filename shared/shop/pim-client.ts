@@ -2,7 +2,7 @@
  * Product lookups through the pim proxy (demo shop: used by cart and orders).
  */
 import * as z from "zod";
-import { DependencyError, expectJson, forwardCookie, isJson, meshFetch } from "../mesh-client.ts";
+import { DependencyError, expectJson, isJson, meshFetch } from "../mesh-client.ts";
 
 const PimProduct = z.object({
   sku: z.string(),
@@ -12,13 +12,11 @@ const PimProduct = z.object({
 export type PimProduct = z.infer<typeof PimProduct>;
 
 /**
- * The product for `sku`, or undefined when pim says it does not exist. `cookie` is the shopper's,
- * forwarded so the mesh keeps the shopper on one pim version.
+ * The product for `sku`, or undefined when pim says it does not exist. `forward` carries the
+ * shopper's cookie (one pim version per shopper) and the caller's deadline (see forwardFrom).
  */
-export async function lookupProduct(pim: Fetcher, sku: string, cookie: string | undefined): Promise<PimProduct | undefined> {
-  const res = await meshFetch(pim, "pim", `/products/${encodeURIComponent(sku)}`, {
-    headers: forwardCookie(cookie),
-  });
+export async function lookupProduct(pim: Fetcher, sku: string, forward: Record<string, string>): Promise<PimProduct | undefined> {
+  const res = await meshFetch(pim, "pim", `/products/${encodeURIComponent(sku)}`, { headers: forward });
   if (res.status === 404 && isJson(res)) {
     // Only pim's own "unknown product" answer names the sku; any other 404 means the mesh misrouted.
     const body = z.object({ sku: z.literal(sku) }).safeParse(await res.json().catch(() => null));

@@ -11,6 +11,7 @@ import { readBody } from "../../shared/body.ts";
 import { MAX_QTY } from "./cart-store.ts";
 import type { CartLine, CartStore } from "./cart-store.ts";
 import { lookupProduct } from "../../shared/shop/pim-client.ts";
+import { forwardFrom } from "../../shared/mesh-client.ts";
 
 export { CartStore } from "./cart-store.ts";
 
@@ -63,7 +64,7 @@ app.post("/cart/:cartId/items", (c) =>
     const body = await readBody(c.req.raw, AddItem);
     if (!body.ok) return body.response;
     const { sku, qty } = body.value;
-    const product = await lookupProduct(c.env.PIM, sku, c.req.header("cookie"));
+    const product = await lookupProduct(c.env.PIM, sku, forwardFrom(c.req.raw));
     if (!product) {
       return problemResponse(422, "unknown-sku", "unknown sku", {
         detail: `pim has no product '${sku}'`,

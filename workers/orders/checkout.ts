@@ -15,14 +15,14 @@ type CartItem = z.infer<typeof CartSnapshot>["items"][number];
 export type Pricing = { ok: true; lines: OrderLine[]; totalCents: number } | { ok: false; unknownSkus: string[] };
 
 /** The cart's items, read through the cart proxy. */
-export async function readCart(cart: Fetcher, cartId: string, cookie: string | undefined): Promise<CartItem[]> {
-  const res = await meshFetch(cart, "cart", `/cart/${encodeURIComponent(cartId)}`, { headers: forwardCookie(cookie) });
+export async function readCart(cart: Fetcher, cartId: string, forward: Record<string, string>): Promise<CartItem[]> {
+  const res = await meshFetch(cart, "cart", `/cart/${encodeURIComponent(cartId)}`, { headers: forward });
   return (await expectJson(res, "cart", CartSnapshot)).items;
 }
 
 /** Prices every item from pim, in parallel; the cart's own prices may be stale. */
-export async function priceItems(pim: Fetcher, items: CartItem[], cookie: string | undefined): Promise<Pricing> {
-  const products = await Promise.all(items.map((item) => lookupProduct(pim, item.sku, cookie)));
+export async function priceItems(pim: Fetcher, items: CartItem[], forward: Record<string, string>): Promise<Pricing> {
+  const products = await Promise.all(items.map((item) => lookupProduct(pim, item.sku, forward)));
   const lines: OrderLine[] = [];
   const unknownSkus: string[] = [];
   items.forEach((item, i) => {
@@ -36,6 +36,7 @@ export async function priceItems(pim: Fetcher, items: CartItem[], cookie: string
 
 /** Empties the cart after an order. Best effort: the order is already stored, so failures are only logged. */
 export async function clearCart(cart: Fetcher, cartId: string, cookie: string | undefined): Promise<void> {
+  // Runs after the response (waitUntil): it forwards the cookie only, the caller's deadline is over.
   try {
     const res = await meshFetch(cart, "cart", `/cart/${encodeURIComponent(cartId)}`, {
       method: "DELETE",

@@ -9,6 +9,7 @@ import { problemResponse } from "../../shared/problem.ts";
 import { methodNotAllowed, notFound, serviceErrors } from "../../shared/service-errors.ts";
 import { readBody } from "../../shared/body.ts";
 import { clearCart, priceItems, readCart } from "./checkout.ts";
+import { forwardFrom } from "../../shared/mesh-client.ts";
 import { sendConfirmation } from "./notify.ts";
 import type { Order, OrderBook } from "./order-book.ts";
 
@@ -82,11 +83,12 @@ app.post("/orders", async (c) => {
   }
 
   const cookie = c.req.header("cookie");
-  const items = await readCart(c.env.CART, cartId, cookie);
+  const forward = forwardFrom(c.req.raw);
+  const items = await readCart(c.env.CART, cartId, forward);
   if (items.length === 0) {
     return problemResponse(422, "empty-cart", "Cart is empty", { detail: `cart '${cartId}' has no items`, instance: c.req.path });
   }
-  const pricing = await priceItems(c.env.PIM, items, cookie);
+  const pricing = await priceItems(c.env.PIM, items, forward);
   if (!pricing.ok) {
     return problemResponse(422, "unknown-sku", "unknown sku", {
       detail: `pim no longer has: ${pricing.unknownSkus.join(", ")}`,

@@ -38,7 +38,8 @@ function failed(status: number, slug: string, title: string, detail: string, bac
   return { kind: "failed", response: problemResponse(status, slug, title, { detail, backend }) };
 }
 
-function timedOut(backend: string, ms: number): ForwardResult {
+/** The result for a backend that did not answer within `ms`. */
+export function timedOut(backend: string, ms: number): ForwardResult {
   return failed(504, "upstream-timeout", "Backend timed out", `backend '${backend}' did not answer within ${ms} ms`, backend);
 }
 

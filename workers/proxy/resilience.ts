@@ -17,7 +17,7 @@ import {
 } from "../../shared/resilience.ts";
 import { readBounded } from "./bounded.ts";
 import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts";
-import { forward, unreachable, type EgressContext, type ForwardResult } from "./forward.ts";
+import { forward, timedOut, unreachable, type EgressContext, type ForwardResult } from "./forward.ts";
 import { DEADLINE_HEADER, SHADOW_HEADER } from "./identity.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 
@@ -110,7 +110,15 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 /** One attempt on one backend, with any rehearsal fault applied first. */
 async function attempt(backend: CompiledBackend, request: Request, faults: readonly FaultRule[], egress: EgressContext, timeoutMs: number | undefined): Promise<ForwardResult> {
   const fault = faults.length > 0 ? decideFault(faults, backend.name, Math.random(), Math.random()) : { kind: "none" as const };
-  if (fault.kind === "delay" || fault.kind === "delay-then-abort") await sleep(fault.ms);
+  if (fault.kind === "delay" || fault.kind === "delay-then-abort") {
+    // An injected delay counts against the attempt's time like a slow backend would.
+    if (timeoutMs !== undefined && fault.ms >= timeoutMs) {
+      await sleep(timeoutMs);
+      await request.body?.cancel();
+      return timedOut(backend.name, timeoutMs);
+    }
+    await sleep(fault.ms);
+  }
   if (fault.kind === "abort" || fault.kind === "delay-then-abort") {
     await request.body?.cancel();
     const response = problemResponse(fault.status, "fault-injected", "Injected fault", { detail: `rehearsal fault on backend '${backend.name}'`, backend: backend.name });
