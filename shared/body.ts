@@ -1,5 +1,5 @@
 /**
- * Request body validation, the same everywhere: unreadable JSON is 400, well-formed JSON of the wrong
+ * Request validation, the same everywhere: unreadable JSON is 400, well-formed JSON of the wrong
  * shape is 422, both as problem+json with zod's issues under `issues`.
  */
 import type { ZodType } from "zod";
@@ -35,4 +35,19 @@ export async function readBody<T>(req: Request, schema: ZodType<T>): Promise<Bod
     };
   }
   return { ok: true, value: parsed.data };
+}
+
+/** Validates query parameters; invalid ones are 400 with zod's issues. */
+export function readQuery<T>(req: Request, schema: ZodType<T>): BodyResult<T> {
+  const url = new URL(req.url);
+  const parsed = schema.safeParse(Object.fromEntries(url.searchParams));
+  if (parsed.success) return { ok: true, value: parsed.data };
+  return {
+    ok: false,
+    response: problemResponse(400, "invalid-query", "Query parameters are invalid", {
+      detail: parsed.error.issues.map((i) => `${i.path.join(".") || "(query)"}: ${i.message}`).join("; "),
+      instance: url.pathname,
+      issues: parsed.error.issues,
+    }),
+  };
 }

@@ -90,12 +90,25 @@ export function forwardCookie(cookie: string | undefined): Record<string, string
 }
 
 /**
- * Headers a service passes on when it calls another service while handling `incoming`: the
- * shopper's cookie (sticky splits) and the time the caller still waits, so inner hops never
- * outlive the request that started them.
+ * The W3C trace context (`traceparent`, `tracestate`) of `incoming`. Services pass it on, as with
+ * every mesh, so their outgoing calls join the trace their proxy continued or started.
+ */
+export function traceFrom(incoming: Request): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const name of ["traceparent", "tracestate"]) {
+    const value = incoming.headers.get(name);
+    if (value) headers[name] = value;
+  }
+  return headers;
+}
+
+/**
+ * Headers a service passes on when it calls another service while handling `incoming`: the trace
+ * context, the shopper's cookie (sticky splits) and the time the caller still waits, so inner hops
+ * never outlive the request that started them.
  */
 export function forwardFrom(incoming: Request): Record<string, string> {
-  const headers = forwardCookie(incoming.headers.get("cookie") ?? undefined);
+  const headers = { ...traceFrom(incoming), ...forwardCookie(incoming.headers.get("cookie") ?? undefined) };
   const deadline = incoming.headers.get(DEADLINE_HEADER);
   return deadline ? { ...headers, [DEADLINE_HEADER]: deadline } : headers;
 }

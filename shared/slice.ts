@@ -3,6 +3,7 @@
  * so a proxy in a mesh of thousands of services does the same work as in a mesh of five.
  */
 import type { Backend, FaultRule, Policy, RateLimitRule, RouteConfig, ServiceConfig } from "./config.ts";
+import type { IngestReply, TelemetryBatch } from "./metrics.ts";
 import type { Grant, LimitSpec } from "./rate-limit.ts";
 import type { Layout } from "./split.ts";
 
@@ -53,13 +54,16 @@ export interface EgressClaims {
 
 /**
  * What a proxy may ask of the control plane (the ConfigService entrypoint, over its CONTROL_PLANE
- * binding): its own slice, and tokens for its calls to third parties.
+ * binding): its own slice, tokens for its calls to third parties and rate limits, and a place for
+ * its telemetry.
  */
 export interface ControlPlaneApi {
   readSlice(service: string, knownVersion: number): Promise<SliceRead>;
   signEgress(service: string, claims: EgressClaims): Promise<{ token: string; kid: string }>;
   /** Leases up to `want` tokens of one rate-limit counter (`counter` = service/limit/key). */
   leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">>;
+  /** Hands a batch of golden metrics and tap events to the service's telemetry shard. */
+  recordTelemetry(batch: TelemetryBatch): Promise<IngestReply>;
 }
 
 /** Answer to "give me my slice if it changed since `knownVersion`". */

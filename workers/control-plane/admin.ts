@@ -14,6 +14,7 @@ import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
 import { requireAdminToken } from "./auth.ts";
 import { keysAdminApi } from "./keys.ts";
+import { observabilityApi } from "./observability.ts";
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
@@ -228,6 +229,7 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
   });
 
   admin.route("/keys", keysAdminApi());
+  admin.route("/", observabilityApi());
 
   return admin;
 }

@@ -9,6 +9,12 @@ import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { signingKeysOf } from "../../durable-objects/signing-keys.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
 import type { Grant, LimitSpec } from "../../shared/rate-limit.ts";
+import type { IngestReply, TelemetryBatch } from "../../shared/metrics.ts";
+import { telemetryStoreOf } from "../../durable-objects/telemetry-store.ts";
+
+/** Bounds on one telemetry batch (a proxy sends far less); larger ones are refused. */
+const MAX_BATCH_SERIES = 10_000;
+const MAX_BATCH_EVENTS = 5_000;
 
 export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements ControlPlaneApi {
   /** The service's slice if it changed since `knownVersion` (0 when the proxy has none). */
@@ -40,6 +46,16 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     const leased = await rateCounterOf(this.env, counter).lease(spec, want);
     const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining };
     disposeRpcResult(leased);
+    return plain;
+  }
+
+  /** Stores a proxy's telemetry batch in its service's shard. */
+  async recordTelemetry(batch: TelemetryBatch): Promise<IngestReply> {
+    if (!Name.safeParse(batch.service).success) throw new TypeError("invalid service name");
+    if (batch.series.length > MAX_BATCH_SERIES || batch.events.length > MAX_BATCH_EVENTS) throw new RangeError("telemetry batch too large");
+    const reply = await telemetryStoreOf(this.env, batch.service).ingest(batch);
+    const plain = { tapping: reply.tapping };
+    disposeRpcResult(reply);
     return plain;
   }
 }

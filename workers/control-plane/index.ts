@@ -5,12 +5,15 @@
 import { Hono } from "hono";
 import { problemResponse } from "../../shared/problem.ts";
 import { adminApi } from "./admin.ts";
+import { requireAdminToken } from "./auth.ts";
 import { jwksApi } from "./keys.ts";
+import { prometheusMetrics } from "./observability.ts";
 
 export { ConfigStore } from "../../durable-objects/config-store.ts";
 export { SliceStore } from "../../durable-objects/slice-store.ts";
 export { JwksRegistry, SigningKeys } from "../../durable-objects/signing-keys.ts";
 export { RateCounter } from "../../durable-objects/rate-counter.ts";
+export { TelemetryStore } from "../../durable-objects/telemetry-store.ts";
 export { ConfigService } from "./config-service.ts";
 
 const app = new Hono<{ Bindings: ControlPlaneEnv }>();
@@ -18,6 +21,7 @@ const app = new Hono<{ Bindings: ControlPlaneEnv }>();
 app.get("/healthz", (c) => c.json({ ok: true }));
 app.route("/admin", adminApi());
 app.route("/.well-known", jwksApi());
+app.get("/metrics", requireAdminToken(), prometheusMetrics);
 
 app.notFound((c) => problemResponse(404, "not-found", "Not found", { detail: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }));
 app.onError((error) => {

@@ -35,12 +35,12 @@ export async function priceItems(pim: Fetcher, items: CartItem[], forward: Recor
 }
 
 /** Empties the cart after an order. Best effort: the order is already stored, so failures are only logged. */
-export async function clearCart(cart: Fetcher, cartId: string, cookie: string | undefined): Promise<void> {
-  // Runs after the response (waitUntil): it forwards the cookie only, the caller's deadline is over.
+export async function clearCart(cart: Fetcher, cartId: string, cookie: string | undefined, trace: Record<string, string>): Promise<void> {
+  // Runs after the response (waitUntil): it forwards the cookie and trace only, the caller's deadline is over.
   try {
     const res = await meshFetch(cart, "cart", `/cart/${encodeURIComponent(cartId)}`, {
       method: "DELETE",
-      headers: forwardCookie(cookie),
+      headers: { ...trace, ...forwardCookie(cookie) },
     });
     await res.body?.cancel();
     if (!res.ok) console.warn(`orders: clearing cart ${cartId} failed with ${res.status}`);

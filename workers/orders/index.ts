@@ -9,7 +9,7 @@ import { problemResponse } from "../../shared/problem.ts";
 import { methodNotAllowed, notFound, serviceErrors } from "../../shared/service-errors.ts";
 import { readBody } from "../../shared/body.ts";
 import { clearCart, priceItems, readCart } from "./checkout.ts";
-import { forwardFrom } from "../../shared/mesh-client.ts";
+import { forwardFrom, traceFrom } from "../../shared/mesh-client.ts";
 import { sendConfirmation } from "./notify.ts";
 import type { Order, OrderBook } from "./order-book.ts";
 
@@ -104,7 +104,7 @@ app.post("/orders", async (c) => {
   // A concurrent request with the same key may have won the race; place() then returns its order.
   if (result.outcome === "conflict") return keyReused(c);
   if (result.outcome === "replayed") return orderResponse(c, result.order, true);
-  c.executionCtx.waitUntil(clearCart(c.env.CART, cartId, cookie));
+  c.executionCtx.waitUntil(clearCart(c.env.CART, cartId, cookie, traceFrom(c.req.raw)));
   if (customer) {
     const placed = orderBody(result.order);
     c.executionCtx.waitUntil(
@@ -114,7 +114,7 @@ app.post("/orders", async (c) => {
         text: `Thank you! We received your order of ${placed.items.length} item(s), total ${placed.total.toFixed(2)} ${placed.currency}.`,
         customer,
         order: { orderId: placed.orderId, items: placed.items, total: placed.total, currency: placed.currency },
-      }),
+      }, traceFrom(c.req.raw)),
     );
   }
   return orderResponse(c, result.order, false);

@@ -14,11 +14,11 @@ export interface Confirmation {
 }
 
 /** Sends a confirmation; best effort, because the order is already placed whatever happens here. */
-export async function sendConfirmation(notify: Fetcher, confirmation: Confirmation): Promise<void> {
+export async function sendConfirmation(notify: Fetcher, confirmation: Confirmation, trace: Record<string, string>): Promise<void> {
   try {
     const res = await meshFetch(notify, "notify", "/messages", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { ...trace, "content-type": "application/json" },
       body: JSON.stringify(confirmation),
     });
     await res.body?.cancel();

@@ -19,7 +19,7 @@ export type Step<T> = { kind: "continue"; value: T } | { kind: "stop"; response:
  * Verifies the end user's token when the route asks for it; the verified claims replace whatever
  * `x-weft-claims` the request had. `headers` is the backend's header set so far (undefined: unchanged).
  */
-export async function authenticateUser(route: CompiledRoute, request: Request, headers: Headers | undefined): Promise<Step<Headers | undefined>> {
+export async function authenticateUser(route: CompiledRoute, request: Request, headers: Headers): Promise<Step<Headers>> {
   if (!route.auth) return { kind: "continue", value: headers };
   const result = await authenticate(request.headers.get("authorization"), route.auth.settings, route.auth.keys);
   if (result.kind === "refused") {
@@ -34,9 +34,8 @@ export async function authenticateUser(route: CompiledRoute, request: Request, h
       ),
     };
   }
-  const withClaims = headers ?? new Headers(request.headers);
-  withClaims.set(CLAIMS_HEADER, encodeClaims(result.claims));
-  return { kind: "continue", value: withClaims };
+  headers.set(CLAIMS_HEADER, encodeClaims(result.claims));
+  return { kind: "continue", value: headers };
 }
 
 function logViolation(direction: "request" | "response", service: string, route: string, check: Extract<ContractCheck, { kind: "fail" }>): void {

@@ -32,23 +32,21 @@ export function callerOf(props: unknown): string {
 }
 
 /**
- * The headers the backend receives, or undefined when the request can go as it is (the common case,
- * which saves a copy of the request on the hot path). Internal callers get `x-weft-caller` set to
- * their verified identity. From the internet every `x-weft-*` header is removed, so a request
- * without `x-weft-caller` came from the internet: backends are reachable only through their proxy.
+ * The headers the backend receives: the trace context of this hop (W3C `traceparent`, this proxy's
+ * span as the parent), and for internal callers `x-weft-caller` set to their verified identity. From
+ * the internet every `x-weft-*` header is removed, so a request without `x-weft-caller` came from the
+ * internet: backends are reachable only through their proxy.
  */
-export function inboundHeaders(request: Request, caller: string): Headers | undefined {
+export function inboundHeaders(request: Request, caller: string, trace: { traceparent: string; tracestate: string | undefined }): Headers {
+  const headers = new Headers(request.headers);
+  headers.set("traceparent", trace.traceparent);
+  if (trace.tracestate === undefined) headers.delete("tracestate");
   if (caller !== INTERNET) {
-    const headers = new Headers(request.headers);
     headers.set(CALLER_HEADER, caller);
     return headers;
   }
-  let headers: Headers | undefined;
   for (const [name] of request.headers) {
-    if (name.startsWith(MESH_HEADER_PREFIX)) {
-      headers ??= new Headers(request.headers);
-      headers.delete(name);
-    }
+    if (name.startsWith(MESH_HEADER_PREFIX)) headers.delete(name);
   }
   return headers;
 }

@@ -2,11 +2,13 @@
  * The Weft proxy: one code base, deployed once per service (`wrangler deploy --env <service>`).
  * Every call into the service passes this filter chain:
  *
- *   identity → authorization → route → authentication → rate limit → contract → split → resilience/forward → contract → headers
+ *   trace → identity → authorization → route → authentication → rate limit → contract → split →
+ *   resilience/forward → contract → headers → telemetry
  *
  * Each step is a small function; this file only wires them. Steps a route does not use cost
- * nothing: config comes synchronously from the isolate cache, and a request that needs no body or
- * header work is handed to its backend as is, its response returned untouched.
+ * nothing: config comes synchronously from the isolate cache, a request that needs no body work is
+ * handed to its backend with only its headers rewritten, and its response is returned untouched.
+ * Telemetry is one push per request; metrics, logs and spans are built in batches after responses.
  */
 import { authorize } from "../../shared/authorize.ts";
 import { problemResponse } from "../../shared/problem.ts";
@@ -22,11 +24,13 @@ import { checkRateLimits, type RateDecision } from "./rate-limit.ts";
 import { CLAIMS_HEADER, decodeClaims } from "../../shared/user-auth.ts";
 import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET } from "./identity.ts";
 import { place, type Placement } from "./split.ts";
+import { beginHop, ServiceTelemetry, telemetrySettings, type Hop, type Trail } from "./telemetry.ts";
 
 interface Proxy {
   cache: SliceCache;
   controlPlane: ControlPlaneApi;
   debug: boolean;
+  telemetry: ServiceTelemetry;
 }
 const proxies = new Map<string, Proxy>();
 
@@ -41,7 +45,12 @@ function setup(env: ProxyEnv): Proxy | Response {
   }
   let proxy = proxies.get(service);
   if (!proxy) {
-    proxy = { cache: new SliceCache(service, controlPlane, env), controlPlane, debug: env.WEFT_DEBUG_HEADERS === "true" };
+    proxy = {
+      cache: new SliceCache(service, controlPlane, env),
+      controlPlane,
+      debug: env.WEFT_DEBUG_HEADERS === "true",
+      telemetry: new ServiceTelemetry(service, controlPlane, telemetrySettings(env)),
+    };
     proxies.set(service, proxy);
   }
   return proxy;
@@ -51,12 +60,32 @@ export default {
   fetch(request, env, ctx): Response | Promise<Response> {
     const proxy = setup(env);
     if (proxy instanceof Response) return proxy;
+    // trace: continue the caller's trace or start one here
+    const hop = beginHop(request, proxy.telemetry.settings.sampleRate, Date.now());
+    const trail: Trail = { route: undefined, backend: undefined, attempts: 1 };
+    const caller = callerOf(ctx.props);
     const state = proxy.cache.current((p) => ctx.waitUntil(p));
-    return state instanceof Promise ? state.then((s) => chain(request, ctx, proxy, s)) : chain(request, ctx, proxy, state);
+    const response = state instanceof Promise ? state.then((s) => chain(request, ctx, proxy, s, hop, caller, trail)) : chain(request, ctx, proxy, state, hop, caller, trail);
+    // telemetry: one record per request, whatever the outcome
+    const finish = (status: number): void => proxy.telemetry.finish(hop, request, caller, trail, status, (p) => ctx.waitUntil(p));
+    if (response instanceof Response) {
+      finish(response.status);
+      return response;
+    }
+    return response.then(
+      (r) => {
+        finish(r.status);
+        return r;
+      },
+      (error: unknown) => {
+        finish(500);
+        throw error;
+      },
+    );
   },
 } satisfies ExportedHandler<ProxyEnv>;
 
-function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: SliceState): Response | Promise<Response> {
+function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: SliceState, hop: Hop, caller: string, trail: Trail): Response | Promise<Response> {
   if (state.kind !== "ready") return problemResponse(503, "no-config", "Service not configured", { detail: state.detail });
   const slice = state.slice;
   if (Number(request.headers.get("content-length") ?? 0) > MAX_REQUEST_BYTES) {
@@ -64,7 +93,6 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
   }
 
   // identity: from the binding's props (set by the deployer), else the internet
-  const caller = callerOf(ctx.props);
   const path = pathOf(request.url);
 
   // authorization
@@ -81,6 +109,7 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
   if (!route) {
     return problemResponse(404, "no-route", "No route", { detail: `service '${slice.service}' has no route for ${request.method} ${path}` });
   }
+  trail.route = route.name;
 
   // active health checks (due ones run in waitUntil; usually a single comparison)
   probeHealth(slice, proxy.controlPlane, (p) => ctx.waitUntil(p));
@@ -96,23 +125,28 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
   const limited = route.auth ? undefined : checkRateLimits(slice.service, route.rateLimits, request, caller, undefined, proxy.controlPlane);
   if (limited && !(limited instanceof Promise) && limited.kind === "deny") return limited.response;
 
-  const headers = inboundHeaders(request, caller);
+  const headers = inboundHeaders(request, caller, hop);
   const simple =
     backend.target.kind === "binding" && !route.auth && !route.contract && route.timeoutMs === undefined && !route.mirror &&
     (limited === undefined || (!(limited instanceof Promise) && limited.kind === "allow" && limited.headers.length === 0)) &&
     slice.faults.length === 0 && (caller === INTERNET || !request.headers.has(DEADLINE_HEADER));
   if (simple && backend.target.kind === "binding") {
-    const outbound = headers ? new Request(request, { headers }) : request;
     // Nothing to check or add: hand the request over and return the backend's response as is.
-    if (!route.retries && route.failover.length === 0 && !proxy.debug && !placement.setCookie) return backend.target.fetcher.fetch(outbound);
+    if (!route.retries && route.failover.length === 0 && !proxy.debug && !placement.setCookie) {
+      trail.backend = backend.name;
+      return backend.target.fetcher.fetch(new Request(request, { headers }));
+    }
     // Retries configured: still one plain call; only a failure takes the full resilience path.
     if ((request.method === "GET" || request.method === "HEAD") && !ejected.has(backend.name)) {
       const egress = { service: slice.service, caller, controlPlane: proxy.controlPlane };
-      const delivery = sendFast(slice, route, backend, backend.target.fetcher, outbound, egress);
-      return !proxy.debug && !placement.setCookie ? delivery.then((d) => d.response) : delivery.then((d) => decorate(d, proxy, slice, route, placement));
+      return sendFast(slice, route, backend, backend.target.fetcher, new Request(request, { headers }), egress).then((d) => {
+        trail.backend = d.backend.name;
+        trail.attempts = d.attempts;
+        return !proxy.debug && !placement.setCookie ? d.response : decorate(d, proxy, slice, route, placement);
+      });
     }
   }
-  return checkedChain(request, ctx, proxy, slice, route, backend, placement, caller, headers, limited);
+  return checkedChain(request, ctx, proxy, slice, route, backend, placement, caller, headers, limited, trail);
 }
 
 /** The chain's steps that read bodies, verify tokens or decorate the response. */
@@ -125,15 +159,16 @@ async function checkedChain(
   backend: CompiledBackend,
   placement: Placement,
   caller: string,
-  inbound: Headers | undefined,
+  inbound: Headers,
   limitedBefore: RateDecision | Promise<RateDecision> | undefined,
+  trail: Trail,
 ): Promise<Response> {
   // authentication (end-user JWT, per route)
   const authenticated = route.auth ? await authenticateUser(route, request, inbound) : { kind: "continue" as const, value: inbound };
   if (authenticated.kind === "stop") return authenticated.response;
 
   // rate limits: counted before the split, or here after authentication (a verified claim can be the key)
-  const claims = authenticated.value?.get(CLAIMS_HEADER);
+  const claims = authenticated.value.get(CLAIMS_HEADER);
   const limited = await (limitedBefore ??
     checkRateLimits(slice.service, route.rateLimits, request, caller, claims ? decodeClaims(claims) : undefined, proxy.controlPlane));
   if (limited.kind === "deny") return limited.response;
@@ -143,11 +178,13 @@ async function checkedChain(
   if (checked.kind === "stop") return checked.response;
 
   // resilience + forward (deadline, retries, failover, faults, outlier detection, mirroring)
-  const outbound = authenticated.value ? new Request(checked.value, { headers: authenticated.value }) : checked.value;
+  const outbound = new Request(checked.value, { headers: authenticated.value });
   const egress = { service: slice.service, caller, controlPlane: proxy.controlPlane };
   mirrorRequest(slice, route, outbound, egress, (p) => ctx.waitUntil(p));
   const deadlineAt = deadlineOf(request, caller, route.timeoutMs, Date.now());
   const delivery = await sendResiliently(slice, route, backend, outbound, egress, deadlineAt);
+  trail.backend = delivery.backend.name;
+  trail.attempts = delivery.attempts;
   const response = route.contract && !delivery.response.headers.has("x-weft-fault") ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
 
   return decorate({ ...delivery, response }, proxy, slice, route, placement, limited.headers);

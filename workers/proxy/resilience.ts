@@ -20,6 +20,7 @@ import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts
 import { forward, timedOut, unreachable, type EgressContext, type ForwardResult } from "./forward.ts";
 import { DEADLINE_HEADER, SHADOW_HEADER } from "./identity.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { countEjection } from "./telemetry.ts";
 
 /** Bodies up to this size are kept so the request can be sent again; larger ones get one attempt. */
 export const MAX_REPLAY_BYTES = 256 * 1024;
@@ -100,6 +101,7 @@ function record(service: string, backend: string, success: boolean, now: number)
     if (!set) ejected.set(service, (set = new Set()));
     if (!set.has(backend)) {
       set.add(backend);
+      countEjection(service);
       console.warn(JSON.stringify({ event: "backend-ejected", service, backend, until: new Date(health.until).toISOString(), ejections: health.ejections }));
     }
   }

@@ -18,8 +18,8 @@ export type Product = z.infer<typeof Product>;
 const ProductList = z.object({ products: z.array(Product), version: z.string() });
 export type ProductList = z.infer<typeof ProductList>;
 
-/** All products, through the pim proxy, as seen by the shopper owning `cookie`. */
-export async function fetchProducts(pim: Fetcher, cookie: string): Promise<ProductList> {
-  const res = await meshFetch(pim, "pim", "/products", { headers: { cookie } });
+/** All products, through the pim proxy, as seen by the shopper whose cookie `headers` carry. */
+export async function fetchProducts(pim: Fetcher, headers: Record<string, string>): Promise<ProductList> {
+  const res = await meshFetch(pim, "pim", "/products", { headers });
   return expectJson(res, "pim", ProductList);
 }

@@ -8,7 +8,7 @@ import * as z from "zod";
 import { notFound, serviceErrors } from "../../shared/service-errors.ts";
 import { readBody } from "../../shared/body.ts";
 import { fetchProducts } from "./catalog.ts";
-import { meshFetch } from "../../shared/mesh-client.ts";
+import { meshFetch, traceFrom } from "../../shared/mesh-client.ts";
 import { renderPage } from "./page.ts";
 import { relay } from "./relay.ts";
 import { shopper } from "./shopper.ts";
@@ -20,6 +20,11 @@ const AddItem = z.object({
   sku: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 letters, digits, '.', '_' or '-'"),
   qty: z.int().min(1).max(99),
 });
+
+/** Headers of a call on the shopper's behalf: their cookie and this request's trace context. */
+function onBehalf(c: Context<App>, extra: Record<string, string> = {}): Record<string, string> {
+  return { ...traceFrom(c.req.raw), cookie: c.var.shopper.cookie, ...extra };
+}
 
 function cartPath(c: Context<App>, rest = ""): string {
   return `/cart/${encodeURIComponent(c.var.shopper.id)}${rest}`;
@@ -33,7 +38,7 @@ app.use("/", shopper());
 app.use("/api/*", shopper());
 
 app.get("/", async (c) => {
-  const list = await fetchProducts(c.env.PIM, c.var.shopper.cookie);
+  const list = await fetchProducts(c.env.PIM, onBehalf(c));
   const nonce = crypto.randomUUID();
   return c.html(renderPage(list, c.var.shopper.id, nonce), 200, {
     "cache-control": "no-store",
@@ -44,11 +49,11 @@ app.get("/", async (c) => {
 });
 
 app.get("/api/products", async (c) =>
-  relay(await meshFetch(c.env.PIM, "pim", "/products", { headers: { cookie: c.var.shopper.cookie } }), "pim"),
+  relay(await meshFetch(c.env.PIM, "pim", "/products", { headers: onBehalf(c) }), "pim"),
 );
 
 app.get("/api/cart", async (c) =>
-  relay(await meshFetch(c.env.CART, "cart", cartPath(c), { headers: { cookie: c.var.shopper.cookie } }), "cart"),
+  relay(await meshFetch(c.env.CART, "cart", cartPath(c), { headers: onBehalf(c) }), "cart"),
 );
 
 app.post("/api/cart/items", async (c) => {
@@ -56,7 +61,7 @@ app.post("/api/cart/items", async (c) => {
   if (!body.ok) return body.response;
   const res = await meshFetch(c.env.CART, "cart", cartPath(c, "/items"), {
     method: "POST",
-    headers: { cookie: c.var.shopper.cookie, "content-type": "application/json" },
+    headers: onBehalf(c, { "content-type": "application/json" }),
     body: JSON.stringify(body.value),
   });
   return relay(res, "cart");
@@ -64,11 +69,11 @@ app.post("/api/cart/items", async (c) => {
 
 app.delete("/api/cart/items/:sku", async (c) => {
   const path = cartPath(c, `/items/${encodeURIComponent(c.req.param("sku"))}`);
-  return relay(await meshFetch(c.env.CART, "cart", path, { method: "DELETE", headers: { cookie: c.var.shopper.cookie } }), "cart");
+  return relay(await meshFetch(c.env.CART, "cart", path, { method: "DELETE", headers: onBehalf(c) }), "cart");
 });
 
 app.post("/api/orders", async (c) => {
-  const headers: Record<string, string> = { cookie: c.var.shopper.cookie, "content-type": "application/json" };
+  const headers = onBehalf(c, { "content-type": "application/json" });
   const key = c.req.header("idempotency-key");
   if (key !== undefined) headers["idempotency-key"] = key;
   const res = await meshFetch(c.env.ORDERS, "orders", "/orders", {

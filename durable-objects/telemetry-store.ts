@@ -1,0 +1,172 @@
+/**
+ * TelemetryStore: one object per service (`idFromName(service)`), fed by that service's proxies
+ * about once a second per isolate, never per request. It keeps the service's golden metrics in
+ * 10-second slots for an hour (for `/admin/metrics` and the graph), running totals (for Prometheus),
+ * the recent errors, and the live tap streams.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { BUCKETS, isFailure, SLOT_SECONDS, type IngestReply, type SeriesStats, type SlotSeries, type TapEvent, type TelemetryBatch } from "../shared/metrics.ts";
+import { plainStub, type PlainStub } from "./rpc.ts";
+
+/** The telemetry shard of `service`. */
+export function telemetryStoreOf(env: ControlPlaneEnv, service: string): PlainStub<TelemetryStore> {
+  return plainStub<TelemetryStore>(env.TELEMETRY.get(env.TELEMETRY.idFromName(service)));
+}
+
+/** Slots older than this are deleted (the longest window the admin API serves). */
+export const RETENTION_SECONDS = 3_600;
+const KEPT_ERRORS = 200;
+/** Recent events a new tap starts with. */
+const REPLAYED_EVENTS = 20;
+const HEARTBEAT_MS = 15_000;
+
+const BUCKET_COLUMNS = Array.from({ length: BUCKETS }, (_, i) => `b${i}`);
+const STAT_COLUMNS = ["count", "attempts", "sum_ms", ...BUCKET_COLUMNS];
+const KEY_COLUMNS = ["route", "backend", "caller", "code"];
+
+function upsertSql(table: string, keys: string[]): string {
+  const columns = [...keys, ...STAT_COLUMNS];
+  return `INSERT INTO ${table} (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")})
+    ON CONFLICT (${keys.join(", ")}) DO UPDATE SET ${STAT_COLUMNS.map((c) => `${c} = ${c} + excluded.${c}`).join(", ")}`;
+}
+
+const UPSERT_SLOT = upsertSql("slots", ["slot", ...KEY_COLUMNS]);
+const UPSERT_TOTAL = upsertSql("totals", KEY_COLUMNS);
+const SELECT_STATS = `${KEY_COLUMNS.join(", ")}, ${STAT_COLUMNS.join(", ")}`;
+
+type Row = Record<string, SqlStorageValue>;
+
+const text = (value: SqlStorageValue | undefined): string => (typeof value === "string" ? value : "");
+
+function seriesOf(row: Row): SeriesStats {
+  return {
+    route: text(row.route),
+    backend: text(row.backend),
+    caller: text(row.caller),
+    code: Number(row.code),
+    count: Number(row.count),
+    attempts: Number(row.attempts),
+    sumMs: Number(row.sum_ms),
+    buckets: BUCKET_COLUMNS.map((c) => Number(row[c])),
+  };
+}
+
+const encoder = new TextEncoder();
+
+export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
+  private readonly sql: SqlStorage;
+  private readonly taps = new Set<WritableStreamDefaultWriter<Uint8Array>>();
+  private readonly recent: TapEvent[] = [];
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private prunedSlot = 0;
+
+  constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    const stats = STAT_COLUMNS.map((c) => `${c} ${c === "sum_ms" ? "REAL" : "INTEGER"} NOT NULL DEFAULT 0`).join(", ");
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS slots (slot INTEGER NOT NULL, route TEXT NOT NULL, backend TEXT NOT NULL, caller TEXT NOT NULL, code INTEGER NOT NULL, ${stats},
+      PRIMARY KEY (slot, route, backend, caller, code))`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS totals (route TEXT NOT NULL, backend TEXT NOT NULL, caller TEXT NOT NULL, code INTEGER NOT NULL, ${stats},
+      PRIMARY KEY (route, backend, caller, code))`);
+    this.sql.exec("CREATE TABLE IF NOT EXISTS ejections (slot INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
+    this.sql.exec("CREATE TABLE IF NOT EXISTS errors (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
+  }
+
+  /** Adds one proxy batch. Answers whether anyone is tapping, so proxies send more events then. */
+  ingest(batch: TelemetryBatch): IngestReply {
+    const slot = Math.floor(batch.at / 1000 / SLOT_SECONDS);
+    this.ctx.storage.transactionSync(() => {
+      for (const s of batch.series) {
+        const stats = [s.count, s.attempts, s.sumMs, ...Array.from({ length: BUCKETS }, (_, i) => s.buckets[i] ?? 0)];
+        this.sql.exec(UPSERT_SLOT, slot, s.route, s.backend, s.caller, s.code, ...stats);
+        this.sql.exec(UPSERT_TOTAL, s.route, s.backend, s.caller, s.code, ...stats);
+      }
+      if (batch.ejections > 0) {
+        // Slot -1 holds the running total.
+        for (const at of [slot, -1]) this.sql.exec("INSERT INTO ejections (slot, n) VALUES (?, ?) ON CONFLICT (slot) DO UPDATE SET n = n + excluded.n", at, batch.ejections);
+      }
+      const errors = batch.events.filter((e) => isError(e));
+      for (const e of errors) this.sql.exec("INSERT INTO errors (event) VALUES (?)", JSON.stringify(e));
+      if (errors.length > 0) this.sql.exec("DELETE FROM errors WHERE id <= (SELECT MAX(id) FROM errors) - ?", KEPT_ERRORS);
+      if (slot > this.prunedSlot) {
+        this.sql.exec("DELETE FROM slots WHERE slot < ?", slot - RETENTION_SECONDS / SLOT_SECONDS - 1);
+        this.sql.exec("DELETE FROM ejections WHERE slot >= 0 AND slot < ?", slot - RETENTION_SECONDS / SLOT_SECONDS - 1);
+        this.prunedSlot = slot;
+      }
+    });
+    for (const event of batch.events) this.publish(event);
+    return { tapping: this.taps.size > 0 };
+  }
+
+  /** The stored series of the slots [`fromSlot`, `toSlot`] and the ejections in them. */
+  window(fromSlot: number, toSlot: number): { rows: SlotSeries[]; ejections: number } {
+    const rows = this.sql
+      .exec<Row>(`SELECT slot, ${SELECT_STATS} FROM slots WHERE slot BETWEEN ? AND ? ORDER BY slot`, fromSlot, toSlot)
+      .toArray()
+      .map((row) => ({ ...seriesOf(row), slot: Number(row.slot) }));
+    const ejected = this.sql.exec<{ n: number }>("SELECT COALESCE(SUM(n), 0) AS n FROM ejections WHERE slot BETWEEN ? AND ?", fromSlot, toSlot).one().n;
+    return { rows, ejections: Number(ejected) };
+  }
+
+  /** Running totals since the shard began counting (Prometheus counters). */
+  totals(): { series: SeriesStats[]; ejections: number } {
+    const series = this.sql.exec<Row>(`SELECT ${SELECT_STATS} FROM totals ORDER BY route, backend, caller, code`).toArray().map(seriesOf);
+    const ejected = this.sql.exec<{ n: number }>("SELECT COALESCE(SUM(n), 0) AS n FROM ejections WHERE slot = -1").one().n;
+    return { series, ejections: Number(ejected) };
+  }
+
+  /** The newest errors first. */
+  recentErrors(limit: number): TapEvent[] {
+    return this.sql
+      .exec<{ event: string }>("SELECT event FROM errors ORDER BY id DESC LIMIT ?", Math.max(1, Math.min(KEPT_ERRORS, limit)))
+      .toArray()
+      .map((row) => JSON.parse(row.event) as TapEvent);
+  }
+
+  /** `GET /tap`: a server-sent event stream of the service's requests, starting with recent ones. */
+  override fetch(request: Request): Response {
+    if (new URL(request.url).pathname !== "/tap") return new Response("not found", { status: 404 });
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = writable.getWriter();
+    this.taps.add(writer);
+    this.send(writer, `retry: 2000\n: tapping ${this.recent.length} recent requests first\n\n`);
+    for (const event of this.recent.slice(-REPLAYED_EVENTS)) this.send(writer, frame(event));
+    this.heartbeat ??= setInterval(() => {
+      for (const tap of this.taps) this.send(tap, ": ping\n\n");
+      if (this.taps.size === 0) this.stopHeartbeat();
+    }, HEARTBEAT_MS);
+    return new Response(readable, {
+      headers: { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", "x-accel-buffering": "no" },
+    });
+  }
+
+  private publish(event: TapEvent): void {
+    this.recent.push(event);
+    if (this.recent.length > REPLAYED_EVENTS * 2) this.recent.splice(0, this.recent.length - REPLAYED_EVENTS);
+    if (this.taps.size === 0) return;
+    const text = frame(event);
+    for (const tap of this.taps) this.send(tap, text);
+  }
+
+  /** Writes to one tap; a tap whose reader went away is dropped. */
+  private send(tap: WritableStreamDefaultWriter<Uint8Array>, text: string): void {
+    tap.write(encoder.encode(text)).catch(() => {
+      this.taps.delete(tap);
+      if (this.taps.size === 0) this.stopHeartbeat();
+    });
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+}
+
+function frame(event: TapEvent): string {
+  return `event: request\nid: ${event.spanId}\ndata: ${JSON.stringify(event)}\n\n`;
+}
+
+/** What the recent-errors list keeps: 5xx, and requests the proxy refused itself. */
+export function isError(event: TapEvent): boolean {
+  return isFailure(event.status) || (event.backend === null && event.status >= 400);
+}

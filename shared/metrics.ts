@@ -1,0 +1,375 @@
+/**
+ * Golden metrics: what proxies record, how the telemetry shards store it, and how the admin API and
+ * `/metrics` present it. Latencies are kept as histograms (never as samples), so counts from many
+ * isolates add up exactly and percentiles are estimated the way Prometheus' `histogram_quantile` does.
+ */
+
+/** Upper bounds (ms) of the latency buckets; one more bucket (+Inf) follows the last. */
+export const LATENCY_BOUNDS_MS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const;
+/** Number of buckets including +Inf. */
+export const BUCKETS = LATENCY_BOUNDS_MS.length + 1;
+/** Seconds per stored time slot; windows are whole slots. */
+export const SLOT_SECONDS = 10;
+
+/** The bucket a latency falls into (Prometheus semantics: value ≤ bound). */
+export function bucketOf(ms: number): number {
+  for (let i = 0; i < LATENCY_BOUNDS_MS.length; i++) {
+    if (ms <= (LATENCY_BOUNDS_MS[i] ?? 0)) return i;
+  }
+  return LATENCY_BOUNDS_MS.length;
+}
+
+/** Which requests one series counts: responses of `service` to `caller` on `route` from `backend`. */
+export interface SeriesKey {
+  route: string;
+  /** Empty when the proxy answered itself before choosing a backend (refusals). */
+  backend: string;
+  caller: string;
+  code: number;
+}
+
+/** Counts of one series; `attempts` − `count` is the number of retries. */
+export interface SeriesStats extends SeriesKey {
+  count: number;
+  attempts: number;
+  sumMs: number;
+  buckets: number[];
+}
+
+/** One live request, as the tap streams it and the recent-errors list keeps it. */
+export interface TapEvent {
+  at: string;
+  service: string;
+  method: string;
+  path: string;
+  route: string | null;
+  backend: string | null;
+  caller: string;
+  status: number;
+  durationMs: number;
+  traceId: string;
+  spanId: string;
+  sampled: boolean;
+  attempts: number;
+}
+
+/** What a proxy isolate sends its service's telemetry shard, about once a second while busy. */
+export interface TelemetryBatch {
+  service: string;
+  /** Epoch ms the batch's first request finished; the batch is stored in that time slot. */
+  at: number;
+  series: SeriesStats[];
+  /** Backends this isolate ejected during the batch. */
+  ejections: number;
+  /** Requests for the tap and the recent-errors list (sampled, errors, and a few others). */
+  events: TapEvent[];
+}
+
+/** The shard's answer: whether anyone is tapping the service (then proxies send more events). */
+export interface IngestReply {
+  tapping: boolean;
+}
+
+/** True for responses that count as failures in the success rate (as Linkerd: 5xx only). */
+export function isFailure(code: number): boolean {
+  return code >= 500;
+}
+
+/** Adds `from` into `into` (same bucket layout). */
+export function addBuckets(into: number[], from: ReadonlyArray<number>): void {
+  for (let i = 0; i < BUCKETS; i++) into[i] = (into[i] ?? 0) + (from[i] ?? 0);
+}
+
+/**
+ * Estimates the `q` quantile (0..1) from bucket counts, interpolating linearly inside the bucket as
+ * `histogram_quantile` does. The +Inf bucket answers with the last finite bound. Null without data.
+ */
+export function quantileMs(buckets: ReadonlyArray<number>, q: number): number | null {
+  const total = buckets.reduce((sum, n) => sum + n, 0);
+  if (total === 0) return null;
+  const rank = q * total;
+  let seen = 0;
+  for (let i = 0; i < BUCKETS; i++) {
+    const count = buckets[i] ?? 0;
+    if (count > 0 && seen + count >= rank) {
+      const upper = LATENCY_BOUNDS_MS[i];
+      if (upper === undefined) return LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.length - 1] ?? null;
+      const lower = i === 0 ? 0 : (LATENCY_BOUNDS_MS[i - 1] ?? 0);
+      return round(lower + (upper - lower) * ((rank - seen) / count), 2);
+    }
+    seen += count;
+  }
+  return null;
+}
+
+const round = (value: number, digits: number): number => Number(value.toFixed(digits));
+
+/** Requests by status class. */
+export interface StatusClasses {
+  "1xx": number;
+  "2xx": number;
+  "3xx": number;
+  "4xx": number;
+  "5xx": number;
+}
+
+/** The golden signals of a set of series over a window. */
+export interface Golden {
+  requests: number;
+  rps: number;
+  /** Share of responses that were not 5xx; null without requests. */
+  successRate: number | null;
+  p50Ms: number | null;
+  p95Ms: number | null;
+  p99Ms: number | null;
+  statusClasses: StatusClasses;
+  retries: number;
+}
+
+/** Summarizes `series` over a window of `seconds`. */
+export function golden(series: ReadonlyArray<SeriesStats>, seconds: number): Golden {
+  const buckets = new Array<number>(BUCKETS).fill(0);
+  const classes: StatusClasses = { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 };
+  let requests = 0;
+  let failures = 0;
+  let attempts = 0;
+  for (const s of series) {
+    requests += s.count;
+    attempts += s.attempts;
+    if (isFailure(s.code)) failures += s.count;
+    const cls = `${Math.min(5, Math.max(1, Math.floor(s.code / 100)))}xx`;
+    if (cls === "1xx" || cls === "2xx" || cls === "3xx" || cls === "4xx" || cls === "5xx") classes[cls] += s.count;
+    addBuckets(buckets, s.buckets);
+  }
+  return {
+    requests,
+    rps: round(requests / Math.max(1, seconds), 3),
+    successRate: requests === 0 ? null : round((requests - failures) / requests, 5),
+    p50Ms: quantileMs(buckets, 0.5),
+    p95Ms: quantileMs(buckets, 0.95),
+    p99Ms: quantileMs(buckets, 0.99),
+    statusClasses: classes,
+    retries: Math.max(0, attempts - requests),
+  };
+}
+
+/** Groups series by one label and summarizes each group. */
+export function goldenBy<K extends "route" | "backend" | "caller">(
+  series: ReadonlyArray<SeriesStats>,
+  label: K,
+  seconds: number,
+): Array<Golden & Record<K, string>> {
+  const groups = new Map<string, SeriesStats[]>();
+  for (const s of series) {
+    const group = groups.get(s[label]);
+    if (group) group.push(s);
+    else groups.set(s[label], [s]);
+  }
+  return [...groups.entries()]
+    .map(([value, members]) => Object.assign(golden(members, seconds), labelled(label, value)))
+    .sort((a, b) => b.requests - a.requests);
+}
+
+function labelled<K extends string>(label: K, value: string): Record<K, string> {
+  const out: Partial<Record<K, string>> = {};
+  out[label] = value;
+  return out as Record<K, string>;
+}
+
+/** One time slot of a service's timeline (for charts). */
+export interface TimelinePoint {
+  at: string;
+  requests: number;
+  errors: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+}
+
+/** A service's metrics over a window, as `GET /admin/metrics` returns them. */
+export interface ServiceMetrics {
+  service: string;
+  windowSeconds: number;
+  from: string;
+  to: string;
+  total: Golden & { rateLimited: number; ejections: number };
+  backends: Array<Golden & { backend: string }>;
+  routes: Array<Golden & { route: string }>;
+  callers: Array<Golden & { caller: string }>;
+  timeline: TimelinePoint[];
+}
+
+/** A slot of stored series, as the telemetry shard returns it. */
+export interface SlotSeries extends SeriesStats {
+  slot: number;
+}
+
+/** Requests the proxy refused itself with 429 (its rate limits), as opposed to a backend's 429. */
+export function rateLimitedCount(series: ReadonlyArray<SeriesStats>): number {
+  return series.reduce((sum, s) => sum + (s.backend === "" && s.code === 429 ? s.count : 0), 0);
+}
+
+/** Builds `GET /admin/metrics` from a shard's slots of the window [`fromSlot`, `toSlot`]. */
+export function serviceMetrics(
+  service: string,
+  rows: ReadonlyArray<SlotSeries>,
+  ejections: number,
+  fromSlot: number,
+  toSlot: number,
+): ServiceMetrics {
+  const seconds = (toSlot - fromSlot + 1) * SLOT_SECONDS;
+  const bySlot = new Map<number, SlotSeries[]>();
+  for (const row of rows) {
+    const list = bySlot.get(row.slot);
+    if (list) list.push(row);
+    else bySlot.set(row.slot, [row]);
+  }
+  const timeline: TimelinePoint[] = [];
+  for (let slot = fromSlot; slot <= toSlot; slot++) {
+    const g = golden(bySlot.get(slot) ?? [], SLOT_SECONDS);
+    timeline.push({ at: new Date(slot * SLOT_SECONDS * 1000).toISOString(), requests: g.requests, errors: g.statusClasses["5xx"], p50Ms: g.p50Ms, p99Ms: g.p99Ms });
+  }
+  return {
+    service,
+    windowSeconds: seconds,
+    from: new Date(fromSlot * SLOT_SECONDS * 1000).toISOString(),
+    to: new Date((toSlot + 1) * SLOT_SECONDS * 1000).toISOString(),
+    total: { ...golden(rows, seconds), rateLimited: rateLimitedCount(rows), ejections },
+    backends: goldenBy(rows.filter((r) => r.backend !== ""), "backend", seconds),
+    routes: goldenBy(rows, "route", seconds),
+    callers: goldenBy(rows, "caller", seconds),
+    timeline,
+  };
+}
+
+/** The slots a window of `seconds` ending now covers (the current, partly filled slot included). */
+export function windowSlots(seconds: number, now: number): { fromSlot: number; toSlot: number } {
+  const toSlot = Math.floor(now / 1000 / SLOT_SECONDS);
+  return { fromSlot: toSlot - Math.max(1, Math.ceil(seconds / SLOT_SECONDS)) + 1, toSlot };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service graph
+
+/** A node of `GET /admin/graph`. */
+export interface GraphNode {
+  id: string;
+  kind: "service" | "internet" | "external";
+  rps: number;
+  successRate: number | null;
+}
+
+/** An observed caller → callee edge. */
+export interface GraphEdge {
+  source: string;
+  target: string;
+  requests: number;
+  rps: number;
+  successRate: number | null;
+  p50Ms: number | null;
+  p99Ms: number | null;
+}
+
+/** The mesh as observed: every service, and edges for the calls seen in the window. */
+export interface ServiceGraph {
+  windowSeconds: number;
+  nodes: GraphNode[];
+  edges: GraphEdge[];
+}
+
+/**
+ * Builds the graph from each service's series: edges caller → service from the caller label, and
+ * service → external backend (third parties) from the backend label.
+ */
+export function serviceGraph(
+  services: ReadonlyArray<{ name: string; externalBackends: ReadonlySet<string>; series: ReadonlyArray<SeriesStats> }>,
+  seconds: number,
+): ServiceGraph {
+  const nodes = new Map<string, GraphNode>();
+  const edges: GraphEdge[] = [];
+  const node = (id: string, kind: GraphNode["kind"]): void => {
+    if (!nodes.has(id)) nodes.set(id, { id, kind, rps: 0, successRate: null });
+  };
+  for (const service of services) {
+    node(service.name, "service");
+    const g = golden(service.series, seconds);
+    nodes.set(service.name, { id: service.name, kind: "service", rps: g.rps, successRate: g.successRate });
+    for (const byCaller of goldenBy(service.series, "caller", seconds)) {
+      node(byCaller.caller, byCaller.caller === "internet" ? "internet" : "service");
+      edges.push(edgeOf(byCaller.caller, service.name, byCaller));
+    }
+    for (const byBackend of goldenBy(service.series.filter((s) => service.externalBackends.has(s.backend)), "backend", seconds)) {
+      node(byBackend.backend, "external");
+      edges.push(edgeOf(service.name, byBackend.backend, byBackend));
+    }
+  }
+  return { windowSeconds: seconds, nodes: [...nodes.values()], edges };
+}
+
+function edgeOf(source: string, target: string, g: Golden): GraphEdge {
+  return { source, target, requests: g.requests, rps: g.rps, successRate: g.successRate, p50Ms: g.p50Ms, p99Ms: g.p99Ms };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus text exposition
+
+/** Totals of one service since its shard began counting, for `/metrics`. */
+export interface ServiceTotals {
+  service: string;
+  series: SeriesStats[];
+  ejections: number;
+}
+
+function escapeLabel(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
+}
+
+function labels(pairs: ReadonlyArray<[string, string]>): string {
+  return `{${pairs.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}`;
+}
+
+/** Renders totals in the Prometheus text format (version 0.0.4). */
+export function prometheusText(all: ReadonlyArray<ServiceTotals>): string {
+  const out: string[] = [];
+  out.push("# HELP weft_requests_total Requests answered by Weft proxies.", "# TYPE weft_requests_total counter");
+  for (const { service, series } of all) {
+    for (const s of series) {
+      out.push(`weft_requests_total${labels([["service", service], ["route", s.route], ["backend", s.backend], ["caller", s.caller], ["code", String(s.code)]])} ${s.count}`);
+    }
+  }
+  out.push("# HELP weft_request_duration_seconds Time from a request reaching the proxy to its response headers.", "# TYPE weft_request_duration_seconds histogram");
+  for (const { service, series } of all) {
+    // One histogram per (route, backend, caller): codes are summed, as Linkerd's latency has no code label.
+    const merged = new Map<string, { key: [string, string][]; buckets: number[]; sumMs: number; count: number }>();
+    for (const s of series) {
+      const key: [string, string][] = [["service", service], ["route", s.route], ["backend", s.backend], ["caller", s.caller]];
+      const id = JSON.stringify(key);
+      let entry = merged.get(id);
+      if (!entry) merged.set(id, (entry = { key, buckets: new Array<number>(BUCKETS).fill(0), sumMs: 0, count: 0 }));
+      addBuckets(entry.buckets, s.buckets);
+      entry.sumMs += s.sumMs;
+      entry.count += s.count;
+    }
+    for (const { key, buckets, sumMs, count } of merged.values()) {
+      let cumulative = 0;
+      for (let i = 0; i < BUCKETS; i++) {
+        cumulative += buckets[i] ?? 0;
+        const bound = LATENCY_BOUNDS_MS[i];
+        const le = bound === undefined ? "+Inf" : String(bound / 1000);
+        out.push(`weft_request_duration_seconds_bucket${labels([...key, ["le", le]])} ${cumulative}`);
+      }
+      out.push(`weft_request_duration_seconds_sum${labels(key)} ${round(sumMs / 1000, 6)}`);
+      out.push(`weft_request_duration_seconds_count${labels(key)} ${count}`);
+    }
+  }
+  out.push("# HELP weft_retries_total Extra attempts proxies made (retries and failovers).", "# TYPE weft_retries_total counter");
+  for (const { service, series } of all) {
+    for (const r of goldenBy(series.filter((s) => s.backend !== ""), "backend", 1)) {
+      out.push(`weft_retries_total${labels([["service", service], ["backend", r.backend]])} ${r.retries}`);
+    }
+  }
+  out.push("# HELP weft_rate_limited_total Requests refused by a service's rate limits.", "# TYPE weft_rate_limited_total counter");
+  for (const { service, series } of all) out.push(`weft_rate_limited_total${labels([["service", service]])} ${rateLimitedCount(series)}`);
+  out.push("# HELP weft_ejections_total Backends ejected by outlier detection.", "# TYPE weft_ejections_total counter");
+  for (const { service, ejections } of all) out.push(`weft_ejections_total${labels([["service", service]])} ${ejections}`);
+  return `${out.join("\n")}\n`;
+}
