@@ -8,7 +8,8 @@
  *
  *   direct       client → upstream
  *   bare         client → bare proxy → upstream                       (service binding, nothing else)
- *   weft         client → Weft proxy → upstream                       (route, 90/10 split sticky on cookie:shopper)
+ *   weft         client → Weft proxy → upstream                       (route, 90/10 split sticky on cookie:shopper,
+ *                telemetry on: metrics, an access log line per request, 5% of traces sampled)
  *   weft-debug   as weft, with WEFT_DEBUG_HEADERS="true"              (reported, not part of the ratios)
  *   weft-4000    as weft, for one service deep inside a 4,000-service mesh config
  *
@@ -22,7 +23,7 @@ import { parseArgs } from "node:util";
 import autocannon from "autocannon";
 import type { Instance, RequestSpec, Result } from "autocannon";
 import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
-import { bundleMains, deploymentsOf, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
 
 const USAGE = `Usage: npm run bench [-- --json]
 
@@ -121,7 +122,15 @@ function proxyDeployment(base: Deployment, name: string, service: string, debug:
     ...base,
     name,
     env: name,
-    vars: { WEFT_SERVICE: service, WEFT_ENV: "production", WEFT_DEBUG_HEADERS: debug ? "true" : "false" },
+    // Telemetry on as deployed: metrics, an access log line per request, 5% of traces sampled.
+    vars: {
+      WEFT_SERVICE: service,
+      WEFT_ENV: "production",
+      WEFT_DEBUG_HEADERS: debug ? "true" : "false",
+      WEFT_ACCESS_LOG: "all",
+      WEFT_TRACE_SAMPLE_RATE: "0.05",
+      WEFT_OTLP_ENDPOINT: "",
+    },
     services: [
       { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService" },
       { binding: "BENCH_V1", service: upstream },
@@ -233,6 +242,8 @@ interface Measured {
 }
 
 let running: Instance | undefined;
+/** Access log lines the proxies wrote. */
+let accessLines = 0;
 
 function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return Number.NaN;
@@ -488,6 +499,8 @@ interface Results {
   split: Record<string, number>;
   /** Rate-limit lease calls per measured request of weft-limited (an upper bound: warm-up requests also leased). */
   rate_limit_do_calls_per_request: number | null;
+  /** Access log lines the Weft proxies wrote during the whole run (one per proxied request). */
+  access_log_lines: number;
   date: string;
 }
 
@@ -572,6 +585,11 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     host: HOST,
     adminToken: token,
     deployments: controlPlane,
+    // Access log lines are counted (one per proxied request is expected), not printed.
+    onLog: (log) => {
+      if (log.message.startsWith(ACCESS_LOG_PREFIX)) accessLines++;
+      else process.stderr.write(`${log.message}\n`);
+    },
     extraWorkers: extra.map((d) => ({
       ...workerOptions(d, code.get(d.main) ?? "", all),
       unsafeDirectSockets: [{ host: HOST, port: 0 }],
@@ -649,6 +667,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     scale,
     split,
     rate_limit_do_calls_per_request: doCallsPerRequest,
+    access_log_lines: accessLines,
     date: new Date().toISOString(),
   };
   writeFileSync(RESULTS_PATH, `${JSON.stringify(results, null, 2)}\n`);

@@ -227,6 +227,28 @@ export interface MeshOptions {
   /** Per-deployment direct sockets (ports), e.g. to reach one proxy without the route layer. */
   directPorts?: Record<string, number>;
   deployments?: Deployment[];
+  /** Receives every console line of every worker (access logs included) instead of the terminal. */
+  onLog?: (log: WorkerLog) => void;
+}
+
+/** One console line of a worker, as workerd reports it. */
+export interface WorkerLog {
+  level: string;
+  message: string;
+}
+
+/** How every proxy access log line starts (workers/proxy/telemetry.ts writes them). */
+export const ACCESS_LOG_PREFIX = '{"type":"weft.access"';
+
+/** A proxy's access log line, parsed; undefined for other lines. */
+export function accessLogOf(message: string): Record<string, unknown> | undefined {
+  if (!message.startsWith(ACCESS_LOG_PREFIX)) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(message);
+    return typeof parsed === "object" && parsed !== null ? Object.fromEntries(Object.entries(parsed)) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A running local mesh. */
@@ -280,6 +302,7 @@ export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
       host,
       port: options.port,
       ...(options.persistTo ? { resourcePersistencePath: options.persistTo } : {}),
+      ...(options.onLog ? { handleStructuredLogs: options.onLog } : {}),
       workers: [...workers, ...(options.extraWorkers ?? [])],
     }),
   );

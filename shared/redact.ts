@@ -22,13 +22,6 @@ export function redactValue(value: string): string {
   return value.includes("eyJ") ? value.replace(JWT, REDACTED) : value;
 }
 
-/** Request headers as a plain object, secrets redacted. */
-export function redactHeaders(headers: Headers): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [name, value] of headers) out[name] = isSecretName(name) ? REDACTED : redactValue(value);
-  return out;
-}
-
 /** A path with query string, with secret-looking parameters and embedded JWTs redacted. */
 export function redactPath(pathAndQuery: string): string {
   const q = pathAndQuery.indexOf("?");
@@ -48,4 +41,20 @@ export function redactPath(pathAndQuery: string): string {
       return isSecretName(name) ? `${pair.slice(0, eq)}=${REDACTED}` : redactValue(pair);
     });
   return `${redactValue(pathAndQuery.slice(0, q))}?${params.join("&")}`;
+}
+
+/**
+ * Request headers an access line keeps (as Envoy's default format does): never credentials, and
+ * values scrubbed of tokens. A fixed list keeps secrets out by construction and the line short.
+ */
+const LOGGED_HEADERS = ["user-agent", "referer", "x-forwarded-for", "x-request-id", "content-type", "content-length"];
+
+/** The logged subset of `headers`, redacted. */
+export function accessHeaders(headers: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of LOGGED_HEADERS) {
+    const value = headers.get(name);
+    if (value !== null) out[name] = name === "referer" ? redactPath(value) : redactValue(value);
+  }
+  return out;
 }

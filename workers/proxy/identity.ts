@@ -51,6 +51,15 @@ export function inboundHeaders(request: Request, caller: string, trace: { tracep
   return headers;
 }
 
+/**
+ * The request a backend receives: the method, URL and body of `request` with `headers`. Built from
+ * parts because `new Request(request, …)` also copies `request.cf`, which cost more than all of the
+ * proxy's own work in the bench (~30 µs a request); backends get the proxy's headers, not `cf`.
+ */
+export function outboundRequest(request: Request, headers: Headers): Request {
+  return new Request(request.url, { method: request.method, headers, body: request.body, redirect: "manual" });
+}
+
 /** One cookie's value from a Cookie header, without parsing the others. */
 export function readCookie(header: string | null, name: string): string | undefined {
   if (!header) return undefined;

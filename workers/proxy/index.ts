@@ -22,7 +22,7 @@ import { healthyOwners } from "../../shared/resilience.ts";
 import { ejectedBackends, mirrorRequest, probeHealth, sendFast, sendResiliently, type Delivery } from "./resilience.ts";
 import { checkRateLimits, type RateDecision } from "./rate-limit.ts";
 import { CLAIMS_HEADER, decodeClaims } from "../../shared/user-auth.ts";
-import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET } from "./identity.ts";
+import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET, outboundRequest } from "./identity.ts";
 import { place, type Placement } from "./split.ts";
 import { beginHop, ServiceTelemetry, telemetrySettings, type Hop, type Trail } from "./telemetry.ts";
 
@@ -134,12 +134,12 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
     // Nothing to check or add: hand the request over and return the backend's response as is.
     if (!route.retries && route.failover.length === 0 && !proxy.debug && !placement.setCookie) {
       trail.backend = backend.name;
-      return backend.target.fetcher.fetch(new Request(request, { headers }));
+      return backend.target.fetcher.fetch(outboundRequest(request, headers));
     }
     // Retries configured: still one plain call; only a failure takes the full resilience path.
     if ((request.method === "GET" || request.method === "HEAD") && !ejected.has(backend.name)) {
       const egress = { service: slice.service, caller, controlPlane: proxy.controlPlane };
-      return sendFast(slice, route, backend, backend.target.fetcher, new Request(request, { headers }), egress).then((d) => {
+      return sendFast(slice, route, backend, backend.target.fetcher, outboundRequest(request, headers), egress).then((d) => {
         trail.backend = d.backend.name;
         trail.attempts = d.attempts;
         return !proxy.debug && !placement.setCookie ? d.response : decorate(d, proxy, slice, route, placement);
@@ -178,7 +178,7 @@ async function checkedChain(
   if (checked.kind === "stop") return checked.response;
 
   // resilience + forward (deadline, retries, failover, faults, outlier detection, mirroring)
-  const outbound = new Request(checked.value, { headers: authenticated.value });
+  const outbound = outboundRequest(checked.value, authenticated.value);
   const egress = { service: slice.service, caller, controlPlane: proxy.controlPlane };
   mirrorRequest(slice, route, outbound, egress, (p) => ctx.waitUntil(p));
   const deadlineAt = deadlineOf(request, caller, route.timeoutMs, Date.now());

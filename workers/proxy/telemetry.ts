@@ -7,6 +7,7 @@
  * configured, data points to Analytics Engine if it is bound.
  */
 import {
+  addBuckets,
   bucketOf,
   BUCKETS,
   isFailure,
@@ -14,7 +15,7 @@ import {
   type TapEvent,
   type TelemetryBatch,
 } from "../../shared/metrics.ts";
-import { redactHeaders, redactPath } from "../../shared/redact.ts";
+import { accessHeaders, redactPath } from "../../shared/redact.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { formatTraceparent, parseTraceparent, randomHex, validTracestate } from "../../shared/trace-context.ts";
 import { withTimeout } from "./bounded.ts";
@@ -22,8 +23,10 @@ import { otlpSpans, type FinishedSpan, type OtlpExporter } from "./otlp.ts";
 
 /** A batch is sent this long after its first request. */
 const FLUSH_MS = 1_000;
-/** A batch this large is sent at once. */
-const MAX_RECORDS = 2_000;
+/** Pending records are absorbed in chunks of about this many. */
+const ABSORB_AT = 128;
+const MAX_EVENTS_PER_BATCH = 1_000;
+const MAX_SPANS_PER_BATCH = 2_048;
 /** Tap events per batch while someone is tapping (like `linkerd viz tap --max-rps`). */
 const TAP_EVENTS_PER_BATCH = 100;
 /** Events per batch kept even when nobody taps, so a new tap starts with recent requests. */
@@ -72,9 +75,7 @@ export interface Trail {
 interface Finished {
   hop: Hop;
   endedAt: number;
-  method: string;
-  url: string;
-  headers: Headers;
+  request: Request;
   caller: string;
   route: string;
   backend: string;
@@ -129,12 +130,18 @@ export function countEjection(service: string): void {
 
 /** One service's telemetry in this isolate. */
 export class ServiceTelemetry {
+  /** Finished requests not yet absorbed: the only per-request work is one push here. */
   private records: Finished[] = [];
+  /** Absorbed since the last batch was sent. */
+  private series = new Map<string, SeriesStats>();
+  private events: TapEvent[] = [];
+  private tapped = 0;
+  private spans: FinishedSpan[] = [];
+  private batchAt = 0;
   private scheduled = false;
+  private absorbing = false;
   /** The shard said someone is tapping this service: send more events. */
   private tapping = false;
-  /** Series of batches the shard did not take, sent again with the next one. */
-  private unsent: SeriesStats[] = [];
 
   constructor(
     private readonly service: string,
@@ -142,78 +149,75 @@ export class ServiceTelemetry {
     readonly settings: TelemetrySettings,
   ) {}
 
-  /** Records a finished request: one push, plus a scheduled batch for the first request of one. */
+  /** Records a finished request: one push; a batch is scheduled by its first request. */
   finish(hop: Hop, request: Request, caller: string, trail: Trail, status: number, waitUntil: (p: Promise<unknown>) => void): void {
-    this.records.push({
-      hop,
-      endedAt: Date.now(),
-      method: request.method,
-      url: request.url,
-      headers: request.headers,
-      caller,
-      route: trail.route ?? "",
-      backend: trail.backend ?? "",
-      status,
-      attempts: trail.attempts,
-    });
-    if (this.records.length >= MAX_RECORDS) {
-      waitUntil(this.flush());
-    } else if (!this.scheduled) {
+    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts });
+    if (!this.scheduled) {
       this.scheduled = true;
-      waitUntil(new Promise((resolve) => setTimeout(resolve, FLUSH_MS)).then(() => this.flush()));
+      waitUntil(later(FLUSH_MS).then(() => this.flush()));
+    } else if (this.records.length >= ABSORB_AT && !this.absorbing) {
+      // Busy isolate: absorb in small chunks after the responses went out, not in one long pause.
+      this.absorbing = true;
+      waitUntil(later(0).then(() => this.absorb()));
     }
   }
 
-  /** Aggregates the pending records and sends them. Never throws. */
+  /** Sends what was absorbed since the last batch. Never throws. */
   async flush(): Promise<void> {
-    const records = this.records;
-    this.records = [];
+    this.absorb();
     this.scheduled = false;
-    if (records.length === 0) return;
-    const batch = this.aggregate(records);
-    this.writeLogs(records);
+    if (this.series.size === 0) return;
+    const ejected = ejections.get(this.service) ?? 0;
+    ejections.delete(this.service);
+    const batch: TelemetryBatch = { service: this.service, at: this.batchAt, series: [...this.series.values()], ejections: ejected, events: this.events };
+    const spans = this.spans;
+    this.series = new Map();
+    this.events = [];
+    this.tapped = 0;
+    this.spans = [];
     const sends: Array<Promise<void>> = [this.sendBatch(batch)];
-    const spans = this.settings.otlp ? records.filter((r) => r.hop.sampled).map(spanOf) : [];
     if (this.settings.otlp && spans.length > 0) sends.push(otlpSpans(this.settings.otlp, this.service, spans));
     if (this.settings.analytics) writeAnalytics(this.settings.analytics, this.service, batch.series);
     await Promise.all(sends);
   }
 
-  private aggregate(records: Finished[]): TelemetryBatch {
-    const series = new Map<string, SeriesStats>();
-    for (const old of this.unsent) series.set(seriesId(old), old);
-    this.unsent = [];
-    const events: TapEvent[] = [];
-    let tapped = 0;
+  /** Turns pending records into series, log lines, tap events and spans. */
+  private absorb(): void {
+    const records = this.records;
+    this.records = [];
+    this.absorbing = false;
+    if (records.length === 0) return;
+    if (this.series.size === 0) this.batchAt = records[0]?.endedAt ?? Date.now();
+    const logs = this.settings.accessLog;
     for (const r of records) {
-      const id = `${r.route}\u0000${r.backend}\u0000${r.caller}\u0000${r.status}`;
-      let s = series.get(id);
+      const ms = r.endedAt - r.hop.startedAt;
+      const id = seriesId(r.route, r.backend, r.caller, r.status);
+      let s = this.series.get(id);
       if (!s) {
         s = { route: r.route, backend: r.backend, caller: r.caller, code: r.status, count: 0, attempts: 0, sumMs: 0, buckets: new Array<number>(BUCKETS).fill(0) };
-        series.set(id, s);
+        this.series.set(id, s);
       }
-      const ms = r.endedAt - r.hop.startedAt;
       s.count++;
       s.attempts += r.attempts;
       s.sumMs += ms;
-      s.buckets[bucketOf(ms)] = (s.buckets[bucketOf(ms)] ?? 0) + 1;
+      const bucket = bucketOf(ms);
+      s.buckets[bucket] = (s.buckets[bucket] ?? 0) + 1;
       const notable = r.hop.sampled || isFailure(r.status) || (r.backend === "" && r.status >= 400);
-      if (notable || (this.tapping ? tapped < TAP_EVENTS_PER_BATCH : tapped < RECENT_EVENTS_PER_BATCH)) {
-        if (!notable) tapped++;
-        events.push(this.eventOf(r, ms));
+      if (notable || this.tapped < (this.tapping ? TAP_EVENTS_PER_BATCH : RECENT_EVENTS_PER_BATCH)) {
+        if (!notable) this.tapped++;
+        if (this.events.length < MAX_EVENTS_PER_BATCH) this.events.push(this.eventOf(r, ms));
       }
+      if (logs === "all" || (logs === "errors" && isFailure(r.status))) this.writeLog(r, ms);
+      if (r.hop.sampled && this.settings.otlp && this.spans.length < MAX_SPANS_PER_BATCH) this.spans.push(spanOf(r));
     }
-    const ejected = ejections.get(this.service) ?? 0;
-    ejections.delete(this.service);
-    return { service: this.service, at: records[0]?.endedAt ?? Date.now(), series: [...series.values()], ejections: ejected, events };
   }
 
   private eventOf(r: Finished, durationMs: number): TapEvent {
     return {
       at: new Date(r.endedAt).toISOString(),
       service: this.service,
-      method: r.method,
-      path: redactPath(pathAndQuery(r.url)),
+      method: r.request.method,
+      path: redactPath(pathAndQuery(r.request.url)),
       route: r.route || null,
       backend: r.backend || null,
       caller: r.caller,
@@ -227,30 +231,26 @@ export class ServiceTelemetry {
   }
 
   /** One JSON line per request (Workers Logs indexes JSON lines), credentials redacted. */
-  private writeLogs(records: Finished[]): void {
-    if (this.settings.accessLog === "off") return;
-    for (const r of records) {
-      if (this.settings.accessLog === "errors" && !isFailure(r.status)) continue;
-      console.log(
-        JSON.stringify({
-          type: "weft.access",
-          time: new Date(r.endedAt).toISOString(),
-          service: this.service,
-          traceId: r.hop.traceId,
-          spanId: r.hop.spanId,
-          method: r.method,
-          path: redactPath(pathAndQuery(r.url)),
-          route: r.route || null,
-          backend: r.backend || null,
-          caller: r.caller,
-          status: r.status,
-          durationMs: r.endedAt - r.hop.startedAt,
-          attempts: r.attempts,
-          retries: Math.max(0, r.attempts - 1),
-          headers: redactHeaders(r.headers),
-        }),
-      );
-    }
+  private writeLog(r: Finished, durationMs: number): void {
+    console.log(
+      JSON.stringify({
+        type: "weft.access",
+        time: new Date(r.endedAt).toISOString(),
+        service: this.service,
+        traceId: r.hop.traceId,
+        spanId: r.hop.spanId,
+        method: r.request.method,
+        path: redactPath(pathAndQuery(r.request.url)),
+        route: r.route || null,
+        backend: r.backend || null,
+        caller: r.caller,
+        status: r.status,
+        durationMs,
+        attempts: r.attempts,
+        retries: Math.max(0, r.attempts - 1),
+        headers: accessHeaders(r.request.headers),
+      }),
+    );
   }
 
   private async sendBatch(batch: TelemetryBatch): Promise<void> {
@@ -259,14 +259,27 @@ export class ServiceTelemetry {
       this.tapping = reply.tapping;
     } catch (error) {
       // Counts survive a control-plane outage: they go again with the next batch (events do not).
-      this.unsent = batch.series;
+      for (const old of batch.series) {
+        const id = seriesId(old.route, old.backend, old.caller, old.code);
+        const current = this.series.get(id);
+        if (!current) this.series.set(id, old);
+        else {
+          current.count += old.count;
+          current.attempts += old.attempts;
+          current.sumMs += old.sumMs;
+          addBuckets(current.buckets, old.buckets);
+        }
+      }
+      if (this.series.size > 0 && this.batchAt === 0) this.batchAt = batch.at;
       console.warn(JSON.stringify({ event: "telemetry-unsent", service: this.service, series: batch.series.length, reason: error instanceof Error ? error.message : String(error) }));
     }
   }
 }
 
-function seriesId(s: SeriesStats): string {
-  return `${s.route}\u0000${s.backend}\u0000${s.caller}\u0000${s.code}`;
+const later = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function seriesId(route: string, backend: string, caller: string, code: number): string {
+  return `${route}\u0000${backend}\u0000${caller}\u0000${code}`;
 }
 
 function pathAndQuery(url: string): string {
@@ -279,13 +292,13 @@ function spanOf(r: Finished): FinishedSpan {
     traceId: r.hop.traceId,
     spanId: r.hop.spanId,
     parentId: r.hop.parentId,
-    name: `${r.method} ${r.route || "(no route)"}`,
+    name: `${r.request.method} ${r.route || "(no route)"}`,
     startMs: r.hop.startedAt,
     endMs: r.endedAt,
     status: r.status,
     attributes: {
-      "http.request.method": r.method,
-      "url.path": redactPath(pathAndQuery(r.url)),
+      "http.request.method": r.request.method,
+      "url.path": redactPath(pathAndQuery(r.request.url)),
       "http.route": r.route,
       "http.response.status_code": r.status,
       "weft.caller": r.caller,
