@@ -181,6 +181,7 @@ app.post("/notify/messages", async (c) => {
     sub: auth.claims.sub,
     aud: auth.claims.aud,
     jti: auth.claims.jti,
+    traceparent: c.req.header("traceparent") ?? null,
     body: parsed.data,
   };
   await ledgerOf(c.env).record(message);

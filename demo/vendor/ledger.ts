@@ -19,6 +19,8 @@ export interface ReceivedMessage {
   /** The audience the token was minted for (token `aud`). */
   aud: string;
   jti: string;
+  /** The W3C trace context the call carried (the mesh propagates it to third parties), or null. */
+  traceparent: string | null;
   /** The validated JSON body, as sent. */
   body: unknown;
 }
@@ -66,8 +68,11 @@ export class VendorLedger extends DurableObject<VendorEnv> {
       CREATE INDEX IF NOT EXISTS jtis_by_keep_until ON jtis (keep_until);
       CREATE TABLE IF NOT EXISTS messages (
         seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, received_at TEXT NOT NULL,
-        sub TEXT NOT NULL, aud TEXT NOT NULL, jti TEXT NOT NULL, body TEXT NOT NULL);
+        sub TEXT NOT NULL, aud TEXT NOT NULL, jti TEXT NOT NULL, body TEXT NOT NULL, traceparent TEXT);
     `);
+    // Ledgers created before the traceparent column existed get it added.
+    const columns = this.sql.exec<{ name: string }>("SELECT name FROM pragma_table_info('messages')").toArray();
+    if (!columns.some((c) => c.name === "traceparent")) this.sql.exec("ALTER TABLE messages ADD COLUMN traceparent TEXT");
   }
 
   /**
@@ -88,13 +93,14 @@ export class VendorLedger extends DurableObject<VendorEnv> {
   /** Appends a received notification to the log. */
   record(message: ReceivedMessage): void {
     this.sql.exec(
-      "INSERT INTO messages (id, received_at, sub, aud, jti, body) VALUES (?, ?, ?, ?, ?, ?)",
+      "INSERT INTO messages (id, received_at, sub, aud, jti, body, traceparent) VALUES (?, ?, ?, ?, ?, ?, ?)",
       message.id,
       message.receivedAt,
       message.sub,
       message.aud,
       message.jti,
       JSON.stringify(message.body),
+      message.traceparent,
     );
     this.sql.exec("DELETE FROM messages WHERE seq <= (SELECT MAX(seq) FROM messages) - ?", KEEP_MESSAGES);
   }
@@ -102,12 +108,12 @@ export class VendorLedger extends DurableObject<VendorEnv> {
   /** The newest {@link LIST_LIMIT} received notifications, newest first. */
   list(): LoggedMessage[] {
     return this.sql
-      .exec<{ id: string; received_at: string; sub: string; aud: string; jti: string; body: string }>(
-        "SELECT id, received_at, sub, aud, jti, body FROM messages ORDER BY seq DESC LIMIT ?",
+      .exec<{ id: string; received_at: string; sub: string; aud: string; jti: string; body: string; traceparent: string | null }>(
+        "SELECT id, received_at, sub, aud, jti, body, traceparent FROM messages ORDER BY seq DESC LIMIT ?",
         LIST_LIMIT,
       )
       .toArray()
-      .map((row) => ({ id: row.id, receivedAt: row.received_at, sub: row.sub, aud: row.aud, jti: row.jti, bodyJson: row.body }));
+      .map((row) => ({ id: row.id, receivedAt: row.received_at, sub: row.sub, aud: row.aud, jti: row.jti, traceparent: row.traceparent, bodyJson: row.body }));
   }
 
   private purgeIfDue(): void {

@@ -3,7 +3,7 @@
  * on workerd with in-memory state, and seeds it with the demo config and a test-only echo service.
  */
 import path from "node:path";
-import { demoConfig, deploymentsOf, freePort, loadDeployments, ROOT, startMesh, type RunningMesh } from "../../scripts/mesh.ts";
+import { accessLogOf, demoConfig, deploymentsOf, freePort, loadDeployments, ROOT, startMesh, type RunningMesh } from "../../scripts/mesh.ts";
 import type { MeshConfigInput } from "../../shared/config.ts";
 
 export const TOKEN = "mesh-test-token";
@@ -27,12 +27,22 @@ export interface TestMesh {
   vendor: string;
   /** Calls the admin API with the token. */
   adminFetch(route: string, init?: RequestInit): Promise<Response>;
+  /** Access log lines the proxies wrote so far (parsed), oldest first. */
+  accessLogs: Array<Record<string, unknown>>;
+  /** Every console line of every worker so far (access lines included), for redaction checks. */
+  logLines: string[];
   /** The fixture that stands between the echo proxy and the control plane. */
   link(action: "up" | "down" | "hang"): Promise<void>;
   dispose(): Promise<void>;
 }
 
-export async function bootTestMesh(): Promise<TestMesh> {
+/** Options for {@link bootTestMesh}. */
+export interface TestMeshOptions {
+  /** Proxy vars to override, e.g. WEFT_OTLP_ENDPOINT or WEFT_TRACE_SAMPLE_RATE. */
+  vars?: Record<string, string>;
+}
+
+export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
   const fixtures = path.join(ROOT, "test", "fixtures", "mesh-fixture");
   const deployments = [
     ...loadDeployments(),
@@ -41,6 +51,8 @@ export async function bootTestMesh(): Promise<TestMesh> {
   ];
   // Tokens name the control plane's URL as issuer, so its port is chosen before workerd starts.
   const [adminPort, vendorPort] = [await freePort(), await freePort()];
+  const accessLogs: Array<Record<string, unknown>> = [];
+  const logLines: string[] = [];
   const mesh = await startMesh({
     port: 0,
     adminPort,
@@ -48,7 +60,13 @@ export async function bootTestMesh(): Promise<TestMesh> {
     adminToken: TOKEN,
     deployments,
     directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0 },
-    overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2" } },
+    overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2", WEFT_TRACE_SAMPLE_RATE: "0", ...options.vars } },
+    onLog: (log) => {
+      logLines.push(log.message);
+      const access = accessLogOf(log.message);
+      if (access) accessLogs.push(access);
+      else process.stderr.write(`${log.message}\n`);
+    },
   });
   const linkUrl = (await mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
   const adminFetch = (route: string, init: RequestInit = {}): Promise<Response> => {
@@ -66,6 +84,8 @@ export async function bootTestMesh(): Promise<TestMesh> {
     admin: mesh.adminUrl,
     vendor: mesh.vendorUrl ?? "",
     adminFetch,
+    accessLogs,
+    logLines,
     async link(action) {
       const res = await fetch(`${linkUrl}/link/${action}`, { method: "POST" });
       if (!res.ok) throw new Error(`link ${action} failed`);
