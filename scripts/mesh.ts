@@ -119,6 +119,8 @@ export async function bundleMains(mains: string[]): Promise<Map<string, string>>
         conditions: ["workerd", "worker", "browser"],
         mainFields: ["browser", "module", "main"],
         external: ["cloudflare:*", "node:*"],
+        // As wrangler's default module rules: HTML imports are text.
+        loader: { ".html": "text" },
         write: false,
         logLevel: "error",
       }),

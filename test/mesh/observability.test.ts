@@ -80,8 +80,9 @@ function sample(text: string, metric: string, match: Record<string, string>): nu
   for (const line of text.split("\n")) {
     const m = /^([a-z_]+)\{(.*)\} (\S+)$/.exec(line);
     if (!m || m[1] !== metric) continue;
-    const labels = Object.fromEntries([...(m[2] ?? "").matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1], l[2]]));
-    if (Object.entries(match).every(([k, v]) => labels[k] === v)) sum += Number(m[3]);
+    const labels = new Map<string, string>();
+    for (const l of (m[2] ?? "").matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)) labels.set(l[1] ?? "", l[2] ?? "");
+    if (Object.entries(match).every(([k, v]) => labels.get(k) === v)) sum += Number(m[3]);
   }
   return sum;
 }

@@ -1,11 +1,12 @@
 /**
- * The Weft control plane worker: admin API under /admin, health, and the RPC entrypoint proxies use
- * to load their config. Its Durable Objects (durable-objects/) are exported from here.
+ * The Weft control plane worker: the dashboard at /, admin API under /admin, Prometheus /metrics,
+ * JWKS, health, and the RPC entrypoint proxies use to load their config and report telemetry. Its Durable Objects (durable-objects/) are exported from here.
  */
 import { Hono } from "hono";
 import { problemResponse } from "../../shared/problem.ts";
 import { adminApi } from "./admin.ts";
 import { requireAdminToken } from "./auth.ts";
+import { dashboard } from "./dashboard.ts";
 import { jwksApi } from "./keys.ts";
 import { prometheusMetrics } from "./observability.ts";
 
@@ -18,6 +19,7 @@ export { ConfigService } from "./config-service.ts";
 
 const app = new Hono<{ Bindings: ControlPlaneEnv }>();
 
+app.get("/", dashboard);
 app.get("/healthz", (c) => c.json({ ok: true }));
 app.route("/admin", adminApi());
 app.route("/.well-known", jwksApi());
