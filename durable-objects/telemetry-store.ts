@@ -129,8 +129,9 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
     const writer = writable.getWriter();
     this.taps.add(writer);
-    this.send(writer, `retry: 2000\n: tapping ${this.recent.length} recent requests first\n\n`);
-    for (const event of this.recent.slice(-REPLAYED_EVENTS)) this.send(writer, frame(event));
+    const replayed = this.recent.slice(-REPLAYED_EVENTS);
+    this.send(writer, `retry: 2000\n: ${replayed.length} recent requests first, then live\n\n`);
+    for (const event of replayed) this.send(writer, frame(event));
     this.heartbeat ??= setInterval(() => {
       for (const tap of this.taps) this.send(tap, ": ping\n\n");
       if (this.taps.size === 0) this.stopHeartbeat();

@@ -2,10 +2,10 @@
  * `npm start`: the whole mesh and the demo shop on workerd, locally, no account needed.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { demoConfig, ROOT, startMesh, type RunningMesh } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, demoConfig, ROOT, startMesh, type RunningMesh } from "./mesh.ts";
 
 const HELP = `Usage: npm start [-- options]
 
@@ -40,6 +40,7 @@ if (args.help) {
 const stateDir = path.join(ROOT, ".weft");
 const persistTo = path.join(stateDir, "state");
 const tokenFile = path.join(stateDir, "admin-token");
+const accessLogPath = path.join(stateDir, "access.log");
 const log = (line: string): void => {
   if (!args.json) process.stdout.write(`${line}\n`);
 };
@@ -115,14 +116,26 @@ async function main(): Promise<void> {
 
   log("Bundling workers and starting workerd…");
   const started = Date.now();
-  const mesh = await startMesh({ port: shopPort, adminPort, vendorPort, adminToken: token, persistTo });
+  // Access lines (one per proxied request) go to a file to tail or grep; everything else to the terminal.
+  const accessLog = createWriteStream(accessLogPath, { flags: "a" });
+  const mesh = await startMesh({
+    port: shopPort,
+    adminPort,
+    vendorPort,
+    adminToken: token,
+    persistTo,
+    onLog: (line) => {
+      if (line.message.startsWith(ACCESS_LOG_PREFIX)) accessLog.write(`${line.message}\n`);
+      else (line.level === "error" || line.level === "warn" ? process.stderr : process.stdout).write(`${line.message}\n`);
+    },
+  });
   const vendorUrl = mesh.vendorUrl ?? "";
   running.mesh = mesh;
   const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, vendorUrl, token);
 
   if (args.json) {
     process.stdout.write(
-      `${JSON.stringify({ shop: mesh.shopUrl, admin: mesh.adminUrl, vendor: vendorUrl, jwks: `${mesh.adminUrl}/.well-known/jwks.json`, tokenSource: source, state: persistTo, workers: mesh.deployments.map((d) => d.name) })}\n`,
+      `${JSON.stringify({ shop: mesh.shopUrl, admin: mesh.adminUrl, dashboard: `${mesh.adminUrl}/`, metrics: `${mesh.adminUrl}/metrics`, vendor: vendorUrl, jwks: `${mesh.adminUrl}/.well-known/jwks.json`, accessLog: accessLogPath, tokenSource: source, state: persistTo, workers: mesh.deployments.map((d) => d.name) })}\n`,
     );
   } else {
     const rows: Array<[string, string]> = [
@@ -130,7 +143,11 @@ async function main(): Promise<void> {
       ["  products (pim)", `${mesh.shopUrl}/products/sku-1`],
       ["  cart", `${mesh.shopUrl}/cart/{cartId}`],
       ["  orders", `${mesh.shopUrl}/orders`],
+      ["Dashboard", `${mesh.adminUrl}/   (sign in with the admin token)`],
       ["Admin API", `${mesh.adminUrl}/admin/services`],
+      ["Metrics", `${mesh.adminUrl}/metrics   (Prometheus; ${mesh.adminUrl}/admin/metrics?service=pim&window=60)`],
+      ["Live tap", `${mesh.adminUrl}/admin/tap?service=pim   (server-sent events)`],
+      ["Access log", `${path.relative(process.cwd(), accessLogPath) || accessLogPath}   (one JSON line per proxied request)`],
       ["JWKS", `${mesh.adminUrl}/.well-known/jwks.json`],
       ["Demo vendor", `${vendorUrl}/pim/products/sku-1  ${vendorUrl}/notify/received`],
       ["Admin token", source === "WEFT_ADMIN_TOKEN" ? "(from WEFT_ADMIN_TOKEN)" : `${token}   (${source})`],
