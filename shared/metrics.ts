@@ -208,15 +208,20 @@ export function rateLimitedCount(series: ReadonlyArray<SeriesStats>): number {
   return series.reduce((sum, s) => sum + (s.backend === "" && s.code === 429 ? s.count : 0), 0);
 }
 
-/** Builds `GET /admin/metrics` from a shard's slots of the window [`fromSlot`, `toSlot`]. */
+/**
+ * Builds `GET /admin/metrics` from a shard's slots of the window [`fromSlot`, `toSlot`]. Rates are
+ * per second that has passed (`now`, when the window ends in the current, partly filled slot).
+ */
 export function serviceMetrics(
   service: string,
   rows: ReadonlyArray<SlotSeries>,
   ejections: number,
   fromSlot: number,
   toSlot: number,
+  now?: number,
 ): ServiceMetrics {
   const seconds = (toSlot - fromSlot + 1) * SLOT_SECONDS;
+  const elapsed = now === undefined ? seconds : Math.min(seconds, Math.max(1, now / 1000 - fromSlot * SLOT_SECONDS));
   const bySlot = new Map<number, SlotSeries[]>();
   for (const row of rows) {
     const list = bySlot.get(row.slot);
@@ -233,10 +238,10 @@ export function serviceMetrics(
     windowSeconds: seconds,
     from: new Date(fromSlot * SLOT_SECONDS * 1000).toISOString(),
     to: new Date((toSlot + 1) * SLOT_SECONDS * 1000).toISOString(),
-    total: { ...golden(rows, seconds), rateLimited: rateLimitedCount(rows), ejections },
-    backends: goldenBy(rows.filter((r) => r.backend !== ""), "backend", seconds),
-    routes: goldenBy(rows, "route", seconds),
-    callers: goldenBy(rows, "caller", seconds),
+    total: { ...golden(rows, elapsed), rateLimited: rateLimitedCount(rows), ejections },
+    backends: goldenBy(rows.filter((r) => r.backend !== ""), "backend", elapsed),
+    routes: goldenBy(rows, "route", elapsed),
+    callers: goldenBy(rows, "caller", elapsed),
     timeline,
   };
 }

@@ -43,6 +43,7 @@ const BYTE_HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2
 
 /** `bytes` random bytes as lowercase hex (trace ids: 16, span ids: 8). Never all zeros. */
 export function randomHex(bytes: number): string {
+  if (bytes <= 0) return "";
   const buffer = crypto.getRandomValues(new Uint8Array(bytes));
   let out = "";
   let zero = true;

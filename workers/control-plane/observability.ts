@@ -54,22 +54,25 @@ export function observabilityApi(): App {
     if (!query.ok) return query.response;
     const service = await findService(c, query.value.service);
     if (service instanceof Response) return service;
-    const { fromSlot, toSlot } = windowSlots(query.value.window, Date.now());
+    const now = Date.now();
+    const { fromSlot, toSlot } = windowSlots(query.value.window, now);
     const { rows, ejections } = await telemetryStoreOf(c.env, service.name).window(fromSlot, toSlot);
-    return c.json(serviceMetrics(service.name, rows, ejections, fromSlot, toSlot));
+    return c.json(serviceMetrics(service.name, rows, ejections, fromSlot, toSlot, now));
   });
 
   api.get("/graph", async (c) => {
     const query = readQuery(c.req.raw, GraphQuery);
     if (!query.ok) return query.response;
     const services = await configStoreOf(c.env).listServices();
-    const { fromSlot, toSlot } = windowSlots(query.value.window, Date.now());
+    const now = Date.now();
+    const { fromSlot, toSlot } = windowSlots(query.value.window, now);
     const observed = await mapLimited(services, FAN_OUT, async (s) => ({
       name: s.name,
       externalBackends: new Set(s.backends.filter((b) => b.type === "external").map((b) => b.name)),
       series: (await telemetryStoreOf(c.env, s.name).window(fromSlot, toSlot)).rows,
     }));
-    return c.json(serviceGraph(observed, (toSlot - fromSlot + 1) * SLOT_SECONDS));
+    // Rates per second that has passed: the window ends in the current, partly filled slot.
+    return c.json(serviceGraph(observed, Math.max(1, now / 1000 - fromSlot * SLOT_SECONDS)));
   });
 
   api.get("/errors", async (c) => {
