@@ -230,26 +230,10 @@ export class ServiceTelemetry {
     };
   }
 
-  /** One JSON line per request (Workers Logs indexes JSON lines), credentials redacted. */
+  /** One JSON line per request (Workers Logs indexes JSON lines): the tap event plus a few headers. */
   private writeLog(r: Finished, durationMs: number): void {
     console.log(
-      JSON.stringify({
-        type: "weft.access",
-        time: new Date(r.endedAt).toISOString(),
-        service: this.service,
-        traceId: r.hop.traceId,
-        spanId: r.hop.spanId,
-        method: r.request.method,
-        path: redactPath(pathAndQuery(r.request.url)),
-        route: r.route || null,
-        backend: r.backend || null,
-        caller: r.caller,
-        status: r.status,
-        durationMs,
-        attempts: r.attempts,
-        retries: Math.max(0, r.attempts - 1),
-        headers: accessHeaders(r.request.headers),
-      }),
+      JSON.stringify({ type: "weft.access", ...this.eventOf(r, durationMs), retries: Math.max(0, r.attempts - 1), headers: accessHeaders(r.request.headers) }),
     );
   }
 
