@@ -39,19 +39,18 @@ export function formatTraceparent(traceId: string, spanId: string, sampled: bool
   return `00-${traceId}-${spanId}-${sampled ? "01" : "00"}`;
 }
 
-const BYTE_HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-/** `bytes` random bytes as lowercase hex (trace ids: 16, span ids: 8). Never all zeros. */
+/**
+ * `bytes` random bytes as lowercase hex (trace ids: 16, span ids: 8), never all zeros. Ids need to
+ * be unique, not secret, so V8's fast PRNG is used (as OpenTelemetry's JS SDK does), not the
+ * cryptographic one, which costs a call into the runtime on every request.
+ */
 export function randomHex(bytes: number): string {
-  if (bytes <= 0) return "";
-  const buffer = crypto.getRandomValues(new Uint8Array(bytes));
   let out = "";
-  let zero = true;
-  for (const byte of buffer) {
-    out += BYTE_HEX[byte] ?? "00";
-    if (byte !== 0) zero = false;
+  for (let i = 0; i < bytes; i += 4) {
+    const word = Math.floor(Math.random() * 0x1_0000_0000);
+    out += word.toString(16).padStart(8, "0").slice(0, Math.min(4, bytes - i) * 2);
   }
-  return zero ? randomHex(bytes) : out;
+  return /^0*$/.test(out) && bytes > 0 ? randomHex(bytes) : out;
 }
 
 /** `tracestate` is passed on unchanged if it is within the spec's limits (512 characters, 32 members). */
