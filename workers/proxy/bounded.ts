@@ -58,14 +58,22 @@ export async function readBounded(body: ReadableStream<Uint8Array> | null, limit
   return out.buffer;
 }
 
+/** Resolves after `ms`. */
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The path and query of an absolute URL, without parsing the whole URL. */
+export function pathAndQuery(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  return start < 0 ? "/" : url.slice(start);
+}
+
 /** The path of an absolute URL, without parsing the whole URL (this runs on every request). */
 export function pathOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  if (start < 0) return "/";
-  let end = url.length;
-  const query = url.indexOf("?", start);
+  const rest = pathAndQuery(url);
+  let end = rest.length;
+  const query = rest.indexOf("?");
   if (query >= 0) end = query;
-  const hash = url.indexOf("#", start);
+  const hash = rest.indexOf("#");
   if (hash >= 0 && hash < end) end = hash;
-  return url.slice(start, end);
+  return rest.slice(0, end);
 }

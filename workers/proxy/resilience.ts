@@ -15,7 +15,7 @@ import {
   OutlierDetector,
   RetryBudget,
 } from "../../shared/resilience.ts";
-import { readBounded } from "./bounded.ts";
+import { readBounded, sleep } from "./bounded.ts";
 import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts";
 import { forward, timedOut, unreachable, type EgressContext, type ForwardResult } from "./forward.ts";
 import { DEADLINE_HEADER, SHADOW_HEADER } from "./identity.ts";
@@ -106,8 +106,6 @@ function record(service: string, backend: string, success: boolean, now: number)
     }
   }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One attempt on one backend, with any rehearsal fault applied first. */
 async function attempt(backend: CompiledBackend, request: Request, faults: readonly FaultRule[], egress: EgressContext, timeoutMs: number | undefined): Promise<ForwardResult> {

@@ -18,7 +18,7 @@ import {
 import { accessHeaders, redactPath } from "../../shared/redact.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { formatTraceparent, parseTraceparent, randomHex, validTracestate } from "../../shared/trace-context.ts";
-import { withTimeout } from "./bounded.ts";
+import { pathAndQuery, sleep, withTimeout } from "./bounded.ts";
 import { otlpSpans, type FinishedSpan, type OtlpExporter } from "./otlp.ts";
 
 /** A batch is sent this long after its first request. */
@@ -154,11 +154,11 @@ export class ServiceTelemetry {
     this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts });
     if (!this.scheduled) {
       this.scheduled = true;
-      waitUntil(later(FLUSH_MS).then(() => this.flush()));
+      waitUntil(sleep(FLUSH_MS).then(() => this.flush()));
     } else if (this.records.length >= ABSORB_AT && !this.absorbing) {
       // Busy isolate: absorb in small chunks after the responses went out, not in one long pause.
       this.absorbing = true;
-      waitUntil(later(0).then(() => this.absorb()));
+      waitUntil(sleep(0).then(() => this.absorb()));
     }
   }
 
@@ -260,15 +260,8 @@ export class ServiceTelemetry {
   }
 }
 
-const later = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 function seriesId(route: string, backend: string, caller: string, code: number): string {
   return `${route}\u0000${backend}\u0000${caller}\u0000${code}`;
-}
-
-function pathAndQuery(url: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  return start < 0 ? "/" : url.slice(start);
 }
 
 function spanOf(r: Finished): FinishedSpan {
