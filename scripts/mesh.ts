@@ -3,107 +3,13 @@
  * every worker, every `[env.*]` instance, service bindings with their `props`, Durable Objects and
  * public routes. `npm start`, the end-to-end tests and the benchmark all boot the mesh through here.
  */
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions as WorkerOptions } from "miniflare";
-import { parse as parseToml } from "smol-toml";
+import { configPaths, deploymentsOf, loadDeployments, ROOT, type Deployment, type RawService } from "./deployments.ts";
 
-/** Repository root. */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-
-interface RawService {
-  binding: string;
-  service: string;
-  entrypoint?: string;
-  props?: Record<string, unknown>;
-}
-interface RawDurableObject {
-  name: string;
-  class_name: string;
-  script_name?: string;
-}
-interface RawRoute {
-  pattern: string;
-  custom_domain?: boolean;
-}
-interface RawConfig {
-  name?: string;
-  main?: string;
-  compatibility_date?: string;
-  compatibility_flags?: string[];
-  vars?: Record<string, string>;
-  services?: RawService[];
-  durable_objects?: { bindings?: RawDurableObject[] };
-  routes?: Array<RawRoute | string>;
-  migrations?: Array<{ new_sqlite_classes?: string[] }>;
-  secrets?: { required?: string[] };
-  env?: Record<string, RawConfig>;
-}
-
-/** One deployable worker: a wrangler config, or one `[env.*]` of it. */
-export interface Deployment {
-  name: string;
-  configPath: string;
-  env: string | undefined;
-  main: string;
-  compatibilityDate: string;
-  compatibilityFlags: string[];
-  vars: Record<string, string>;
-  services: RawService[];
-  durableObjects: RawDurableObject[];
-  sqliteClasses: string[];
-  routes: string[];
-  secrets: string[];
-}
-
-function resolveDeployment(configPath: string, raw: RawConfig, envName: string | undefined): Deployment {
-  // Mirrors wrangler: main, compatibility settings and migrations are inherited by environments;
-  // vars, bindings and routes are not.
-  const scoped = envName ? (raw.env?.[envName] ?? {}) : raw;
-  if (!raw.main || !raw.name || !raw.compatibility_date) {
-    throw new Error(`${configPath}: name, main and compatibility_date are required`);
-  }
-  return {
-    name: scoped.name ?? (envName ? `${raw.name}-${envName}` : raw.name),
-    configPath,
-    env: envName,
-    main: path.resolve(path.dirname(configPath), raw.main),
-    compatibilityDate: raw.compatibility_date,
-    compatibilityFlags: raw.compatibility_flags ?? [],
-    vars: scoped.vars ?? {},
-    services: scoped.services ?? [],
-    durableObjects: scoped.durable_objects?.bindings ?? [],
-    sqliteClasses: (raw.migrations ?? []).flatMap((m) => m.new_sqlite_classes ?? []),
-    routes: (scoped.routes ?? []).flatMap((r) => (typeof r === "string" ? [r] : r.custom_domain ? [] : [r.pattern])),
-    secrets: scoped.secrets?.required ?? raw.secrets?.required ?? [],
-  };
-}
-
-/** The wrangler configs of this repository: the root one (control plane) and one per `workers/*`. */
-export function configPaths(root = ROOT): string[] {
-  const workers = path.join(root, "workers");
-  return [
-    path.join(root, "wrangler.toml"),
-    ...readdirSync(workers)
-      .sort()
-      .map((dir) => path.join(workers, dir, "wrangler.toml"))
-      .filter((file) => existsSync(file)),
-  ];
-}
-
-/** Every deployment described by `configPath`: one per `[env.*]`, or the config itself. */
-export function deploymentsOf(configPath: string): Deployment[] {
-  const raw = parseToml(readFileSync(configPath, "utf8")) as RawConfig;
-  const envs = Object.keys(raw.env ?? {});
-  return envs.length > 0 ? envs.map((env) => resolveDeployment(configPath, raw, env)) : [resolveDeployment(configPath, raw, undefined)];
-}
-
-/** All deployments of the repository. */
-export function loadDeployments(root = ROOT): Deployment[] {
-  return configPaths(root).flatMap(deploymentsOf);
-}
+export { configPaths, deploymentsOf, loadDeployments, ROOT, type Deployment };
 
 /** Bundles each distinct entry module once (a proxy's code is shared by all its instances). */
 export async function bundleMains(mains: string[]): Promise<Map<string, string>> {

@@ -1,0 +1,104 @@
+/**
+ * The deployable workers of a repository, read from its wrangler configs: one per config, or one per
+ * `[env.*]` of it. Kept apart from mesh.ts (which boots them on workerd) so tools that only read
+ * configs, such as the weft CLI, load neither esbuild nor Miniflare.
+ */
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse as parseToml } from "smol-toml";
+
+/** Repository root. */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+export interface RawService {
+  binding: string;
+  service: string;
+  entrypoint?: string;
+  props?: Record<string, unknown>;
+}
+export interface RawDurableObject {
+  name: string;
+  class_name: string;
+  script_name?: string;
+}
+export interface RawRoute {
+  pattern: string;
+  custom_domain?: boolean;
+}
+export interface RawConfig {
+  name?: string;
+  main?: string;
+  compatibility_date?: string;
+  compatibility_flags?: string[];
+  vars?: Record<string, string>;
+  services?: RawService[];
+  durable_objects?: { bindings?: RawDurableObject[] };
+  routes?: Array<RawRoute | string>;
+  migrations?: Array<{ new_sqlite_classes?: string[] }>;
+  secrets?: { required?: string[] };
+  env?: Record<string, RawConfig>;
+}
+
+/** One deployable worker: a wrangler config, or one `[env.*]` of it. */
+export interface Deployment {
+  name: string;
+  configPath: string;
+  env: string | undefined;
+  main: string;
+  compatibilityDate: string;
+  compatibilityFlags: string[];
+  vars: Record<string, string>;
+  services: RawService[];
+  durableObjects: RawDurableObject[];
+  sqliteClasses: string[];
+  routes: string[];
+  secrets: string[];
+}
+
+function resolveDeployment(configPath: string, raw: RawConfig, envName: string | undefined): Deployment {
+  // Mirrors wrangler: main, compatibility settings and migrations are inherited by environments;
+  // vars, bindings and routes are not.
+  const scoped = envName ? (raw.env?.[envName] ?? {}) : raw;
+  if (!raw.main || !raw.name || !raw.compatibility_date) {
+    throw new Error(`${configPath}: name, main and compatibility_date are required`);
+  }
+  return {
+    name: scoped.name ?? (envName ? `${raw.name}-${envName}` : raw.name),
+    configPath,
+    env: envName,
+    main: path.resolve(path.dirname(configPath), raw.main),
+    compatibilityDate: raw.compatibility_date,
+    compatibilityFlags: raw.compatibility_flags ?? [],
+    vars: scoped.vars ?? {},
+    services: scoped.services ?? [],
+    durableObjects: scoped.durable_objects?.bindings ?? [],
+    sqliteClasses: (raw.migrations ?? []).flatMap((m) => m.new_sqlite_classes ?? []),
+    routes: (scoped.routes ?? []).flatMap((r) => (typeof r === "string" ? [r] : r.custom_domain ? [] : [r.pattern])),
+    secrets: scoped.secrets?.required ?? raw.secrets?.required ?? [],
+  };
+}
+
+/** The wrangler configs of this repository: the root one (control plane) and one per `workers/*`. */
+export function configPaths(root = ROOT): string[] {
+  const workers = path.join(root, "workers");
+  return [
+    path.join(root, "wrangler.toml"),
+    ...(existsSync(workers) ? readdirSync(workers) : [])
+      .sort()
+      .map((dir) => path.join(workers, dir, "wrangler.toml"))
+      .filter((file) => existsSync(file)),
+  ];
+}
+
+/** Every deployment described by `configPath`: one per `[env.*]`, or the config itself. */
+export function deploymentsOf(configPath: string): Deployment[] {
+  const raw = parseToml(readFileSync(configPath, "utf8")) as RawConfig;
+  const envs = Object.keys(raw.env ?? {});
+  return envs.length > 0 ? envs.map((env) => resolveDeployment(configPath, raw, env)) : [resolveDeployment(configPath, raw, undefined)];
+}
+
+/** All deployments of the repository. */
+export function loadDeployments(root = ROOT): Deployment[] {
+  return configPaths(root).flatMap(deploymentsOf);
+}
