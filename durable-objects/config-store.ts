@@ -6,8 +6,8 @@
  * outbox drained by its alarm.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { FaultRule, MeshConfig, Policy, RateLimitRule, ServiceConfig, ServiceResilience, SplitUpdate } from "../shared/config.ts";
-import { defaultRoute, toSlice, type SliceRead, type StoredService } from "../shared/slice.ts";
+import type { FaultRule, MeshConfig, Policy, RateLimitRule, ServiceConfig, ServiceResilience, SplitUpdate, Weights } from "../shared/config.ts";
+import { defaultRoute, toSlice, type RolloutLock, type SliceRead, type StoredService } from "../shared/slice.ts";
 import { rebalance } from "../shared/split.ts";
 import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
 import { serviceView, type ServiceView } from "../shared/views.ts";
@@ -19,7 +19,21 @@ export type WriteResult<T> =
   | { ok: true; value: T }
   | { ok: false; reason: "invalid"; issues: ConfigIssue[] }
   | { ok: false; reason: "stale"; current: number }
-  | { ok: false; reason: "not-found"; detail: string };
+  | { ok: false; reason: "not-found"; detail: string }
+  | { ok: false; reason: "conflict"; detail: string; rollout: string };
+
+/** A refused write. */
+export type WriteRefusal = Exclude<WriteResult<never>, { ok: true }>;
+
+/** What a change to one service does: its next config and the history entry, or why it is refused. */
+type ServiceChange = { next: ServiceConfig; reason: string; lock?: RolloutLock | null } | WriteRefusal;
+
+/** The split a rollout starts from. */
+export interface RolloutStart {
+  route: string;
+  weights: Weights;
+  version: number;
+}
 
 /** One entry of `GET /admin/config/versions`. */
 export interface VersionInfo {
@@ -162,7 +176,9 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
   ): WriteResult<ServiceView> {
     return this.updateService(service, ifMatch, (current) => {
       const target = routeName === undefined ? defaultRoute(current.routes) : current.routes.find((r) => r.name === routeName);
-      if (!target) return `service '${service}' has no route named '${routeName ?? ""}'`;
+      if (!target) return notFound(`service '${service}' has no route named '${routeName ?? ""}'`);
+      const lock = this.current.get(service)?.stored.rollout;
+      if (lock && lock.route === target.name) return rolloutConflict(service, lock);
       const sticky = update.sticky === undefined ? target.split.sticky : (update.sticky ?? undefined);
       return {
         next: {
@@ -191,7 +207,7 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
   setResilience(service: string, settings: ServiceResilience, ifMatch: number | undefined): WriteResult<ServiceView> {
     return this.updateService(service, ifMatch, (current) => {
       const unknown = Object.keys(settings.routes).filter((name) => !current.routes.some((r) => r.name === name));
-      if (unknown.length > 0) return `service '${service}' has no route named ${unknown.map((n) => `'${n}'`).join(", ")}`;
+      if (unknown.length > 0) return notFound(`service '${service}' has no route named ${unknown.map((n) => `'${n}'`).join(", ")}`);
       return {
         next: {
           ...current,
@@ -226,21 +242,70 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
   }
 
   /** Read-modify-write of one service, validated and committed like any other change. */
-  private updateService(
-    service: string,
-    ifMatch: number | undefined,
-    change: (current: ServiceConfig) => { next: ServiceConfig; reason: string } | string,
-  ): WriteResult<ServiceView> {
+  private updateService(service: string, ifMatch: number | undefined, change: (current: ServiceConfig) => ServiceChange): WriteResult<ServiceView> {
     const entry = this.current.get(service);
-    if (!entry) return { ok: false, reason: "not-found", detail: `no service named '${service}'` };
+    if (!entry) return notFound(`no service named '${service}'`);
     if (ifMatch !== undefined && ifMatch !== entry.version) return { ok: false, reason: "stale", current: entry.version };
     const changed = change(entry.stored.config);
-    if (typeof changed === "string") return { ok: false, reason: "not-found", detail: changed };
+    if ("ok" in changed) return changed;
     const services = [...this.current.values()].map((s) => (s.stored.config.name === service ? changed.next : s.stored.config));
-    const result = this.commit(services, changed.reason);
+    const locks = changed.lock === undefined ? undefined : new Map([[service, changed.lock]]);
+    const result = this.commit(services, changed.reason, locks);
     if (!result.ok) return result;
     const view = this.readService(service);
-    return view ? { ok: true, value: view } : { ok: false, reason: "not-found", detail: `no service named '${service}'` };
+    return view ? { ok: true, value: view } : notFound(`no service named '${service}'`);
+  }
+
+  /**
+   * Puts a route of `service` under rollout `lock.id` (the default route unless `lock.route` names
+   * one): from now on only that rollout changes the route's split. Answers the split it starts
+   * from. Idempotent for the same rollout id; another rollout's lock is a conflict unless it is
+   * listed in `stale` (the RolloutStore, the only writer of locks, knows those have ended).
+   */
+  beginRollout(service: string, lock: Omit<RolloutLock, "route"> & { route?: string | undefined }, stale: ReadonlyArray<string>): WriteResult<RolloutStart> {
+    const entry = this.current.get(service);
+    if (!entry) return notFound(`no service named '${service}'`);
+    const config = entry.stored.config;
+    const route = lock.route === undefined ? defaultRoute(config.routes) : config.routes.find((r) => r.name === lock.route);
+    if (!route) return invalid(["route"], `service '${service}' has no route named '${lock.route ?? ""}'`);
+    const held = entry.stored.rollout;
+    if (held && held.id === lock.id) return { ok: true, value: { route: route.name, weights: route.split.weights, version: entry.version } };
+    if (held && !stale.includes(held.id)) return rolloutConflict(service, held);
+    if (!config.backends.some((b) => b.name === lock.backend)) {
+      return invalid(["backend"], `service '${service}' has no backend named '${lock.backend}' (backends: ${config.backends.map((b) => b.name).join(", ")})`);
+    }
+    const others = Object.entries(route.split.weights).filter(([name, weight]) => name !== lock.backend && weight > 0);
+    if (others.length === 0) {
+      return invalid(["backend"], `'${lock.backend}' already has all of route '${route.name}''s traffic: there is no baseline to compare it with`);
+    }
+    const full: RolloutLock = { id: lock.id, route: route.name, backend: lock.backend, ...(lock.probe ? { probe: lock.probe } : {}) };
+    const services = [...this.current.values()].map((s) => s.stored.config);
+    const result = this.commit(services, `rollout ${lock.id} of ${lock.backend} on ${service}/${route.name} started`, new Map([[service, full]]));
+    if (!result.ok) return result;
+    return { ok: true, value: { route: route.name, weights: route.split.weights, version: result.value.version } };
+  }
+
+  /**
+   * Sets the split of the route rollout `id` holds; with `release`, also ends its hold. Writing
+   * the weights already in place changes nothing (no new version), so the rollout can repeat a
+   * write it is unsure of. Releasing a hold that is already gone is not an error.
+   */
+  setRolloutSplit(service: string, id: string, weights: Weights, reason: string, release: boolean): WriteResult<ServiceView> {
+    const lock = this.current.get(service)?.stored.rollout;
+    if (!lock || lock.id !== id) {
+      const view = this.readService(service);
+      if (release && view) return { ok: true, value: view };
+      return lock ? rolloutConflict(service, lock) : notFound(`rollout ${id} does not hold a split of '${service}'`);
+    }
+    return this.updateService(service, undefined, (current) => ({
+      next: {
+        ...current,
+        routes: current.routes.map((r) => (r.name === lock.route ? { ...r, split: { ...r.split, weights } } : r)),
+      },
+      reason: `${reason}: ${formatWeights(weights)}`,
+      // Naming the hold marks this write as the rollout's own.
+      lock: release ? null : lock,
+    }));
   }
 
   /**
@@ -254,20 +319,31 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
     return this.commit(target.config.services, `rollback to version ${version}`);
   }
 
-  private commit(services: ServiceConfig[], reason: string): WriteResult<ConfigWrite> {
+  /**
+   * Validates and stores a whole new config. Rollout holds carry over, and a change to a held
+   * route's split (or to what the rollout needs) is refused, unless `locks` says this write is the
+   * rollout's own (a new hold, or null to end one).
+   */
+  private commit(services: ServiceConfig[], reason: string, locks?: ReadonlyMap<string, RolloutLock | null>): WriteResult<ConfigWrite> {
     const issues = validateMesh({ services }, { allowLocalhostHttp: this.env.WEFT_ENV === "development" });
     if (issues.length > 0) return { ok: false, reason: "invalid", issues };
 
     const changes: Array<[string, StoredService | null]> = [];
     for (const service of services) {
       const previous = this.current.get(service.name)?.stored;
+      const lock = locks?.has(service.name) ? locks.get(service.name) : previous?.rollout;
+      if (previous?.rollout && !locks?.has(service.name) && breaksRollout(previous, service)) return rolloutConflict(service.name, previous.rollout);
       const layouts: StoredService["layouts"] = {};
       for (const route of service.routes) layouts[route.name] = rebalance(previous?.layouts[route.name], route.split.weights);
-      const stored: StoredService = { config: service, layouts };
+      const stored: StoredService = { config: service, layouts, ...(lock ? { rollout: lock } : {}) };
       if (!previous || JSON.stringify(previous) !== JSON.stringify(stored)) changes.push([service.name, stored]);
     }
     const kept = new Set(services.map((s) => s.name));
-    for (const name of this.current.keys()) if (!kept.has(name)) changes.push([name, null]);
+    for (const [name, entry] of this.current) {
+      if (kept.has(name)) continue;
+      if (entry.stored.rollout) return rolloutConflict(name, entry.stored.rollout);
+      changes.push([name, null]);
+    }
     if (changes.length === 0) return { ok: true, value: { version: this.head, changed: [] } };
 
     const version = this.head + 1;
@@ -338,6 +414,34 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
     const entry = this.current.get(service);
     await sliceStoreOf(this.env, service).publish(entry ? { status: "slice", slice: toSlice(entry.stored, entry.version) } : { status: "absent", version });
   }
+}
+
+function notFound(detail: string): WriteRefusal {
+  return { ok: false, reason: "not-found", detail };
+}
+
+function invalid(path: string[], message: string): WriteRefusal {
+  return { ok: false, reason: "invalid", issues: [{ code: "custom", path, message }] };
+}
+
+function rolloutConflict(service: string, lock: RolloutLock): WriteRefusal {
+  return {
+    ok: false,
+    reason: "conflict",
+    rollout: lock.id,
+    detail: `rollout ${lock.id} of '${lock.backend}' owns the split of ${service}/${lock.route}; ` +
+      `pause it, or end it with POST /admin/services/${service}/rollouts/current/abort (or promote) before changing that split`,
+  };
+}
+
+/** Would storing `next` change what a running rollout owns: its route's split, the route, or its candidate? */
+function breaksRollout(previous: StoredService, next: ServiceConfig): boolean {
+  const lock = previous.rollout;
+  if (!lock) return false;
+  const before = previous.config.routes.find((r) => r.name === lock.route);
+  const after = next.routes.find((r) => r.name === lock.route);
+  if (!before || !after || !next.backends.some((b) => b.name === lock.backend)) return true;
+  return JSON.stringify(before.split.weights) !== JSON.stringify(after.split.weights);
 }
 
 function formatWeights(weights: Readonly<Record<string, number>>): string {

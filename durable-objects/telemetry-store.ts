@@ -5,7 +5,7 @@
  * the recent errors, and the live tap streams.
  */
 import { DurableObject } from "cloudflare:workers";
-import { BUCKETS, isFailure, SLOT_SECONDS, type IngestReply, type SeriesStats, type SlotSeries, type TapEvent, type TelemetryBatch } from "../shared/metrics.ts";
+import { BUCKETS, isFailure, SLOT_SECONDS, type AttemptStats, type IngestReply, type SeriesStats, type SlotSeries, type TapEvent, type TelemetryBatch } from "../shared/metrics.ts";
 import { plainStub, type PlainStub } from "./rpc.ts";
 
 /** The telemetry shard of `service`. */
@@ -29,6 +29,9 @@ function upsertSql(table: string, keys: string[]): string {
   return `INSERT INTO ${table} (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")})
     ON CONFLICT (${keys.join(", ")}) DO UPDATE SET ${STAT_COLUMNS.map((c) => `${c} = ${c} + excluded.${c}`).join(", ")}`;
 }
+
+const UPSERT_ATTEMPTS = `INSERT INTO attempt_totals (backend, count, failures, ${BUCKET_COLUMNS.join(", ")}) VALUES (${["?", "?", "?", ...BUCKET_COLUMNS.map(() => "?")].join(", ")})
+  ON CONFLICT (backend) DO UPDATE SET ${["count", "failures", ...BUCKET_COLUMNS].map((c) => `${c} = ${c} + excluded.${c}`).join(", ")}`;
 
 const UPSERT_SLOT = upsertSql("slots", ["slot", ...KEY_COLUMNS]);
 const UPSERT_TOTAL = upsertSql("totals", KEY_COLUMNS);
@@ -68,6 +71,8 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
       PRIMARY KEY (slot, route, backend, caller, code))`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS totals (route TEXT NOT NULL, backend TEXT NOT NULL, caller TEXT NOT NULL, code INTEGER NOT NULL, ${stats},
       PRIMARY KEY (route, backend, caller, code))`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS attempt_totals (backend TEXT PRIMARY KEY, count INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+      ${BUCKET_COLUMNS.map((c) => `${c} INTEGER NOT NULL DEFAULT 0`).join(", ")})`);
     this.sql.exec("CREATE TABLE IF NOT EXISTS ejections (slot INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
     this.sql.exec("CREATE TABLE IF NOT EXISTS errors (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
   }
@@ -80,6 +85,9 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
         const stats = [s.count, s.attempts, s.sumMs, ...Array.from({ length: BUCKETS }, (_, i) => s.buckets[i] ?? 0)];
         this.sql.exec(UPSERT_SLOT, slot, s.route, s.backend, s.caller, s.code, ...stats);
         this.sql.exec(UPSERT_TOTAL, s.route, s.backend, s.caller, s.code, ...stats);
+      }
+      for (const a of batch.attempts) {
+        this.sql.exec(UPSERT_ATTEMPTS, a.backend, a.count, a.failures, ...Array.from({ length: BUCKETS }, (_, i) => a.buckets[i] ?? 0));
       }
       if (batch.ejections > 0) {
         // Slot -1 holds the running total.
@@ -113,6 +121,18 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
     const series = this.sql.exec<Row>(`SELECT ${SELECT_STATS} FROM totals ORDER BY route, backend, caller, code`).toArray().map(seriesOf);
     const ejected = this.sql.exec<{ n: number }>("SELECT COALESCE(SUM(n), 0) AS n FROM ejections WHERE slot = -1").one().n;
     return { series, ejections: Number(ejected) };
+  }
+
+  /**
+   * Running totals of attempts per backend. A rollout keeps a copy from the start of each step;
+   * the difference is exactly the step's attempts, whatever the slot boundaries.
+   */
+  attemptTotals(): Record<string, AttemptStats> {
+    const totals: Record<string, AttemptStats> = {};
+    for (const row of this.sql.exec<Row>("SELECT * FROM attempt_totals")) {
+      totals[text(row.backend)] = { count: Number(row.count), failures: Number(row.failures), buckets: BUCKET_COLUMNS.map((c) => Number(row[c])) };
+    }
+    return totals;
   }
 
   /** The newest errors first. */

@@ -53,6 +53,22 @@ export interface TapEvent {
   attempts: number;
 }
 
+/**
+ * Attempts of one backend: every try counts, before retries or failover hide it (a request that
+ * failed on the candidate and succeeded on failover is one failed attempt of the candidate).
+ */
+export interface AttemptStats {
+  count: number;
+  /** 5xx answers, connect errors and timeouts. */
+  failures: number;
+  buckets: number[];
+}
+
+/** An empty {@link AttemptStats}. */
+export function noAttempts(): AttemptStats {
+  return { count: 0, failures: 0, buckets: new Array<number>(BUCKETS).fill(0) };
+}
+
 /** What a proxy isolate sends its service's telemetry shard, about once a second while busy. */
 export interface TelemetryBatch {
   service: string;
@@ -63,6 +79,8 @@ export interface TelemetryBatch {
   ejections: number;
   /** Requests for the tap and the recent-errors list (sampled, errors, and a few others). */
   events: TapEvent[];
+  /** Attempts per backend (what rollouts judge candidates on). */
+  attempts: Array<AttemptStats & { backend: string }>;
 }
 
 /** The shard's answer: whether anyone is tapping the service (then proxies send more events). */

@@ -5,6 +5,7 @@
 import type { Backend, FaultRule, Policy, RateLimitRule, RouteConfig, ServiceConfig } from "./config.ts";
 import type { IngestReply, TelemetryBatch } from "./metrics.ts";
 import type { Grant, LimitSpec } from "./rate-limit.ts";
+import type { RolloutProbe } from "./rollout.ts";
 import type { Layout } from "./split.ts";
 
 /** A service as stored: the operator's config plus the sticky slot layout of every route. */
@@ -12,6 +13,23 @@ export interface StoredService {
   config: ServiceConfig;
   /** Slot layouts by route name; managed by the control plane, never written by operators. */
   layouts: Record<string, Layout>;
+  /** The rollout that owns one route's split while it runs; only that rollout may change it. */
+  rollout?: RolloutLock;
+}
+
+/** A running rollout's hold on a route's split. */
+export interface RolloutLock {
+  id: string;
+  route: string;
+  /** The candidate backend. */
+  backend: string;
+  probe?: RolloutProbe;
+}
+
+/** Synthetic requests the proxy sends to a rollout's candidate (see `RolloutProbe`). */
+export interface ProbeSlice extends RolloutProbe {
+  rollout: string;
+  backend: string;
 }
 
 /** A route as a proxy sees it. */
@@ -28,6 +46,7 @@ export interface ServiceSlice {
   policy?: Policy;
   faults?: FaultRule[];
   rateLimits?: RateLimitRule[];
+  probe?: ProbeSlice;
 }
 
 /** Builds the slice a proxy receives from a stored service. */
@@ -40,6 +59,7 @@ export function toSlice(stored: StoredService, version: number): ServiceSlice {
     ...(stored.config.policy ? { policy: stored.config.policy } : {}),
     ...(stored.config.faults ? { faults: stored.config.faults } : {}),
     ...(stored.config.rateLimits ? { rateLimits: stored.config.rateLimits } : {}),
+    ...(stored.rollout?.probe ? { probe: { ...stored.rollout.probe, rollout: stored.rollout.id, backend: stored.rollout.backend } } : {}),
   };
 }
 

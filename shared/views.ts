@@ -15,6 +15,8 @@ export interface ServiceView {
   faults: FaultRule[];
   /** Rate limits; empty when none. */
   rateLimits: RateLimitRule[];
+  /** The rollout that owns a route's split right now, or null. */
+  rollout: { id: string; route: string; backend: string } | null;
   /** The config version that last changed this service; use it as `If-Match`. */
   version: number;
 }
@@ -41,6 +43,7 @@ export function serviceView(stored: StoredService, version: number): ServiceView
     policy: config.policy ?? null,
     faults: config.faults ?? [],
     rateLimits: config.rateLimits ?? [],
+    rollout: stored.rollout ? { id: stored.rollout.id, route: stored.rollout.route, backend: stored.rollout.backend } : null,
     version,
   };
 }

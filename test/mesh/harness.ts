@@ -22,6 +22,8 @@ export const ECHO_SERVICE = {
 
 export interface TestMesh {
   mesh: RunningMesh;
+  adminPort: number;
+  vendorPort: number;
   shop: string;
   admin: string;
   vendor: string;
@@ -40,6 +42,13 @@ export interface TestMesh {
 export interface TestMeshOptions {
   /** Proxy vars to override, e.g. WEFT_OTLP_ENDPOINT or WEFT_TRACE_SAMPLE_RATE. */
   vars?: Record<string, string>;
+  /** Keep Durable Object state in this directory (to boot the same mesh again after a restart). */
+  persistTo?: string;
+  /** Seed the demo config (default true); a mesh booted again from persisted state already has it. */
+  seed?: boolean;
+  /** Control plane port to reuse (a restarted mesh keeps its issuer URL). */
+  adminPort?: number;
+  vendorPort?: number;
 }
 
 export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
@@ -50,7 +59,8 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     ...deploymentsOf(path.join(fixtures, "proxy.wrangler.toml")),
   ];
   // Tokens name the control plane's URL as issuer, so its port is chosen before workerd starts.
-  const [adminPort, vendorPort] = [await freePort(), await freePort()];
+  const adminPort = options.adminPort ?? (await freePort());
+  const vendorPort = options.vendorPort ?? (await freePort());
   const accessLogs: Array<Record<string, unknown>> = [];
   const logLines: string[] = [];
   const mesh = await startMesh({
@@ -59,6 +69,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     vendorPort,
     adminToken: TOKEN,
     deployments,
+    ...(options.persistTo ? { persistTo: options.persistTo } : {}),
     directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0 },
     overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2", WEFT_TRACE_SAMPLE_RATE: "0", ...options.vars } },
     onLog: (log) => {
@@ -75,11 +86,15 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     if (init.body !== undefined) headers.set("content-type", "application/json");
     return fetch(`${mesh.adminUrl}${route}`, { ...init, headers, signal: AbortSignal.timeout(10_000) });
   };
-  const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
-  const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE] }) });
-  if (!seeded.ok) throw new Error(`seeding failed: ${seeded.status} ${await seeded.text()}`);
+  if (options.seed ?? true) {
+    const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
+    const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE] }) });
+    if (!seeded.ok) throw new Error(`seeding failed: ${seeded.status} ${await seeded.text()}`);
+  }
   return {
     mesh,
+    adminPort,
+    vendorPort,
     shop: mesh.shopUrl,
     admin: mesh.adminUrl,
     vendor: mesh.vendorUrl ?? "",

@@ -12,48 +12,18 @@ import type { z } from "zod";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
+import { etag, parseIfMatch, refusal } from "./write-responses.ts";
 import { requireAdminToken } from "./auth.ts";
 import { keysAdminApi } from "./keys.ts";
 import { observabilityApi } from "./observability.ts";
+import { rolloutsApi } from "./rollouts.ts";
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
-
-/** `"12"` → 12. `*` or no header → undefined (no precondition); anything unparsable never matches. */
-export function parseIfMatch(header: string | undefined): number | undefined {
-  if (header === undefined || header.trim() === "*") return undefined;
-  const match = /^\s*(?:W\/)?"(\d+)"/.exec(header);
-  return match?.[1] ? Number(match[1]) : -1;
-}
-
-function etag(version: number): string {
-  return `"${version}"`;
-}
 
 function serviceNameOrProblem(name: string): Response | undefined {
   return Name.safeParse(name).success
     ? undefined
     : problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
-}
-
-/** Turns a refused write into its problem response. */
-function refusal(result: Exclude<WriteResult<unknown>, { ok: true }>): Response {
-  switch (result.reason) {
-    case "invalid":
-      return problemResponse(422, "invalid-config", "Configuration refused", {
-        detail: result.issues.map((i) => i.message).join("; "),
-        issues: result.issues,
-      });
-    case "stale":
-      return problemResponse(
-        412,
-        "stale-version",
-        "Precondition failed",
-        { detail: `If-Match does not match the current version ${result.current}; re-read and retry.`, currentVersion: result.current },
-        { etag: etag(result.current) },
-      );
-    case "not-found":
-      return problemResponse(404, "not-found", "Not found", { detail: result.detail });
-  }
 }
 
 type AdminApp = Hono<{ Bindings: ControlPlaneEnv }>;
@@ -230,6 +200,7 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
 
   admin.route("/keys", keysAdminApi());
   admin.route("/", observabilityApi());
+  admin.route("/", rolloutsApi());
 
   return admin;
 }

@@ -62,7 +62,7 @@ export default {
     if (proxy instanceof Response) return proxy;
     // trace: continue the caller's trace or start one here
     const hop = beginHop(request, proxy.telemetry.settings.sampleRate, Date.now());
-    const trail: Trail = { route: undefined, backend: undefined, attempts: 1 };
+    const trail: Trail = { route: undefined, backend: undefined, attempts: 1, counted: false };
     const caller = callerOf(ctx.props);
     const state = proxy.cache.current((p) => ctx.waitUntil(p));
     const response = state instanceof Promise ? state.then((s) => chain(request, ctx, proxy, s, hop, caller, trail)) : chain(request, ctx, proxy, state, hop, caller, trail);
@@ -142,6 +142,7 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
       return sendFast(slice, route, backend, backend.target.fetcher, outboundRequest(request, headers), egress).then((d) => {
         trail.backend = d.backend.name;
         trail.attempts = d.attempts;
+        trail.counted = true;
         return !proxy.debug && !placement.setCookie ? d.response : decorate(d, proxy, slice, route, placement);
       });
     }
@@ -185,6 +186,7 @@ async function checkedChain(
   const delivery = await sendResiliently(slice, route, backend, outbound, egress, deadlineAt);
   trail.backend = delivery.backend.name;
   trail.attempts = delivery.attempts;
+  trail.counted = true;
   const response = route.contract && !delivery.response.headers.has("x-weft-fault") ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
 
   return decorate({ ...delivery, response }, proxy, slice, route, placement, limited.headers);

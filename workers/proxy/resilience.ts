@@ -20,7 +20,7 @@ import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts
 import { forward, timedOut, unreachable, type EgressContext, type ForwardResult } from "./forward.ts";
 import { DEADLINE_HEADER, SHADOW_HEADER } from "./identity.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
-import { countEjection } from "./telemetry.ts";
+import { countAttempt, countEjection } from "./telemetry.ts";
 
 /** Bodies up to this size are kept so the request can be sent again; larger ones get one attempt. */
 export const MAX_REPLAY_BYTES = 256 * 1024;
@@ -91,7 +91,9 @@ function recordProbe(service: string, backend: string, passed: boolean): void {
 }
 const EMPTY: ReadonlySet<string> = new Set();
 
-function record(service: string, backend: string, success: boolean, now: number): void {
+/** Feeds one attempt's outcome to outlier detection, adaptive backoff and the attempt counts. */
+function record(service: string, backend: string, success: boolean, now: number, startedAt: number): void {
+  countAttempt(service, backend, !success, now - startedAt);
   const state = stateOf(service, backend);
   const health = state.outlier.record(success, now);
   if (success) state.delay.recordSuccess(now);
@@ -147,13 +149,14 @@ export function sendFast(
   budgetOf(service).recordRequest(Date.now());
   const statuses = route.retries?.statuses ?? DEFAULT_RETRY_STATUSES;
   const retry = (first: Delivery): Promise<Delivery> => sendResiliently(slice, route, chosen, request, egress, undefined, first);
+  const started = Date.now();
   return fetcher.fetch(request).then(
     (response) => {
-      record(service, chosen.name, response.status < 500, Date.now());
+      record(service, chosen.name, response.status < 500, Date.now(), started);
       return statuses.includes(response.status) ? retry({ response, backend: chosen, attempts: 1 }) : { response, backend: chosen, attempts: 1 };
     },
     (error: unknown) => {
-      record(service, chosen.name, false, Date.now());
+      record(service, chosen.name, false, Date.now(), started);
       return retry({ response: unreachable(chosen.name, error).response, backend: chosen, attempts: 1 });
     },
   );
@@ -245,9 +248,10 @@ export async function sendResiliently(
       }
       await last?.response.body?.cancel(); // the failed answer is replaced by this attempt's
       attempts++;
+      const started = Date.now();
       const result = await attempt(backend, nextRequest(remaining), faults, egress, remaining);
       const verdict = judge(result, policy);
-      record(service, backend.name, !verdict.failed, Date.now());
+      record(service, backend.name, !verdict.failed, Date.now(), started);
       last = { response: result.response, backend, attempts };
       if (!verdict.retryable || !safe) return last;
     }

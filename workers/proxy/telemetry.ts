@@ -11,6 +11,8 @@ import {
   bucketOf,
   BUCKETS,
   isFailure,
+  noAttempts,
+  type AttemptStats,
   type SeriesStats,
   type TapEvent,
   type TelemetryBatch,
@@ -70,6 +72,8 @@ export interface Trail {
   route: string | undefined;
   backend: string | undefined;
   attempts: number;
+  /** The resilience step counted each attempt itself (see {@link countAttempt}). */
+  counted: boolean;
 }
 
 interface Finished {
@@ -81,6 +85,7 @@ interface Finished {
   backend: string;
   status: number;
   attempts: number;
+  counted: boolean;
 }
 
 /** How a proxy deployment reports (its wrangler vars). */
@@ -128,6 +133,45 @@ export function countEjection(service: string): void {
   ejections.set(service, (ejections.get(service) ?? 0) + 1);
 }
 
+/** Attempts by service and backend since the last batch. */
+const attemptCounts = new Map<string, Map<string, AttemptStats>>();
+
+/**
+ * Counts one attempt on one backend: every try, before retries or failover decide what the caller
+ * sees. Rollouts judge a candidate on these, so resilience cannot hide a bad release.
+ */
+export function countAttempt(service: string, backend: string, failed: boolean, ms: number): void {
+  let byBackend = attemptCounts.get(service);
+  if (!byBackend) attemptCounts.set(service, (byBackend = new Map<string, AttemptStats>()));
+  let stats = byBackend.get(backend);
+  if (!stats) byBackend.set(backend, (stats = noAttempts()));
+  stats.count++;
+  if (failed) stats.failures++;
+  const bucket = bucketOf(ms);
+  stats.buckets[bucket] = (stats.buckets[bucket] ?? 0) + 1;
+}
+
+function takeAttempts(service: string): Array<AttemptStats & { backend: string }> {
+  const byBackend = attemptCounts.get(service);
+  if (!byBackend || byBackend.size === 0) return [];
+  attemptCounts.delete(service);
+  return [...byBackend].map(([backend, stats]) => ({ backend, ...stats }));
+}
+
+function restoreAttempts(service: string, unsent: ReadonlyArray<AttemptStats & { backend: string }>): void {
+  let byBackend = attemptCounts.get(service);
+  if (!byBackend) attemptCounts.set(service, (byBackend = new Map<string, AttemptStats>()));
+  for (const { backend, ...old } of unsent) {
+    const current = byBackend.get(backend);
+    if (!current) byBackend.set(backend, old);
+    else {
+      current.count += old.count;
+      current.failures += old.failures;
+      addBuckets(current.buckets, old.buckets);
+    }
+  }
+}
+
 /** One service's telemetry in this isolate. */
 export class ServiceTelemetry {
   /** Finished requests not yet absorbed: the only per-request work is one push here. */
@@ -151,7 +195,7 @@ export class ServiceTelemetry {
 
   /** Records a finished request: one push; a batch is scheduled by its first request. */
   finish(hop: Hop, request: Request, caller: string, trail: Trail, status: number, waitUntil: (p: Promise<unknown>) => void): void {
-    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts });
+    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts, counted: trail.counted });
     if (!this.scheduled) {
       this.scheduled = true;
       waitUntil(sleep(FLUSH_MS).then(() => this.flush()));
@@ -166,10 +210,12 @@ export class ServiceTelemetry {
   async flush(): Promise<void> {
     this.absorb();
     this.scheduled = false;
-    if (this.series.size === 0) return;
+    const attempts = takeAttempts(this.service);
+    if (this.series.size === 0 && attempts.length === 0) return;
     const ejected = ejections.get(this.service) ?? 0;
     ejections.delete(this.service);
-    const batch: TelemetryBatch = { service: this.service, at: this.batchAt, series: [...this.series.values()], ejections: ejected, events: this.events };
+    const at = this.series.size > 0 ? this.batchAt : Date.now();
+    const batch: TelemetryBatch = { service: this.service, at, series: [...this.series.values()], ejections: ejected, events: this.events, attempts };
     const spans = this.spans;
     this.series = new Map();
     this.events = [];
@@ -202,6 +248,8 @@ export class ServiceTelemetry {
       s.sumMs += ms;
       const bucket = bucketOf(ms);
       s.buckets[bucket] = (s.buckets[bucket] ?? 0) + 1;
+      // A request the resilience step did not see was exactly one attempt on its backend.
+      if (!r.counted && r.backend !== "") countAttempt(this.service, r.backend, isFailure(r.status), ms);
       const notable = r.hop.sampled || isFailure(r.status) || (r.backend === "" && r.status >= 400);
       if (notable || this.tapped < (this.tapping ? TAP_EVENTS_PER_BATCH : RECENT_EVENTS_PER_BATCH)) {
         if (!notable) this.tapped++;
@@ -243,6 +291,7 @@ export class ServiceTelemetry {
       this.tapping = reply.tapping;
     } catch (error) {
       // Counts survive a control-plane outage: they go again with the next batch (events do not).
+      restoreAttempts(this.service, batch.attempts);
       for (const old of batch.series) {
         const id = seriesId(old.route, old.backend, old.caller, old.code);
         const current = this.series.get(id);
