@@ -45,8 +45,8 @@ interface RolloutRecord {
   windowStartedAt: number;
   /** ms of the step that had passed when it was paused. */
   pausedElapsedMs: number | null;
-  /** Attempt totals at the start of the step's window. */
-  snapshot: Record<string, AttemptStats>;
+  /** Attempt totals at the start of the step's window; null while the step settles. */
+  snapshot: Record<string, AttemptStats> | null;
   /** The full webhook URL (a secret for most chat services; the status shows its origin only). */
   webhookUrl: string | null;
   /** False until the ConfigStore has the split (and, once finished, the released hold) this record says. */
@@ -61,6 +61,12 @@ const MAX_TICK_MS = 5_000;
 /** Retry delay for a ConfigStore or telemetry call that failed. */
 const RETRY_MS = 5_000;
 const WEBHOOK_TIMEOUT_MS = 5_000;
+/**
+ * A step's window opens this long after its weights were written: proxies report attempts about
+ * once a second, so attempts made before the change (at the old weights, or by an earlier
+ * rollout) have arrived by then and do not count against the new step.
+ */
+const SETTLE_MS = 2_000;
 
 function tickMs(stepSeconds: number): number {
   return Math.min(MAX_TICK_MS, Math.max(MIN_TICK_MS, Math.round((stepSeconds * 1000) / 6)));
@@ -122,7 +128,6 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
         .exec<{ id: string }>("SELECT id FROM rollouts ORDER BY seq DESC LIMIT ?", HISTORY_IDS_PASSED_AS_STALE)
         .toArray()
         .map((r) => r.id);
-      const snapshot = await telemetryStoreOf(this.env, service).attemptTotals();
       const begun = await configStoreOf(this.env).beginRollout(
         service,
         { id, backend: request.backend, route: request.route, ...(request.probe ? { probe: request.probe } : {}) },
@@ -159,13 +164,12 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
           events: [],
         },
         stepIndex: 0,
-        windowStartedAt: now,
+        windowStartedAt: now + SETTLE_MS,
         pausedElapsedMs: null,
-        snapshot: structuredClone(snapshot),
+        snapshot: null,
         webhookUrl: request.webhook?.url ?? null,
         synced: false,
       };
-      disposeRpcResult(snapshot);
       this.sql.exec("INSERT INTO rollouts (seq, id, doc) VALUES (?, ?, ?)", seq + 1, id, JSON.stringify(record));
       const first = request.strategy === "blue-green"
         ? `checking ${request.backend} on probe traffic before switching (${request.analysis.minRequests} requests needed)`
@@ -173,7 +177,7 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
       this.event(record, "started", `rollout of ${request.backend} started (${request.strategy}, baseline ${record.status.baseline.join(", ")}); ${first}`);
       await this.applyStep(record);
       this.save(record);
-      await this.ctx.storage.setAlarm(now + tickMs(request.stepSeconds));
+      await this.ctx.storage.setAlarm(now + SETTLE_MS);
       return { ok: true, value: record.status };
     });
   }
@@ -191,7 +195,7 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
       switch (action) {
         case "pause":
           if (status.state === "paused") return conflict(status, `rollout ${status.id} is already paused`);
-          record.pausedElapsedMs = now - record.windowStartedAt;
+          record.pausedElapsedMs = Math.max(0, now - record.windowStartedAt);
           status.state = "paused";
           this.event(record, "paused", `paused${by} at ${status.weight}% (step ${status.step} of ${status.steps.length}); the split stays as it is`);
           await this.ctx.storage.deleteAlarm();
@@ -240,6 +244,14 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
         return;
       }
       const now = Date.now();
+      if (!record.snapshot) {
+        // The step's window opens now.
+        record.snapshot = totals;
+        record.windowStartedAt = now;
+        this.save(record);
+        await this.ctx.storage.setAlarm(now + tickMs(status.stepSeconds));
+        return;
+      }
       const candidate = attemptsSince(totals, record.snapshot, [status.backend]);
       const baseline = attemptsSince(totals, record.snapshot, status.baseline);
       const verdict = judgeStep(candidate, baseline, status.analysis);
@@ -268,13 +280,13 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
           status.step = transition.index + 1;
           status.weight = status.steps[transition.index] ?? 100;
           status.state = "progressing";
-          record.snapshot = totals;
-          record.windowStartedAt = now;
+          record.snapshot = null;
+          record.windowStartedAt = now + SETTLE_MS;
           status.current = null;
           const what = status.strategy === "blue-green" ? `checks passed; all traffic switched to ${status.backend}, ${status.baseline.join(", ")} kept ready to switch back` : `step ${passed} passed; step ${status.step} of ${status.steps.length}: ${status.backend} at ${status.weight}%`;
           this.event(record, "step", what, verdict);
           await this.applyStep(record);
-          await this.ctx.storage.setAlarm(now + tickMs(status.stepSeconds));
+          await this.ctx.storage.setAlarm(now + SETTLE_MS);
           break;
         }
         case "promote":

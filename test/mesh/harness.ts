@@ -33,6 +33,8 @@ export interface TestMesh {
   accessLogs: Array<Record<string, unknown>>;
   /** Every console line of every worker so far (access lines included), for redaction checks. */
   logLines: string[];
+  /** Fires a worker's cron trigger (as Cloudflare does every minute); resolves when its handler ends. */
+  cron(worker: string): Promise<void>;
   /** The fixture that stands between the echo proxy and the control plane. */
   link(action: "up" | "down" | "hang"): Promise<void>;
   dispose(): Promise<void>;
@@ -101,6 +103,11 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     adminFetch,
     accessLogs,
     logLines,
+    async cron(worker) {
+      const fetcher = await mesh.mf.getWorker(worker);
+      const result = await fetcher.scheduled({ cron: "* * * * *" });
+      if (result.outcome !== "ok") throw new Error(`${worker} cron handler ended with ${result.outcome}`);
+    },
     async link(action) {
       const res = await fetch(`${linkUrl}/link/${action}`, { method: "POST" });
       if (!res.ok) throw new Error(`link ${action} failed`);

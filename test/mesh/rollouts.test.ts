@@ -188,6 +188,44 @@ describe("canary", () => {
   });
 });
 
+describe("blue-green with synthetic probes", () => {
+  const probe = { path: "/products/sku-1", requestsPerMinute: 600 };
+
+  it("checks the candidate on probes alone (no shopper traffic), switches all traffic at once, then promotes", async () => {
+    const res = await startRollout("pim", { backend: "pim-v2", strategy: "blue-green", stepSeconds: 2, probe, analysis: { minRequests: 8, maxErrorRate: 0 } });
+    expect(res.status).toBe(201);
+    expect((await res.json()) as RolloutStatus).toMatchObject({ steps: [0, 100], weight: 0, probe });
+    // Before the switch the candidate has no shopper traffic at all.
+    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    const probing = t.cron("weft-proxy-pim");
+    const switched = await until("pim", ["promoted", "rolled-back", "aborted"], 30_000);
+    await probing;
+    expect(switched.state).toBe("promoted");
+    // (Probes report once a second, so the 2 s check may wait a moment for its 8th request.)
+    const moves = switched.events.filter((e) => e.type !== "waiting-for-traffic" && e.type !== "traffic-arrived");
+    expect(moves.map((e) => e.type)).toEqual(["started", "step", "promoted"]);
+    expect(moves[1]?.message).toContain("all traffic switched to pim-v2");
+    expect(moves[1]?.candidate?.requests).toBeGreaterThanOrEqual(8);
+    expect(moves[1]?.weight).toBe(100);
+    expect(await pimWeights()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-vendor": 0 });
+    const logged = t.logLines.filter((line) => line.includes('"event":"rollout-probes"'));
+    expect(logged.length).toBeGreaterThan(0);
+  });
+
+  it("a candidate failing its checks never gets shopper traffic", async () => {
+    await t.adminFetch("/admin/services/pim/faults", { method: "PUT", body: JSON.stringify({ faults: [{ backend: "pim-v2", abort: { percent: 50, status: 500 } }] }) });
+    const res = await startRollout("pim", { backend: "pim-v2", strategy: "blue-green", stepSeconds: 2, probe, analysis: { minRequests: 20, maxErrorRate: 0.01 } });
+    expect(res.status).toBe(201);
+    const probing = t.cron("weft-proxy-pim");
+    const done = await until("pim", ["promoted", "rolled-back", "aborted"], 30_000);
+    await probing;
+    expect(done.state).toBe("rolled-back");
+    expect(done.events.map((e) => e.weight)).toEqual([0, 0]);
+    expect(done.reason).toContain("error rate");
+    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+  });
+});
+
 describe("too little traffic", () => {
   it("waits, says so, and fails after the traffic timeout instead of passing", async () => {
     const res = await startRollout("pim", {

@@ -10,7 +10,7 @@ import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts
 import { OriginBalancer } from "../../shared/balancer.ts";
 import { egressBase } from "../../shared/egress.ts";
 import type { LimitSpec } from "../../shared/rate-limit.ts";
-import type { ServiceSlice } from "../../shared/slice.ts";
+import type { ProbeSlice, ServiceSlice } from "../../shared/slice.ts";
 import { expandLayout } from "../../shared/split.ts";
 
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
@@ -51,6 +51,8 @@ export interface CompiledSlice {
   backends: Map<string, CompiledBackend>;
   policy: Policy | undefined;
   faults: FaultRule[];
+  /** A running rollout's synthetic requests to its candidate. */
+  probe: ProbeSlice | undefined;
 }
 
 /** Remote key sets live as long as the isolate, so their cache survives config changes. */
@@ -117,6 +119,7 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
     version: slice.version,
     policy: slice.policy,
     faults: slice.faults ?? [],
+    probe: slice.probe,
     backends: new Map(
       slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(slice.service, b, bindings), healthCheck: b.healthCheck }]),
     ),

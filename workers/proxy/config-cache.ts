@@ -61,6 +61,15 @@ export class SliceCache {
     );
   }
 
+  /**
+   * The slice as the control plane has it now, for work that must not act on a stale one (the
+   * cron trigger); falls back to the last good config when the control plane is unreachable.
+   */
+  async fresh(): Promise<SliceState> {
+    await (this.background ?? this.refresh());
+    return this.state ?? { kind: "unavailable", detail: "no config loaded yet and the control plane is unreachable" };
+  }
+
   private async refresh(): Promise<void> {
     const known = this.state?.kind === "ready" ? this.state.slice.version : 0;
     try {

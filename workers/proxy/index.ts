@@ -19,7 +19,7 @@ import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts
 import { SliceCache, type SliceState } from "./config-cache.ts";
 import { MAX_REQUEST_BYTES } from "./forward.ts";
 import { healthyOwners } from "../../shared/resilience.ts";
-import { ejectedBackends, mirrorRequest, probeHealth, sendFast, sendResiliently, type Delivery } from "./resilience.ts";
+import { ejectedBackends, mirrorRequest, probeCandidate, probeHealth, sendFast, sendResiliently, type Delivery } from "./resilience.ts";
 import { checkRateLimits, type RateDecision } from "./rate-limit.ts";
 import { CLAIMS_HEADER, decodeClaims } from "../../shared/user-auth.ts";
 import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET, outboundRequest } from "./identity.ts";
@@ -83,7 +83,28 @@ export default {
       },
     );
   },
+
+  /**
+   * The cron trigger (every minute): while a rollout of this service has a probe, send its
+   * synthetic requests to the candidate for most of the minute, so quiet hours still give the
+   * rollout traffic to judge. Cloudflare runs one invocation per trigger, not one per isolate.
+   */
+  async scheduled(_controller, env, ctx): Promise<void> {
+    const proxy = setup(env);
+    if (proxy instanceof Response) return;
+    let first = true;
+    const sliceNow = async (): Promise<CompiledSlice | undefined> => {
+      const state = first ? await proxy.cache.fresh() : await proxy.cache.current((p) => ctx.waitUntil(p));
+      first = false;
+      return state.kind === "ready" ? state.slice : undefined;
+    };
+    const sent = await probeCandidate(sliceNow, proxy.controlPlane, Date.now() + PROBE_WINDOW_MS, () => proxy.telemetry.flush());
+    if (sent > 0) console.log(JSON.stringify({ event: "rollout-probes", service: env.WEFT_SERVICE, sent }));
+  },
 } satisfies ExportedHandler<ProxyEnv>;
+
+/** How long one cron invocation probes: most of the minute until the next one. */
+const PROBE_WINDOW_MS = 55_000;
 
 function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: SliceState, hop: Hop, caller: string, trail: Trail): Response | Promise<Response> {
   if (state.kind !== "ready") return problemResponse(503, "no-config", "Service not configured", { detail: state.detail });

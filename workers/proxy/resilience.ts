@@ -330,3 +330,38 @@ export function probeHealth(slice: CompiledSlice, controlPlane: ControlPlaneApi,
   }
   nextProbe.set(slice.service, { version: slice.version, at: soonest });
 }
+
+/**
+ * Sends a running rollout's probe requests to its candidate until `until` (ms epoch), evenly
+ * spaced at the probe's rate. They take the path of any attempt (faults included) and are counted
+ * as the candidate's attempts, which is all a rollout needs from them. `sliceNow` is asked before
+ * each probe, so probing stops as soon as the rollout ends. Returns the number sent.
+ */
+export async function probeCandidate(sliceNow: () => Promise<CompiledSlice | undefined>, controlPlane: ControlPlaneApi, until: number, onBatch: () => Promise<void>): Promise<number> {
+  let sent = 0;
+  let batchedAt = Date.now();
+  for (;;) {
+    const slice = await sliceNow();
+    const probe = slice?.probe;
+    const backend = probe ? slice.backends.get(probe.backend) : undefined;
+    if (!slice || !probe || !backend || Date.now() >= until) break;
+    const started = Date.now();
+    const request = new Request(`https://${backend.name}.probe${probe.path}`, { headers: { "x-weft-probe": probe.rollout } });
+    const egress: EgressContext = { service: slice.service, caller: slice.service, controlPlane };
+    const result = await attempt(backend, request, slice.faults, egress, PROBE_TIMEOUT_MS).catch((error: unknown) => unreachable(backend.name, error));
+    await result.response.body?.cancel();
+    record(slice.service, backend.name, !judge(result, undefined).failed, Date.now(), started);
+    sent++;
+    // Report as we go, so the rollout can judge while the probes still run.
+    if (Date.now() - batchedAt >= PROBE_REPORT_MS) {
+      batchedAt = Date.now();
+      await onBatch();
+    }
+    await sleep(Math.max(0, started + 60_000 / probe.requestsPerMinute - Date.now()));
+  }
+  await onBatch();
+  return sent;
+}
+
+const PROBE_TIMEOUT_MS = 10_000;
+const PROBE_REPORT_MS = 1_000;
