@@ -354,14 +354,15 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
     const body = new TextEncoder().encode(
       JSON.stringify({ service: status.service, rollout: status.id, backend: status.backend, state: status.state, weight: status.weight, reason: status.reason, event, text: `[weft] ${status.service}: ${event.message}` }),
     );
-    const host = new URL(url).host;
+    const target = new URL(url);
+    const host = target.host;
     for (let attempt = 1; attempt <= 2; attempt++) {
       try {
         const signed = await signingKeysOf(this.env, status.service).sign(status.service, {
           sub: `weft-rollouts/${status.service}`,
-          aud: new URL(url).origin,
+          aud: target.origin,
           htm: "POST",
-          htu: url,
+          htu: `${target.origin}${target.pathname}`,
           body_sha256: await bodySha256(body.slice().buffer),
         });
         const response = await fetch(url, {
