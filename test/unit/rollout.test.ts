@@ -149,7 +149,9 @@ describe("nextTransition", () => {
   });
 
   it("rolls back on a failing verdict at any time", () => {
-    expect(nextTransition(failing, clock(1_000))).toMatchObject({ kind: "rollback", reason: expect.stringMatching(/^error rate 50%/) });
+    const transition = nextTransition(failing, clock(1_000));
+    expect(transition.kind).toBe("rollback");
+    if (transition.kind === "rollback") expect(transition.reason).toMatch(/^error rate 50%/);
   });
 
   it("waits for traffic after the step's time, then fails at the traffic timeout", () => {
