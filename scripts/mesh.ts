@@ -148,6 +148,9 @@ export interface WorkerLog {
 /** How every proxy access log line starts (workers/proxy/telemetry.ts writes them). */
 export const ACCESS_LOG_PREFIX = '{"type":"weft.access"';
 
+/** How every rollout event line starts (durable-objects/rollout-store.ts writes them). */
+export const ROLLOUT_LOG_PREFIX = '{"type":"weft.rollout"';
+
 /** A proxy's access log line, parsed; undefined for other lines. */
 export function accessLogOf(message: string): Record<string, unknown> | undefined {
   if (!message.startsWith(ACCESS_LOG_PREFIX)) return undefined;

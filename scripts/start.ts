@@ -5,7 +5,8 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ACCESS_LOG_PREFIX, demoConfig, ROOT, startMesh, type RunningMesh } from "./mesh.ts";
+import { parse as parseToml } from "smol-toml";
+import { ACCESS_LOG_PREFIX, demoConfig, ROLLOUT_LOG_PREFIX, ROOT, startMesh, type RunningMesh } from "./mesh.ts";
 
 const HELP = `Usage: npm start [-- options]
 
@@ -126,12 +127,17 @@ async function main(): Promise<void> {
     persistTo,
     onLog: (line) => {
       if (line.message.startsWith(ACCESS_LOG_PREFIX)) accessLog.write(`${line.message}\n`);
-      else (line.level === "error" || line.level === "warn" ? process.stderr : process.stdout).write(`${line.message}\n`);
+      else if (line.message.startsWith(ROLLOUT_LOG_PREFIX)) {
+        // Rollout events go beside the access lines, and as one readable line to the terminal.
+        accessLog.write(`${line.message}\n`);
+        process.stdout.write(`${rolloutLine(line.message)}\n`);
+      } else (line.level === "error" || line.level === "warn" ? process.stderr : process.stdout).write(`${line.message}\n`);
     },
   });
   const vendorUrl = mesh.vendorUrl ?? "";
   running.mesh = mesh;
   const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, vendorUrl, token);
+  runCronTriggers(mesh);
 
   if (args.json) {
     process.stdout.write(
@@ -172,3 +178,34 @@ main().catch((error: unknown) => {
   }
   process.exit(1);
 });
+
+/**
+ * workerd does not run cron triggers by itself; Cloudflare runs them every minute. Do the same
+ * here for workers that declare them (the proxies: a running rollout's synthetic probes).
+ */
+function runCronTriggers(mesh: RunningMesh): void {
+  const scheduled = mesh.deployments.flatMap((d) => {
+    const raw = parseToml(readFileSync(d.configPath, "utf8")) as { triggers?: { crons?: string[] } };
+    return (raw.triggers?.crons ?? []).map((cron) => ({ worker: d.name, cron }));
+  });
+  const fire = (): void => {
+    for (const { worker, cron } of scheduled) {
+      void mesh.mf
+        .getWorker(worker)
+        .then((fetcher) => fetcher.scheduled({ cron }))
+        .catch((error: unknown) => process.stderr.write(`weft: cron trigger of ${worker} failed: ${error instanceof Error ? error.message : String(error)}\n`));
+    }
+  };
+  fire();
+  setInterval(fire, 60_000).unref();
+}
+
+/** `rollout pim-1 [progressing] step 1 of 2: pim-v2 at 20%` from a rollout event line. */
+function rolloutLine(message: string): string {
+  try {
+    const event = JSON.parse(message) as { rollout?: string; state?: string; message?: string };
+    return `rollout ${event.rollout ?? "?"} [${event.state ?? "?"}] ${event.message ?? ""}`;
+  } catch {
+    return message;
+  }
+}
