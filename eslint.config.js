@@ -18,6 +18,7 @@ export default tseslint.config(
           "./test/fixtures/*/tsconfig.json",
           "./bench/workers/*/tsconfig.json",
           "./scripts/tsconfig.json",
+          "./cli/tsconfig.json",
         ],
         tsconfigRootDir: import.meta.dirname,
       },

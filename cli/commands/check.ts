@@ -1,0 +1,94 @@
+/**
+ * `weft check`: static analysis of the manifest and the wrangler configs, like `istioctl analyze`.
+ * Every finding has a code, a location and a fix; errors (or warnings with --strict) exit 1.
+ */
+import { flag, stringOption } from "../args.ts";
+import type { Command } from "../command.ts";
+import { EXIT } from "../errors.ts";
+import { checkManifest, type Finding } from "../manifest/check.ts";
+import { findManifest, readJsonFile } from "../manifest/load.ts";
+import type { Painter } from "../output.ts";
+import { MANIFEST_OPTION } from "./generate.ts";
+
+/** The codes `weft check` reports, for `--help` and the README. */
+export const FINDING_CODES: ReadonlyArray<[string, string]> = [
+  ["invalid-manifest", "the manifest does not match the schema (typos, wrong types)"],
+  ["unknown-backend", "a split, failover, mirror or fault names a backend the service does not have"],
+  ["shadowed-route", "a route can never match: an earlier route matches everything it would"],
+  ["unreachable-route", "a route's path is not under any public route of a service nobody else calls"],
+  ["unrouted-public-path", "a public route whose requests match none of the service's routes (404)"],
+  ["weights-sum", "a split's weights do not add up to 100"],
+  ["unmet-weight", "weight on a backend that can never serve it (the target's policy refuses the caller)"],
+  ["missing-binding", "a proxy env without CONTROL_PLANE or a backend's binding; a worker without a binding it calls through"],
+  ["binding-mismatch", "a binding that points at another worker than the manifest says"],
+  ["wrong-identity", "a worker's call carries another service's identity (props.caller)"],
+  ["bypasses-proxy", "a worker binds straight to another service's backend, skipping its proxy"],
+  ["public-backend", "a backend worker reachable without its proxy (workers_dev, routes)"],
+  ["no-policy", "a service without an authorization policy (warning)"],
+  ["denied-caller", "a service calls another whose policy refuses it"],
+  ["unreachable-service", "a service nothing can reach (warning)"],
+  ["unknown-service", "a call or mesh backend naming a service the manifest does not have"],
+  ["egress-unsigned", "external backends whose calls cannot be signed (no CONTROL_PLANE binding)"],
+  ["egress-no-provider", "an external backend without a provider (the token audience) (warning)"],
+  ["egress-issuer", "the control plane's WEFT_PUBLIC_URL is a placeholder: providers cannot verify tokens (warning)"],
+  ["insecure-origin", "an external origin that is not https"],
+  ["local-origin", "an http://localhost origin: works with npm start only (warning)"],
+  ["routing-loop", "services that route to each other in a cycle"],
+  ["duplicate-name", "two services, backends, routes or limits with one name"],
+  ["duplicate-public-route", "one public route pattern on two services"],
+  ["unknown-script", "a worker backend whose script no wrangler config here deploys (warning)"],
+  ["missing-proxy", "a service without its [env] in the proxy config"],
+  ["stale-generated", "a generated file differs from what the manifest generates"],
+  ["not-generated", "a generated file does not exist"],
+];
+
+/** `file:line` of a finding. */
+export function findingPlace(f: Finding): string {
+  return `${f.location.file}${f.location.line !== undefined ? `:${f.location.line}` : ""}`;
+}
+
+/** A finding as three lines: place, severity, code and where; the message; the fix. */
+export function renderFinding(f: Finding, paint: Painter): string[] {
+  const severity = f.severity === "error" ? paint(["red", "bold"], "error") : f.severity === "warning" ? paint("yellow", "warning") : paint("blue", "info");
+  const where = f.location.where ?? f.location.pointer ?? "";
+  return [`${paint("bold", findingPlace(f))}  ${severity}  ${paint("cyan", f.code)}${where ? `  ${paint("dim", where)}` : ""}`, `    ${f.message}`, `    ${paint("green", "fix:")} ${f.fix}`];
+}
+
+export const checkCommand: Command = {
+  name: "check",
+  summary: "find problems in the manifest and the wrangler configs (like istioctl analyze)",
+  description: `Analyses the mesh manifest and the wrangler configs beside it without deploying anything:
+missing bindings, unknown backends, unreachable and shadowed routes, services without a policy,
+weights that can never be served, external backends whose calls cannot be signed, identities that
+do not match, backends reachable without their proxy, and generated files that are out of date.
+Each finding has a location, a code and a fix. Exit 1 when there are errors (with --strict, also
+warnings).
+
+Codes:
+${FINDING_CODES.map(([code, text]) => `  ${code.padEnd(22)} ${text}`).join("\n")}`,
+  options: {
+    ...MANIFEST_OPTION,
+    strict: { type: "boolean", description: "exit 1 on warnings too" },
+  },
+  examples: ["weft check", "weft check -f staging.manifest.json --strict", "weft check --json | jq '.findings[] | select(.severity == \"error\")'"],
+  run: async (ctx) => {
+    const json = readJsonFile(findManifest(stringOption(ctx.args, "file"), ctx.cwd, ctx.root), ctx.cwd);
+    const findings = checkManifest(json, ctx.cwd);
+    const count = (severity: Finding["severity"]): number => findings.filter((f) => f.severity === severity).length;
+    const summary = { errors: count("error"), warnings: count("warning"), infos: count("info") };
+    const failed = summary.errors > 0 || (flag(ctx.args, "strict") && summary.warnings > 0);
+    if (ctx.out.json) {
+      ctx.out.document({ manifest: json.display, ok: !failed, summary, findings });
+      return failed ? EXIT.failed : EXIT.ok;
+    }
+    const p = ctx.out.paint;
+    for (const finding of findings) {
+      for (const line of renderFinding(finding, p)) ctx.out.line(line);
+      ctx.out.line();
+    }
+    const parts = [`${summary.errors} error${summary.errors === 1 ? "" : "s"}`, `${summary.warnings} warning${summary.warnings === 1 ? "" : "s"}`];
+    if (findings.length === 0) ctx.out.line(`${p("green", "✔")} ${json.display}: no problems found.`);
+    else ctx.out.line(`${failed ? p("red", "✖") : p("yellow", "!")} ${json.display}: ${parts.join(", ")}.`);
+    return failed ? EXIT.failed : EXIT.ok;
+  },
+};
