@@ -5,14 +5,14 @@
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { FaultsUpdate, MeshConfig, Name, Policy, RateLimitsUpdate, RollbackRequest, ServiceResilience, SplitUpdate, normalizeService } from "../../shared/config.ts";
+import { FaultsUpdate, MeshConfig, Policy, RateLimitsUpdate, RollbackRequest, ServiceResilience, SplitUpdate, normalizeService } from "../../shared/config.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
 import { resilienceView, type ServiceView } from "../../shared/views.ts";
 import type { z } from "zod";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
-import { etag, parseIfMatch, refusal } from "./write-responses.ts";
+import { etag, parseIfMatch, refusal, serviceNameOrProblem } from "./write-responses.ts";
 import { requireAdminToken } from "./auth.ts";
 import { keysAdminApi } from "./keys.ts";
 import { observabilityApi } from "./observability.ts";
@@ -20,11 +20,6 @@ import { rolloutsApi } from "./rollouts.ts";
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
-function serviceNameOrProblem(name: string): Response | undefined {
-  return Name.safeParse(name).success
-    ? undefined
-    : problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
-}
 
 type AdminApp = Hono<{ Bindings: ControlPlaneEnv }>;
 type Store = ReturnType<typeof configStoreOf>;

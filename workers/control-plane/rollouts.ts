@@ -4,19 +4,14 @@
  */
 import { Hono } from "hono";
 import * as z from "zod";
-import { Name } from "../../shared/config.ts";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { RolloutRequest, type RolloutStatus } from "../../shared/rollout.ts";
 import { ROLLOUT_ACTIONS, rolloutStoreOf } from "../../durable-objects/rollout-store.ts";
-import { etag, parseIfMatch, refusal } from "./write-responses.ts";
+import { etag, parseIfMatch, refusal, serviceNameOrProblem } from "./write-responses.ts";
 
 /** The optional body of a manual action: why (it goes into the timeline and the webhook). */
 const ActionNote = z.strictObject({ reason: z.string().min(1).max(500).optional() });
-
-function unknownService(name: string): Response | undefined {
-  return Name.safeParse(name).success ? undefined : problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
-}
 
 function withEtag(status: RolloutStatus, code: 200 | 201 = 200): Response {
   return new Response(JSON.stringify(status), {
@@ -31,7 +26,7 @@ export function rolloutsApi(): Hono<{ Bindings: ControlPlaneEnv }> {
 
   api.post("/services/:service/rollouts", async (c) => {
     const service = c.req.param("service");
-    const invalid = unknownService(service);
+    const invalid = serviceNameOrProblem(service);
     if (invalid) return invalid;
     const parsed = await readBody(c.req.raw, RolloutRequest);
     if (!parsed.ok) return parsed.response;
@@ -44,7 +39,7 @@ export function rolloutsApi(): Hono<{ Bindings: ControlPlaneEnv }> {
 
   api.get("/services/:service/rollouts", async (c) => {
     const service = c.req.param("service");
-    const invalid = unknownService(service);
+    const invalid = serviceNameOrProblem(service);
     if (invalid) return invalid;
     const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 20) || 20, 1), 100);
     return c.json({ rollouts: await rolloutStoreOf(c.env, service).history(limit) });
@@ -52,7 +47,7 @@ export function rolloutsApi(): Hono<{ Bindings: ControlPlaneEnv }> {
 
   api.get("/services/:service/rollouts/current", async (c) => {
     const service = c.req.param("service");
-    const invalid = unknownService(service);
+    const invalid = serviceNameOrProblem(service);
     if (invalid) return invalid;
     const status = await rolloutStoreOf(c.env, service).current();
     if (!status) {
@@ -65,7 +60,7 @@ export function rolloutsApi(): Hono<{ Bindings: ControlPlaneEnv }> {
 
   api.post("/services/:service/rollouts/current/:action", async (c) => {
     const service = c.req.param("service");
-    const invalid = unknownService(service);
+    const invalid = serviceNameOrProblem(service);
     if (invalid) return invalid;
     const action = ROLLOUT_ACTIONS.find((a) => a === c.req.param("action"));
     if (!action) {

@@ -2,6 +2,7 @@
  * How the admin API answers writes: ETags are versions, If-Match preconditions, and every refused
  * write as its RFC 9457 problem.
  */
+import { Name } from "../../shared/config.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import type { WriteRefusal } from "../../durable-objects/config-store.ts";
 
@@ -40,3 +41,10 @@ export function refusal(result: WriteRefusal): Response {
   }
 }
 
+
+/** A 404 problem for a name that cannot be a service (so it never reaches a Durable Object), else undefined. */
+export function serviceNameOrProblem(name: string): Response | undefined {
+  return Name.safeParse(name).success
+    ? undefined
+    : problemResponse(404, "unknown-service", "Unknown service", { detail: `no service named '${name}'` });
+}
