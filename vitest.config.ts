@@ -3,7 +3,9 @@
  * - unit: policies, validation, the control plane and its Durable Objects, inside the Workers
  *   runtime (@cloudflare/vitest-plugin, main = the control plane worker);
  * - mesh: the whole mesh booted from its wrangler configs (scripts/mesh.ts), driven over HTTP
- *   the way users drive it.
+ *   the way users drive it;
+ * - cli: the weft CLI (cli/) on Node: its pure parts in-process, and the real bin as a child
+ *   process against fixture manifests and a booted mesh.
  */
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
@@ -35,6 +37,16 @@ export default defineConfig({
           testTimeout: 30_000,
           hookTimeout: 60_000,
           // Each file boots its own mesh; two at once is plenty on a 2-core machine.
+          maxWorkers: 2,
+        },
+      },
+      {
+        test: {
+          name: "cli",
+          include: ["test/cli/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
           maxWorkers: 2,
         },
       },

@@ -183,7 +183,7 @@ export class AdminClient {
   private problem(method: string, route: string, response: Response, problem: ProblemBody, options: CallOptions): CliError {
     const status = response.status;
     const issues = (problem.issues ?? []).map((i) => ({ path: (i.path ?? []).join("."), message: i.message ?? "" }));
-    const details: ErrorDetails = { status, ...(problem.type ? { type: problem.type } : {}), ...(issues.length > 0 ? { issues } : {}) };
+    const details: ErrorDetails = { status, request: `${method} ${route}`, ...(problem.type ? { type: problem.type } : {}), ...(issues.length > 0 ? { issues } : {}) };
     for (const key of ["currentVersion", "backend", "state"]) if (problem[key] !== undefined) details[key] = problem[key];
     const what = problem.detail ?? problem.title ?? `HTTP ${status}`;
     const custom = options.hints?.[status];
@@ -207,7 +207,7 @@ export class AdminClient {
             : status >= 500
               ? "The control plane failed; nothing was changed unless it said so. Try again shortly."
               : undefined);
-    return new CliError(EXIT.failed, `${method} ${route} failed (${status}): ${what}`, hint, details);
+    return new CliError(EXIT.failed, what, hint, details);
   }
 
   /**

@@ -2,7 +2,8 @@
  * `weft generate`: writes the admin config and the wrangler configs from the manifest, or with
  * `--check` verifies they are current (CI runs it, so a manifest edit cannot ship without them).
  */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { flag, stringOption } from "../args.ts";
 import type { Command } from "../command.ts";
 import { CliError, EXIT } from "../errors.ts";
@@ -34,7 +35,10 @@ Running it twice changes nothing. Commit the generated files with the manifest.`
     const files = generateFiles(loaded, ctx.cwd).map((f) => {
       const current = existsSync(f.file) ? readFileSync(f.file, "utf8") : undefined;
       const status = current === f.content ? "unchanged" : check ? "stale" : "written";
-      if (status === "written") writeFileSync(f.file, f.content);
+      if (status === "written") {
+        mkdirSync(path.dirname(f.file), { recursive: true });
+        writeFileSync(f.file, f.content);
+      }
       return { ...f, status };
     });
     const stale = files.filter((f) => f.status === "stale");

@@ -126,10 +126,12 @@ async function follow(ctx: Context, api: AdminClient, service: string, first: Ro
         }
         if (out.interactive) lastProgress = "";
       }
-      const progress = progressLine(status, p, out.interactive);
-      if (out.interactive) {
-        if (progress !== lastProgress) out.write(`\r\x1b[K${progress}`);
-      } else if (progress !== lastProgress) out.line(progress);
+      // A terminal redraws the bar with the step's live numbers; a log gets a line per step change.
+      const progress = out.interactive ? progressLine(status, p, true) : `${status.state}|${status.weight}|${status.step}`;
+      if (progress !== lastProgress) {
+        if (out.interactive) out.write(`\r\x1b[K${progress}`);
+        else out.line(progressLine(status, p, false));
+      }
       lastProgress = progress;
     }
     lastRevision = revision;

@@ -11,7 +11,7 @@ import { authorize } from "../../shared/authorize.ts";
 import { validateMesh, type ConfigIssue } from "../../shared/validate.ts";
 import { deploymentsOf, type Deployment } from "../../scripts/deployments.ts";
 import { CliError } from "../errors.ts";
-import { adminConfigOf, displayPath, parseManifest, type JsonFile, type LoadedManifest, type Problem } from "./load.ts";
+import { adminConfigOf, displayPath, parseManifest, problemsOf, type JsonFile, type LoadedManifest, type Problem } from "./load.ts";
 import { lineOf, pointerOf } from "./locate.ts";
 import { generateFiles, isProxyBinding, proxyBindings, sharedScripts, workerBindings, workerDeployments, workerSites } from "./generate.ts";
 import { proxyScript, type Manifest, type ManifestService } from "./schema.ts";
@@ -239,7 +239,7 @@ function manifestFindings(loaded: LoadedManifest, config: MeshConfig, out: Manif
         }
       }
       if (backend.type === "external" && !backend.provider) {
-        out.add("warning", "egress-no-provider", at("backends", b), `external backend '${backend.name}' names no provider: its egress tokens carry aud '${backend.name}'`, `Add "provider": the audience the provider verifies (tell them it, and the JWKS URL).`);
+        out.add("warning", "egress-no-provider", at("backends", b, "name"), `external backend '${backend.name}' names no provider: its egress tokens carry aud '${backend.name}'`, `Add "provider": the audience the provider verifies (tell them it, and the JWKS URL).`);
       }
     });
 
@@ -344,7 +344,7 @@ function workerFindings(loaded: LoadedManifest, cwd: string, out: Finding[], man
       const have = deployment.services.find((x) => x.binding === binding.binding);
       const caller = typeof binding.props?.caller === "string" ? binding.props.caller : "";
       if (!have) {
-        out.push(tomlFinding("error", "missing-binding", deployment.configPath, cwd, section, undefined, `${site.script} calls ${binding.service} as ${binding.binding}, but its config has no such binding`, "Run `npx weft generate`."));
+        out.push(tomlFinding("error", "missing-binding", deployment.configPath, cwd, section, "services", `${site.script} calls ${binding.service} as ${binding.binding}, but its config has no such binding`, "Run `npx weft generate`."));
       } else if (have.service !== binding.service) {
         out.push(tomlFinding("error", "binding-mismatch", deployment.configPath, cwd, section, `"${binding.binding}"`, `${site.script} binds ${binding.binding} to ${have.service}; the manifest says ${binding.service}`, "Run `npx weft generate`."));
       } else if (have.props?.caller !== caller) {
@@ -402,7 +402,7 @@ export function checkManifest(json: JsonFile, cwd: string): Finding[] {
   const out = new ManifestFindings(json, loaded.manifest);
   const shaped = MeshConfig.safeParse(adminConfigOf(loaded.raw));
   if (shaped.success) manifestFindings(loaded, { services: shaped.data.services.map(normalizeService) }, out);
-  else for (const issue of shaped.error.issues) out.add("error", "invalid-manifest", issue.path.map((p) => (typeof p === "number" ? p : String(p))), issue.message, "Correct the value at this path.");
+  else for (const problem of problemsOf(shaped.error.issues)) out.add("error", "invalid-manifest", problem.path, problem.message, fixForShape(problem));
   const files: Finding[] = [];
   proxyFindings(loaded, cwd, files);
   workerFindings(loaded, cwd, files, out);

@@ -86,9 +86,12 @@ export function findManifest(explicit: string | undefined, cwd: string, root: st
   throw new CliError(EXIT.usage, `no ${MANIFEST_FILE} in ${cwd} or above`, "Run the command inside your mesh's repository, or pass -f <manifest>.");
 }
 
-/** Zod issues as problems. */
-function problemsOf(issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>): Problem[] {
-  return issues.map((i) => ({ path: i.path.map((p) => (typeof p === "number" ? p : String(p))), message: i.message }));
+/** Zod issues as problems; an unknown key is located at the key itself, not at its object. */
+export function problemsOf(issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string; keys?: ReadonlyArray<string> }>): Problem[] {
+  return issues.map((i) => {
+    const path = i.path.map((p) => (typeof p === "number" ? p : String(p)));
+    return { path: i.keys?.length === 1 ? [...path, i.keys[0] ?? ""] : path, message: i.message };
+  });
 }
 
 /** Parses a manifest file: the manifest, or the reasons it is not one. */

@@ -114,7 +114,7 @@ export function setSectionKey(text: string, section: string, name: string, repla
   if (existing) lines.splice(existing.start, existing.end - existing.start + 1, ...replacement);
   else {
     const last = keys[keys.length - 1];
-    lines.splice(last ? last.end + 1 : header + 1, 0, ...replacement);
+    lines.splice(last ? last.end + 1 : header + 1, 0, ...(last ? ["", ...replacement] : replacement));
   }
   const result = lines.join("\n");
   const before = parsePlainToml(text);
