@@ -94,8 +94,13 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
     return row ? (JSON.parse(row.doc) as RolloutRecord) : null;
   }
 
-  private save(record: RolloutRecord): void {
-    record.status.revision++;
+  /**
+   * Stores the record. `changed` (a new state, step, weight or event) bumps the revision, the
+   * rollout's ETag; a tick that only refreshed the live numbers does not, so an operator's
+   * If-Match stays valid while the rollout merely runs.
+   */
+  private save(record: RolloutRecord, changed = true): void {
+    if (changed) record.status.revision++;
     record.status.updatedAt = new Date().toISOString();
     this.sql.exec("UPDATE rollouts SET doc = ? WHERE id = ?", JSON.stringify(record), record.status.id);
   }
@@ -229,7 +234,7 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
       if (isFinished(status.state)) {
         if (!record.synced) await this.applyStep(record);
         if (!record.synced) await this.ctx.storage.setAlarm(Date.now() + RETRY_MS);
-        this.save(record);
+        this.save(record, false);
         return;
       }
       if (status.state === "paused") return;
@@ -248,7 +253,7 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
         // The step's window opens now.
         record.snapshot = totals;
         record.windowStartedAt = now;
-        this.save(record);
+        this.save(record, false);
         await this.ctx.storage.setAlarm(now + tickMs(status.stepSeconds));
         return;
       }
@@ -264,8 +269,10 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
         count: status.steps.length,
       });
 
+      let changed = true;
       switch (transition.kind) {
         case "wait": {
+          changed = transition.state !== status.state;
           if (transition.state === "waiting-for-traffic" && status.state !== "waiting-for-traffic") {
             this.event(record, "waiting-for-traffic", `step ${status.step} time is up but ${verdict.kind === "insufficient" ? verdict.reason : "traffic is short"}; waiting up to ${status.analysis.trafficTimeoutSeconds} s`, verdict);
           }
@@ -296,7 +303,7 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
           await this.finish(record, "rolled-back", transition.reason, verdict);
           break;
       }
-      this.save(record);
+      this.save(record, changed);
     });
   }
 

@@ -274,6 +274,10 @@ describe("manual actions", () => {
     expect(again.status).toBe(409);
     const resumed = await action("pim", "resume");
     expect(((await resumed.json()) as RolloutStatus).state).toBe("progressing");
+    // Ticks that only refresh the step's numbers keep the revision, so an operator's If-Match holds.
+    const ticking = (await t.adminFetch("/admin/services/pim/rollouts/current")).headers.get("etag") ?? "";
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    expect((await t.adminFetch("/admin/services/pim/rollouts/current")).headers.get("etag")).toBe(ticking);
 
     const results = await Promise.all([action("pim", "promote"), action("pim", "abort"), action("pim", "pause")]);
     const [promote, abort] = results;
