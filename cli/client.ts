@@ -196,6 +196,15 @@ export class AdminClient {
       );
     }
     if (status === 503 && problem.type?.endsWith(":admin-token-missing")) return new CliError(EXIT.unavailable, what, undefined, details);
+    // "No such endpoint" (as opposed to "no such service"): the URL is not this API's, e.g. the shop's.
+    if (status === 404 && /^no (route|resource) (for|at) [A-Z]+ \//.test(problem.detail ?? "")) {
+      return new CliError(
+        EXIT.unavailable,
+        `${this.target.url} did not answer like a Weft control plane (${method} ${route}: ${what})`,
+        `Check the URL (from ${this.target.urlSource}): it must be the control plane's, not the shop's, and the control plane as new as the CLI.`,
+        details,
+      );
+    }
     const hint =
       custom ??
       (status === 412

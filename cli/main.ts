@@ -79,7 +79,7 @@ export async function main(argv: ReadonlyArray<string>, options: MainOptions): P
   const cwd = options.cwd ?? process.cwd();
   const earlyOut = createOutput({ json: argv.includes("--json"), noColor: argv.includes("--no-color"), env, stdout: process.stdout, stderr: process.stderr });
   if (argv.length === 1 && argv[0] === "--version") {
-    process.stdout.write(`${options.version}\n`);
+    process.stdout.write(`weft ${options.version} (Node ${process.version})\n`);
     return EXIT.ok;
   }
   const interrupt = new AbortController();

@@ -1,0 +1,91 @@
+/**
+ * The CLI as it is installed and the configs it generates as wrangler takes them: `npx weft`
+ * resolves the repository's own bin, the bin runs on every Node (≥ 20) on this machine, and
+ * `wrangler deploy --dry-run` bundles a generated proxy env and a worker whose bindings the
+ * manifest generated.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ROOT } from "../../scripts/deployments.ts";
+import { pool, wrangler } from "../../scripts/workers.ts";
+import { weft } from "./run.ts";
+
+const temporary: string[] = [];
+afterAll(() => {
+  for (const dir of temporary) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Runs a command to completion, capturing its output. */
+function run(command: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, [...args], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.on("close", (code) => resolve({ code: code ?? -1, output }));
+  });
+}
+
+describe("installing and running weft", () => {
+  it("npx weft runs the repository's own bin", async () => {
+    const result = await run("npx", ["--no-install", "weft", "--version"], { ...process.env, npm_config_update_notifier: "false" });
+    expect(result.code, result.output).toBe(0);
+    expect(result.output).toMatch(/weft 0\.1\.0 \(Node v\d+/);
+  });
+
+  it("runs on every Node of at least version 20 on this machine (the system's and the node@22 dev dependency)", async () => {
+    const candidates = [process.execPath, "/usr/bin/node", "/usr/local/bin/node", path.join(ROOT, "node_modules", ".bin", "node")].filter((p) => existsSync(p));
+    const seen = new Map<string, string>();
+    for (const node of candidates) {
+      const version = await run(node, ["--version"], process.env);
+      const major = Number(/^v(\d+)/.exec(version.output.trim())?.[1] ?? 0);
+      if (major >= 20 && !seen.has(version.output.trim())) seen.set(version.output.trim(), node);
+    }
+    expect(seen.size).toBeGreaterThan(0);
+    for (const [version, node] of seen) {
+      const result = await weft(["--version"], { node });
+      expect(result.stdout, `${node}: ${result.stderr}`).toBe(`weft 0.1.0 (Node ${version})\n`);
+      const help = await weft(["rollout", "start", "--help"], { node });
+      expect(help.code).toBe(0);
+      expect(help.stdout).toContain("Usage: weft rollout start <service> --backend <candidate> [options]");
+    }
+  });
+
+  it("every command has --help, and a missing subcommand or unknown command is a usage error", async () => {
+    const commands = ["status", "split", "rollout start", "rollout status", "rollout pause", "rollout resume", "rollout abort", "rollout promote", "apply", "diff", "history", "rollback", "keys list", "keys rotate", "top", "tap", "check", "generate"];
+    const results = await pool(commands, 4, (command) => weft([...command.split(" "), "--help"]));
+    results.forEach((result, i) => {
+      expect(result.code, commands[i]).toBe(0);
+      expect(result.stdout).toContain(`Usage: weft ${commands[i] ?? ""}`);
+      expect(result.stdout).toContain("--json");
+    });
+    const group = await weft(["rollout"]);
+    expect(group.code).toBe(2);
+    expect(group.stderr).toContain("Commands:");
+    const top = await weft(["--help"]);
+    expect(top.stdout).toContain("Exit codes:");
+    expect(top.stdout).toContain("WEFT_ADMIN_TOKEN");
+  });
+});
+
+describe("generated wrangler configs", () => {
+  it("wrangler deploy --dry-run bundles the generated proxy env and a worker with generated bindings", async () => {
+    const outdir = mkdtempSync(path.join(tmpdir(), "weft-dry-run-"));
+    temporary.push(outdir);
+    const targets = [
+      ["-c", "workers/proxy/wrangler.toml", "--env", "pim"],
+      ["-c", "workers/orders/wrangler.toml"],
+    ];
+    const results = await pool(targets, 2, (target) => wrangler(["deploy", "--dry-run", "--outdir", path.join(outdir, target[1] ?? ""), ...target]));
+    results.forEach((result, i) => {
+      expect(result.code, result.output).toBe(0);
+      expect(readdirSync(path.join(outdir, targets[i]?.[1] ?? ""))).toContain("index.js");
+    });
+    // What wrangler would deploy: the bindings and identity the manifest generated.
+    expect(results[0]?.output).toMatch(/env\.PIM_V1 \(weft-pim-v1\)/);
+    expect(results[1]?.output).toMatch(/env\.NOTIFY \(weft-proxy-notify\)/);
+  });
+});
