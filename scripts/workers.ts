@@ -63,12 +63,52 @@ export function targetArgs(d: Deployment): string[] {
   return ["-c", path.relative(ROOT, d.configPath), ...(d.env ? ["--env", d.env] : [])];
 }
 
-/** Deployments in deploy order: control plane, then services, then proxies (which bind to both). */
-export function deployOrder(): Deployment[] {
-  const all = configPaths().flatMap(deploymentsOf);
+/** A worker deployed before one of the workers it binds to, because they bind to each other. */
+export interface CycleBreak {
+  worker: string;
+  /** Workers it binds to that are deployed after it. */
+  before: string[];
+}
+
+/**
+ * Orders deployments so that each comes after every worker its service bindings and Durable Object
+ * bindings point to: Cloudflare refuses to deploy a binding to a worker that does not exist yet
+ * (code 10143). Among workers that are ready, the control plane goes first, then services, then
+ * proxies, then config order. Workers that bind to each other in a cycle cannot all be ordered; the
+ * first of them is placed anyway and reported, since a first deploy of that cycle needs a stub.
+ */
+export function orderByBindings(all: ReadonlyArray<Deployment>, root = ROOT): { order: Deployment[]; cycles: CycleBreak[] } {
   const rank = (d: Deployment): number =>
-    d.configPath === path.join(ROOT, "wrangler.toml") ? 0 : d.configPath.includes(`${path.sep}proxy${path.sep}`) ? 2 : 1;
-  return [...all].sort((a, b) => rank(a) - rank(b));
+    d.configPath === path.join(root, "wrangler.toml") ? 0 : d.configPath.includes(`${path.sep}proxy${path.sep}`) ? 2 : 1;
+  const names = new Set(all.map((d) => d.name));
+  const needs = new Map(
+    all.map((d) => [
+      d.name,
+      new Set([...d.services.map((s) => s.service), ...d.durableObjects.flatMap((o) => (o.script_name ? [o.script_name] : []))].filter((n) => n !== d.name && names.has(n))),
+    ]),
+  );
+  const waiting = all.map((d, index) => ({ d, index })).sort((a, b) => rank(a.d) - rank(b.d) || a.index - b.index);
+  const done = new Set<string>();
+  const order: Deployment[] = [];
+  const cycles: CycleBreak[] = [];
+  while (waiting.length > 0) {
+    let next = waiting.findIndex(({ d }) => [...(needs.get(d.name) ?? [])].every((n) => done.has(n)));
+    if (next < 0) {
+      next = 0;
+      const first = waiting[0]?.d;
+      if (first) cycles.push({ worker: first.name, before: [...(needs.get(first.name) ?? [])].filter((n) => !done.has(n)) });
+    }
+    const picked = waiting.splice(next, 1)[0];
+    if (!picked) break;
+    done.add(picked.d.name);
+    order.push(picked.d);
+  }
+  return { order, cycles };
+}
+
+/** Deployments in deploy order: every worker after the workers it binds to (see {@link orderByBindings}). */
+export function deployOrder(): Deployment[] {
+  return orderByBindings(configPaths().flatMap(deploymentsOf)).order;
 }
 
 /** Runs `task` over `items` with at most `limit` at once, keeping order in the results. */

@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ROOT } from "../../scripts/deployments.ts";
-import { pool, wrangler } from "../../scripts/workers.ts";
+import { configPaths, deploymentsOf, ROOT, type Deployment } from "../../scripts/deployments.ts";
+import { orderByBindings, pool, wrangler } from "../../scripts/workers.ts";
 import { weft } from "./run.ts";
 
 const temporary: string[] = [];
@@ -68,6 +68,40 @@ describe("installing and running weft", () => {
     const top = await weft(["--help"]);
     expect(top.stdout).toContain("Exit codes:");
     expect(top.stdout).toContain("WEFT_ADMIN_TOKEN");
+  });
+});
+
+describe("npm run deploy's order", () => {
+  it("deploys the control plane first and every worker after the workers it binds to", () => {
+    const { order, cycles } = orderByBindings(configPaths().flatMap(deploymentsOf));
+    expect(cycles).toEqual([]);
+    expect(order[0]?.name).toBe("weft-control-plane");
+    const position = new Map(order.map((d, i) => [d.name, i]));
+    for (const d of order) {
+      for (const target of d.services.map((s) => s.service)) expect(position.get(target), `${d.name} → ${target}`).toBeLessThan(position.get(d.name) ?? -1);
+    }
+    // cart calls pim through pim's proxy, so that proxy must exist before cart is deployed.
+    expect(position.get("weft-proxy-pim")).toBeLessThan(position.get("weft-cart") ?? -1);
+  });
+
+  it("reports workers that bind to each other, which a first deploy cannot order", () => {
+    const worker = (name: string, binds: string[]): Deployment => ({
+      name,
+      configPath: path.join(ROOT, "workers", name, "wrangler.toml"),
+      env: undefined,
+      main: "index.ts",
+      compatibilityDate: "2026-11-01",
+      compatibilityFlags: [],
+      vars: {},
+      services: binds.map((service) => ({ binding: service.toUpperCase(), service })),
+      durableObjects: [],
+      sqliteClasses: [],
+      routes: [],
+      secrets: [],
+    });
+    const { order, cycles } = orderByBindings([worker("a", ["b"]), worker("b", ["a"]), worker("c", [])]);
+    expect(order.map((d) => d.name)).toEqual(["c", "a", "b"]);
+    expect(cycles).toEqual([{ worker: "a", before: ["b"] }]);
   });
 });
 
