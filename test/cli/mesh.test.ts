@@ -322,7 +322,7 @@ describe("weft rollout", () => {
     expect(await pimSplit()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-vendor": 0 });
   });
 
-  it("a running rollout owns the split (409 shown), abort sends traffic back, and status then exits 1", async () => {
+  it("a running rollout owns the split (409 shown); pause, resume, abort (status then exits 1) and promote", async () => {
     await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
     const start = await weft(["rollout", "start", "pim", "--backend", "pim-v2", "--steps", "10,50", "--step-seconds", "60"]);
     expect(start.code, start.stderr).toBe(0);
@@ -333,6 +333,12 @@ describe("weft rollout", () => {
     const second = await weft(["rollout", "start", "pim", "--backend", "pim-v2"]);
     expect(second.code).toBe(1);
     expect(second.stderr).toContain("Only one rollout per service at a time");
+
+    const paused = await weft(["rollout", "pause", "pim", "--json"]);
+    expect(JSON.parse(paused.stdout)).toMatchObject({ state: "paused", weight: 10 });
+    const resumed = await weft(["rollout", "resume", "pim"]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toContain("rollout of pim-v2 resumed (progressing, pim-v2 at 10%)");
 
     const abort = await weft(["rollout", "abort", "pim", "--reason", "cli test"]);
     expect(abort.code, abort.stderr).toBe(0);
@@ -345,6 +351,14 @@ describe("weft rollout", () => {
     const again = await weft(["rollout", "abort", "pim"]);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain("already ended");
+    // promote skips the remaining steps.
+    expect((await weft(["rollout", "start", "pim", "--backend", "pim-v2", "--steps", "10,50", "--step-seconds", "60"])).code).toBe(0);
+    const promote = await weft(["rollout", "promote", "pim"]);
+    expect(promote.code, promote.stderr).toBe(0);
+    expect(promote.stdout).toContain("(promoted, pim-v2 at 100%)");
+    expect((await weft(["rollout", "status", "pim", "--no-follow"])).code).toBe(0);
+    expect(await pimSplit()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-vendor": 0 });
+
     const none = await weft(["rollout", "status", "cart"]);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain("weft rollout start cart --backend <candidate>");
