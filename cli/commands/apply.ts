@@ -118,7 +118,7 @@ and you re-run to see the new diff. Without a terminal to ask on, --yes is requi
     else {
       const p = ctx.out.paint;
       ctx.out.line(`${p("green", "Applied")}: config version ${live.version} → ${written.body.version} (${written.body.changed.join(", ") || "no service changed"}).`);
-      ctx.out.line(p("dim", `\`weft history\` lists versions; \`weft rollback ${live.version}\` undoes this.`));
+      ctx.out.line(p("dim", live.version > 0 ? `\`weft history\` lists versions; \`weft rollback ${live.version}\` undoes this.` : "`weft status` shows the services."));
     }
     return EXIT.ok;
   },

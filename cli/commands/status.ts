@@ -122,6 +122,10 @@ golden metrics. Health is ok (≥ 99% success), degraded (lower, or backends eje
     const p = ctx.out.paint;
     ctx.out.line(`${p("bold", "Control plane")} ${api.target.url}   config version ${versions.body.current}   ${services.length} service${services.length === 1 ? "" : "s"}   metrics over ${window} s`);
     ctx.out.line();
+    if (services.length === 0) {
+      ctx.out.line("No services yet: `weft apply -f weft.manifest.json` loads the mesh config.");
+      return EXIT.ok;
+    }
     const serviceTable = table(
       [{ title: "SERVICE" }, { title: "HEALTH" }, { title: "RPS", align: "right" }, { title: "SUCCESS", align: "right" }, { title: "P99", align: "right" }, { title: "POLICY" }, { title: "BACKENDS" }],
       rows.map(({ service, metrics: m, health }) => [
