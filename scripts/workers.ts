@@ -8,6 +8,8 @@ import path from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { configPaths, deploymentsOf, ROOT, type Deployment } from "./mesh.ts";
 
+export { pool } from "../shared/pool.ts";
+
 /** Environment for every wrangler call: no telemetry, no network lookups this machine cannot make. */
 export const WRANGLER_ENV = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 
@@ -109,19 +111,4 @@ export function orderByBindings(all: ReadonlyArray<Deployment>, root = ROOT): { 
 /** Deployments in deploy order: every worker after the workers it binds to (see {@link orderByBindings}). */
 export function deployOrder(): Deployment[] {
   return orderByBindings(configPaths().flatMap(deploymentsOf)).order;
-}
-
-/** Runs `task` over `items` with at most `limit` at once, keeping order in the results. */
-export async function pool<T, R>(items: T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      const item = items[i];
-      if (item !== undefined) results[i] = await task(item);
-    }
-  });
-  await Promise.all(workers);
-  return results;
 }

@@ -12,47 +12,10 @@ import { CliError, EXIT, usageError } from "../errors.ts";
 import { readJsonFile } from "../manifest/load.ts";
 import { formatMs, formatPercent, pad, progressBar, type Painter } from "../output.ts";
 import { sleep } from "../sse.ts";
+import { isFinished, type RolloutEvent, type RolloutStatus } from "../../shared/rollout.ts";
 
-/** The numbers of one side (candidate or baseline) in the current step. */
-interface StepNumbers {
-  requests: number;
-  failures: number;
-  errorRate: number | null;
-  p99Ms: number | null;
-}
+export type { RolloutStatus };
 
-/** One entry of a rollout's timeline. */
-export interface RolloutEvent {
-  at: string;
-  type: string;
-  message: string;
-  weight?: number;
-  step?: number;
-}
-
-/** A rollout as `GET /admin/services/{service}/rollouts/current` shows it (the fields the CLI uses). */
-export interface RolloutStatus {
-  id: string;
-  service: string;
-  route?: string;
-  backend: string;
-  baseline: string[];
-  strategy: string;
-  state: string;
-  weight: number;
-  /** 1-based number of the current step. */
-  step: number;
-  steps: number[];
-  stepSeconds?: number;
-  reason?: string | null;
-  current?: { candidate: StepNumbers; baseline: StepNumbers; verdict: string; detail: string | null } | null;
-  revision?: number;
-  updatedAt?: string;
-  events: RolloutEvent[];
-}
-
-/** States after which a rollout never changes again. */
-const FINISHED = new Set(["promoted", "rolled-back", "aborted"]);
 /** How long `status` keeps following through a control plane it cannot reach before giving up. */
 const LOST_CONTACT_MS = 30_000;
 
@@ -66,9 +29,9 @@ const NO_ROLLOUT_HINT = (service: string): string => `Start one: \`weft rollout 
 export function progressLine(status: RolloutStatus, paint: Painter, unicode: boolean): string {
   const bar = progressBar(status.weight / 100, 24, unicode);
   const steps = status.steps.map((w, i) => (i + 1 === status.step ? paint("bold", String(w)) : String(w))).join(" · ");
-  const state = status.state === "promoted" ? paint("green", status.state) : FINISHED.has(status.state) ? paint("red", status.state) : status.state === "progressing" ? paint("cyan", status.state) : paint("yellow", status.state);
+  const state = status.state === "promoted" ? paint("green", status.state) : isFinished(status.state) ? paint("red", status.state) : status.state === "progressing" ? paint("cyan", status.state) : paint("yellow", status.state);
   const numbers = status.current?.candidate;
-  const detail = numbers && !FINISHED.has(status.state)
+  const detail = numbers && !isFinished(status.state)
     ? paint("dim", `  candidate: ${numbers.requests} req, ${formatPercent(numbers.errorRate, 1)} errors, p99 ${formatMs(numbers.p99Ms)}`)
     : "";
   return `[${bar}] ${String(status.weight).padStart(3)}% → ${status.backend}  step ${status.step}/${status.steps.length} (${steps})  ${state}${detail}`;
@@ -82,7 +45,7 @@ function eventLine(event: RolloutEvent, paint: Painter): string {
 
 function header(status: RolloutStatus): string {
   const steps = status.strategy === "blue-green" ? "check, then switch all traffic" : `steps ${status.steps.join(" → ")}%`;
-  return `Rollout ${status.id} of ${status.backend} on ${status.service}${status.route ? `/${status.route}` : ""} (${status.strategy}; ${steps}${status.stepSeconds ? `, ${status.stepSeconds} s each` : ""}; baseline ${status.baseline.join(", ") || "-"})`;
+  return `Rollout ${status.id} of ${status.backend} on ${status.service}/${status.route} (${status.strategy}; ${steps}, ${status.stepSeconds} s each; baseline ${status.baseline.join(", ") || "-"})`;
 }
 
 /** The exit code a rollout's state means: 0 while it may still promote or once it has, 1 when it failed. */
@@ -113,7 +76,7 @@ async function follow(ctx: Context, api: AdminClient, service: string, first: Ro
   };
   if (!out.json) out.line(header(status));
   for (;;) {
-    const revision = `${status.revision ?? ""}|${status.updatedAt ?? ""}|${status.state}|${status.weight}|${status.events.length}`;
+    const revision = `${status.revision}|${status.state}|${status.weight}|${status.events.length}`;
     if (out.json) {
       if (revision !== lastRevision) out.document(status);
     } else {
@@ -135,7 +98,7 @@ async function follow(ctx: Context, api: AdminClient, service: string, first: Ro
       lastProgress = progress;
     }
     lastRevision = revision;
-    if (FINISHED.has(status.state)) {
+    if (isFinished(status.state)) {
       if (!out.json) {
         if (out.interactive) out.write("\n");
         out.line(status.state === "promoted" ? p("green", `${status.backend} promoted: it has all of ${status.service}'s traffic.`) : p("red", `Rollout ${status.state}${status.reason ? `: ${status.reason}` : ""}. Traffic is back on ${status.baseline.join(", ") || "the baseline"}.`));

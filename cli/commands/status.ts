@@ -2,6 +2,7 @@
  * `weft status`: the mesh at a glance — services, their backends, every route's split, and health
  * from the last minute's golden metrics.
  */
+import { pool } from "../../shared/pool.ts";
 import { numberOption, positionals } from "../args.ts";
 import type { ServiceMetrics, ServiceView, VersionsView } from "../api-types.ts";
 import type { AdminClient } from "../client.ts";
@@ -31,21 +32,6 @@ export function paintHealth(health: Health, paint: Painter): string {
   return paint(style, health);
 }
 
-/** Runs `fn` over `items`, at most `limit` at a time, keeping order. */
-export async function mapLimited<T, R>(items: ReadonlyArray<T>, limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      const item = items[i];
-      if (item !== undefined) results[i] = await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
-
 /** The services to show: all, or the one named (exit 1 when it does not exist). */
 export async function listServices(api: AdminClient, only: string | undefined): Promise<ServiceView[]> {
   const { body } = await api.call<{ services: ServiceView[] }>("GET", "/admin/services");
@@ -62,7 +48,7 @@ export async function listServices(api: AdminClient, only: string | undefined): 
  * unknown rather than failing the whole command.
  */
 export async function metricsOf(api: AdminClient, services: ReadonlyArray<ServiceView>, window: number): Promise<Map<string, ServiceMetrics | null>> {
-  const rows = await mapLimited(services, 8, async (s) => {
+  const rows = await pool(services, 8, async (s) => {
     try {
       const { body } = await api.call<ServiceMetrics>("GET", `/admin/metrics?service=${encodeURIComponent(s.name)}&window=${window}`);
       return [s.name, body] as const;
