@@ -10,6 +10,8 @@ import { CliError, EXIT, type ErrorDetails } from "./errors.ts";
 /** Where `npm start` serves the control plane when WEFT_ADMIN_PORT is not set. */
 export const LOCAL_ADMIN_PORT = 8788;
 const LOCAL_TOKEN_FILE = path.join(".weft", "admin-token");
+/** Written by `npm start` with the control plane's URL, so custom ports need no flags. */
+const LOCAL_URL_FILE = path.join(".weft", "admin-url");
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 /** The control plane a command talks to, and where its URL and token came from (never the token itself). */
@@ -29,7 +31,8 @@ export function localStateRoot(from: string, fallback: string): string {
 }
 
 /**
- * `--url`, else WEFT_URL, else the local mesh of `npm start` (127.0.0.1:WEFT_ADMIN_PORT, default 8788).
+ * `--url`, else WEFT_URL, else the local mesh of `npm start` (the URL it wrote to `.weft/admin-url`,
+ * else 127.0.0.1:WEFT_ADMIN_PORT, default 8788).
  * The token: `--token`, else WEFT_ADMIN_TOKEN, else `.weft/admin-token` — the local file only for a
  * control plane on this machine, so a local token is never sent anywhere else.
  */
@@ -38,7 +41,9 @@ export function resolveTarget(flags: { url: string | undefined; token: string | 
   let urlSource: string;
   if (flags.url) [url, urlSource] = [flags.url, "--url"];
   else if (env.WEFT_URL) [url, urlSource] = [env.WEFT_URL, "WEFT_URL"];
-  else [url, urlSource] = [`http://127.0.0.1:${env.WEFT_ADMIN_PORT || LOCAL_ADMIN_PORT}`, "the local mesh's address (npm start)"];
+  else if (!env.WEFT_ADMIN_PORT && existsSync(path.join(stateRoot, LOCAL_URL_FILE))) {
+    [url, urlSource] = [readFileSync(path.join(stateRoot, LOCAL_URL_FILE), "utf8").trim(), "the local mesh (.weft/admin-url, written by npm start)"];
+  } else [url, urlSource] = [`http://127.0.0.1:${env.WEFT_ADMIN_PORT || LOCAL_ADMIN_PORT}`, "the local mesh's address (npm start)"];
   let parsed: URL;
   try {
     parsed = new URL(url);

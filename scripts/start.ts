@@ -41,6 +41,8 @@ if (args.help) {
 const stateDir = path.join(ROOT, ".weft");
 const persistTo = path.join(stateDir, "state");
 const tokenFile = path.join(stateDir, "admin-token");
+/** Where the CLI (`npx weft`) finds this mesh's control plane without flags. */
+const urlFile = path.join(stateDir, "admin-url");
 const accessLogPath = path.join(stateDir, "access.log");
 const log = (line: string): void => {
   if (!args.json) process.stdout.write(`${line}\n`);
@@ -138,6 +140,7 @@ async function main(): Promise<void> {
   running.mesh = mesh;
   const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, vendorUrl, token);
   runCronTriggers(mesh);
+  writeFileSync(urlFile, `${mesh.adminUrl}\n`);
 
   if (args.json) {
     process.stdout.write(
@@ -165,6 +168,7 @@ async function main(): Promise<void> {
     for (const [key, value] of rows) log(`  ${key.padEnd(width)}   ${value}`);
     log(`\nTry:\n  curl -i ${mesh.shopUrl}/products/sku-1`);
     log(`  curl -H "Authorization: Bearer <token>" ${mesh.adminUrl}/admin/services`);
+    log(`  npx weft status            (the CLI finds this mesh and its token by itself; npx weft --help)`);
     log(`\nPress Ctrl-C to stop.`);
   }
 
