@@ -1,6 +1,7 @@
 /**
- * Bounded concurrency: the scripts (bundling, type generation) and the weft CLI (per-service
- * metrics) run many independent async tasks, but never all at once.
+ * Bounded concurrency: the scripts (bundling, type generation), the weft CLI (per-service metrics)
+ * and the control plane (fan-out to telemetry shards) run many independent async tasks, but never
+ * all at once.
  */
 
 /** Runs `task` over `items` with at most `limit` at once, keeping order in the results. */

@@ -8,6 +8,7 @@ import * as z from "zod";
 import { readQuery } from "../../shared/body.ts";
 import { Name } from "../../shared/config.ts";
 import { prometheusText, serviceGraph, serviceMetrics, SLOT_SECONDS, windowSlots, type ServiceTotals, type TapEvent } from "../../shared/metrics.ts";
+import { pool } from "../../shared/pool.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import type { ServiceView } from "../../shared/views.ts";
 import { configStoreOf } from "../../durable-objects/config-store.ts";
@@ -25,20 +26,6 @@ const GraphQuery = z.object({ window: Window });
 const ErrorsQuery = z.object({ service: Name.optional(), limit: z.coerce.number().int().min(1).max(200).default(50) });
 const TapQuery = z.object({ service: Name });
 
-/** Runs `fn` over `items`, at most `limit` at a time, keeping order. */
-async function mapLimited<T, R>(items: ReadonlyArray<T>, limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      const item = items[i];
-      if (item !== undefined) results[i] = await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
 
 async function findService(c: Ctx, name: string): Promise<ServiceView | Response> {
   const view = await configStoreOf(c.env).readService(name);
@@ -66,7 +53,7 @@ export function observabilityApi(): App {
     const services = await configStoreOf(c.env).listServices();
     const now = Date.now();
     const { fromSlot, toSlot } = windowSlots(query.value.window, now);
-    const observed = await mapLimited(services, FAN_OUT, async (s) => ({
+    const observed = await pool(services, FAN_OUT, async (s) => ({
       name: s.name,
       externalBackends: new Set(s.backends.filter((b) => b.type === "external").map((b) => b.name)),
       series: (await telemetryStoreOf(c.env, s.name).window(fromSlot, toSlot)).rows,
@@ -87,7 +74,7 @@ export function observabilityApi(): App {
     } else {
       names = (await configStoreOf(c.env).listServices()).map((s) => s.name);
     }
-    const lists = await mapLimited(names, FAN_OUT, (name) => telemetryStoreOf(c.env, name).recentErrors(limit));
+    const lists = await pool(names, FAN_OUT, (name) => telemetryStoreOf(c.env, name).recentErrors(limit));
     const errors: TapEvent[] = lists.flat().sort((a, b) => b.at.localeCompare(a.at)).slice(0, limit);
     return c.json({ errors });
   });
@@ -108,6 +95,6 @@ export function observabilityApi(): App {
 /** `GET /metrics`: Prometheus text exposition of every service's running totals. */
 export async function prometheusMetrics(c: Ctx): Promise<Response> {
   const services = await configStoreOf(c.env).listServices();
-  const totals: ServiceTotals[] = await mapLimited(services, FAN_OUT, async (s) => ({ service: s.name, ...(await telemetryStoreOf(c.env, s.name).totals()) }));
+  const totals: ServiceTotals[] = await pool(services, FAN_OUT, async (s) => ({ service: s.name, ...(await telemetryStoreOf(c.env, s.name).totals()) }));
   return new Response(prometheusText(totals), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" } });
 }
