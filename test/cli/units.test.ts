@@ -3,6 +3,7 @@
  * they read, the rollout progress line, TOML editing, and JSON line numbers.
  */
 import { describe, expect, it } from "vitest";
+import type { ServiceMetrics } from "../../shared/metrics.ts";
 import { commandWords, globalsOf, parseCommandArgs, positionals, type ParsedArgs } from "../../cli/args.ts";
 import { progressLine, type RolloutStatus } from "../../cli/commands/rollout.ts";
 import { parseWeights } from "../../cli/commands/split.ts";
@@ -144,10 +145,15 @@ describe("output", () => {
   });
 
   it("calls a service without traffic idle, not failing", () => {
-    const metrics = (requests: number, successRate: number | null, ejections = 0) => ({
+    const metrics = (requests: number, successRate: number | null, ejections = 0): ServiceMetrics => ({
       service: "pim",
       windowSeconds: 60,
+      from: "2026-11-22T00:00:00.000Z",
+      to: "2026-11-22T00:01:00.000Z",
       backends: [],
+      routes: [],
+      callers: [],
+      timeline: [],
       total: { requests, rps: requests / 60, successRate, p50Ms: null, p95Ms: null, p99Ms: null, statusClasses: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 }, retries: 0, rateLimited: 0, ejections },
     });
     expect(healthOf(metrics(0, null))).toBe("idle");
