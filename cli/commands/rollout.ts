@@ -1,5 +1,5 @@
 /**
- * `weft rollout start|status|pause|resume|abort|promote`: progressive delivery from the terminal,
+ * `weft rollout start|status|history|pause|resume|abort|promote`: progressive delivery from the terminal,
  * as `kubectl argo rollouts`. `status` follows a rollout live — a progress bar of the candidate's
  * weight across the steps and each event as it happens — until it ends, and exits 0 only when the
  * candidate was promoted.
@@ -10,7 +10,7 @@ import type { AdminClient } from "../client.ts";
 import type { Command, Context } from "../command.ts";
 import { CliError, EXIT, usageError } from "../errors.ts";
 import { readJsonFile } from "../manifest/load.ts";
-import { formatMs, formatPercent, pad, progressBar, type Painter } from "../output.ts";
+import { formatMs, formatPercent, pad, progressBar, table, type Painter } from "../output.ts";
 import { sleep } from "../sse.ts";
 import { isFinished, type RolloutEvent, type RolloutStatus } from "../../shared/rollout.ts";
 
@@ -268,12 +268,53 @@ function actionCommand(action: "pause" | "resume" | "abort" | "promote", summary
   };
 }
 
+const historyCommand: Command = {
+  name: "history",
+  summary: "the service's rollouts, newest first",
+  usage: "<service>",
+  description: "Lists the service's rollouts: candidate, strategy, how far each got, how it ended and why.",
+  options: {
+    limit: { type: "string", value: "<n>", description: "how many rollouts (1-100, default 20)" },
+  },
+  examples: ["weft rollout history pim", "weft rollout history pim --limit 5 --json"],
+  run: async (ctx) => {
+    const [service = ""] = positionals(ctx.args, ["service"], ctx.command);
+    const limit = numberOption(ctx.args, "limit", ctx.command, { min: 1, max: 100, integer: true }, 20);
+    const { body } = await ctx.api().call<{ rollouts: RolloutStatus[] }>("GET", `/admin/services/${encodeURIComponent(service)}/rollouts?limit=${limit}`);
+    if (ctx.out.json) {
+      ctx.out.document(body);
+      return EXIT.ok;
+    }
+    if (body.rollouts.length === 0) {
+      ctx.out.line(`${service} has had no rollout: \`weft rollout start ${service} --backend <candidate>\` starts one.`);
+      return EXIT.ok;
+    }
+    const p = ctx.out.paint;
+    const lines = table(
+      [{ title: "ROLLOUT" }, { title: "CANDIDATE" }, { title: "STRATEGY" }, { title: "STARTED" }, { title: "STEP", align: "right" }, { title: "STATE" }, { title: "REASON" }],
+      body.rollouts.map((r) => [
+        r.id,
+        r.backend,
+        r.strategy,
+        r.createdAt.replace("T", " ").replace(/\.\d+Z$/, "Z"),
+        `${r.step}/${r.steps.length}`,
+        r.state === "promoted" ? p("green", r.state) : r.state === "rolled-back" || r.state === "aborted" ? p("red", r.state) : r.state,
+        r.reason ?? "-",
+      ]),
+      p,
+    );
+    for (const line of lines) ctx.out.line(line);
+    return EXIT.ok;
+  },
+};
+
 export const rolloutCommand: Command = {
   name: "rollout",
-  summary: "start, follow, pause, resume, abort or promote a progressive rollout",
+  summary: "start, follow, list, pause, resume, abort or promote a progressive rollout",
   subcommands: [
     startCommand,
     statusCommand,
+    historyCommand,
     actionCommand("pause", "hold a rollout at its current weight", "paused", "Holds the candidate at its current weight; steps are not judged until `weft rollout resume`."),
     actionCommand("resume", "continue a paused rollout", "resumed", "Continues a paused rollout from its current step."),
     actionCommand("abort", "stop a rollout and send traffic back to the baseline", "aborted", "Stops the rollout and restores the split it started from (the candidate at 0%)."),

@@ -362,6 +362,16 @@ describe("weft rollout", () => {
     const none = await weft(["rollout", "status", "cart"]);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain("weft rollout start cart --backend <candidate>");
+
+    // History: newest first, each with how it ended and why.
+    const history = await weft(["rollout", "history", "pim"]);
+    expect(history.code, history.stderr).toBe(0);
+    const rows = history.stdout.split("\n").filter((line) => line.startsWith("pim-"));
+    expect(rows[0]).toMatch(/^pim-\d+\s+pim-v2\s+canary\s+.*\s+1\/2\s+promoted\s+-$/);
+    expect(rows[1]).toMatch(/\saborted\s+aborted by operator: cli test$/);
+    const json = JSON.parse((await weft(["rollout", "history", "pim", "--limit", "2", "--json"])).stdout) as { rollouts: Array<{ state: string }> };
+    expect(json.rollouts.map((r) => r.state)).toEqual(["promoted", "aborted"]);
+    expect((await weft(["rollout", "history", "cart"])).stdout).toContain("cart has had no rollout");
   });
 });
 
