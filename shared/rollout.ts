@@ -18,6 +18,13 @@ export const RolloutAnalysis = z.strictObject({
   maxP99Ms: z.int().min(1).max(300_000).optional(),
   /** Attempts the candidate needs in a step before the step can pass. */
   minRequests: z.int().min(1).max(10_000_000).default(100),
+  /**
+   * Compared with the baseline in the same step: the largest amount the candidate's error rate may
+   * exceed the baseline's by (0.005 = half a percentage point). Judged when both have `minRequests`.
+   */
+  maxErrorRateIncrease: z.number().min(0).max(1).optional(),
+  /** Compared with the baseline in the same step: the largest ratio of candidate p99 to baseline p99 (1.5 = 50% slower). */
+  maxP99Ratio: z.number().min(1).max(100).optional(),
   /** How long a step may wait for `minRequests` after its time is up before the rollout fails. */
   trafficTimeoutSeconds: z.int().min(1).max(86_400).default(600),
 });
@@ -105,7 +112,7 @@ export function attemptsSince(now: Readonly<Record<string, AttemptStats>>, befor
   return sum;
 }
 
-/** What a step's numbers were: the candidate's attempts and the baseline's, side by side. */
+/** What a step's numbers were: the candidate's attempts and the baseline's, side by side (and compared, when the analysis asks). */
 export interface StepNumbers {
   requests: number;
   failures: number;
@@ -157,6 +164,26 @@ export function judgeStep(candidate: AttemptStats, baseline: AttemptStats, analy
       candidate: c,
       baseline: b,
     };
+  }
+  // Against the baseline: only when it carried enough traffic in the same step to be a fair yardstick.
+  if (baseline.count >= analysis.minRequests) {
+    const increase = (c.errorRate ?? 0) - (b.errorRate ?? 0);
+    if (analysis.maxErrorRateIncrease !== undefined && increase > analysis.maxErrorRateIncrease) {
+      return {
+        kind: "fail",
+        reason: `error rate ${percent(c.errorRate ?? 0)} is ${percent(increase)} above the baseline's ${percent(b.errorRate ?? 0)} (at most +${percent(analysis.maxErrorRateIncrease)})`,
+        candidate: c,
+        baseline: b,
+      };
+    }
+    if (analysis.maxP99Ratio !== undefined && c.p99Ms !== null && b.p99Ms !== null && b.p99Ms > 0 && c.p99Ms > b.p99Ms * analysis.maxP99Ratio) {
+      return {
+        kind: "fail",
+        reason: `p99 latency ${c.p99Ms} ms is ${Number((c.p99Ms / b.p99Ms).toFixed(2))}× the baseline's ${b.p99Ms} ms (at most ${analysis.maxP99Ratio}×)`,
+        candidate: c,
+        baseline: b,
+      };
+    }
   }
   return { kind: "pass", candidate: c, baseline: b };
 }

@@ -180,6 +180,9 @@ from a JSON file (the POST /admin/services/{service}/rollouts body); flags overr
     "max-error-rate": { type: "string", value: "<share>", description: "largest failed share of the candidate's attempts, 0-1 (default 0.01)" },
     "max-p99-ms": { type: "string", value: "<ms>", description: "largest p99 latency of the candidate's attempts" },
     "min-requests": { type: "string", value: "<n>", description: "attempts a step needs before it can pass (default 100)" },
+    "max-error-rate-increase": { type: "string", value: "<share>", description: "largest amount the candidate's error rate may exceed the baseline's, 0-1" },
+    "max-p99-ratio": { type: "string", value: "<ratio>", description: "largest candidate p99 / baseline p99, e.g. 1.5" },
+    "traffic-timeout": { type: "string", value: "<seconds>", description: "how long a step may wait for min-requests before the rollout fails (default 600)" },
     route: { type: "string", value: "<name>", description: "the route whose split moves (default: the service's catch-all route)" },
     probe: { type: "string", value: "<path>", description: "send synthetic GETs of this path to the candidate (needed for blue-green)" },
     file: { type: "string", short: "f", value: "<file>", description: "the rollout request as JSON" },
@@ -217,6 +220,9 @@ from a JSON file (the POST /admin/services/{service}/rollouts body); flags overr
     set(analysis, "maxErrorRate", numberOption(ctx.args, "max-error-rate", c, { min: 0, max: 1 }));
     set(analysis, "maxP99Ms", numberOption(ctx.args, "max-p99-ms", c, { min: 1, max: 300_000, integer: true }));
     set(analysis, "minRequests", numberOption(ctx.args, "min-requests", c, { min: 1, max: 10_000_000, integer: true }));
+    set(analysis, "maxErrorRateIncrease", numberOption(ctx.args, "max-error-rate-increase", c, { min: 0, max: 1 }));
+    set(analysis, "maxP99Ratio", numberOption(ctx.args, "max-p99-ratio", c, { min: 1, max: 100 }));
+    set(analysis, "trafficTimeoutSeconds", numberOption(ctx.args, "traffic-timeout", c, { min: 1, max: 86_400, integer: true }));
     if (Object.keys(analysis).length > 0) body.analysis = analysis;
     if (typeof body.backend !== "string") throw usageError("--backend <candidate> is required (or `backend` in the -f file)", c);
 

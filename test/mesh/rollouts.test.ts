@@ -199,6 +199,31 @@ describe("canary", () => {
   });
 });
 
+describe("compared with the baseline", () => {
+  it("rolls back a candidate that is worse than the baseline in the same step, though within the absolute limit", async () => {
+    await t.adminFetch("/admin/services/pim/faults", { method: "PUT", body: JSON.stringify({ faults: [{ backend: "pim-v2", abort: { percent: 20, status: 503 } }] }) });
+    const traffic = shop(40);
+    let done: RolloutStatus;
+    try {
+      const res = await startRollout("pim", {
+        backend: "pim-v2",
+        steps: [40, 100],
+        stepSeconds: 3,
+        analysis: { maxErrorRate: 0.5, minRequests: 30, maxErrorRateIncrease: 0.05 },
+      });
+      expect(res.status).toBe(201);
+      done = await until("pim", ["promoted", "rolled-back", "aborted"], 20_000);
+    } finally {
+      await traffic.stop();
+    }
+    expect(done.state).toBe("rolled-back");
+    expect(done.reason).toMatch(/^error rate [\d.]+% is [\d.]+% above the baseline's 0% \(at most \+5%\)$/);
+    const last = done.events[done.events.length - 1];
+    expect(last?.baseline?.requests).toBeGreaterThanOrEqual(30);
+    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+  });
+});
+
 describe("blue-green with synthetic probes", () => {
   const probe = { path: "/products/sku-1", requestsPerMinute: 600 };
 

@@ -136,6 +136,28 @@ describe("judgeStep", () => {
   });
 });
 
+describe("judgeStep against the baseline", () => {
+  const relative = RolloutAnalysis.parse({ maxErrorRate: 0.5, minRequests: 100, maxErrorRateIncrease: 0.01, maxP99Ratio: 1.5 });
+
+  it("fails a candidate whose error rate is more than the allowed increase over the baseline's", () => {
+    const verdict = judgeStep(attempts(200, 10), attempts(1000, 20), relative);
+    expect(verdict.kind).toBe("fail");
+    if (verdict.kind === "fail") expect(verdict.reason).toBe("error rate 5% is 3% above the baseline's 2% (at most +1%)");
+    expect(judgeStep(attempts(200, 5), attempts(1000, 20), relative).kind).toBe("pass");
+  });
+
+  it("fails a candidate slower than the allowed ratio of the baseline's p99", () => {
+    const verdict = judgeStep(attempts(200, 0, 40), attempts(1000, 0, 8), relative);
+    expect(verdict.kind).toBe("fail");
+    if (verdict.kind === "fail") expect(verdict.reason).toMatch(/^p99 latency [\d.]+ ms is [\d.]+× the baseline's [\d.]+ ms \(at most 1.5×\)$/);
+    expect(judgeStep(attempts(200, 0, 8), attempts(1000, 0, 8), relative).kind).toBe("pass");
+  });
+
+  it("does not compare with a baseline that had too little traffic in the step (e.g. after a blue-green switch)", () => {
+    expect(judgeStep(attempts(200, 10, 40), attempts(50, 0, 8), relative).kind).toBe("pass");
+  });
+});
+
 describe("nextTransition", () => {
   const clock = (elapsedMs: number, index = 0, count = 3): StepClock => ({ elapsedMs, stepSeconds: 60, trafficTimeoutSeconds: 120, index, count });
   const pass: Verdict = judgeStep(attempts(200, 0), noAttempts(), analysis);
