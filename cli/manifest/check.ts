@@ -192,7 +192,9 @@ function manifestFindings(loaded: LoadedManifest, config: MeshConfig, out: Manif
     if (lenientAt.has(pointerOf(issue.path)) || !/must use https/.test(issue.message)) continue;
     out.add("warning", "local-origin", issue.path, `${issue.message}: accepted by the local mesh (npm start) only`, "Before deploying, set the provider's https:// origin.");
   }
-  for (const [script, services] of sharedScripts(manifest)) {
+  for (const [script, owners] of sharedScripts(manifest)) {
+    // A service with two backends on the script is listed twice; name each service once.
+    const services = [...new Set(owners)];
     const s = manifest.services.findIndex((svc) => svc.name === services[1]);
     const b = manifest.services[s]?.backends.findIndex((backend) => backend.type === "worker" && backend.script === script) ?? -1;
     out.add("error", "duplicate-script", ["services", s, "backends", b, "script"], `worker '${script}' is a backend of ${services.join(" and ")}: its calls can carry only one identity`, "Deploy the worker once per service (a script name each), or keep it in one service.");
@@ -379,9 +381,12 @@ function staleFindings(loaded: LoadedManifest, cwd: string, out: Finding[]): voi
     if (error instanceof CliError) return;
     throw error;
   }
+  const proxyFile = path.resolve(loaded.dir, loaded.manifest.files.proxy);
   for (const file of files) {
     const current = existsSync(file.file) ? readFileSync(file.file, "utf8") : undefined;
     if (current === undefined) {
+      // A missing proxy config is already a finding of proxyFindings (which runs for invalid manifests too).
+      if (file.file === proxyFile) continue;
       out.push({ severity: "error", code: "not-generated", location: { file: file.display }, message: `${file.display} does not exist`, fix: "Run `npx weft generate`." });
     } else if (current !== file.content) {
       out.push({ severity: "error", code: "stale-generated", location: { file: file.display }, message: `${file.display} is out of date with ${loaded.display} (${file.owns})`, fix: "Run `npx weft generate` and commit the result; never edit generated files by hand." });

@@ -59,6 +59,15 @@ const CASES: Case[] = [
   { fixture: "unknown-service", code: "unknown-service", severity: "error", at: { pointer: "/services/0/backends/0/calls/SEARCH", needle: '"SEARCH"' }, message: /web calls unknown service 'search'/ },
   { fixture: "invalid-manifest", code: "invalid-manifest", severity: "error", at: { pointer: "/services/1/routes/1/split/weigths", needle: '"weigths"' }, message: /Unrecognized key: "weigths"/ },
   { fixture: "stale-generated", code: "stale-generated", severity: "error", at: { file: relative("config", "mesh.json"), needle: "" }, message: /config\/mesh\.json is out of date with .*stale-generated\.json/ },
+  { fixture: "binding-mismatch", code: "binding-mismatch", severity: "error", at: { file: relative("broken", "proxy-misbound.toml"), needle: '"API_V1"', after: ["[env.api]"] }, message: /the proxy of api binds API_V1 to weft-api-v2, the manifest says weft-api-v1$/ },
+  { fixture: "wrong-service", code: "wrong-service", severity: "error", at: { file: relative("broken", "proxy-wrong-service.toml"), needle: "WEFT_SERVICE", after: ["[env.api]"] }, message: /\[env\.api\] sets WEFT_SERVICE = "web": the proxy would load another service's config/ },
+  { fixture: "missing-proxy", code: "missing-proxy", severity: "error", at: { file: relative("broken", "proxy-without-api.toml"), needle: "#" }, message: /no \[env\.api\] for service 'api': its proxy weft-proxy-api is not deployed/ },
+  { fixture: "duplicate-script", code: "duplicate-script", severity: "error", at: { pointer: "/services/1/backends/0/script", needle: '"weft-api-v1"', after: ['"name": "api-v1"'] }, message: /worker 'weft-api-v1' is a backend of web and api: its calls can carry only one identity/ },
+  { fixture: "not-generated", code: "not-generated", severity: "error", at: { file: relative("broken", "never-generated", "wrangler.toml"), needle: "" }, message: /^the proxy's wrangler config does not exist$/ },
+  { fixture: "not-generated", code: "not-generated", severity: "error", at: { file: relative("broken", "never-generated", "mesh.json"), needle: "" }, message: /never-generated\/mesh\.json does not exist$/ },
+  { fixture: "invalid-origin", code: "invalid-origin", severity: "error", at: { pointer: "/services/1/backends/2/origin", needle: '"origin"' }, message: /external origin must be scheme:\/\/host\[:port\]\[\/base-path\], without credentials, query or fragment/ },
+  { fixture: "duplicate-name", code: "duplicate-name", severity: "error", at: { pointer: "/services/1/routes/1/name", needle: '"name": "all"', after: ['"name": "api"', '"/pay/*"'] }, message: /duplicate route name 'all' in service 'api'/ },
+  { fixture: "unknown-route", code: "unknown-route", severity: "error", at: { pointer: "/services/1/rateLimits/0/routes", needle: '"routes"', after: ['"rateLimits"'] }, message: /rate limit 'limit-0' names unknown route 'checkout'/ },
 ];
 
 const runs = new Map<string, WeftRun>();
@@ -100,10 +109,16 @@ describe("weft check finds", () => {
       expect(finding?.location).toMatchObject({ file, pointer: c.at.pointer, line: lineOf(file, c.at.needle, c.at.after) });
     } else {
       expect(finding?.location.file).toBe(c.at.file);
-      if (c.at.needle !== "") expect(finding?.location.line).toBe(lineOf(c.at.file, c.at.needle, c.at.after));
+      // needle "": a finding about a whole file, without a line.
+      expect(finding?.location.line).toBe(c.at.needle === "" ? undefined : lineOf(c.at.file, c.at.needle, c.at.after));
     }
     // Any error makes the check fail.
     if (c.severity === "error") expect(runs.get(c.fixture)?.code).toBe(1);
+  });
+
+  it("each missing generated file once (a missing proxy config is not reported twice)", () => {
+    const missing = findingsOf("not-generated").filter((f) => f.code === "not-generated");
+    expect(missing.map((f) => f.location.file).sort()).toEqual([relative("broken", "never-generated", "mesh.json"), relative("broken", "never-generated", "wrangler.toml")]);
   });
 
   it("nothing wrong in the fixture project itself or in the repository's manifest (warnings only)", () => {
