@@ -192,9 +192,7 @@ function manifestFindings(loaded: LoadedManifest, config: MeshConfig, out: Manif
     if (lenientAt.has(pointerOf(issue.path)) || !/must use https/.test(issue.message)) continue;
     out.add("warning", "local-origin", issue.path, `${issue.message}: accepted by the local mesh (npm start) only`, "Before deploying, set the provider's https:// origin.");
   }
-  for (const [script, owners] of sharedScripts(manifest)) {
-    // A service with two backends on the script is listed twice; name each service once.
-    const services = [...new Set(owners)];
+  for (const [script, services] of sharedScripts(manifest)) {
     const s = manifest.services.findIndex((svc) => svc.name === services[1]);
     const b = manifest.services[s]?.backends.findIndex((backend) => backend.type === "worker" && backend.script === script) ?? -1;
     out.add("error", "duplicate-script", ["services", s, "backends", b, "script"], `worker '${script}' is a backend of ${services.join(" and ")}: its calls can carry only one identity`, "Deploy the worker once per service (a script name each), or keep it in one service.");

@@ -181,7 +181,8 @@ export function sharedScripts(manifest: Manifest): Map<string, string[]> {
       if (backend.type === "worker") owners.set(backend.script, [...(owners.get(backend.script) ?? []), service.name]);
     }
   }
-  return new Map([...owners].filter(([, services]) => new Set(services).size > 1));
+  // Each service once: two backends of one service on the same script are not a shared script.
+  return new Map([...owners].map(([script, services]): [string, string[]] => [script, [...new Set(services)]]).filter(([, services]) => services.length > 1));
 }
 
 /** Every file the manifest generates, with its content. Refuses manifests the control plane would refuse. */
