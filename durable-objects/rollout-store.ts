@@ -176,13 +176,15 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
         synced: false,
       };
       this.sql.exec("INSERT INTO rollouts (seq, id, doc) VALUES (?, ?, ?)", seq + 1, id, JSON.stringify(record));
+      // The alarm is stored with the record, before anything else is awaited: whatever happens
+      // next, the rollout goes on (the alarm writes the split again if this first write is lost).
+      await this.ctx.storage.setAlarm(now + SETTLE_MS);
       const first = request.strategy === "blue-green"
         ? `checking ${request.backend} on probe traffic before switching (${request.analysis.minRequests} requests needed)`
         : `step 1 of ${steps.length}: ${request.backend} at ${record.status.weight}%`;
       this.event(record, "started", `rollout of ${request.backend} started (${request.strategy}, baseline ${record.status.baseline.join(", ")}); ${first}`);
       await this.applyStep(record);
       this.save(record);
-      await this.ctx.storage.setAlarm(now + SETTLE_MS);
       return { ok: true, value: record.status };
     });
   }
