@@ -317,6 +317,15 @@ describe("manual actions", () => {
     await setSplit(t, "pim", { "pim-v1": 70, "pim-v2": 30, "pim-vendor": 0 });
   });
 
+  it("of two rollouts started at once, exactly one starts", async () => {
+    const body = { backend: "pim-v2", steps: [10, 50], stepSeconds: 60 };
+    const answers = await Promise.all([startRollout("pim", body), startRollout("pim", body), startRollout("pim", body)]);
+    expect(answers.map((r) => r.status).sort()).toEqual([201, 409, 409]);
+    const history = (await (await t.adminFetch("/admin/services/pim/rollouts?limit=100")).json()) as { rollouts: RolloutStatus[] };
+    expect(history.rollouts.filter((r) => r.state === "progressing")).toHaveLength(1);
+    expect(await pimWeights()).toEqual({ "pim-v1": 90, "pim-v2": 10, "pim-vendor": 0 });
+  });
+
   it("refuses rollouts that cannot work before anything changes", async () => {
     const before = await t.adminFetch("/admin/config/versions?limit=1");
     const head = ((await before.json()) as { current: number }).current;
