@@ -45,8 +45,12 @@ interface RolloutRecord {
   windowStartedAt: number;
   /** ms of the step that had passed when it was paused. */
   pausedElapsedMs: number | null;
-  /** Attempt totals at the start of the step's window; null while the step settles. */
-  snapshot: Record<string, AttemptStats> | null;
+  /**
+   * Attempt totals when the step's weights were written. Attempts reported a moment late from
+   * just before (the previous step's, at a lower weight) count in the step: they are the same
+   * candidate's, and a failure right after the change must never be missed.
+   */
+  snapshot: Record<string, AttemptStats>;
   /** The full webhook URL (a secret for most chat services; the status shows its origin only). */
   webhookUrl: string | null;
   /** False until the ConfigStore has the split (and, once finished, the released hold) this record says. */
@@ -61,12 +65,6 @@ const MAX_TICK_MS = 5_000;
 /** Retry delay for a ConfigStore or telemetry call that failed. */
 const RETRY_MS = 5_000;
 const WEBHOOK_TIMEOUT_MS = 5_000;
-/**
- * A step's window opens this long after its weights were written: proxies report attempts about
- * once a second, so attempts made before the change (at the old weights, or by an earlier
- * rollout) have arrived by then and do not count against the new step.
- */
-const SETTLE_MS = 2_000;
 
 function tickMs(stepSeconds: number): number {
   return Math.min(MAX_TICK_MS, Math.max(MIN_TICK_MS, Math.round((stepSeconds * 1000) / 6)));
@@ -133,6 +131,7 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
         .exec<{ id: string }>("SELECT id FROM rollouts ORDER BY seq DESC LIMIT ?", HISTORY_IDS_PASSED_AS_STALE)
         .toArray()
         .map((r) => r.id);
+      const snapshot = await this.attemptTotals(service);
       const begun = await configStoreOf(this.env).beginRollout(
         service,
         { id, backend: request.backend, route: request.route, ...(request.probe ? { probe: request.probe } : {}) },
@@ -169,16 +168,16 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
           events: [],
         },
         stepIndex: 0,
-        windowStartedAt: now + SETTLE_MS,
+        windowStartedAt: now,
         pausedElapsedMs: null,
-        snapshot: null,
+        snapshot,
         webhookUrl: request.webhook?.url ?? null,
         synced: false,
       };
       this.sql.exec("INSERT INTO rollouts (seq, id, doc) VALUES (?, ?, ?)", seq + 1, id, JSON.stringify(record));
       // The alarm is stored with the record, before anything else is awaited: whatever happens
       // next, the rollout goes on (the alarm writes the split again if this first write is lost).
-      await this.ctx.storage.setAlarm(now + SETTLE_MS);
+      await this.ctx.storage.setAlarm(now + tickMs(request.stepSeconds));
       const first = request.strategy === "blue-green"
         ? `checking ${request.backend} on probe traffic before switching (${request.analysis.minRequests} requests needed)`
         : `step 1 of ${steps.length}: ${request.backend} at ${record.status.weight}%`;
@@ -244,21 +243,13 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
 
       let totals: Record<string, AttemptStats>;
       try {
-        totals = structuredClone(await telemetryStoreOf(this.env, status.service).attemptTotals());
+        totals = await this.attemptTotals(status.service);
       } catch (error) {
         console.warn(JSON.stringify({ event: "rollout-telemetry-unreachable", rollout: status.id, reason: error instanceof Error ? error.message : String(error) }));
         await this.ctx.storage.setAlarm(Date.now() + RETRY_MS);
         return;
       }
       const now = Date.now();
-      if (!record.snapshot) {
-        // The step's window opens now.
-        record.snapshot = totals;
-        record.windowStartedAt = now;
-        this.save(record, false);
-        await this.ctx.storage.setAlarm(now + tickMs(status.stepSeconds));
-        return;
-      }
       const candidate = attemptsSince(totals, record.snapshot, [status.backend]);
       const baseline = attemptsSince(totals, record.snapshot, status.baseline);
       const verdict = judgeStep(candidate, baseline, status.analysis);
@@ -289,13 +280,13 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
           status.step = transition.index + 1;
           status.weight = status.steps[transition.index] ?? 100;
           status.state = "progressing";
-          record.snapshot = null;
-          record.windowStartedAt = now + SETTLE_MS;
+          record.snapshot = totals;
+          record.windowStartedAt = now;
           status.current = null;
           const what = status.strategy === "blue-green" ? `checks passed; all traffic switched to ${status.backend}, ${status.baseline.join(", ")} kept ready to switch back` : `step ${passed} passed; step ${status.step} of ${status.steps.length}: ${status.backend} at ${status.weight}%`;
           this.event(record, "step", what, verdict);
           await this.applyStep(record);
-          await this.ctx.storage.setAlarm(now + SETTLE_MS);
+          await this.ctx.storage.setAlarm(now + tickMs(status.stepSeconds));
           break;
         }
         case "promote":
@@ -307,6 +298,14 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
       }
       this.save(record, changed);
     });
+  }
+
+  /** The service's running attempt totals per backend, as a plain copy. */
+  private async attemptTotals(service: string): Promise<Record<string, AttemptStats>> {
+    const totals = await telemetryStoreOf(this.env, service).attemptTotals();
+    const copy = structuredClone(totals);
+    disposeRpcResult(totals);
+    return copy;
   }
 
   /** Ends the rollout: the candidate at 100% (promoted) or back to 0% (rolled back, aborted). */

@@ -84,6 +84,15 @@ async function action(service: string, name: string, headers: Record<string, str
   return t.adminFetch(`/admin/services/${service}/rollouts/current/${name}`, { method: "POST", headers });
 }
 
+let faulted = false;
+
+/** Injects rehearsal faults on pim's backends (cleared after the test). */
+async function injectFaults(body: { faults: unknown[] }): Promise<void> {
+  const res = await t.adminFetch("/admin/services/pim/faults", { method: "PUT", body: JSON.stringify(body) });
+  expect(res.status).toBe(200);
+  faulted = true;
+}
+
 afterEach(async () => {
   // Leave pim as the demo has it: no rollout running, no faults, all traffic on pim-v1.
   const status = await t.adminFetch("/admin/services/pim/rollouts/current");
@@ -93,6 +102,12 @@ afterEach(async () => {
   }
   await t.adminFetch("/admin/services/pim/faults", { method: "DELETE" });
   await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+  if (faulted) {
+    // Proxies report attempts about once a second: let the faulty candidate's last failures
+    // arrive before the next test starts a rollout that would rightly count them.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    faulted = false;
+  }
 });
 
 describe("canary", () => {
@@ -163,11 +178,7 @@ describe("canary", () => {
   });
 
   it("rolls back a candidate that fails its attempts, even when retries and failover hide it from shoppers", async () => {
-    const faults = await t.adminFetch("/admin/services/pim/faults", {
-      method: "PUT",
-      body: JSON.stringify({ faults: [{ backend: "pim-v2", abort: { percent: 30, status: 503 } }] }),
-    });
-    expect(faults.status).toBe(200);
+    await injectFaults({ faults: [{ backend: "pim-v2", abort: { percent: 30, status: 503 } }] });
     const traffic = shop(40);
     const started = Date.now();
     let done: RolloutStatus;
@@ -201,7 +212,7 @@ describe("canary", () => {
 
 describe("compared with the baseline", () => {
   it("rolls back a candidate that is worse than the baseline in the same step, though within the absolute limit", async () => {
-    await t.adminFetch("/admin/services/pim/faults", { method: "PUT", body: JSON.stringify({ faults: [{ backend: "pim-v2", abort: { percent: 20, status: 503 } }] }) });
+    await injectFaults({ faults: [{ backend: "pim-v2", abort: { percent: 20, status: 503 } }] });
     const traffic = shop(40);
     let done: RolloutStatus;
     try {
@@ -249,7 +260,7 @@ describe("blue-green with synthetic probes", () => {
   });
 
   it("a candidate failing its checks never gets shopper traffic", async () => {
-    await t.adminFetch("/admin/services/pim/faults", { method: "PUT", body: JSON.stringify({ faults: [{ backend: "pim-v2", abort: { percent: 50, status: 500 } }] }) });
+    await injectFaults({ faults: [{ backend: "pim-v2", abort: { percent: 50, status: 500 } }] });
     const res = await startRollout("pim", { backend: "pim-v2", strategy: "blue-green", stepSeconds: 2, probe, analysis: { minRequests: 20, maxErrorRate: 0.01 } });
     expect(res.status).toBe(201);
     const probing = t.cron("weft-proxy-pim");
