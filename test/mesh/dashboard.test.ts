@@ -237,6 +237,8 @@ describe("dashboard", () => {
         await page.fill(`${form} input[name="maxErrorRate"]`, "0.02");
         await page.fill(`${form} input[name="maxP99Ms"]`, "900");
         await page.fill(`${form} input[name="minRequests"]`, "50");
+        await page.fill(`${form} input[name="maxErrorRateIncrease"]`, "0.005");
+        await page.fill(`${form} input[name="maxP99Ratio"]`, "1.5");
         await page.click(`${form} [data-action="submit-rollout"]`);
         await page.waitForSelector(`${panel}[data-state="progressing"]`);
         expect(await page.isVisible(form)).toBe(false);
@@ -248,7 +250,7 @@ describe("dashboard", () => {
           strategy: "canary",
           steps: [10, 40],
           stepSeconds: 30,
-          analysis: { maxErrorRate: 0.02, maxP99Ms: 900, minRequests: 50, trafficTimeoutSeconds: 600 },
+          analysis: { maxErrorRate: 0.02, maxP99Ms: 900, minRequests: 50, trafficTimeoutSeconds: 600, maxErrorRateIncrease: 0.005, maxP99Ratio: 1.5 },
           probe: null,
         });
         expect(await page.textContent(`${panel} [data-role="rollout-status"]`)).toContain(`Started ${current.id}`);
