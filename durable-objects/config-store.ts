@@ -211,7 +211,7 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
       return {
         next: {
           ...current,
-          routes: current.routes.map(({ timeoutMs: _t, retries: _r, failover: _f, mirror: _m, ...route }) => ({ ...route, ...settings.routes[route.name] })),
+          routes: current.routes.map(({ timeoutMs: _t, retries: _r, failover: _f, mirror: _m, honoursIdempotencyKey: _k, ...route }) => ({ ...route, ...settings.routes[route.name] })),
         },
         reason: `resilience ${service}: ${Object.keys(settings.routes).join(", ") || "cleared"}`,
       };

@@ -9,7 +9,7 @@
  *   direct       client → upstream
  *   bare         client → bare proxy → upstream                       (service binding, nothing else)
  *   weft         client → Weft proxy → upstream                       (route, 90/10 split sticky on cookie:shopper,
- *                telemetry on: metrics, an access log line per request, 5% of traces sampled)
+ *                telemetry as deployed: metrics, access log lines for notable requests, 5% of traces sampled)
  *   weft-debug   as weft, with WEFT_DEBUG_HEADERS="true"              (reported, not part of the ratios)
  *   weft-4000    as weft, for one service deep inside a 4,000-service mesh config
  *
@@ -23,7 +23,7 @@ import { parseArgs } from "node:util";
 import autocannon from "autocannon";
 import type { Instance, RequestSpec, Result } from "autocannon";
 import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
-import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, freePort, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
 
 const USAGE = `Usage: npm run bench [-- --json]
 
@@ -31,8 +31,11 @@ Measures the Weft proxy on workerd over loopback against a direct call and a bar
 then how it behaves in a 4,000-service mesh. Writes bench/results.json.
 
 Options:
-  --json    print only the results JSON on stdout (progress goes to stderr)
-  --help    print this help
+  --json             print only the results JSON on stdout (progress goes to stderr)
+  --profile <case>   instead of measuring, take a CPU profile of one case's proxy worker under load
+                     (weft, weft-retries, weft-limited, weft-debug, bare) and print where its time goes;
+                     the profile is written to bench/<case>.cpuprofile (open it in Chrome DevTools)
+  --help             print this help
 
 Environment:
   BENCH_SECONDS          seconds measured per case (default 10)
@@ -43,8 +46,22 @@ Environment:
 const CONNECTIONS = 16;
 const SHOPPERS = 300;
 const SCALE_SERVICES = 4_000;
-/** Target for weft_vs_bare, printed next to the ratio; never enforced. */
-const TARGET_WEFT_VS_BARE = 0.9;
+/** Targets, printed next to the ratios; never enforced. */
+const TARGETS = {
+  weft_vs_bare: { min: 0.9 },
+  weft_retries_vs_bare: { min: 0.9 },
+  weft_limited_vs_bare: { min: 0.85 },
+  weft_debug_vs_bare: { min: 0.8 },
+  weft_p99_vs_bare: { max: 1.5 },
+} as const;
+type Ratios = Record<"weft_vs_bare" | "weft_4000_vs_bare" | "weft_retries_vs_bare" | "weft_limited_vs_bare" | "weft_debug_vs_bare" | "weft_p99_vs_bare" | "weft_vs_direct" | "bare_vs_direct", number>;
+
+/** Is `ratio` within its target (true when it has none)? */
+function meets(name: keyof Ratios, value: number): boolean {
+  const target: { min?: number; max?: number } | undefined = name in TARGETS ? TARGETS[name as keyof typeof TARGETS] : undefined;
+  if (!target) return true;
+  return (target.min === undefined || value >= target.min) && (target.max === undefined || value <= target.max);
+}
 const HOST = "127.0.0.1";
 const RESULTS_PATH = path.join(ROOT, "bench", "results.json");
 
@@ -65,6 +82,7 @@ const API_KEYS = 8;
 
 interface Args {
   json: boolean;
+  profile: BenchCase["name"] | undefined;
   seconds: number;
   warmupSeconds: number;
   rounds: number;
@@ -81,15 +99,18 @@ function positiveSeconds(name: string, fallback: number): number {
 }
 
 function parseCli(): Args | "help" {
-  let values: { json?: boolean; help?: boolean };
+  let values: { json?: boolean; help?: boolean; profile?: string };
   try {
-    ({ values } = parseArgs({ options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } }, strict: true }));
+    ({ values } = parseArgs({ options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" }, profile: { type: "string" } }, strict: true }));
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
   if (values.help) return "help";
+  const profiled = PROFILED.find((name) => name === values.profile);
+  if (values.profile !== undefined && !profiled) throw new UsageError(`--profile takes one of ${PROFILED.join(", ")}, got '${values.profile}'`);
   return {
     json: values.json === true,
+    profile: profiled,
     seconds: positiveSeconds("BENCH_SECONDS", 10),
     warmupSeconds: positiveSeconds("BENCH_WARMUP_SECONDS", 2),
     rounds: Math.max(1, Math.round(positiveSeconds("BENCH_ROUNDS", 3))),
@@ -110,6 +131,9 @@ interface BenchCase {
   worker: string;
 }
 
+/** Cases whose worker `--profile` can profile. */
+const PROFILED = ["weft", "weft-retries", "weft-limited", "weft-debug", "bare"] as const satisfies ReadonlyArray<BenchCase["name"]>;
+
 function onlyDeployment(configPath: string): Deployment {
   const [deployment, ...rest] = deploymentsOf(configPath);
   if (!deployment || rest.length > 0) throw new Error(`${configPath}: expected exactly one deployment`);
@@ -122,12 +146,12 @@ function proxyDeployment(base: Deployment, name: string, service: string, debug:
     ...base,
     name,
     env: name,
-    // Telemetry on as deployed: metrics, an access log line per request, 5% of traces sampled.
+    // Telemetry as deployed: metrics, access lines for failed/retried/limited/slow requests, 5% of traces sampled.
     vars: {
       WEFT_SERVICE: service,
       WEFT_ENV: "production",
       WEFT_DEBUG_HEADERS: debug ? "true" : "false",
-      WEFT_ACCESS_LOG: "all",
+      WEFT_ACCESS_LOG: "errors",
       WEFT_TRACE_SAMPLE_RATE: "0.05",
       WEFT_OTLP_ENDPOINT: "",
     },
@@ -484,12 +508,87 @@ async function scaleUp(mesh: RunningMesh, token: string, url: URL, directUrl: UR
 }
 
 // ---------------------------------------------------------------------------------------------
+// Profile: where one case's worker spends its CPU time (V8's sampling profiler over the inspector)
+
+interface CpuProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: CpuProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+}
+
+/** One Chrome DevTools Protocol session on a worker's inspector socket. */
+async function inspector(port: number, worker: string): Promise<{ call(method: string, params?: object): Promise<unknown>; close(): void }> {
+  const socket = new WebSocket(`ws://${HOST}:${port}/core:user:${worker}`);
+  await new Promise<void>((resolve, reject) => {
+    socket.addEventListener("open", () => resolve(), { once: true });
+    socket.addEventListener("error", () => reject(new Error(`cannot open the inspector of ${worker}`)), { once: true });
+  });
+  let next = 0;
+  const waiting = new Map<number, (result: unknown) => void>();
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown };
+    if (message.id !== undefined) waiting.get(message.id)?.(message.result);
+  });
+  return {
+    call: (method, params = {}) =>
+      new Promise((resolve) => {
+        const id = ++next;
+        waiting.set(id, resolve);
+        socket.send(JSON.stringify({ id, method, params }));
+      }),
+    close: () => socket.close(),
+  };
+}
+
+/** Profiles `benchCase`'s worker while load runs, writes the profile and prints the heaviest functions by self time. */
+async function profileCase(benchCase: BenchCase, url: URL, requests: RequestSpec[], options: { inspectorPort: number; seconds: number; warmupSeconds: number }): Promise<void> {
+  progress(`  warming up ${benchCase.name}…`);
+  await load(url, requests, options.warmupSeconds);
+  const session = await inspector(options.inspectorPort, benchCase.worker);
+  await session.call("Profiler.enable");
+  await session.call("Profiler.setSamplingInterval", { interval: 50 });
+  await session.call("Profiler.start");
+  progress(`  profiling ${benchCase.name} (${options.seconds} s under load)…`);
+  const { result } = await load(url, requests, options.seconds);
+  const stopped = (await session.call("Profiler.stop")) as { profile: CpuProfile };
+  session.close();
+  const profile = stopped.profile;
+  const file = path.join(ROOT, "bench", `${benchCase.name}.cpuprofile`);
+  writeFileSync(file, JSON.stringify(profile));
+  const requestsServed = result.requests.total;
+  const sampleUs = (profile.endTime - profile.startTime) / Math.max(1, profile.samples?.length ?? 1);
+  const self = new Map<string, number>();
+  for (const node of profile.nodes) {
+    const frame = node.callFrame;
+    const where = frame.url ? `${path.basename(frame.url)}:${frame.lineNumber + 1}` : "";
+    const name = `${frame.functionName || "(anonymous)"} ${where}`.trim();
+    self.set(name, (self.get(name) ?? 0) + (node.hitCount ?? 0));
+  }
+  const idle = new Set(["(idle)", "(program)", "(garbage collector)"]);
+  const busy = [...self].filter(([name]) => !idle.has(name)).reduce((sum, [, hits]) => sum + hits, 0);
+  progress(`\n${benchCase.name}: ${requestsServed} requests; JS self time per request (µs), heaviest first:`);
+  for (const [name, hits] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
+    progress(`  ${((hits * sampleUs) / Math.max(1, requestsServed)).toFixed(2).padStart(7)}  ${name}`);
+  }
+  progress(`  busy JS total: ${((busy * sampleUs) / Math.max(1, requestsServed)).toFixed(1)} µs/request. Profile: ${path.relative(process.cwd(), file)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 interface Results {
   cases: Measured[];
-  ratios: { weft_vs_bare: number; weft_4000_vs_bare: number; weft_retries_vs_bare: number; weft_limited_vs_bare: number; weft_vs_direct: number; bare_vs_direct: number };
-  target: { weft_vs_bare: number; met: boolean };
+  ratios: Ratios;
+  targets: typeof TARGETS;
+  /** Every ratio within its target. */
+  met: boolean;
   seconds: number;
   rounds: number;
   warmup_seconds: number;
@@ -526,12 +625,13 @@ function table(results: Results): string {
     line(widths.map((w) => "-".repeat(w))),
     ...rows.map(line),
     "",
-    `weft_vs_bare       ${r.weft_vs_bare.toFixed(3)}   target ≥ ${TARGET_WEFT_VS_BARE.toFixed(2)}${results.target.met ? "  (met)" : "  (NOT met)"}`,
-    `weft_4000_vs_bare  ${r.weft_4000_vs_bare.toFixed(3)}`,
-    `weft_retries_vs_bare ${r.weft_retries_vs_bare.toFixed(3)}  (retries + failover configured, nothing failing)`,
-    `weft_limited_vs_bare ${r.weft_limited_vs_bare.toFixed(3)}  (a rate limit per API key configured, not reached; ${results.rate_limit_do_calls_per_request ?? "?"} Durable Object calls per request)`,
-    `weft_vs_direct     ${r.weft_vs_direct.toFixed(3)}`,
-    `bare_vs_direct     ${r.bare_vs_direct.toFixed(3)}`,
+    ...(Object.entries(r) as Array<[keyof Ratios, number]>).map(([name, value]) => {
+      const target: { min?: number; max?: number } | undefined = name in TARGETS ? TARGETS[name as keyof typeof TARGETS] : undefined;
+      const goal = target?.min !== undefined ? `target ≥ ${target.min.toFixed(2)}` : target?.max !== undefined ? `target ≤ ${target.max.toFixed(2)}` : "";
+      const verdict = target ? (meets(name, value) ? "  (met)" : "  (NOT met)") : "";
+      return `${name.padEnd(22)} ${value.toFixed(3)}   ${goal}${verdict}`;
+    }),
+    `rate limit: ${results.rate_limit_do_calls_per_request ?? "?"} Durable Object calls per request of weft-limited (a limit per API key, not reached)`,
     "",
     `scale: PUT of a ${s.services.toLocaleString("en-US")}-service config (${(s.config_bytes / 1024).toFixed(0)} KiB) took ${s.put_ms.toFixed(0)} ms;` +
       ` the ${s.proxy_service} proxy served its first request from it ${s.first_request_ms.toFixed(0)} ms after the PUT returned;` +
@@ -579,10 +679,12 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   const all = [...controlPlane, ...extra];
   const code = await bundleMains(extra.map((d) => d.main));
   const token = crypto.randomUUID();
+  const inspectorPort = args.profile ? await freePort() : undefined;
   const mesh = await startMesh({
     port: 0,
     adminPort: 0,
     host: HOST,
+    ...(inspectorPort !== undefined ? { inspectorPort } : {}),
     adminToken: token,
     deployments: controlPlane,
     // Access log lines are counted (one per proxied request is expected), not printed.
@@ -624,6 +726,11 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     if (!benchCase) throw new Error(`no case ${name}`);
     return { benchCase, url: urlOf(name) };
   };
+  if (args.profile && inspectorPort !== undefined) {
+    const { benchCase, url } = caseNamed(args.profile);
+    await profileCase(benchCase, url, requests, { inspectorPort, seconds: args.seconds, warmupSeconds: args.warmupSeconds });
+    return 0;
+  }
   const measured = await measureRounds((["direct", "bare", "weft", "weft-retries", "weft-limited", "weft-debug"] as const).map(caseNamed), requests, args);
 
   const scale = await scaleUp(mesh, token, urlOf("weft-4000"), urlOf("direct"), probe);
@@ -647,18 +754,22 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   if (scaled) measured.push(scaled);
 
   const rps = (name: BenchCase["name"]): number => measured.find((m) => m.name === name)?.rps ?? Number.NaN;
-  const ratios = {
+  const p99 = (name: BenchCase["name"]): number => measured.find((m) => m.name === name)?.p99_ms ?? Number.NaN;
+  const ratios: Ratios = {
     weft_vs_bare: round(rps("weft") / rps("bare"), 3),
     weft_4000_vs_bare: round(rps("weft-4000") / (bareAgain?.rps ?? Number.NaN), 3),
     weft_retries_vs_bare: round(rps("weft-retries") / rps("bare"), 3),
     weft_limited_vs_bare: round(rps("weft-limited") / rps("bare"), 3),
+    weft_debug_vs_bare: round(rps("weft-debug") / rps("bare"), 3),
+    weft_p99_vs_bare: round(p99("weft") / p99("bare"), 3),
     weft_vs_direct: round(rps("weft") / rps("direct"), 3),
     bare_vs_direct: round(rps("bare") / rps("direct"), 3),
   };
   const results: Results = {
     cases: measured,
     ratios,
-    target: { weft_vs_bare: TARGET_WEFT_VS_BARE, met: ratios.weft_vs_bare >= TARGET_WEFT_VS_BARE },
+    targets: TARGETS,
+    met: (Object.entries(ratios) as Array<[keyof Ratios, number]>).every(([name, value]) => meets(name, value)),
     seconds: args.seconds,
     rounds: args.rounds,
     warmup_seconds: args.warmupSeconds,

@@ -137,6 +137,15 @@ export interface MeshOptions {
   deployments?: Deployment[];
   /** Receives every console line of every worker (access logs included) instead of the terminal. */
   onLog?: (log: WorkerLog) => void;
+  /**
+   * Debug response headers on the proxies (default true locally). They only add headers; the
+   * request path is the deployed one either way.
+   */
+  debugHeaders?: boolean;
+  /** The proxies' access log mode (default `all` locally; deployed proxies log `errors`). */
+  accessLog?: string;
+  /** Open workerd's inspector (CPU profiles, debugger) on this port: `ws://host:port/core:user:<worker>`. */
+  inspectorPort?: number;
 }
 
 /** One console line of a worker, as workerd reports it. */
@@ -189,7 +198,8 @@ export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
     ...options.overrides,
     vars: {
       WEFT_ENV: "development",
-      WEFT_DEBUG_HEADERS: "true",
+      WEFT_DEBUG_HEADERS: options.debugHeaders === false ? "false" : "true",
+      WEFT_ACCESS_LOG: options.accessLog ?? "all",
       // Tokens name the local control plane as issuer, and the vendor trusts its JWKS.
       WEFT_PUBLIC_URL: issuer,
       WEFT_ISSUER: issuer,
@@ -213,6 +223,7 @@ export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
       host,
       port: options.port,
       ...(options.persistTo ? { resourcePersistencePath: options.persistTo } : {}),
+      ...(options.inspectorPort !== undefined ? { inspectorPort: options.inspectorPort } : {}),
       ...(options.onLog ? { handleStructuredLogs: options.onLog } : {}),
       workers: [...workers, ...(options.extraWorkers ?? [])],
     }),

@@ -23,6 +23,9 @@ Environment:
   WEFT_ADMIN_PORT    control plane port (default 8788)
   WEFT_VENDOR_PORT   demo third-party vendor port (default 8789)
   WEFT_ADMIN_TOKEN   admin token (default: generated once, kept in .weft/admin-token)
+  WEFT_DEBUG_HEADERS "false" runs the proxies exactly as deployed, without x-weft-* response headers
+                     (default "true": x-weft-backend, x-weft-route, … added; the request path is the same)
+  WEFT_ACCESS_LOG    proxies' access log: all (default here), errors (deployed default), sample:0.01, off
 `;
 
 const { values: args } = parseArgs({
@@ -127,6 +130,9 @@ async function main(): Promise<void> {
     vendorPort,
     adminToken: token,
     persistTo,
+    // `WEFT_DEBUG_HEADERS=false npm start` runs the proxies exactly as deployed (no x-weft-* response headers).
+    debugHeaders: process.env.WEFT_DEBUG_HEADERS !== "false",
+    accessLog: process.env.WEFT_ACCESS_LOG ?? "all",
     onLog: (line) => {
       if (line.message.startsWith(ACCESS_LOG_PREFIX)) accessLog.write(`${line.message}\n`);
       else if (line.message.startsWith(ROLLOUT_LOG_PREFIX)) {

@@ -167,8 +167,14 @@ export const Route = z.strictObject({
    * platform already bounds every invocation.
    */
   timeoutMs: z.int().min(1).max(300_000).optional(),
-  /** Retries of safe requests (GET, HEAD, OPTIONS, PUT, DELETE, or any with an Idempotency-Key). */
+  /** Retries of requests that may be sent twice (GET, HEAD, OPTIONS, PUT, DELETE; see `honoursIdempotencyKey`). */
   retries: RetryPolicy.optional(),
+  /**
+   * The backend deduplicates requests by their `Idempotency-Key` header (as Stripe's API does), so a
+   * POST or PATCH carrying one may be retried and failed over. Off by default: a client can put a key
+   * on any request, and a backend that ignores it would act twice.
+   */
+  honoursIdempotencyKey: z.boolean().optional(),
   /** Backends to try, in order, when the chosen one is ejected or out of retries. */
   failover: z.array(Name).min(1).optional(),
   /** Copy a share of requests to another backend (responses discarded, off the response path). */
@@ -241,6 +247,7 @@ export interface RouteConfig {
   retries?: RetryPolicy;
   failover?: string[];
   mirror?: MirrorPolicy;
+  honoursIdempotencyKey?: boolean;
 }
 /** A service after parsing. */
 export interface ServiceConfig {
@@ -299,6 +306,7 @@ export const RouteResilience = z.strictObject({
   retries: RetryPolicy.optional(),
   failover: z.array(Name).min(1).optional(),
   mirror: MirrorPolicy.optional(),
+  honoursIdempotencyKey: z.boolean().optional(),
 });
 export type RouteResilience = z.infer<typeof RouteResilience>;
 

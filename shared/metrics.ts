@@ -47,8 +47,9 @@ export interface TapEvent {
   caller: string;
   status: number;
   durationMs: number;
-  traceId: string;
-  spanId: string;
+  /** Null when the request was not traced (no mesh caller's trace context, not sampled here). */
+  traceId: string | null;
+  spanId: string | null;
   sampled: boolean;
   attempts: number;
 }
@@ -71,12 +72,16 @@ export function noAttempts(): AttemptStats {
 
 /** What a proxy isolate sends its service's telemetry shard, about once a second while busy. */
 export interface TelemetryBatch {
+  /** Unique per batch; a batch sent again after a timeout keeps its id, and the shard applies each id once. */
+  batchId: string;
   service: string;
   /** Epoch ms the batch's first request finished; the batch is stored in that time slot. */
   at: number;
   series: SeriesStats[];
-  /** Backends this isolate ejected during the batch. */
+  /** Backends this isolate ejected during the batch (the sum of `ejectedBackends`). */
   ejections: number;
+  /** Ejections per backend, for `weft_ejections_total{service,backend}`. */
+  ejectedBackends: Array<{ backend: string; count: number }>;
   /** Requests for the tap and the recent-errors list (sampled, errors, and a few others). */
   events: TapEvent[];
   /** Attempts per backend (what rollouts judge candidates on). */

@@ -15,7 +15,7 @@ import { hash32 } from "./split.ts";
 /** Idempotent methods (RFC 9110 §9.2.2) that the mesh re-sends without asking; TRACE is never proxied. */
 const RETRY_SAFE_METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
 
-/** HTTP methods that may be re-sent; any other request only with an Idempotency-Key header. */
+/** HTTP methods that may be re-sent; any other request only with an Idempotency-Key the backend honours. */
 export function isRetrySafe(method: string, hasIdempotencyKey: boolean): boolean {
   // fetch() upper-cases these methods case-insensitively too, so "get" and "GET" are the same request.
   return hasIdempotencyKey || RETRY_SAFE_METHODS.has(method.toUpperCase());

@@ -57,6 +57,7 @@ export function resilienceView(config: { routes: ReadonlyArray<RouteResilience &
       ...(route.retries ? { retries: route.retries } : {}),
       ...(route.failover ? { failover: route.failover } : {}),
       ...(route.mirror ? { mirror: route.mirror } : {}),
+      ...(route.honoursIdempotencyKey ? { honoursIdempotencyKey: true } : {}),
     };
     if (Object.keys(settings).length > 0) routes[route.name] = settings;
   }

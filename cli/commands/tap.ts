@@ -21,7 +21,7 @@ export function tapLine(event: TapEvent, paint: Painter): string {
   const coloured = event.status >= 500 ? paint("red", status) : event.status >= 400 ? paint("yellow", status) : paint("green", status);
   const time = event.at.slice(11, 23);
   const retries = event.attempts > 1 ? paint("yellow", ` attempts=${event.attempts}`) : "";
-  return `${paint("dim", time)}  ${event.method} ${event.path}  ${coloured}  ${formatMs(event.durationMs)}  backend=${event.backend ?? "-"} route=${event.route ?? "-"} from=${event.caller}${retries}  ${paint("dim", `trace=${event.traceId}`)}`;
+  return `${paint("dim", time)}  ${event.method} ${event.path}  ${coloured}  ${formatMs(event.durationMs)}  backend=${event.backend ?? "-"} route=${event.route ?? "-"} from=${event.caller}${retries}  ${event.traceId ? paint("dim", `trace=${event.traceId}`) : ""}`;
 }
 
 function isTapEvent(value: unknown): value is TapEvent {
@@ -72,8 +72,10 @@ JSON object per request (JSON lines). Runs until Ctrl-C (exit 0) or --limit requ
         if (!isTapEvent(parsed)) return;
         const replay = skip > 0;
         if (replay) skip--;
-        if (seen.has(parsed.spanId)) return;
-        seen.add(parsed.spanId);
+        // Untraced requests have no span id: their own facts tell a replayed event from a new one.
+        const key = parsed.spanId ?? `${parsed.at} ${parsed.method} ${parsed.path} ${parsed.status} ${parsed.durationMs}`;
+        if (seen.has(key)) return;
+        seen.add(key);
         if (seen.size > SEEN_LIMIT) seen.delete(seen.values().next().value ?? "");
         if (replay) return;
         if (onlyErrors && !(parsed.status >= 500 || (parsed.backend === null && parsed.status >= 400))) return;

@@ -77,3 +77,64 @@ export function pathOf(url: string): string {
   if (hash >= 0 && hash < end) end = hash;
   return rest.slice(0, end);
 }
+
+/** A body read up to a limit: all of it, or the stream to forward instead (its read prefix put back in front). */
+export type Prefix = { kind: "complete"; bytes: ArrayBuffer } | { kind: "too-large"; stream: ReadableStream<Uint8Array> };
+
+/**
+ * Reads a body into memory if it fits in `limit` bytes. A larger body is not lost: the answer is a
+ * stream that yields what was read and then the rest, so the caller can still pass it on unchanged
+ * (a `log`-mode check must never change traffic).
+ */
+export async function readPrefix(body: ReadableStream<Uint8Array> | null, limit: number): Promise<Prefix> {
+  if (!body) return { kind: "complete", bytes: new ArrayBuffer(0) };
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    size += value.byteLength;
+    if (size > limit) {
+      const stream = new ReadableStream<Uint8Array>({
+        pull: async (controller) => {
+          const next = chunks.shift();
+          if (next) return controller.enqueue(next);
+          const more = await reader.read();
+          if (more.done) controller.close();
+          else controller.enqueue(more.value);
+        },
+        cancel: (reason) => reader.cancel(reason),
+      });
+      return { kind: "too-large", stream };
+    }
+  }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return { kind: "complete", bytes: out.buffer };
+}
+
+/**
+ * Passes a body of unknown length (chunked) through, failing the stream once more than `limit`
+ * bytes went by: a declared Content-Length is checked before anything is sent, a chunked body only
+ * as it flows. `exceeded()` tells afterwards whether the limit was hit, so the failure is answered
+ * 413 and not blamed on the backend.
+ */
+export function capped(body: ReadableStream<Uint8Array>, limit: number): { stream: ReadableStream<Uint8Array>; exceeded(): boolean } {
+  let seen = 0;
+  const stream = body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        seen += chunk.byteLength;
+        if (seen > limit) controller.error(new RangeError(`request body larger than ${limit} bytes`));
+        else controller.enqueue(chunk);
+      },
+    }),
+  );
+  return { stream, exceeded: () => seen > limit };
+}

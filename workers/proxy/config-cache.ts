@@ -7,7 +7,7 @@
  */
 import { disposeRpcResult, type ControlPlaneApi } from "../../shared/slice.ts";
 import { withTimeout } from "./bounded.ts";
-import { compileSlice, type CompiledSlice } from "./compile.ts";
+import { compileSlice, type CompileContext, type CompiledSlice } from "./plan.ts";
 
 /** Below this age the cached slice is used as is. */
 export const FRESH_MS = 400;
@@ -31,7 +31,7 @@ export class SliceCache {
   constructor(
     private readonly service: string,
     private readonly source: ControlPlaneApi,
-    private readonly bindings: object,
+    private readonly compiling: { context: CompileContext; onCompiled: (slice: CompiledSlice) => void },
   ) {}
 
   /**
@@ -74,7 +74,11 @@ export class SliceCache {
     const known = this.state?.kind === "ready" ? this.state.slice.version : 0;
     try {
       const read = await withTimeout(this.source.readSlice(this.service, known), REFRESH_TIMEOUT_MS, "control plane");
-      if (read.status === "slice") this.state = { kind: "ready", slice: compileSlice(read.slice, this.bindings) };
+      if (read.status === "slice") {
+        const slice = compileSlice(read.slice, this.compiling.context);
+        this.compiling.onCompiled(slice);
+        this.state = { kind: "ready", slice };
+      }
       else if (read.status === "absent") this.state = { kind: "absent", detail: `the mesh config has no service '${this.service}'` };
       disposeRpcResult(read);
       if (this.failures > 0) console.log(`weft proxy ${this.service}: control plane reachable again (config version ${known})`);

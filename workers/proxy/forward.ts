@@ -10,7 +10,7 @@ import { problemResponse } from "../../shared/problem.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { deadline, readBounded, TIMED_OUT, withTimeout } from "./bounded.ts";
 import { checkEgressQuota } from "./rate-limit.ts";
-import type { CompiledBackend, Target } from "./compile.ts";
+import type { CompiledBackend, Target } from "./plan.ts";
 import { INTERNET, MESH_HEADER_PREFIX } from "./identity.ts";
 
 /** How long a third party may take when its route sets no timeout (Envoy's default route timeout). */
@@ -25,7 +25,7 @@ const SIGNING_TIMEOUT_MS = 2_000;
 const NOT_FOR_THIRD_PARTIES = ["cookie", "authorization", "host", "content-length"];
 
 /** Outcome of one forwarding attempt. */
-export type ForwardResult = { kind: "response"; response: Response } | { kind: "failed"; response: Response };
+export type ForwardResult = { kind: "response"; response: Response } | { kind: "failed"; response: Response; injected?: boolean };
 
 /** Who is calling out, for the egress token. */
 export interface EgressContext {

@@ -1,40 +1,40 @@
 /**
  * The Weft proxy: one code base, deployed once per service (`wrangler deploy --env <service>`).
- * Every call into the service passes this filter chain:
+ * Every call into the service passes this chain, top to bottom, in this order:
  *
- *   trace → identity → authorization → route → authentication → rate limit → contract → split →
- *   resilience/forward → contract → headers → telemetry
+ *   identity → trace → authorization → route → authentication → rate limit → contract → split →
+ *   resilience + forward → response contract → response headers → telemetry
  *
- * Each step is a small function; this file only wires them. Steps a route does not use cost
- * nothing: config comes synchronously from the isolate cache, a request that needs no body work is
- * handed to its backend with only its headers rewritten, and its response is returned untouched.
- * Telemetry is one push per request; metrics, logs and spans are built in batches after responses.
+ * Each step is one concern with one result shape: it continues with a value, or stops the chain
+ * with a problem response. What a route needs is decided once per config version (plan.ts); a step
+ * the route does not use costs a property read. Every request, whatever its route, leaves through
+ * the one `send` (send.ts), which records each attempt's outcome for outlier detection, rollouts and
+ * metrics. Debug headers only add headers to the response; they never change the path taken.
  */
+import type { JWTPayload } from "jose";
 import { authorize } from "../../shared/authorize.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
-import { pathOf } from "./bounded.ts";
-import { authenticateUser, checkRequestContract, checkResponseContract } from "./checks.ts";
-import type { CompiledBackend, CompiledRoute, CompiledSlice } from "./compile.ts";
-import { SliceCache, type SliceState } from "./config-cache.ts";
-import { MAX_REQUEST_BYTES } from "./forward.ts";
+import { CLAIMS_HEADER, encodeClaims } from "../../shared/user-auth.ts";
 import { healthyOwners } from "../../shared/resilience.ts";
-import { ejectedBackends, mirrorRequest, probeCandidate, probeHealth, sendFast, sendResiliently, type Delivery } from "./resilience.ts";
-import { checkRateLimits, type RateDecision } from "./rate-limit.ts";
-import { CLAIMS_HEADER, decodeClaims } from "../../shared/user-auth.ts";
-import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET, outboundRequest } from "./identity.ts";
+import { capped, pathOf } from "./bounded.ts";
+import { authenticateUser, checkRequestContract, checkResponseContract } from "./checks.ts";
+import type { SliceState } from "./config-cache.ts";
+import { MAX_REQUEST_BYTES } from "./forward.ts";
+import { CALLER_HEADER, callerOf, deadlineOf, INTERNET } from "./identity.ts";
+import { backendRequest, HeaderEdits, type Outbound } from "./outbound.ts";
+import type { CompiledBackend, CompiledSlice, RoutePlan } from "./plan.ts";
+import { checkHealth, probeCandidate } from "./probes.ts";
+import { checkRateLimits } from "./rate-limit.ts";
+import { mirror, send, type Delivery } from "./send.ts";
+import { ServiceProxy } from "./service.ts";
 import { place, type Placement } from "./split.ts";
-import { beginHop, ServiceTelemetry, telemetrySettings, type Hop, type Trail } from "./telemetry.ts";
+import { beginHop, type Hop, type Trail } from "./telemetry.ts";
 
-interface Proxy {
-  cache: SliceCache;
-  controlPlane: ControlPlaneApi;
-  debug: boolean;
-  telemetry: ServiceTelemetry;
-}
-const proxies = new Map<string, Proxy>();
+/** One proxied service per isolate in practice; keyed by service so a misconfigured env cannot mix two. */
+const proxies = new Map<string, ServiceProxy>();
 
-function setup(env: ProxyEnv): Proxy | Response {
+function proxyFor(env: ProxyEnv): ServiceProxy | Response {
   const service = env.WEFT_SERVICE;
   // The binding's RPC type comes from another script, which `wrangler types` cannot see from here.
   const controlPlane = env.CONTROL_PLANE as unknown as ControlPlaneApi | undefined;
@@ -44,38 +44,35 @@ function setup(env: ProxyEnv): Proxy | Response {
     });
   }
   let proxy = proxies.get(service);
-  if (!proxy) {
-    proxy = {
-      cache: new SliceCache(service, controlPlane, env),
-      controlPlane,
-      debug: env.WEFT_DEBUG_HEADERS === "true",
-      telemetry: new ServiceTelemetry(service, controlPlane, telemetrySettings(env)),
-    };
-    proxies.set(service, proxy);
-  }
+  if (!proxy) proxies.set(service, (proxy = new ServiceProxy(service, controlPlane, env)));
   return proxy;
 }
 
+/** One request's way through the chain: what every step may read. */
+interface Exchange {
+  request: Request;
+  ctx: ExecutionContext;
+  proxy: ServiceProxy;
+  caller: string;
+  hop: Hop;
+  trail: Trail;
+}
+
 export default {
-  fetch(request, env, ctx): Response | Promise<Response> {
-    const proxy = setup(env);
+  fetch(request, env, ctx): Promise<Response> | Response {
+    const proxy = proxyFor(env);
     if (proxy instanceof Response) return proxy;
-    // trace: continue the caller's trace or start one here
-    const hop = beginHop(request, proxy.telemetry.settings.sampleRate, Date.now());
-    const trail: Trail = { route: undefined, backend: undefined, attempts: 1, counted: false };
+    // identity: from the binding's props (set by the deployer), else the internet
     const caller = callerOf(ctx.props);
-    const state = proxy.cache.current((p) => ctx.waitUntil(p));
-    const response = state instanceof Promise ? state.then((s) => chain(request, ctx, proxy, s, hop, caller, trail)) : chain(request, ctx, proxy, state, hop, caller, trail);
+    // trace: continue a mesh caller's trace, or sample one here
+    const hop = beginHop(request, caller !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
+    const exchange: Exchange = { request, ctx, proxy, caller, hop, trail: { route: undefined, backend: undefined, attempts: 1 } };
     // telemetry: one record per request, whatever the outcome
-    const finish = (status: number): void => proxy.telemetry.finish(hop, request, caller, trail, status, (p) => ctx.waitUntil(p));
-    if (response instanceof Response) {
-      finish(response.status);
-      return response;
-    }
-    return response.then(
-      (r) => {
-        finish(r.status);
-        return r;
+    const finish = (status: number): void => proxy.telemetry.finish(hop, request, caller, exchange.trail, status, (p) => ctx.waitUntil(p));
+    return serve(exchange).then(
+      (response) => {
+        finish(response.status);
+        return response;
       },
       (error: unknown) => {
         finish(500);
@@ -90,15 +87,16 @@ export default {
    * rollout traffic to judge. Cloudflare runs one invocation per trigger, not one per isolate.
    */
   async scheduled(_controller, env, ctx): Promise<void> {
-    const proxy = setup(env);
+    const proxy = proxyFor(env);
     if (proxy instanceof Response) return;
     let first = true;
     const sliceNow = async (): Promise<CompiledSlice | undefined> => {
-      const state = first ? await proxy.cache.fresh() : await proxy.cache.current((p) => ctx.waitUntil(p));
+      const state = first ? await proxy.config.fresh() : await proxy.config.current((p) => ctx.waitUntil(p));
       first = false;
       return state.kind === "ready" ? state.slice : undefined;
     };
-    const sent = await probeCandidate(sliceNow, proxy.controlPlane, Date.now() + PROBE_WINDOW_MS, () => proxy.telemetry.flush());
+    // Probes are the proxy's own calls: to a third party they are signed as the service itself.
+    const sent = await probeCandidate(proxy, sliceNow, (slice) => proxy.egress(slice.service), { until: Date.now() + PROBE_WINDOW_MS, onBatch: () => proxy.telemetry.flush() });
     if (sent > 0) console.log(JSON.stringify({ event: "rollout-probes", service: env.WEFT_SERVICE, sent }));
   },
 } satisfies ExportedHandler<ProxyEnv>;
@@ -106,132 +104,116 @@ export default {
 /** How long one cron invocation probes: most of the minute until the next one. */
 const PROBE_WINDOW_MS = 55_000;
 
-function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: SliceState, hop: Hop, caller: string, trail: Trail): Response | Promise<Response> {
+/** The chain. Each step continues or returns its response; nothing below a step runs once it stops. */
+async function serve(exchange: Exchange): Promise<Response> {
+  const { request, ctx, proxy, caller, trail } = exchange;
+  const state: SliceState = await proxy.config.current((p) => ctx.waitUntil(p));
   if (state.kind !== "ready") return problemResponse(503, "no-config", "Service not configured", { detail: state.detail });
   const slice = state.slice;
-  if (Number(request.headers.get("content-length") ?? 0) > MAX_REQUEST_BYTES) {
-    return problemResponse(413, "too-large", "Request body too large", { detail: `limit is ${MAX_REQUEST_BYTES} bytes` });
-  }
-
-  // identity: from the binding's props (set by the deployer), else the internet
+  const declared = Number(request.headers.get("content-length") ?? 0);
+  if (declared > MAX_REQUEST_BYTES) return problemResponse(413, "too-large", "Request body too large", { detail: `limit is ${MAX_REQUEST_BYTES} bytes` });
   const path = pathOf(request.url);
+  const edits = identityHeaders(exchange);
+  if (slice.checked.length > 0) checkHealth(proxy, slice, proxy.egress(slice.service), (p) => ctx.waitUntil(p));
 
   // authorization
   const decision = authorize(slice.policy, { caller, method: request.method, path });
   if (decision.kind === "deny") {
-    return problemResponse(403, "forbidden", "Forbidden", {
-      detail: `'${caller}' may not ${request.method} ${path} on service '${slice.service}'`,
-      reason: decision.reason,
-    });
+    return problemResponse(403, "forbidden", "Forbidden", { detail: `'${caller}' may not ${request.method} ${path} on service '${slice.service}'`, reason: decision.reason });
   }
 
   // route
   const route = slice.routes.find((r) => r.matches(request.method, path, request.headers));
-  if (!route) {
-    return problemResponse(404, "no-route", "No route", { detail: `service '${slice.service}' has no route for ${request.method} ${path}` });
-  }
+  if (!route) return problemResponse(404, "no-route", "No route", { detail: `service '${slice.service}' has no route for ${request.method} ${path}` });
   trail.route = route.name;
 
-  // active health checks (due ones run in waitUntil; usually a single comparison)
-  probeHealth(slice, proxy.controlPlane, (p) => ctx.waitUntil(p));
+  // authentication: a verified end-user token, whose claims reach the service in x-weft-claims
+  let claims: JWTPayload | undefined;
+  if (route.auth) {
+    const authenticated = await authenticateUser(route.auth, request);
+    if (authenticated.kind === "stop") return authenticated.response;
+    claims = authenticated.value;
+    edits.set(CLAIMS_HEADER, encodeClaims(claims));
+  }
 
-  // split (ejected backends' share lent to healthy ones)
-  const ejected = ejectedBackends(slice.service, Date.now());
-  const owners = ejected.size === 0 ? route.owners : healthyOwners(route.owners, route.weights, ejected);
+  // rate limit: after authentication, so a verified claim can be the key
+  const limited = route.rateLimits.length === 0 ? undefined : await checkRateLimits(slice.service, route.rateLimits, request, caller, claims, proxy.controlPlane);
+  if (limited?.kind === "deny") return limited.response;
+
+  // contract (request body)
+  const outbound: Outbound = { url: undefined, body: undefined };
+  if (route.contract) {
+    const checked = await checkRequestContract(slice.service, route, request);
+    if (checked.kind === "stop") return checked.response;
+    outbound.body = checked.value;
+  }
+
+  // split: the route's weighted, sticky split; ejected backends' slots lent to healthy ones
+  const avoid = proxy.health.avoiding(Date.now());
+  const owners = avoid.size === 0 ? route.owners : healthyOwners(route.owners, route.weights, avoid);
   const placement = place(route, owners, request, caller);
   const backend = slice.backends.get(placement.decision.backend);
   if (!backend) return problemResponse(502, "no-backend", "No backend", { detail: `route '${route.name}' has no backend for this request` });
+  trail.backend = backend.name;
 
-  // rate limits (routes with end-user auth count after it, so a verified claim can be the key)
-  const limited = route.auth ? undefined : checkRateLimits(slice.service, route.rateLimits, request, caller, undefined, proxy.controlPlane);
-  if (limited && !(limited instanceof Promise) && limited.kind === "deny") return limited.response;
-
-  const headers = inboundHeaders(request, caller, hop);
-  const simple =
-    backend.target.kind === "binding" && !route.auth && !route.contract && route.timeoutMs === undefined && !route.mirror &&
-    (limited === undefined || (!(limited instanceof Promise) && limited.kind === "allow" && limited.headers.length === 0)) &&
-    slice.faults.length === 0 && (caller === INTERNET || !request.headers.has(DEADLINE_HEADER));
-  if (simple && backend.target.kind === "binding") {
-    // Nothing to check or add: hand the request over and return the backend's response as is.
-    if (!route.retries && route.failover.length === 0 && !proxy.debug && !placement.setCookie) {
-      trail.backend = backend.name;
-      return backend.target.fetcher.fetch(outboundRequest(request, headers));
-    }
-    // Retries configured: still one plain call; only a failure takes the full resilience path.
-    if ((request.method === "GET" || request.method === "HEAD") && !ejected.has(backend.name)) {
-      const egress = { service: slice.service, caller, controlPlane: proxy.controlPlane };
-      return sendFast(slice, route, backend, backend.target.fetcher, outboundRequest(request, headers), egress).then((d) => {
-        trail.backend = d.backend.name;
-        trail.attempts = d.attempts;
-        trail.counted = true;
-        return !proxy.debug && !placement.setCookie ? d.response : decorate(d, proxy, slice, route, placement);
-      });
-    }
-  }
-  return checkedChain(request, ctx, proxy, slice, route, backend, placement, caller, headers, limited, trail);
-}
-
-/** The chain's steps that read bodies, verify tokens or decorate the response. */
-async function checkedChain(
-  request: Request,
-  ctx: ExecutionContext,
-  proxy: Proxy,
-  slice: CompiledSlice,
-  route: CompiledRoute,
-  backend: CompiledBackend,
-  placement: Placement,
-  caller: string,
-  inbound: Headers,
-  limitedBefore: RateDecision | Promise<RateDecision> | undefined,
-  trail: Trail,
-): Promise<Response> {
-  // authentication (end-user JWT, per route)
-  const authenticated = route.auth ? await authenticateUser(route, request, inbound) : { kind: "continue" as const, value: inbound };
-  if (authenticated.kind === "stop") return authenticated.response;
-
-  // rate limits: counted before the split, or here after authentication (a verified claim can be the key)
-  const claims = authenticated.value.get(CLAIMS_HEADER);
-  const limited = await (limitedBefore ??
-    checkRateLimits(slice.service, route.rateLimits, request, caller, claims ? decodeClaims(claims) : undefined, proxy.controlPlane));
-  if (limited.kind === "deny") return limited.response;
-
-  // contract (request body)
-  const checked = route.contract ? await checkRequestContract(slice.service, route, request) : { kind: "continue" as const, value: request };
-  if (checked.kind === "stop") return checked.response;
-
-  // resilience + forward (deadline, retries, failover, faults, outlier detection, mirroring)
-  const outbound = outboundRequest(checked.value, authenticated.value);
-  const egress = { service: slice.service, caller, controlPlane: proxy.controlPlane };
-  mirrorRequest(slice, route, outbound, egress, (p) => ctx.waitUntil(p));
-  const deadlineAt = deadlineOf(request, caller, route.timeoutMs, Date.now());
-  const delivery = await sendResiliently(slice, route, backend, outbound, egress, deadlineAt);
+  // resilience + forward: deadline, retries, failover, faults, outlier detection, mirroring
+  // A chunked body (no Content-Length) is capped as it flows.
+  const stream: ReadableStream<Uint8Array> | null = request.body;
+  const chunked = !outbound.body && stream && request.headers.get("content-length") === null ? capped(stream, MAX_REQUEST_BYTES) : undefined;
+  if (chunked) outbound.body = chunked.stream;
+  const forwarded = backendRequest(request, edits, outbound);
+  const egress = proxy.egress(caller);
+  if (route.mirror) mirror(route, slice.backends, forwarded, egress, (p) => ctx.waitUntil(p));
+  const delivery = await send(proxy, route, backend, forwarded, { egress, deadlineAt: deadlineOf(request, caller, route.timeoutMs, Date.now()) });
   trail.backend = delivery.backend.name;
   trail.attempts = delivery.attempts;
-  trail.counted = true;
-  const response = route.contract && !delivery.response.headers.has("x-weft-fault") ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
+  if (chunked?.exceeded()) return problemResponse(413, "too-large", "Request body too large", { detail: `limit is ${MAX_REQUEST_BYTES} bytes` });
 
-  return decorate({ ...delivery, response }, proxy, slice, route, placement, limited.headers);
+  // response contract: only the backend's own answers are checked
+  const response = route.contract && delivery.fromBackend ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
+
+  // response headers
+  return respond(response, { proxy, slice, route, delivery, placement, rateHeaders: limited?.headers ?? [] });
 }
 
-/** The response headers step: debug headers (local development) and a new shopper's sticky cookie. */
-function decorate(
-  delivery: Delivery,
-  proxy: Proxy,
-  slice: CompiledSlice,
-  route: CompiledRoute,
-  placement: Placement,
-  extra: ReadonlyArray<[string, string]> = [],
-): Response {
-  const response = delivery.response;
-  if ((!proxy.debug && !placement.setCookie && extra.length === 0) || response.webSocket) return response;
-  const decorated = new Response(response.body, response);
-  for (const [name, value] of extra) decorated.headers.set(name, value);
-  if (proxy.debug) {
-    decorated.headers.set("x-weft-backend", delivery.backend.name);
-    decorated.headers.set("x-weft-attempts", String(delivery.attempts));
-    decorated.headers.set("x-weft-route", route.name);
-    decorated.headers.set("x-weft-config-version", String(slice.version));
+/**
+ * The identity step's mark on the backend's request: an internal caller's verified name in
+ * `x-weft-caller`; from the internet every `x-weft-*` header is removed (so a request without
+ * `x-weft-caller` came from the internet). The trace step's header, when the trace changed.
+ */
+function identityHeaders({ request, caller, hop }: Exchange): HeaderEdits {
+  const edits = new HeaderEdits();
+  if (caller === INTERNET) edits.stripMeshHeaders(request.headers);
+  else edits.set(CALLER_HEADER, caller);
+  if (hop.dropTrace) {
+    edits.remove("traceparent");
+    edits.remove("tracestate");
   }
-  if (placement.setCookie) decorated.headers.append("set-cookie", placement.setCookie);
+  if (hop.traceparent !== undefined) edits.set("traceparent", hop.traceparent);
+  return edits;
+}
+
+/** What the response headers step adds. */
+interface Decoration {
+  proxy: ServiceProxy;
+  slice: CompiledSlice;
+  route: RoutePlan;
+  delivery: Delivery & { backend: CompiledBackend };
+  placement: Placement;
+  rateHeaders: ReadonlyArray<[string, string]>;
+}
+
+/** The response headers step: RateLimit headers, a new shopper's sticky cookie, and debug headers when on. */
+function respond(response: Response, d: Decoration): Response {
+  if ((!d.proxy.debugHeaders && !d.placement.setCookie && d.rateHeaders.length === 0) || response.webSocket) return response;
+  const decorated = new Response(response.body, response);
+  for (const [name, value] of d.rateHeaders) decorated.headers.set(name, value);
+  if (d.placement.setCookie) decorated.headers.append("set-cookie", d.placement.setCookie);
+  if (d.proxy.debugHeaders) {
+    decorated.headers.set("x-weft-backend", d.delivery.backend.name);
+    decorated.headers.set("x-weft-attempts", String(d.delivery.attempts));
+    decorated.headers.set("x-weft-route", d.route.name);
+    decorated.headers.set("x-weft-config-version", String(d.slice.version));
+  }
   return decorated;
 }

@@ -1,6 +1,6 @@
 /** Wires the pure split policy to a request: where the sticky key comes from, and new sticky cookies. */
 import { decideSplit, type SplitDecision } from "../../shared/split.ts";
-import type { CompiledRoute } from "./compile.ts";
+import type { RoutePlan } from "./plan.ts";
 import { INTERNET, readCookie } from "./identity.ts";
 
 /** The backend for this request, plus a `Set-Cookie` value when a new shopper needs a sticky cookie. */
@@ -16,7 +16,7 @@ const ONE_YEAR_SECONDS = 365 * 24 * 3600;
  * backends' slots lent to healthy ones (see healthyOwners); a sticky shopper keeps their slot, so
  * they return to their own backend when it recovers.
  */
-export function place(route: CompiledRoute, owners: readonly string[], request: Request, caller: string): Placement {
+export function place(route: RoutePlan, owners: readonly string[], request: Request, caller: string): Placement {
   const sticky = route.sticky;
   if (!sticky) return { decision: decideSplit(owners, route.salt, undefined, Math.random()), setCookie: undefined };
   if (sticky.from === "header") {

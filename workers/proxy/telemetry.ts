@@ -7,7 +7,6 @@
  * configured, data points to Analytics Engine if it is bound.
  */
 import {
-  addBuckets,
   bucketOf,
   BUCKETS,
   isFailure,
@@ -19,7 +18,7 @@ import {
 } from "../../shared/metrics.ts";
 import { accessHeaders, redactPath } from "../../shared/redact.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
-import { formatTraceparent, parseTraceparent, randomHex, validTracestate } from "../../shared/trace-context.ts";
+import { formatTraceparent, parseTraceparent, randomHex } from "../../shared/trace-context.ts";
 import { pathAndQuery, sleep, withTimeout } from "./bounded.ts";
 import { otlpSpans, type FinishedSpan, type OtlpExporter } from "./otlp.ts";
 
@@ -35,36 +34,47 @@ const TAP_EVENTS_PER_BATCH = 100;
 const RECENT_EVENTS_PER_BATCH = 5;
 const SHARD_TIMEOUT_MS = 5_000;
 
-/** This request's hop of its trace: accepted from the caller or started here. */
+/**
+ * This request's hop of its trace. A request is traced when a mesh caller sent a trace context, or
+ * when this edge samples it; otherwise it carries no trace and costs nothing here.
+ */
 export interface Hop {
   startedAt: number;
-  traceId: string;
-  /** This hop's span. */
-  spanId: string;
-  /** The caller's span, if the trace came from outside this hop. */
+  /** The trace, if the request is traced. */
+  traceId: string | undefined;
+  /** This hop's span, when it records one (sampled requests). */
+  spanId: string | undefined;
+  /** The caller's span, if the trace came from a mesh caller. */
   parentId: string | undefined;
   sampled: boolean;
-  /** What the backend receives: same trace, this hop's span as parent. */
-  traceparent: string;
-  tracestate: string | undefined;
+  /** The `traceparent` the backend must receive instead of the request's own; undefined: leave the request's headers as they are. */
+  traceparent: string | undefined;
+  /** The request carries trace headers the backend must not receive (an untrusted caller's). */
+  dropTrace: boolean;
 }
 
-/** Reads or starts the trace; `sampleRate` decides for traces that start here (parent-based otherwise). */
-export function beginHop(request: Request, sampleRate: number, now: number): Hop {
-  const incoming = parseTraceparent(request.headers.get("traceparent"));
-  const ids = randomHex(incoming ? 8 : 24);
-  const traceId = incoming ? incoming.traceId : ids.slice(16);
+/**
+ * Reads or starts the trace. A mesh caller's trace context is continued (its sampled flag decides);
+ * an unsampled one passes through untouched, so the request is not copied for it. The internet may
+ * neither force sampling nor choose trace ids (either would let anyone flood the trace store or
+ * splice requests into other traces), so its trace headers are dropped and the edge decides with
+ * `sampleRate`, as Envoy sanitises tracing headers of external requests.
+ */
+export function beginHop(request: Request, trusted: boolean, sampleRate: number, now: number): Hop {
+  const header = request.headers.get("traceparent");
+  const incoming = trusted ? parseTraceparent(header) : undefined;
+  if (incoming) {
+    if (!incoming.sampled) return { startedAt: now, traceId: incoming.traceId, spanId: undefined, parentId: incoming.parentId, sampled: false, traceparent: undefined, dropTrace: false };
+    const spanId = randomHex(8);
+    return { startedAt: now, traceId: incoming.traceId, spanId, parentId: incoming.parentId, sampled: true, traceparent: formatTraceparent(incoming.traceId, spanId, true), dropTrace: false };
+  }
+  // A tracestate without a traceparent is ignored by every tracer (W3C Trace Context §3.3.1), so only a traceparent makes the headers worth dropping.
+  const dropTrace = header !== null;
+  if (Math.random() >= sampleRate) return { startedAt: now, traceId: undefined, spanId: undefined, parentId: undefined, sampled: false, traceparent: undefined, dropTrace };
+  const ids = randomHex(24);
+  const traceId = ids.slice(16);
   const spanId = ids.slice(0, 16);
-  const sampled = incoming ? incoming.sampled : Math.random() < sampleRate;
-  return {
-    startedAt: now,
-    traceId,
-    spanId,
-    parentId: incoming?.parentId,
-    sampled,
-    traceparent: formatTraceparent(traceId, spanId, sampled),
-    tracestate: incoming ? validTracestate(request.headers.get("tracestate")) : undefined,
-  };
+  return { startedAt: now, traceId, spanId, parentId: undefined, sampled: true, traceparent: formatTraceparent(traceId, spanId, true), dropTrace };
 }
 
 /** What the chain learned about a request on its way: filled in as steps run. */
@@ -72,8 +82,6 @@ export interface Trail {
   route: string | undefined;
   backend: string | undefined;
   attempts: number;
-  /** The resilience step counted each attempt itself (see {@link countAttempt}). */
-  counted: boolean;
 }
 
 interface Finished {
@@ -85,32 +93,52 @@ interface Finished {
   backend: string;
   status: number;
   attempts: number;
-  counted: boolean;
 }
+
+/**
+ * Which requests get an access log line: `all`, `errors` (failed, retried, rate-limited, refused or
+ * slow ones: the deployed default, as Istio's and Linkerd's full access logs are opt-in), a share of
+ * all requests (`sample:0.01`, for traffic studies; notable requests are always logged), or `off`.
+ */
+export type AccessLogMode = { kind: "all" } | { kind: "errors" } | { kind: "off" } | { kind: "sample"; rate: number };
 
 /** How a proxy deployment reports (its wrangler vars). */
 export interface TelemetrySettings {
-  accessLog: "all" | "errors" | "off";
+  accessLog: AccessLogMode;
+  /** Requests slower than this are logged in `errors` mode. */
+  slowMs: number;
   sampleRate: number;
   otlp: OtlpExporter | undefined;
   analytics: AnalyticsEngineDataset | undefined;
 }
 
+/** Parses `WEFT_ACCESS_LOG`; anything it does not know means the deployed default, `errors`. */
+export function accessLogMode(raw: string | undefined): AccessLogMode {
+  if (raw === "all" || raw === "off") return { kind: raw };
+  const sample = /^sample:(0(\.\d+)?|1(\.0+)?)$/.exec(raw ?? "");
+  if (sample) return { kind: "sample", rate: Number(sample[1]) };
+  return { kind: "errors" };
+}
+
 /** Reads the settings from the proxy's vars; unknown values fall back to the defaults. */
 export function telemetrySettings(env: ProxyEnv): TelemetrySettings {
-  const accessLog = env.WEFT_ACCESS_LOG === "errors" || env.WEFT_ACCESS_LOG === "off" ? env.WEFT_ACCESS_LOG : "all";
   const rate = Number(env.WEFT_TRACE_SAMPLE_RATE);
+  const slow = Number(Reflect.get(env, "WEFT_SLOW_MS"));
   const endpoint = env.WEFT_OTLP_ENDPOINT;
   // Optional secret (`wrangler secret put WEFT_OTLP_HEADERS`), e.g. "authorization=Bearer abc".
   const headers: unknown = Reflect.get(env, "WEFT_OTLP_HEADERS");
   const analytics: unknown = Reflect.get(env, "WEFT_ANALYTICS");
   return {
-    accessLog,
+    accessLog: accessLogMode(env.WEFT_ACCESS_LOG),
+    slowMs: Number.isFinite(slow) && slow > 0 ? slow : DEFAULT_SLOW_MS,
     sampleRate: Number.isFinite(rate) && rate >= 0 && rate <= 1 ? rate : 0.01,
     otlp: endpoint ? { endpoint, headers: parseHeaderList(typeof headers === "string" ? headers : "") } : undefined,
     analytics: isDataset(analytics) ? analytics : undefined,
   };
 }
+
+/** A request slower than this is worth a log line even in `errors` mode. */
+const DEFAULT_SLOW_MS = 1_000;
 
 function isDataset(value: unknown): value is AnalyticsEngineDataset {
   return typeof value === "object" && value !== null && typeof Reflect.get(value, "writeDataPoint") === "function";
@@ -125,52 +153,8 @@ function parseHeaderList(raw: string): Record<string, string> {
   return headers;
 }
 
-/** Ejections by service since the last batch (outlier detection reports them here). */
-const ejections = new Map<string, number>();
-
-/** Counts an ejection of one of `service`'s backends for the next batch. */
-export function countEjection(service: string): void {
-  ejections.set(service, (ejections.get(service) ?? 0) + 1);
-}
-
-/** Attempts by service and backend since the last batch. */
-const attemptCounts = new Map<string, Map<string, AttemptStats>>();
-
-/**
- * Counts one attempt on one backend: every try, before retries or failover decide what the caller
- * sees. Rollouts judge a candidate on these, so resilience cannot hide a bad release.
- */
-export function countAttempt(service: string, backend: string, failed: boolean, ms: number): void {
-  let byBackend = attemptCounts.get(service);
-  if (!byBackend) attemptCounts.set(service, (byBackend = new Map<string, AttemptStats>()));
-  let stats = byBackend.get(backend);
-  if (!stats) byBackend.set(backend, (stats = noAttempts()));
-  stats.count++;
-  if (failed) stats.failures++;
-  const bucket = bucketOf(ms);
-  stats.buckets[bucket] = (stats.buckets[bucket] ?? 0) + 1;
-}
-
-function takeAttempts(service: string): Array<AttemptStats & { backend: string }> {
-  const byBackend = attemptCounts.get(service);
-  if (!byBackend || byBackend.size === 0) return [];
-  attemptCounts.delete(service);
-  return [...byBackend].map(([backend, stats]) => ({ backend, ...stats }));
-}
-
-function restoreAttempts(service: string, unsent: ReadonlyArray<AttemptStats & { backend: string }>): void {
-  let byBackend = attemptCounts.get(service);
-  if (!byBackend) attemptCounts.set(service, (byBackend = new Map<string, AttemptStats>()));
-  for (const { backend, ...old } of unsent) {
-    const current = byBackend.get(backend);
-    if (!current) byBackend.set(backend, old);
-    else {
-      current.count += old.count;
-      current.failures += old.failures;
-      addBuckets(current.buckets, old.buckets);
-    }
-  }
-}
+/** Batches that could not be delivered and are sent again, as they were (same id), with the next flush. */
+const MAX_UNSENT_BATCHES = 30;
 
 /** One service's telemetry in this isolate. */
 export class ServiceTelemetry {
@@ -181,6 +165,11 @@ export class ServiceTelemetry {
   private events: TapEvent[] = [];
   private tapped = 0;
   private spans: FinishedSpan[] = [];
+  /** Attempts per backend since the last batch: every try, before retries or failover decide what the caller sees. */
+  private attempts = new Map<string, AttemptStats>();
+  /** Ejections per backend since the last batch. */
+  private ejections = new Map<string, number>();
+  private unsent: TelemetryBatch[] = [];
   private batchAt = 0;
   private scheduled = false;
   private absorbing = false;
@@ -193,9 +182,27 @@ export class ServiceTelemetry {
     readonly settings: TelemetrySettings,
   ) {}
 
+  /**
+   * Counts one attempt on one backend. Rollouts judge a candidate on these, so resilience cannot
+   * hide a bad release.
+   */
+  countAttempt(backend: string, failed: boolean, ms: number): void {
+    let stats = this.attempts.get(backend);
+    if (!stats) this.attempts.set(backend, (stats = noAttempts()));
+    stats.count++;
+    if (failed) stats.failures++;
+    const bucket = bucketOf(ms);
+    stats.buckets[bucket] = (stats.buckets[bucket] ?? 0) + 1;
+  }
+
+  /** Counts an ejection of `backend` by outlier detection. */
+  countEjection(backend: string): void {
+    this.ejections.set(backend, (this.ejections.get(backend) ?? 0) + 1);
+  }
+
   /** Records a finished request: one push; a batch is scheduled by its first request. */
   finish(hop: Hop, request: Request, caller: string, trail: Trail, status: number, waitUntil: (p: Promise<unknown>) => void): void {
-    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts, counted: trail.counted });
+    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts });
     if (!this.scheduled) {
       this.scheduled = true;
       waitUntil(sleep(FLUSH_MS).then(() => this.flush()));
@@ -206,25 +213,54 @@ export class ServiceTelemetry {
     }
   }
 
-  /** Sends what was absorbed since the last batch. Never throws. */
+  /** Sends what was absorbed since the last batch, and any batch an earlier flush could not deliver. Never throws. */
   async flush(): Promise<void> {
     this.absorb();
     this.scheduled = false;
-    const attempts = takeAttempts(this.service);
-    if (this.series.size === 0 && attempts.length === 0) return;
-    const ejected = ejections.get(this.service) ?? 0;
-    ejections.delete(this.service);
-    const at = this.series.size > 0 ? this.batchAt : Date.now();
-    const batch: TelemetryBatch = { service: this.service, at, series: [...this.series.values()], ejections: ejected, events: this.events, attempts };
+    const retry = this.unsent;
+    this.unsent = [];
+    const batch = this.takeBatch();
     const spans = this.spans;
+    this.spans = [];
+    const sends: Array<Promise<void>> = [...retry, ...(batch ? [batch] : [])].map((b) => this.sendBatch(b));
+    if (this.settings.otlp && spans.length > 0) sends.push(otlpSpans(this.settings.otlp, this.service, spans));
+    if (this.settings.analytics && batch) writeAnalytics(this.settings.analytics, this.service, batch.series);
+    await Promise.all(sends);
+  }
+
+  /** What was absorbed since the last batch, as one batch with a fresh id (undefined when there is nothing). */
+  private takeBatch(): TelemetryBatch | undefined {
+    if (this.series.size === 0 && this.attempts.size === 0 && this.ejections.size === 0) return undefined;
+    const at = this.series.size > 0 ? this.batchAt : Date.now();
+    const ejected = [...this.ejections].map(([backend, count]) => ({ backend, count }));
+    const batch: TelemetryBatch = {
+      // The shard applies a batch id once: a batch re-sent after a timeout whose first send did land is not counted twice.
+      batchId: crypto.randomUUID(),
+      service: this.service,
+      at,
+      series: [...this.series.values()],
+      ejections: ejected.reduce((sum, e) => sum + e.count, 0),
+      ejectedBackends: ejected,
+      events: this.events,
+      attempts: [...this.attempts].map(([backend, stats]) => ({ backend, ...stats })),
+    };
     this.series = new Map();
+    this.attempts = new Map();
+    this.ejections = new Map();
     this.events = [];
     this.tapped = 0;
-    this.spans = [];
-    const sends: Array<Promise<void>> = [this.sendBatch(batch)];
-    if (this.settings.otlp && spans.length > 0) sends.push(otlpSpans(this.settings.otlp, this.service, spans));
-    if (this.settings.analytics) writeAnalytics(this.settings.analytics, this.service, batch.series);
-    await Promise.all(sends);
+    return batch;
+  }
+
+  /** Is this request worth a log line in `errors` mode: failed, refused by the proxy, rate-limited, retried or slow? */
+  private notable(r: Finished, ms: number): boolean {
+    return isFailure(r.status) || r.status === 429 || (r.backend === "" && r.status >= 400) || r.attempts > 1 || ms >= this.settings.slowMs;
+  }
+
+  private logs(notable: boolean): boolean {
+    const mode = this.settings.accessLog;
+    if (mode.kind === "sample") return notable || Math.random() < mode.rate;
+    return mode.kind === "all" || (mode.kind === "errors" && notable);
   }
 
   /** Turns pending records into series, log lines, tap events and spans. */
@@ -234,7 +270,6 @@ export class ServiceTelemetry {
     this.absorbing = false;
     if (records.length === 0) return;
     if (this.series.size === 0) this.batchAt = records[0]?.endedAt ?? Date.now();
-    const logs = this.settings.accessLog;
     for (const r of records) {
       const ms = r.endedAt - r.hop.startedAt;
       const id = seriesId(r.route, r.backend, r.caller, r.status);
@@ -248,15 +283,16 @@ export class ServiceTelemetry {
       s.sumMs += ms;
       const bucket = bucketOf(ms);
       s.buckets[bucket] = (s.buckets[bucket] ?? 0) + 1;
-      // A request the resilience step did not see was exactly one attempt on its backend.
-      if (!r.counted && r.backend !== "") countAttempt(this.service, r.backend, isFailure(r.status), ms);
-      const notable = r.hop.sampled || isFailure(r.status) || (r.backend === "" && r.status >= 400);
-      if (notable || this.tapped < (this.tapping ? TAP_EVENTS_PER_BATCH : RECENT_EVENTS_PER_BATCH)) {
-        if (!notable) this.tapped++;
+      const notable = this.notable(r, ms);
+      // Tap events: every notable or sampled request, and a few others per batch (more while someone taps).
+      const shown = notable || r.hop.sampled;
+      if (shown || this.tapped < (this.tapping ? TAP_EVENTS_PER_BATCH : RECENT_EVENTS_PER_BATCH)) {
+        if (!shown) this.tapped++;
         if (this.events.length < MAX_EVENTS_PER_BATCH) this.events.push(this.eventOf(r, ms));
       }
-      if (logs === "all" || (logs === "errors" && isFailure(r.status))) this.writeLog(r, ms);
-      if (r.hop.sampled && this.settings.otlp && this.spans.length < MAX_SPANS_PER_BATCH) this.spans.push(spanOf(r));
+      if (this.logs(notable)) this.writeLog(r, ms);
+      const span = r.hop.sampled && this.settings.otlp && this.spans.length < MAX_SPANS_PER_BATCH ? spanOf(r) : undefined;
+      if (span) this.spans.push(span);
     }
   }
 
@@ -271,8 +307,8 @@ export class ServiceTelemetry {
       caller: r.caller,
       status: r.status,
       durationMs,
-      traceId: r.hop.traceId,
-      spanId: r.hop.spanId,
+      traceId: r.hop.traceId ?? null,
+      spanId: r.hop.spanId ?? null,
       sampled: r.hop.sampled,
       attempts: r.attempts,
     };
@@ -290,20 +326,9 @@ export class ServiceTelemetry {
       const reply = await withTimeout(this.controlPlane.recordTelemetry(batch), SHARD_TIMEOUT_MS, "telemetry shard");
       this.tapping = reply.tapping;
     } catch (error) {
-      // Counts survive a control-plane outage: they go again with the next batch (events do not).
-      restoreAttempts(this.service, batch.attempts);
-      for (const old of batch.series) {
-        const id = seriesId(old.route, old.backend, old.caller, old.code);
-        const current = this.series.get(id);
-        if (!current) this.series.set(id, old);
-        else {
-          current.count += old.count;
-          current.attempts += old.attempts;
-          current.sumMs += old.sumMs;
-          addBuckets(current.buckets, old.buckets);
-        }
-      }
-      if (this.series.size > 0 && this.batchAt === 0) this.batchAt = batch.at;
+      // Counts survive a control-plane outage: the batch goes again, unchanged, with the next flush (bounded).
+      this.unsent.push(batch);
+      if (this.unsent.length > MAX_UNSENT_BATCHES) this.unsent.shift();
       console.warn(JSON.stringify({ event: "telemetry-unsent", service: this.service, series: batch.series.length, reason: error instanceof Error ? error.message : String(error) }));
     }
   }
@@ -313,10 +338,12 @@ function seriesId(route: string, backend: string, caller: string, code: number):
   return `${route}\u0000${backend}\u0000${caller}\u0000${code}`;
 }
 
-function spanOf(r: Finished): FinishedSpan {
+function spanOf(r: Finished): FinishedSpan | undefined {
+  const { traceId, spanId } = r.hop;
+  if (traceId === undefined || spanId === undefined) return undefined;
   return {
-    traceId: r.hop.traceId,
-    spanId: r.hop.spanId,
+    traceId,
+    spanId,
     parentId: r.hop.parentId,
     name: `${r.request.method} ${r.route || "(no route)"}`,
     startMs: r.hop.startedAt,

@@ -1,7 +1,8 @@
 /**
- * Turns a service slice into the structures the hot path reads: route predicates, a slot table per
- * route, compiled contracts, key sets and resolved backend targets. Done once per config version,
- * never per request.
+ * The route plan: a service slice compiled once per config version into what the request path
+ * reads. Which steps a route needs (authentication, rate limits, contract, retries, failover,
+ * mirror, timeout, faults, response headers) is decided here, so a request only looks at what truly
+ * varies per request: its caller, ejected backends, a new shopper's cookie, the caller's deadline.
  */
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
 import type { Backend, FaultRule, HealthCheck, MirrorPolicy, Policy, RateLimitRule, RetryPolicy, RouteMatch } from "../../shared/config.ts";
@@ -23,76 +24,86 @@ export interface CompiledBackend {
   name: string;
   target: Target;
   healthCheck: HealthCheck | undefined;
+  /** The rehearsal fault for this backend, if one is configured. */
+  fault: FaultRule | undefined;
 }
 
-export interface CompiledRoute {
+/** Everything the request path needs to know about one route, fixed for a config version. */
+export interface RoutePlan {
   name: string;
   matches(method: string, path: string, headers: Headers): boolean;
   /** Slot owners: index = slot, value = backend name. */
   owners: string[];
+  weights: Readonly<Record<string, number>>;
   /** Salt for sticky hashing, so one shopper's slot differs between routes and services. */
   salt: string;
   sticky: { from: "cookie" | "header"; name: string } | undefined;
   auth: { settings: RouteAuth; keys: JWTVerifyGetKey } | undefined;
+  /** The service's rate limits that cover this route (empty: the step does nothing). */
+  rateLimits: RateLimitRule[];
   contract: CompiledContract | undefined;
   timeoutMs: number | undefined;
   retries: RetryPolicy | undefined;
-  failover: string[];
+  /** Backend statuses worth another attempt. */
+  retryStatuses: ReadonlySet<number>;
+  /** Failover backends, in order. */
+  failover: CompiledBackend[];
   mirror: MirrorPolicy | undefined;
-  weights: Readonly<Record<string, number>>;
-  /** The service's rate limits that cover this route. */
-  rateLimits: RateLimitRule[];
+  /** The backend deduplicates by Idempotency-Key, so keyed POSTs may be sent twice. */
+  honoursIdempotencyKey: boolean;
 }
 
 export interface CompiledSlice {
   service: string;
   version: number;
-  routes: CompiledRoute[];
+  routes: RoutePlan[];
   backends: Map<string, CompiledBackend>;
   policy: Policy | undefined;
-  faults: FaultRule[];
   /** A running rollout's synthetic requests to its candidate. */
   probe: ProbeSlice | undefined;
+  /** Backends with an active health check (usually none). */
+  checked: CompiledBackend[];
 }
 
-/** Remote key sets live as long as the isolate, so their cache survives config changes. */
-const remoteKeySets = new Map<string, JWTVerifyGetKey>();
+/** What compiling needs from outside the slice: the proxy's bindings and its isolate-lived caches. */
+export interface CompileContext {
+  /** The proxy's env, where service bindings live. */
+  bindings: object;
+  /** Remote key sets and origin balancers outlive config versions, so their state survives changes. */
+  keySets: Map<string, JWTVerifyGetKey>;
+  balancers: Map<string, OriginBalancer>;
+}
 
-function keysFor(auth: RouteAuth): JWTVerifyGetKey {
+const DEFAULT_RETRY_STATUSES = [502, 503, 504];
+
+function keysFor(auth: RouteAuth, keySets: Map<string, JWTVerifyGetKey>): JWTVerifyGetKey {
   if (auth.jwks) return createLocalJWKSet({ keys: auth.jwks.keys });
   const url = auth.jwksUrl ?? "";
-  let keys = remoteKeySets.get(url);
+  let keys = keySets.get(url);
   if (!keys) {
     keys = createRemoteJWKSet(new URL(url), { timeoutDuration: 3_000, cooldownDuration: 5_000, cacheMaxAge: 600_000 });
-    remoteKeySets.set(url, keys);
+    keySets.set(url, keys);
   }
   return keys;
 }
 
 function isFetcher(value: unknown): value is Fetcher {
-  return typeof value === "object" && value !== null && typeof (value as { fetch?: unknown }).fetch === "function";
+  return typeof value === "object" && value !== null && typeof Reflect.get(value, "fetch") === "function";
 }
 
-/** Balancers outlive config versions (per isolate), so latency estimates survive config changes. */
-const balancers = new Map<string, OriginBalancer>();
-
-function balancerFor(service: string, backend: string, origins: readonly string[]): OriginBalancer {
-  const bases = origins.map(egressBase);
-  const key = `${service}/${backend}/${bases.join(" ")}`;
-  let balancer = balancers.get(key);
-  if (!balancer) balancers.set(key, (balancer = new OriginBalancer(bases)));
-  return balancer;
-}
-
-function compileTarget(service: string, backend: Backend, bindings: object): Target {
+function compileTarget(service: string, backend: Backend, context: CompileContext): Target {
   if (backend.type === "external") {
     const origins = typeof backend.origin === "string" ? [backend.origin] : backend.origin;
     const quota: LimitSpec | undefined = backend.quota
       ? { algorithm: backend.quota.algorithm, limit: backend.quota.limit, periodSeconds: backend.quota.periodSeconds, ...(backend.quota.burst ? { burst: backend.quota.burst } : {}) }
       : undefined;
-    return { kind: "external", balancer: balancerFor(service, backend.name, origins), provider: backend.provider ?? backend.name, egress: backend.egress, quota };
+    const bases = origins.map(egressBase);
+    const key = `${service}/${backend.name}/${bases.join(" ")}`;
+    let balancer = context.balancers.get(key);
+    if (!balancer) context.balancers.set(key, (balancer = new OriginBalancer(bases)));
+    return { kind: "external", balancer, provider: backend.provider ?? backend.name, egress: backend.egress, quota };
   }
-  const fetcher: unknown = Reflect.get(bindings, backend.binding);
+  const fetcher: unknown = Reflect.get(context.bindings, backend.binding);
   return isFetcher(fetcher)
     ? { kind: "binding", fetcher }
     : {
@@ -101,7 +112,7 @@ function compileTarget(service: string, backend: Backend, bindings: object): Tar
       };
 }
 
-function compileMatch(match: RouteMatch): CompiledRoute["matches"] {
+function compileMatch(match: RouteMatch): RoutePlan["matches"] {
   const prefix = match.path.endsWith("*") ? match.path.slice(0, -1) : undefined;
   const exact = match.path;
   const methods = match.methods ? new Set<string>(match.methods) : undefined;
@@ -112,33 +123,41 @@ function compileMatch(match: RouteMatch): CompiledRoute["matches"] {
     headers.every(([k, v]) => requestHeaders.get(k) === v);
 }
 
-/** Compiles a slice against the proxy's env (where service bindings live). */
-export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSlice {
+/** Compiles a slice against the proxy's bindings: done once per config version, never per request. */
+export function compileSlice(slice: ServiceSlice, context: CompileContext): CompiledSlice {
+  const faults = slice.faults ?? [];
+  const backends = new Map<string, CompiledBackend>(
+    slice.backends.map((b) => [
+      b.name,
+      // The first rule for a backend wins, as decideFault reads them.
+      { name: b.name, target: compileTarget(slice.service, b, context), healthCheck: b.healthCheck, fault: faults.find((f) => f.backend === b.name) },
+    ]),
+  );
   return {
     service: slice.service,
     version: slice.version,
     policy: slice.policy,
-    faults: slice.faults ?? [],
     probe: slice.probe,
-    backends: new Map(
-      slice.backends.map((b) => [b.name, { name: b.name, target: compileTarget(slice.service, b, bindings), healthCheck: b.healthCheck }]),
-    ),
+    backends,
+    checked: [...backends.values()].filter((b) => b.healthCheck !== undefined),
     routes: slice.routes.map((route) => {
       const [from, name] = route.split.sticky?.split(":", 2) ?? [];
       return {
         name: route.name,
         matches: compileMatch(route.match),
         owners: expandLayout(route.layout),
+        weights: route.split.weights,
         salt: `${slice.service}/${route.name}`,
         sticky: (from === "cookie" || from === "header") && name ? { from, name } : undefined,
-        auth: route.auth ? { settings: route.auth, keys: keysFor(route.auth) } : undefined,
+        auth: route.auth ? { settings: route.auth, keys: keysFor(route.auth, context.keySets) } : undefined,
+        rateLimits: (slice.rateLimits ?? []).filter((rule) => !rule.routes || rule.routes.includes(route.name)),
         contract: route.contract ? compileContract(route.contract) : undefined,
         timeoutMs: route.timeoutMs,
         retries: route.retries,
-        failover: route.failover ?? [],
+        retryStatuses: new Set(route.retries?.statuses ?? DEFAULT_RETRY_STATUSES),
+        failover: (route.failover ?? []).flatMap((backend) => backends.get(backend) ?? []),
         mirror: route.mirror,
-        rateLimits: (slice.rateLimits ?? []).filter((rule) => !rule.routes || rule.routes.includes(route.name)),
-        weights: route.split.weights,
+        honoursIdempotencyKey: route.honoursIdempotencyKey === true,
       };
     }),
   };
