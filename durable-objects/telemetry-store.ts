@@ -74,6 +74,7 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
     this.sql.exec(`CREATE TABLE IF NOT EXISTS attempt_totals (backend TEXT PRIMARY KEY, count INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
       ${BUCKET_COLUMNS.map((c) => `${c} INTEGER NOT NULL DEFAULT 0`).join(", ")})`);
     this.sql.exec("CREATE TABLE IF NOT EXISTS ejections (slot INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
+    this.sql.exec("CREATE TABLE IF NOT EXISTS ejection_totals (backend TEXT PRIMARY KEY, n INTEGER NOT NULL)");
     this.sql.exec("CREATE TABLE IF NOT EXISTS errors (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
   }
 
@@ -92,6 +93,10 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
       if (batch.ejections > 0) {
         // Slot -1 holds the running total.
         for (const at of [slot, -1]) this.sql.exec("INSERT INTO ejections (slot, n) VALUES (?, ?) ON CONFLICT (slot) DO UPDATE SET n = n + excluded.n", at, batch.ejections);
+      }
+      // Batches from proxies older than per-backend counting carry only the total.
+      for (const e of batch.ejectedBackends ?? []) {
+        this.sql.exec("INSERT INTO ejection_totals (backend, n) VALUES (?, ?) ON CONFLICT (backend) DO UPDATE SET n = n + excluded.n", e.backend, e.count);
       }
       const errors = batch.events.filter((e) => isError(e));
       for (const e of errors) this.sql.exec("INSERT INTO errors (event) VALUES (?)", JSON.stringify(e));
@@ -117,10 +122,12 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
   }
 
   /** Running totals since the shard began counting (Prometheus counters). */
-  totals(): { series: SeriesStats[]; ejections: number } {
+  totals(): { series: SeriesStats[]; ejections: number; ejectedBackends: Record<string, number> } {
     const series = this.sql.exec<Row>(`SELECT ${SELECT_STATS} FROM totals ORDER BY route, backend, caller, code`).toArray().map(seriesOf);
     const ejected = this.sql.exec<{ n: number }>("SELECT COALESCE(SUM(n), 0) AS n FROM ejections WHERE slot = -1").one().n;
-    return { series, ejections: Number(ejected) };
+    const byBackend: Record<string, number> = {};
+    for (const row of this.sql.exec<{ backend: string; n: number }>("SELECT backend, n FROM ejection_totals ORDER BY backend")) byBackend[row.backend] = Number(row.n);
+    return { series, ejections: Number(ejected), ejectedBackends: byBackend };
   }
 
   /**

@@ -345,6 +345,8 @@ export interface ServiceTotals {
   service: string;
   series: SeriesStats[];
   ejections: number;
+  /** Ejections per backend (the per-backend counts began later than the total: their sum may be smaller). */
+  ejectedBackends?: Record<string, number>;
 }
 
 function escapeLabel(value: string): string {
@@ -397,7 +399,9 @@ export function prometheusText(all: ReadonlyArray<ServiceTotals>): string {
   }
   out.push("# HELP weft_rate_limited_total Requests refused by a service's rate limits.", "# TYPE weft_rate_limited_total counter");
   for (const { service, series } of all) out.push(`weft_rate_limited_total${labels([["service", service]])} ${rateLimitedCount(series)}`);
-  out.push("# HELP weft_ejections_total Backends ejected by outlier detection.", "# TYPE weft_ejections_total counter");
-  for (const { service, ejections } of all) out.push(`weft_ejections_total${labels([["service", service]])} ${ejections}`);
+  out.push("# HELP weft_ejections_total Times outlier detection ejected a backend, per service and backend.", "# TYPE weft_ejections_total counter");
+  for (const { service, ejectedBackends } of all) {
+    for (const [backend, n] of Object.entries(ejectedBackends ?? {})) out.push(`weft_ejections_total${labels([["service", service], ["backend", backend]])} ${n}`);
+  }
   return `${out.join("\n")}\n`;
 }

@@ -495,7 +495,7 @@ describe("prometheusText", () => {
   const failed = series({ code: 500 }, [40]);
   const refused = series({ backend: "", code: 429 }, [0.2, 0.2]);
   const text = prometheusText([
-    { service: "pim", series: [ok, failed, refused], ejections: 3 },
+    { service: "pim", series: [ok, failed, refused], ejections: 3, ejectedBackends: { b: 2, "b-v3": 1 } },
     { service: "cart", series: [uniform({}, 1)], ejections: 0 },
   ]);
   const lines = text.split("\n");
@@ -564,8 +564,9 @@ describe("prometheusText", () => {
     expect(lines.some((l) => l.startsWith('weft_retries_total{service="pim",backend=""}'))).toBe(false);
     expect(sample('weft_rate_limited_total{service="pim"}')).toBe(2);
     expect(sample('weft_rate_limited_total{service="cart"}')).toBe(0);
-    expect(sample('weft_ejections_total{service="pim"}')).toBe(3);
-    expect(sample('weft_ejections_total{service="cart"}')).toBe(0);
+    expect(sample('weft_ejections_total{service="pim",backend="b"}')).toBe(2);
+    expect(sample('weft_ejections_total{service="pim",backend="b-v3"}')).toBe(1);
+    expect(lines.some((l) => l.startsWith('weft_ejections_total{service="cart"'))).toBe(false);
   });
 
   it('escapes ", \\ and newlines in label values', () => {

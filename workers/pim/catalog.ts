@@ -3,7 +3,8 @@
  * versions) serves byte-identical names, prices and stock without a database.
  */
 
-export type PimVersion = "v1" | "v2";
+/** v1 and v2 are good releases; v3 is the demo's deliberately bad one (see index.ts). */
+export type PimVersion = "v1" | "v2" | "v3";
 
 /** A product as pim v1 serves it. Prices are EUR with at most 2 decimals. */
 export interface ProductV1 {
@@ -100,7 +101,7 @@ function present(entry: CatalogEntry, version: PimVersion): Product {
     stock: entry.stock,
     version,
   };
-  return version === "v2" ? { ...product, badges: badgesOf(entry) } : product;
+  return version === "v1" ? product : { ...product, badges: badgesOf(entry) };
 }
 
 /** All products in sku order, shaped for `version`. */

@@ -1,6 +1,11 @@
 /**
- * pim: the product catalog. Deployed twice (weft-pim-v1, weft-pim-v2) from this one module; the
- * mesh splits traffic between the two, so every answer says which version produced it.
+ * pim: the product catalog. Deployed three times (weft-pim-v1, weft-pim-v2, weft-pim-v3) from this
+ * one module; the mesh splits traffic between them, so every answer says which version produced it.
+ *
+ * v3 is the demo's deliberately bad release, as Istio's bookinfo and Linkerd's emojivoto ship one:
+ * it answers 503 to about a third of requests and is slower, so canaries, outlier ejection and
+ * rollbacks can be shown on real failures, not only injected ones. It has weight 0 in the shipped
+ * config; give it traffic to watch the mesh contain it.
  */
 import { Hono } from "hono";
 import type { Context } from "hono";
@@ -16,16 +21,31 @@ const NO_STORE = { "cache-control": "no-store" };
 
 const app = new Hono<App>();
 
-/** The backend's version, or a 500 when deployed without `--env v1|v2`. */
+/** The backend's version, or a 500 when deployed without `--env v1|v2|v3`. */
 function withVersion(c: Context<App>, respond: (version: PimVersion) => Response): Response {
   const version = c.env.PIM_VERSION;
-  if (version !== "v1" && version !== "v2") {
+  if (version !== "v1" && version !== "v2" && version !== "v3") {
     return problemResponse(500, "misconfigured", "pim version not configured", {
-      detail: "deploy pim with --env v1 or --env v2 so PIM_VERSION is set",
+      detail: "deploy pim with --env v1, --env v2 or --env v3 so PIM_VERSION is set",
     });
   }
   return respond(version);
 }
+
+/** Share of v3's answers that fail, and how much slower it is than v1/v2. */
+const V3_FAILURE_RATE = 1 / 3;
+const V3_EXTRA_MS = { min: 20, max: 80 };
+
+// The bad release: slower on every request, and a third of them fail as an overloaded backend would.
+app.use("*", async (c, next) => {
+  if (c.env.PIM_VERSION !== "v3") return next();
+  await new Promise((resolve) => setTimeout(resolve, V3_EXTRA_MS.min + Math.random() * (V3_EXTRA_MS.max - V3_EXTRA_MS.min)));
+  if (Math.random() < V3_FAILURE_RATE) {
+    c.res = problemResponse(503, "overloaded", "pim v3 is overloaded", { detail: "the demo's bad release fails about a third of its requests" }, { "retry-after": "1" });
+    return;
+  }
+  return next();
+});
 
 app.get("/products", (c) =>
   withVersion(c, (version) => c.json({ products: listProducts(version), version }, 200, NO_STORE)),
