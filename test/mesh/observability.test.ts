@@ -52,7 +52,8 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => collector.listen(0, "127.0.0.1", resolve));
   const address = collector.address();
   const port = typeof address === "object" && address ? address.port : 0;
-  t = await bootTestMesh({ vars: { WEFT_OTLP_ENDPOINT: `http://127.0.0.1:${port}/v1/traces` } });
+  // Every request is sampled at the edge here, so each test can follow its own trace.
+  t = await bootTestMesh({ vars: { WEFT_OTLP_ENDPOINT: `http://127.0.0.1:${port}/v1/traces`, WEFT_TRACE_SAMPLE_RATE: "1" } });
 });
 afterAll(async () => {
   await t?.dispose();
@@ -176,19 +177,26 @@ describe("golden metrics", () => {
 });
 
 describe("tracing, access logs and the tap", () => {
-  it("keeps one trace id from the client through orders, cart, pim and notify to the vendor, one span per hop", async () => {
-    const traceId = hex(16);
+  it("keeps one trace id from the edge through orders, cart, pim and notify to the vendor, one span per hop; the client cannot choose it", async () => {
+    const clientTraceId = hex(16);
     const clientSpan = hex(8);
-    const traceparent = `00-${traceId}-${clientSpan}-01`;
+    const marker = hex(6);
     const cartId = `obs-${hex(4)}`;
     const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-5", qty: 1 }) });
     expect(add.status).toBe(200);
-    const order = await fetch(`${t.shop}/orders`, {
+    const order = await fetch(`${t.shop}/orders?trace=${marker}`, {
       method: "POST",
-      headers: { "content-type": "application/json", traceparent },
+      headers: { "content-type": "application/json", traceparent: `00-${clientTraceId}-${clientSpan}-01` },
       body: JSON.stringify({ cartId, customer: { email: "trace@example.com" } }),
     });
     expect(order.status).toBe(201);
+
+    // The edge started the trace: its id is the orders hop's, not the client's.
+    await waitFor(async () => t.accessLogs.some((l) => l.service === "orders" && String(l.path).endsWith(`trace=${marker}`)), 10_000, 100);
+    const traceId = String(t.accessLogs.find((l) => l.service === "orders" && String(l.path).endsWith(`trace=${marker}`))?.traceId);
+    expect(traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(traceId).not.toBe(clientTraceId);
+    expect(t.accessLogs.some((l) => l.traceId === clientTraceId)).toBe(false);
 
     // The vendor received the notification within the same trace.
     await waitFor(async () => {
@@ -196,17 +204,17 @@ describe("tracing, access logs and the tap", () => {
       return received.messages.some((m) => m.traceparent?.split("-")[1] === traceId);
     }, 10_000, 100);
 
-    // One access line per hop, all with the client's trace id.
+    // One access line per hop, all with the edge's trace id.
     await waitFor(async () => new Set(t.accessLogs.filter((l) => l.traceId === traceId).map((l) => l.service)).size >= 4, 10_000, 100);
     const hops = t.accessLogs.filter((l) => l.traceId === traceId);
     expect(new Set(hops.map((l) => l.service))).toEqual(new Set(["orders", "cart", "pim", "notify"]));
 
-    // Spans in the collector form a tree: orders' parent is the client, inner hops' parents are proxy spans.
+    // Spans in the collector form a tree rooted at the orders hop; inner hops' parents are its span.
     await waitFor(async () => spans.filter((s) => s.traceId === traceId).length >= hops.length, 10_000, 100);
     const traced = spans.filter((s) => s.traceId === traceId);
     expect(traced.length).toBe(hops.length);
     const ordersSpan = traced.find((s) => s.service === "orders");
-    expect(ordersSpan?.parentSpanId).toBe(clientSpan);
+    expect(ordersSpan?.parentSpanId ?? "").toBe("");
     const ids = new Set(traced.map((s) => s.spanId));
     expect(ids.size).toBe(traced.length);
     for (const inner of traced.filter((s) => s.service !== "orders")) {
@@ -226,33 +234,33 @@ describe("tracing, access logs and the tap", () => {
   });
 
   it("redacts credentials, cookies and tokens from access logs", async () => {
-    const traceId = hex(16);
-    await fetch(`${t.shop}/echo/secret?token=tok-SECRET-1&sku=ok&api_key=tok-SECRET-2`, {
+    const marker = hex(6);
+    await fetch(`${t.shop}/echo/secret-${marker}?token=tok-SECRET-1&sku=ok&api_key=tok-SECRET-2`, {
       headers: {
-        traceparent: `00-${traceId}-${hex(8)}-01`,
         authorization: "Bearer tok-SECRET-3",
         cookie: "session=tok-SECRET-4; shopper=abc",
         referer: "https://shop.example.com/login?password=tok-SECRET-5",
         "user-agent": "redaction-test",
       },
     }).then((r) => r.arrayBuffer());
-    await waitFor(async () => t.accessLogs.some((l) => l.traceId === traceId), 10_000, 100);
-    const line = t.accessLogs.find((l) => l.traceId === traceId);
-    expect(line?.path).toBe("/echo/secret?token=[redacted]&sku=ok&api_key=[redacted]");
+    const ours = (l: Record<string, unknown>): boolean => String(l.path).startsWith(`/echo/secret-${marker}`);
+    await waitFor(async () => t.accessLogs.some(ours), 10_000, 100);
+    const line = t.accessLogs.find(ours);
+    expect(line?.path).toBe(`/echo/secret-${marker}?token=[redacted]&sku=ok&api_key=[redacted]`);
     expect(line?.headers).toMatchObject({ "user-agent": "redaction-test", referer: "https://shop.example.com/login?password=[redacted]" });
     for (const log of t.logLines) expect(log).not.toMatch(/tok-SECRET/);
     for (const field of ["service", "route", "backend", "caller", "status", "durationMs", "retries", "traceId"]) expect(line).toHaveProperty(field);
   });
 
-  it("streams a request sent with a sampled traceparent on the tap", async () => {
+  it("streams a sampled request on the tap", async () => {
     const controller = new AbortController();
     const tap = await t.adminFetch("/admin/tap?service=echo", { signal: controller.signal });
     expect(tap.status).toBe(200);
     expect(tap.headers.get("content-type")).toContain("text/event-stream");
     const reader = tap.body?.getReader();
     if (!reader) throw new Error("no stream");
-    const traceId = hex(16);
-    await fetch(`${t.shop}/echo/tapped`, { headers: { traceparent: `00-${traceId}-${hex(8)}-01` } }).then((r) => r.arrayBuffer());
+    const marker = hex(6);
+    await fetch(`${t.shop}/echo/tapped-${marker}`).then((r) => r.arrayBuffer());
     const decoder = new TextDecoder();
     let text = "";
     const deadline = Date.now() + 10_000;
@@ -264,11 +272,12 @@ describe("tracing, access logs and the tap", () => {
       for (const frame of text.split("\n\n")) {
         const data = frame.split("\n").find((l) => l.startsWith("data: "));
         const parsed = data ? (JSON.parse(data.slice(6)) as Record<string, unknown>) : undefined;
-        if (parsed?.traceId === traceId) event = parsed;
+        if (parsed?.path === `/echo/tapped-${marker}`) event = parsed;
       }
     }
     controller.abort();
-    expect(event).toMatchObject({ service: "echo", method: "GET", path: "/echo/tapped", route: "all", status: 200, sampled: true, caller: "internet" });
+    expect(event).toMatchObject({ service: "echo", method: "GET", path: `/echo/tapped-${marker}`, route: "all", status: 200, sampled: true, caller: "internet" });
+    expect(event?.traceId).toMatch(/^[0-9a-f]{32}$/);
     expect(typeof event?.durationMs).toBe("number");
     expect(["echo-a", "echo-b"]).toContain(event?.backend);
   });

@@ -51,6 +51,8 @@ export interface Hop {
   traceparent: string | undefined;
   /** The request carries trace headers the backend must not receive (an untrusted caller's). */
   dropTrace: boolean;
+  /** The internet client's own trace id, kept only on this hop's span (for correlation with browser traces). */
+  clientTraceId: string | undefined;
 }
 
 /**
@@ -64,17 +66,18 @@ export function beginHop(request: Request, trusted: boolean, sampleRate: number,
   const header = request.headers.get("traceparent");
   const incoming = trusted ? parseTraceparent(header) : undefined;
   if (incoming) {
-    if (!incoming.sampled) return { startedAt: now, traceId: incoming.traceId, spanId: undefined, parentId: incoming.parentId, sampled: false, traceparent: undefined, dropTrace: false };
+    if (!incoming.sampled) return { startedAt: now, traceId: incoming.traceId, spanId: undefined, parentId: incoming.parentId, sampled: false, traceparent: undefined, dropTrace: false, clientTraceId: undefined };
     const spanId = randomHex(8);
-    return { startedAt: now, traceId: incoming.traceId, spanId, parentId: incoming.parentId, sampled: true, traceparent: formatTraceparent(incoming.traceId, spanId, true), dropTrace: false };
+    return { startedAt: now, traceId: incoming.traceId, spanId, parentId: incoming.parentId, sampled: true, traceparent: formatTraceparent(incoming.traceId, spanId, true), dropTrace: false, clientTraceId: undefined };
   }
   // A tracestate without a traceparent is ignored by every tracer (W3C Trace Context §3.3.1), so only a traceparent makes the headers worth dropping.
   const dropTrace = header !== null;
-  if (Math.random() >= sampleRate) return { startedAt: now, traceId: undefined, spanId: undefined, parentId: undefined, sampled: false, traceparent: undefined, dropTrace };
+  if (Math.random() >= sampleRate) return { startedAt: now, traceId: undefined, spanId: undefined, parentId: undefined, sampled: false, traceparent: undefined, dropTrace, clientTraceId: undefined };
   const ids = randomHex(24);
   const traceId = ids.slice(16);
   const spanId = ids.slice(0, 16);
-  return { startedAt: now, traceId, spanId, parentId: undefined, sampled: true, traceparent: formatTraceparent(traceId, spanId, true), dropTrace };
+  const clientTraceId = dropTrace ? parseTraceparent(header)?.traceId : undefined;
+  return { startedAt: now, traceId, spanId, parentId: undefined, sampled: true, traceparent: formatTraceparent(traceId, spanId, true), dropTrace, clientTraceId };
 }
 
 /** What the chain learned about a request on its way: filled in as steps run. */
@@ -357,6 +360,7 @@ function spanOf(r: Finished): FinishedSpan | undefined {
       "weft.caller": r.caller,
       "weft.backend": r.backend,
       "weft.attempts": r.attempts,
+      ...(r.hop.clientTraceId ? { "weft.client_trace_id": r.hop.clientTraceId } : {}),
     },
   };
 }
