@@ -152,6 +152,17 @@ export interface OutlierSettings {
   baseEjectionMs: number;
   /** Longest ejection (default 300 000 ms). */
   maxEjectionMs: number;
+  /**
+   * Relative rule (Envoy's success-rate ejection, for services with few backends): a backend with at
+   * least `relativeMinRequests` attempts in the window whose error rate is at least
+   * `relativeErrorRatePercent` and at least `relativeMarginPercent` points above its peers' is
+   * ejected. A backend failing a third of its requests next to healthy ones is an outlier even though
+   * it never fails five times in a row; one failing like its peers (a shared dependency down) is not,
+   * since moving its traffic would not help.
+   */
+  relativeMinRequests: number;
+  relativeErrorRatePercent: number;
+  relativeMarginPercent: number;
 }
 
 /** Envoy's defaults for consecutive-5xx and failure-percentage detection. */
@@ -162,7 +173,27 @@ export const DEFAULT_OUTLIER: OutlierSettings = {
   windowMs: 10_000,
   baseEjectionMs: 5_000,
   maxEjectionMs: 300_000,
+  relativeMinRequests: 20,
+  relativeErrorRatePercent: 20,
+  relativeMarginPercent: 15,
 };
+
+/** Attempts and failures of one backend within the outlier window. */
+export interface WindowStats {
+  attempts: number;
+  failures: number;
+}
+
+/**
+ * Is `backend` an outlier among its peers (the service's other backends, pooled)? Pure: see
+ * {@link OutlierSettings.relativeMinRequests} for the rule. False without peer traffic to compare.
+ */
+export function isRelativeOutlier(backend: WindowStats, peers: WindowStats, settings: OutlierSettings = DEFAULT_OUTLIER): boolean {
+  if (backend.attempts < settings.relativeMinRequests || peers.attempts === 0) return false;
+  const rate = (backend.failures * 100) / backend.attempts;
+  const peerRate = (peers.failures * 100) / peers.attempts;
+  return rate >= settings.relativeErrorRatePercent && rate - peerRate >= settings.relativeMarginPercent;
+}
 
 /** A backend's health as outlier detection sees it; `ejections` counts consecutive ejections. */
 export type BackendHealth =
@@ -226,6 +257,18 @@ export class OutlierDetector {
   /** True while requests must avoid this backend. */
   isEjected(now: number): boolean {
     return this.health(now).state === "ejected";
+  }
+
+  /** Attempts and failures in the current window (for the relative rule across a service's backends). */
+  windowStats(now: number): WindowStats {
+    const { first: attempts, second: failures } = this.window.sum(now);
+    return { attempts, failures };
+  }
+
+  /** Ejects now, for a reason decided outside this backend (the relative rule); no-op while ejected. */
+  ejectNow(now: number): BackendHealth {
+    const current = this.health(now);
+    return current.state === "ejected" ? current : this.eject(now);
   }
 
   private eject(now: number): BackendHealth {

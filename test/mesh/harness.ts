@@ -48,6 +48,11 @@ export interface TestMeshOptions {
   persistTo?: string;
   /** Seed the demo config (default true); a mesh booted again from persisted state already has it. */
   seed?: boolean;
+  /**
+   * Debug response headers on the proxies (default true). Off, the proxies run exactly as deployed:
+   * tests then learn backends, attempts and config versions from the access log.
+   */
+  debugHeaders?: boolean;
   /** Control plane port to reuse (a restarted mesh keeps its issuer URL). */
   adminPort?: number;
   vendorPort?: number;
@@ -72,6 +77,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     adminToken: TOKEN,
     deployments,
     ...(options.persistTo ? { persistTo: options.persistTo } : {}),
+    ...(options.debugHeaders === false ? { debugHeaders: false } : {}),
     directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0 },
     overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2", WEFT_TRACE_SAMPLE_RATE: "0", ...options.vars } },
     onLog: (log) => {
@@ -134,4 +140,20 @@ export async function waitFor(check: () => Promise<boolean>, ms: number, every =
     await new Promise((resolve) => setTimeout(resolve, every));
   }
   throw new Error(`condition not met within ${ms} ms`);
+}
+
+/** Waits until an access line of `service` shows it served config `version` or newer, sending `path` meanwhile. */
+export async function servedVersion(t: TestMesh, service: string, path: string, version: number, ms = 8_000): Promise<void> {
+  await waitFor(async () => {
+    await (await fetch(`${t.shop}${path}`)).body?.cancel();
+    return t.accessLogs.some((l) => l.service === service && Number(l.configVersion) >= version);
+  }, ms, 100);
+}
+
+/** The access line of the one request whose path starts with `path` (waits for its batch). */
+export async function accessLineOf(t: TestMesh, path: string): Promise<Record<string, unknown>> {
+  await waitFor(async () => t.accessLogs.some((l) => String(l.path).startsWith(path)), 10_000, 50);
+  const line = t.accessLogs.find((l) => String(l.path).startsWith(path));
+  if (!line) throw new Error(`no access line for ${path}`);
+  return line;
 }

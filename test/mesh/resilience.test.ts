@@ -1,10 +1,26 @@
+/**
+ * Resilience end to end, with the proxies exactly as deployed (debug headers off): which backend
+ * answered, how many attempts it took and which config version served a request are read from the
+ * access log and the response bodies, never from x-weft-* response headers.
+ */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, ECHO_SERVICE, waitFor, type TestMesh } from "./harness.ts";
+import { accessLineOf, bootTestMesh, ECHO_SERVICE, servedVersion, waitFor, type TestMesh } from "./harness.ts";
 
 let t: TestMesh;
 beforeAll(async () => {
-  t = await bootTestMesh();
+  t = await bootTestMesh({ debugHeaders: false });
 });
+
+let sequence = 0;
+/** A path no other request used, so its access line is its own. */
+const unique = (prefix: string): string => `${prefix}${prefix.endsWith("/") ? "" : "-"}${Date.now().toString(36)}${(sequence++).toString(36)}`;
+
+/** The route that serves `prefix…` right now, from the access line of one request. */
+async function routeOf(prefix: string): Promise<unknown> {
+  const path = unique(prefix);
+  await (await fetch(`${t.shop}${path}`)).body?.cancel();
+  return (await accessLineOf(t, path)).route;
+}
 afterAll(async () => {
   await t?.dispose();
 });
@@ -23,7 +39,16 @@ async function clearFaults(service: string): Promise<number> {
 
 /** Waits until the proxy in front of `path` serves config `version` or newer. */
 async function serves(path: string, version: number): Promise<void> {
-  await waitFor(async () => Number((await fetch(`${t.shop}${path}`)).headers.get("x-weft-config-version")) >= version, 5_000);
+  await servedVersion(t, path.startsWith("/orders") ? "orders" : path.startsWith("/echo") ? "echo" : "pim", path, version);
+}
+
+/** Which pim backend answered, from the product's `version` field (v1, v2, v3 or vendor). */
+async function pimBackendOf(res: Response): Promise<string> {
+  if (res.status !== 200) {
+    await res.body?.cancel();
+    return `status ${res.status}`;
+  }
+  return `pim-${((await res.json()) as { version: string }).version}`;
 }
 
 async function products(count: number): Promise<{ ok: number; backends: Record<string, number> }> {
@@ -37,15 +62,20 @@ async function products(count: number): Promise<{ ok: number; backends: Record<s
     );
     for (const res of batch) {
       if (res.status === 200) ok++;
-      const backend = res.headers.get("x-weft-backend") ?? "?";
+      const backend = await pimBackendOf(res);
       backends[backend] = (backends[backend] ?? 0) + 1;
-      await res.body?.cancel();
     }
   }
   return { ok, backends };
 }
 
 describe("resilience on the demo shop", () => {
+  it("runs the proxies as deployed: no x-weft-* response headers", async () => {
+    const res = await fetch(`${t.shop}/products/sku-1`);
+    expect(res.status).toBe(200);
+    expect([...res.headers.keys()].filter((name) => name.startsWith("x-weft-"))).toEqual([]);
+  });
+
   it("keeps product pages up with half of pim-v1's requests aborted", async () => {
     await serves("/products/sku-1", await setFaults("pim", [{ backend: "pim-v1", abort: { percent: 50, status: 503 } }]));
     const { ok, backends } = await products(300);
@@ -114,7 +144,7 @@ describe("deadlines and mirroring", () => {
 
   it("tells the backend how long the caller will wait, and honours a caller's deadline", async () => {
     await putEcho([{ name: "timed", match: { path: "/echo/timed/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } }, timeoutMs: 800 }]);
-    await waitFor(async () => (await fetch(`${t.shop}/echo/timed/x`)).headers.get("x-weft-route") === "timed", 5_000);
+    await waitFor(async () => (await routeOf("/echo/timed/x")) === "timed", 8_000);
     const res = await fetch(`${t.shop}/echo/timed/x`);
     const seen = Number(((await res.json()) as { headers: Record<string, string> }).headers["x-weft-deadline-ms"]);
     expect(seen).toBeGreaterThan(0);
@@ -129,7 +159,7 @@ describe("deadlines and mirroring", () => {
 
   it("mirrors a share of safe requests to another backend without changing the responses", async () => {
     await putEcho([{ name: "mirrored", match: { path: "/echo/mirrored/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } }, mirror: { backend: "echo-b", percent: 100 } }]);
-    await waitFor(async () => (await fetch(`${t.shop}/echo/mirrored/x`)).headers.get("x-weft-route") === "mirrored", 5_000);
+    await waitFor(async () => (await routeOf("/echo/mirrored/x")) === "mirrored", 8_000);
     const shadowsUrl = `${(await t.mesh.mf.unsafeGetDirectURL("weft-test-echo-b")).origin}/_shadows`;
     const before = ((await (await fetch(shadowsUrl)).json()) as { shadows: string[] }).shadows.length;
     for (let i = 0; i < 10; i++) {
@@ -157,7 +187,7 @@ describe("several origins for one provider", () => {
     vendor.origin = [vendor.origin, "http://127.0.0.1:9/pim"];
     for (const route of pim.routes) route.split.weights = { "pim-v1": 0, "pim-v2": 0, "pim-vendor": 100 };
     expect((await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: config.services }) })).status).toBe(200);
-    await waitFor(async () => (await fetch(`${t.shop}/products/sku-1`)).headers.get("x-weft-backend") === "pim-vendor", 5_000);
+    await waitFor(async () => (await pimBackendOf(await fetch(`${t.shop}/products/sku-1`))) === "pim-vendor", 5_000);
     const { ok, backends } = await products(100);
     console.log(`pim-vendor with one of two origins refusing connections: ${ok}/100 succeeded (${JSON.stringify(backends)})`);
     expect(ok).toBeGreaterThanOrEqual(98);
@@ -180,7 +210,7 @@ describe("active health checks", () => {
     const shoppers = Array.from({ length: 40 }, (_, i) => `hc-${i}`);
     const place = async (): Promise<string[]> =>
       Promise.all(shoppers.map(async (s) => ((await (await fetch(`${t.shop}/echo/p`, { headers: { "x-shopper": s } })).json()) as { backend: string }).backend));
-    await waitFor(async () => (await fetch(`${t.shop}/echo/p`)).headers.get("x-weft-route") === "checked", 5_000);
+    await waitFor(async () => (await routeOf("/echo/p")) === "checked", 8_000);
     const first = await place();
     expect(first.filter((b) => b === "echo-b").length).toBeGreaterThan(5);
     // Traffic keeps the proxy probing once a second; three failed probes in a row mark echo-b unhealthy.
@@ -206,20 +236,65 @@ describe("retries against real backend failures", () => {
     };
     const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
     expect(put.status).toBe(200);
-    await waitFor(async () => (await fetch(`${t.shop}/echo/flaky/ok`)).headers.get("x-weft-route") === "flaky", 5_000);
+    await waitFor(async () => (await routeOf("/echo/flaky/ok")) === "flaky", 8_000);
 
-    const ok = await fetch(`${t.shop}/echo/flaky/ok`);
+    const okPath = unique("/echo/flaky/ok");
+    const ok = await fetch(`${t.shop}${okPath}`);
     expect(ok.status).toBe(200);
-    expect(ok.headers.get("x-weft-attempts")).toBe("1");
+    expect(await accessLineOf(t, okPath)).toMatchObject({ retries: 0, backend: "echo-b" });
 
     // The backends answer 503 on this path (a real failure, not an injected one).
-    const failing = await fetch(`${t.shop}/echo/flaky/unhealthy`);
+    const failingPath = `${unique("/echo/flaky/")}/unhealthy`;
+    const failing = await fetch(`${t.shop}${failingPath}`);
     expect(failing.status).toBe(503);
-    expect(failing.headers.get("x-weft-attempts")).toBe("4"); // 3 on echo-b, then echo-a
-    expect(failing.headers.get("x-weft-backend")).toBe("echo-a");
+    expect(await accessLineOf(t, failingPath)).toMatchObject({ retries: 3, backend: "echo-a" }); // 3 on echo-b, then echo-a
 
-    const post = await fetch(`${t.shop}/echo/flaky/unhealthy`, { method: "POST", body: "{}" });
+    const postPath = `${unique("/echo/flaky/")}/unhealthy`;
+    const post = await fetch(`${t.shop}${postPath}`, { method: "POST", body: "{}" });
     expect(post.status).toBe(503);
-    expect(post.headers.get("x-weft-attempts")).toBe("1");
+    expect(await accessLineOf(t, postPath)).toMatchObject({ retries: 0 });
+  });
+});
+
+describe("a bad release on real failures: pim-v3", () => {
+  /** `weft_ejections_total{service="pim",backend="pim-v3"}` on /metrics (0 before its first ejection). */
+  async function v3Ejections(): Promise<number> {
+    const text = await (await t.adminFetch("/metrics")).text();
+    const line = text.split("\n").find((l) => l.startsWith('weft_ejections_total{service="pim",backend="pim-v3"}'));
+    return Number(line?.split(" ")[1] ?? 0);
+  }
+
+  it("ejects pim-v3 on the deployed path (50/50 with pim-v1, no retries, no failover), after which almost every request succeeds", async () => {
+    const config = (await (await t.adminFetch("/admin/config")).json()) as { services: Array<{ name: string; routes: Array<Record<string, unknown>> }> };
+    const original = structuredClone(config.services);
+    const pim = config.services.find((s) => s.name === "pim");
+    if (!pim) throw new Error("no pim service");
+    pim.routes = pim.routes.map(({ retries: _r, failover: _f, ...route }) => ({ ...route, split: { weights: { "pim-v1": 50, "pim-v2": 0, "pim-v3": 50, "pim-vendor": 0 }, sticky: "cookie:shopper" } }));
+    const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: config.services }) });
+    expect(put.status).toBe(200);
+    await serves("/products/sku-1", ((await put.json()) as { version: number }).version);
+    const before = await v3Ejections();
+
+    const statuses: number[] = [];
+    const answeredBy: Record<string, number> = {};
+    for (let i = 0; i < 300; i += 20) {
+      const batch = await Promise.all(
+        Array.from({ length: 20 }, (_, j) => fetch(`${t.shop}/products/sku-${((i + j) % 20) + 1}`, { headers: { cookie: `shopper=bad-release-${i + j}` } })),
+      );
+      for (const res of batch) {
+        statuses.push(res.status);
+        const backend = await pimBackendOf(res);
+        answeredBy[backend] = (answeredBy[backend] ?? 0) + 1;
+      }
+    }
+    const failed = (from: number, to: number): number => statuses.slice(from, to).filter((s) => s >= 500).length;
+    console.log(`pim 50/50 with pim-v3: failures per 100 requests ${failed(0, 100)}, ${failed(100, 200)}, ${failed(200, 300)}; answered by ${JSON.stringify(answeredBy)}`);
+    await waitFor(async () => (await v3Ejections()) > before, 10_000, 250);
+    expect(failed(0, 100)).toBeGreaterThan(0); // the release really is bad
+    expect(failed(150, 300)).toBeLessThanOrEqual(8); // once ejected, almost every request succeeds
+
+    const restored = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: original }) });
+    expect(restored.status).toBe(200);
+    await serves("/products/sku-1", ((await restored.json()) as { version: number }).version);
   });
 });

@@ -4,7 +4,7 @@
  * backend's health endpoint while traffic flows), the retry budget and the adaptive retry delay.
  * Nothing here is shared between isolates or waits on a Durable Object.
  */
-import { AdaptiveDelay, OutlierDetector, RetryBudget } from "../../shared/resilience.ts";
+import { AdaptiveDelay, isRelativeOutlier, OutlierDetector, RetryBudget, type BackendHealth } from "../../shared/resilience.ts";
 
 interface BackendState {
   outlier: OutlierDetector;
@@ -57,10 +57,24 @@ export class ServiceHealth {
     const state = this.state(backend);
     if (success) state.delay.recordSuccess(now);
     else state.delay.recordFailure(now);
-    const health = state.outlier.record(success, now);
+    let health: BackendHealth = state.outlier.record(success, now);
+    if (health.state !== "ejected" && !success && this.outlierAmongPeers(backend, state.outlier, now)) health = state.outlier.ejectNow(now);
     if (health.state !== "ejected" || this.ejected.has(backend)) return UNCHANGED;
     this.ejected.add(backend);
     return { kind: "ejected", until: health.until, ejections: health.ejections };
+  }
+
+  /** The relative rule: is `backend` failing far more than the service's other backends in the same window? */
+  private outlierAmongPeers(backend: string, detector: OutlierDetector, now: number): boolean {
+    const own = detector.windowStats(now);
+    const peers = { attempts: 0, failures: 0 };
+    for (const [name, other] of this.backends) {
+      if (name === backend || other.outlier.isEjected(now)) continue;
+      const stats = other.outlier.windowStats(now);
+      peers.attempts += stats.attempts;
+      peers.failures += stats.failures;
+    }
+    return isRelativeOutlier(own, peers);
   }
 
   /** How long to wait before retrying `backend` (learned from how long its failures take to clear). */

@@ -66,7 +66,7 @@ export default {
     const caller = callerOf(ctx.props);
     // trace: continue a mesh caller's trace, or sample one here
     const hop = beginHop(request, caller !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
-    const exchange: Exchange = { request, ctx, proxy, caller, hop, trail: { route: undefined, backend: undefined, attempts: 1 } };
+    const exchange: Exchange = { request, ctx, proxy, caller, hop, trail: { route: undefined, backend: undefined, attempts: 1, configVersion: undefined } };
     // telemetry: one record per request, whatever the outcome
     const finish = (status: number): void => proxy.telemetry.finish(hop, request, caller, exchange.trail, status, (p) => ctx.waitUntil(p));
     return serve(exchange).then(
@@ -110,6 +110,7 @@ async function serve(exchange: Exchange): Promise<Response> {
   const state: SliceState = await proxy.config.current((p) => ctx.waitUntil(p));
   if (state.kind !== "ready") return problemResponse(503, "no-config", "Service not configured", { detail: state.detail });
   const slice = state.slice;
+  trail.configVersion = slice.version;
   const declared = Number(request.headers.get("content-length") ?? 0);
   if (declared > MAX_REQUEST_BYTES) return problemResponse(413, "too-large", "Request body too large", { detail: `limit is ${MAX_REQUEST_BYTES} bytes` });
   const path = pathOf(request.url);

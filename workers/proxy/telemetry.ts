@@ -85,6 +85,8 @@ export interface Trail {
   route: string | undefined;
   backend: string | undefined;
   attempts: number;
+  /** The config version the request was served with (access lines say it, so a change can be followed). */
+  configVersion: number | undefined;
 }
 
 interface Finished {
@@ -96,6 +98,7 @@ interface Finished {
   backend: string;
   status: number;
   attempts: number;
+  configVersion: number | undefined;
 }
 
 /**
@@ -205,7 +208,7 @@ export class ServiceTelemetry {
 
   /** Records a finished request: one push; a batch is scheduled by its first request. */
   finish(hop: Hop, request: Request, caller: string, trail: Trail, status: number, waitUntil: (p: Promise<unknown>) => void): void {
-    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts });
+    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts, configVersion: trail.configVersion });
     if (!this.scheduled) {
       this.scheduled = true;
       waitUntil(sleep(FLUSH_MS).then(() => this.flush()));
@@ -320,7 +323,13 @@ export class ServiceTelemetry {
   /** One JSON line per request (Workers Logs indexes JSON lines): the tap event plus a few headers. */
   private writeLog(r: Finished, durationMs: number): void {
     console.log(
-      JSON.stringify({ type: "weft.access", ...this.eventOf(r, durationMs), retries: Math.max(0, r.attempts - 1), headers: accessHeaders(r.request.headers) }),
+      JSON.stringify({
+        type: "weft.access",
+        ...this.eventOf(r, durationMs),
+        retries: Math.max(0, r.attempts - 1),
+        configVersion: r.configVersion ?? null,
+        headers: accessHeaders(r.request.headers),
+      }),
     );
   }
 
