@@ -17,7 +17,18 @@ export const ECHO_SERVICE = {
   routes: [
     { name: "sticky", match: { path: "/echo/sticky/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 }, sticky: "header:x-shopper" } },
     { name: "all", match: { path: "/echo/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } } },
+    { name: "relayed", match: { path: "/relay/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } } },
   ],
+} satisfies MeshConfigInput["services"][number];
+
+/**
+ * A service whose only backend is the echo service, reached through echo's proxy (a `mesh`
+ * backend): what it relays keeps its origin (issue 14). Its echo routes serve /relay/*.
+ */
+export const RELAY_SERVICE = {
+  name: "relay",
+  backends: [{ name: "echo", type: "mesh", service: "echo", binding: "ECHO_MESH" }],
+  routes: [{ name: "all", match: { path: "/relay/*" }, split: { weights: { echo: 100 } } }],
 } satisfies MeshConfigInput["services"][number];
 
 export interface TestMesh {
@@ -90,7 +101,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
   };
   if (options.seed ?? true) {
     const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
-    const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE] }) });
+    const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE, RELAY_SERVICE] }) });
     if (!seeded.ok) throw new Error(`seeding failed: ${seeded.status} ${await seeded.text()}`);
   }
   return {
