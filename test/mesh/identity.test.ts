@@ -6,7 +6,7 @@
  * internet through.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, waitFor, type TestMesh } from "./harness.ts";
+import { bootTestMesh, RELAY_SERVICE, RELAYED_ECHO_SERVICE, waitFor, type TestMesh } from "./harness.ts";
 
 interface Echo {
   backend: string;
@@ -16,7 +16,7 @@ interface Echo {
 
 let t: TestMesh;
 beforeAll(async () => {
-  t = await bootTestMesh();
+  t = await bootTestMesh({ services: [RELAYED_ECHO_SERVICE, RELAY_SERVICE] });
 });
 afterAll(async () => {
   await t?.dispose();
