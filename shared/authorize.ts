@@ -2,12 +2,26 @@
  * Authorization policies: which callers may call which methods and paths of a service.
  * A service without a policy accepts every caller (as a mesh without an AuthorizationPolicy does);
  * once it has one, anything not explicitly allowed is denied, and an explicit deny always wins.
+ *
+ * A request has two principals (see workers/proxy/identity.ts): its **origin**, on whose behalf it
+ * is made, and its **peer**, who handed it over. A rule's `from` matches the origin, so an internet
+ * request relayed by another service's proxy is still `internet` here, and `internet` deny rules
+ * apply to it (Istio's `requestPrincipals`, not the relaying hop's identity). A rule's optional
+ * `peers` matches the immediate caller (Istio's `principals`), e.g. to accept internet traffic only
+ * when it comes through the storefront: `{ "from": ["internet"], "peers": ["storefront"] }`.
+ *
+ * A rule listing `GET` also matches `HEAD`: HEAD is GET without the body (RFC 9110 §9.3.2), and the
+ * backends' routers (hono, Go's ServeMux) run a GET handler for HEAD, so a deny on GET must cover it,
+ * and an allow on GET must not refuse it. A rule listing only `HEAD` does not match GET.
  */
 import type { Policy, PolicyRule } from "./config.ts";
 
-/** What is being asked for. */
+/** What is being asked for. The path is the canonical one the proxy routes and forwards. */
 export interface AccessRequest {
-  caller: string;
+  /** On whose behalf (the request principal): a service name or `internet`. */
+  origin: string;
+  /** Who handed the request over (a relaying proxy's service, the origin itself, or `internet`). */
+  peer: string;
   method: string;
   path: string;
 }
@@ -21,10 +35,19 @@ function pathMatches(pattern: string, path: string): boolean {
   return pattern.endsWith("*") ? path.startsWith(pattern.slice(0, -1)) : path === pattern;
 }
 
+function identityMatches(list: readonly string[] | undefined, identity: string): boolean {
+  return !list || list.includes("*") || list.includes(identity);
+}
+
+function methodMatches(listed: string, method: string): boolean {
+  return listed === method || (listed === "GET" && method === "HEAD");
+}
+
 function ruleMatches(rule: PolicyRule, request: AccessRequest): boolean {
   return (
-    (!rule.from || rule.from.includes("*") || rule.from.includes(request.caller)) &&
-    (!rule.methods || rule.methods.some((m) => m === request.method)) &&
+    identityMatches(rule.from, request.origin) &&
+    identityMatches(rule.peers, request.peer) &&
+    (!rule.methods || rule.methods.some((m) => methodMatches(m, request.method))) &&
     (!rule.paths || rule.paths.some((p) => pathMatches(p, request.path)))
   );
 }

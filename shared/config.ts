@@ -183,11 +183,17 @@ export const Route = z.strictObject({
 export type RouteInput = z.input<typeof Route>;
 
 /** A caller identity in a policy: a service name, `internet`, or `*` for anyone. */
-const Identity = z.string().regex(/^(\*|[a-z0-9]([a-z0-9-]*[a-z0-9])?)$/, "use a service name, 'internet' or '*'");
+const Identity = z.string().max(63).regex(/^(\*|[a-z0-9]([a-z0-9-]*[a-z0-9])?)$/, "use a service name, 'internet' or '*'");
 
-/** One authorization rule; an absent field matches everything. */
+/**
+ * One authorization rule; an absent field matches everything. `from` matches the request's origin
+ * (on whose behalf it is made: an internet request relayed by another service's proxy is still
+ * `internet`); `peers` matches the immediate caller (the relaying proxy's service, or the origin
+ * itself on a direct call). `methods` listing GET also match HEAD (see shared/authorize.ts).
+ */
 export const PolicyRule = z.strictObject({
   from: z.array(Identity).min(1).optional(),
+  peers: z.array(Identity).min(1).optional(),
   methods: z.array(HttpMethod).min(1).optional(),
   paths: z.array(PathPattern).min(1).optional(),
 });

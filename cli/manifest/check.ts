@@ -152,12 +152,44 @@ export function callersOf(manifest: Manifest): Map<string, Set<string>> {
   return callers;
 }
 
-/** Whether `policy` lets `caller` make any request at all (a path and method its rules allow). */
-function mayCall(service: ManifestService, caller: string): boolean {
+/**
+ * Whose requests reach each service: the origins its policy's `from` matches. The internet for a
+ * service with public routes, every service whose worker calls it, and through a `mesh` backend
+ * whatever reaches the relaying service (a proxy relays the origin; it does not become it).
+ */
+export function originsOf(manifest: Manifest): Map<string, Set<string>> {
+  const direct = new Map<string, Set<string>>(manifest.services.map((s) => [s.name, new Set<string>()]));
+  const relays = new Map<string, Set<string>>(manifest.services.map((s) => [s.name, new Set<string>()]));
+  for (const service of manifest.services) {
+    if (service.publicRoutes?.length) direct.get(service.name)?.add("internet");
+    for (const backend of service.backends) {
+      if (backend.type === "worker") for (const callee of Object.values(backend.calls ?? {})) direct.get(callee)?.add(service.name);
+      if (backend.type === "mesh") relays.get(backend.service)?.add(service.name);
+    }
+  }
+  const origins = new Map<string, Set<string>>();
+  const visit = (name: string, path: ReadonlySet<string>): Set<string> => {
+    const known = origins.get(name);
+    if (known) return known;
+    const found = new Set(direct.get(name));
+    // A relay loop is refused as routing-loop; stop at it rather than recurse forever.
+    for (const relay of relays.get(name) ?? []) if (!path.has(relay)) for (const origin of visit(relay, new Set([...path, name]))) found.add(origin);
+    origins.set(name, found);
+    return found;
+  };
+  for (const service of manifest.services) visit(service.name, new Set());
+  return origins;
+}
+
+/**
+ * Whether `service`'s policy lets requests on behalf of `origin`, handed over by `peer`, through
+ * at all (some path and method its rules allow).
+ */
+function mayCall(service: ManifestService, origin: string, peer: string = origin): boolean {
   const policy = service.policy;
   if (!policy) return true;
   const paths = new Set(["/", ...policy.allow.flatMap((rule) => (rule.paths ?? []).map((p) => p.replace(/\*$/, "x")))]);
-  return HttpMethod.options.some((method) => [...paths].some((p) => authorize(policy, { caller, method, path: p }).kind === "allow"));
+  return HttpMethod.options.some((method) => [...paths].some((p) => authorize(policy, { origin, peer, method, path: p }).kind === "allow"));
 }
 
 /** The path part of a route pattern (`shop.example.com/products/*` → `/products/*`). */
@@ -200,13 +232,16 @@ function manifestFindings(loaded: LoadedManifest, config: MeshConfig, out: Manif
 
   const names = new Set(manifest.services.map((s) => s.name));
   const callers = callersOf(manifest);
+  const origins = originsOf(manifest);
   const publicPatterns = new Map<string, string>();
   manifest.services.forEach((service, s) => {
     const at = (...rest: Array<string | number>): Array<string | number> => ["services", s, ...rest];
     const serviceCallers = [...(callers.get(service.name) ?? [])].sort();
     if (!service.policy) {
-      const suggestion = JSON.stringify({ allow: [{ from: serviceCallers.length > 0 ? serviceCallers : ["internet"] }] });
-      out.add("warning", "no-policy", at("name"), `service '${service.name}' has no authorization policy: every caller may call every path`, `Add "policy": ${suggestion} (its callers in this manifest) and narrow it by path and method.`);
+      // Rules match the origin, so the suggestion names whose requests arrive, not who relays them.
+      const serviceOrigins = [...(origins.get(service.name) ?? [])].sort();
+      const suggestion = JSON.stringify({ allow: [{ from: serviceOrigins.length > 0 ? serviceOrigins : ["internet"] }] });
+      out.add("warning", "no-policy", at("name"), `service '${service.name}' has no authorization policy: every caller may call every path`, `Add "policy": ${suggestion} (whose requests reach it in this manifest) and narrow it by path and method.`);
     }
     if (serviceCallers.length === 0) {
       out.add("warning", "unreachable-service", at("name"), `nothing reaches service '${service.name}': it has no public route and no service calls it`, `Add "publicRoutes", or list it in the "calls" of a worker that uses it.`);
@@ -225,16 +260,20 @@ function manifestFindings(loaded: LoadedManifest, config: MeshConfig, out: Manif
         }
       }
       if (backend.type === "mesh") {
+        // What this proxy relays keeps its origin: the target's rules judge the origins reaching
+        // this service, with this service as the peer — never this service as the origin.
         const target = manifest.services.find((x) => x.name === backend.service);
         const weighted = service.routes.flatMap((route, r) => ((route.split.weights[backend.name] ?? 0) > 0 ? [{ route, r }] : []));
-        if (target && !mayCall(target, service.name)) {
+        const relayed = [...(origins.get(service.name) ?? [])].sort();
+        if (target && relayed.length > 0 && !relayed.some((origin) => mayCall(target, origin, service.name))) {
           const first = weighted[0];
+          const rule = JSON.stringify({ from: relayed, peers: [service.name] });
           out.add(
             "error",
             first ? "unmet-weight" : "denied-caller",
             first ? at("routes", first.r, "split", "weights", backend.name) : at("backends", b),
-            `${backend.service}'s policy allows no request from '${service.name}'${first ? `, so the ${first.route.split.weights[backend.name] ?? 0}% of route '${first.route.name ?? first.r}' sent to ${backend.name} can never be served (403)` : ""}`,
-            `Allow '${service.name}' in ${backend.service}'s policy, or move the weight to another backend.`,
+            `${backend.service}'s policy allows none of the requests ${service.name} relays to it (from ${relayed.map((o) => `'${o}'`).join(", ")}, through '${service.name}')${first ? `, so the ${first.route.split.weights[backend.name] ?? 0}% of route '${first.route.name ?? first.r}' sent to ${backend.name} can never be served (403)` : ""}`,
+            `A rule's "from" matches the request's origin, not the proxy that relays it: if ${backend.service} should serve these requests, add ${rule} to its policy's "allow" (narrowed by path and method); otherwise move the weight to another backend.`,
           );
         }
       }
@@ -349,6 +388,9 @@ function workerFindings(loaded: LoadedManifest, cwd: string, out: Finding[], man
         out.push(tomlFinding("error", "binding-mismatch", deployment.configPath, cwd, section, `"${binding.binding}"`, `${site.script} binds ${binding.binding} to ${have.service}; the manifest says ${binding.service}`, "Run `npx weft generate`."));
       } else if (have.props?.caller !== caller) {
         out.push(tomlFinding("error", "wrong-identity", deployment.configPath, cwd, section, `"${binding.binding}"`, `${site.script} calls ${binding.service} as '${typeof have.props?.caller === "string" ? have.props.caller : "internet"}', but it is part of ${site.service}: policies would judge it as the wrong service`, `Run \`npx weft generate\` (props = { caller = "${caller}" }).`));
+      } else if (JSON.stringify(have.props ?? null) !== JSON.stringify(binding.props ?? null)) {
+        // Only proxies relay: a worker whose props say hop = "proxy" could claim any origin in x-weft-origin.
+        out.push(tomlFinding("error", "wrong-identity", deployment.configPath, cwd, section, `"${binding.binding}"`, `${site.script} calls ${binding.service} with props ${JSON.stringify(have.props)}, not ${JSON.stringify(binding.props)}${have.props?.hop !== undefined ? ": a worker marked as a relaying proxy could name any origin in x-weft-origin" : ""}`, `Run \`npx weft generate\` (props = { caller = "${caller}" }).`));
       }
     }
     for (const binding of deployment.services) {

@@ -3,10 +3,12 @@
  * - the admin config (`config/mesh.json`): the manifest's services without the deploy facts;
  * - the proxy's wrangler config (`workers/proxy/wrangler.toml`): one `[env.<service>]` per service
  *   with its vars, public routes, the CONTROL_PLANE binding, one binding per worker or mesh backend
- *   and its Durable Object bindings — the whole file;
+ *   (a mesh backend's with `props = { caller = "<this service>", hop = "proxy" }`: the next proxy
+ *   then believes the origin this proxy relays) and its Durable Object bindings — the whole file;
  * - in each backend worker's own wrangler config, the `services` key of its section: the bindings
- *   to the proxies of the services it calls, with `props = { caller = "<its service>" }`. The rest
- *   of those files (code, Durable Objects, migrations, comments) belongs to the service's team.
+ *   to the proxies of the services it calls, with `props = { caller = "<its service>" }` and no
+ *   `hop`, so a worker's calls are always its own. The rest of those files (code, Durable Objects,
+ *   migrations, comments) belongs to the service's team.
  * Output is byte-stable: generating twice changes nothing.
  */
 import { readFileSync } from "node:fs";
@@ -39,7 +41,9 @@ const PROXY_HEADER = [
   '# deployment (`wrangler deploy --env pim` → worker "weft-proxy-pim"). A proxy needs:',
   "#   - WEFT_SERVICE: the service it fronts (its slice of the mesh config),",
   "#   - CONTROL_PLANE: a binding to the control plane's ConfigService entrypoint,",
-  "#   - one service binding per internal backend named in the mesh config,",
+  "#   - one service binding per internal backend named in the mesh config (to another service's",
+  '#     proxy, a `mesh` backend, with props = { caller = "<this service>", hop = "proxy" }: the next',
+  "#     proxy then believes the origin this one relays in x-weft-origin),",
   "#   - the public routes of the service, if it is reachable from the internet.",
   "# Environments do not inherit vars/services/routes, hence the repetition per service.",
   '# Telemetry vars: WEFT_ACCESS_LOG = "errors" (default: one JSON line, to Workers Logs, per failed,',
@@ -81,13 +85,22 @@ function durableObjects(bindings: ReadonlyArray<DurableObjectBinding>): TomlValu
   };
 }
 
+/**
+ * The props of a binding to another service's proxy. `hop = "proxy"` says the caller is a proxy
+ * relaying requests (whose origin it names in `x-weft-origin`); without it the caller is worker
+ * code, whose requests are its own. Props are set by the deployer; the caller's code cannot change them.
+ */
+export function callerProps(caller: string, hop: "proxy" | "worker"): Record<string, string> {
+  return hop === "proxy" ? { caller, hop: "proxy" } : { caller };
+}
+
 /** The service bindings of a service's proxy: the control plane, then one per worker or mesh backend. */
 export function proxyBindings(manifest: Manifest, service: ManifestService): RawService[] {
   return [
     { binding: "CONTROL_PLANE", service: manifest.controlPlane.script, entrypoint: manifest.controlPlane.entrypoint },
     ...service.backends.flatMap((backend): RawService[] => {
       if (backend.type === "worker") return [{ binding: backend.binding, service: backend.script }];
-      if (backend.type === "mesh") return [{ binding: backend.binding, service: proxyScript(manifest, backend.service), props: { caller: service.name } }];
+      if (backend.type === "mesh") return [{ binding: backend.binding, service: proxyScript(manifest, backend.service), props: callerProps(service.name, "proxy") }];
       return [];
     }),
   ];
@@ -170,7 +183,7 @@ export function workerBindings(manifest: Manifest, service: ManifestService, scr
   const backend = service.backends.find((b) => b.type === "worker" && b.script === script);
   const calls = backend?.type === "worker" ? (backend.calls ?? {}) : {};
   return [
-    ...Object.entries(calls).map(([binding, callee]) => ({ binding, service: proxyScript(manifest, callee), props: { caller: service.name } })),
+    ...Object.entries(calls).map(([binding, callee]) => ({ binding, service: proxyScript(manifest, callee), props: callerProps(service.name, "worker") })),
     ...current.filter((b) => !isProxyBinding(manifest, b)),
   ];
 }

@@ -40,7 +40,7 @@ const CASES: Case[] = [
   { fixture: "missing-binding", code: "missing-binding", severity: "error", at: { file: relative("workers", "proxy", "wrangler.toml"), needle: "[env.api]" }, message: /the proxy of api has no API_V3 binding \(to weft-api-v2\): requests for backend 'api-v3' \(up to 10% of a route\) fail with 502/ },
   { fixture: "missing-control-plane", code: "missing-binding", severity: "error", at: { file: relative("broken", "proxy-without-control-plane.toml"), needle: "[env.api]" }, message: /the proxy of api has no CONTROL_PLANE binding .*: it cannot load its config/ },
   { fixture: "missing-control-plane", code: "egress-unsigned", severity: "error", at: { file: relative("broken", "proxy-without-control-plane.toml"), needle: "[env.api]" }, message: /calls from api to payments cannot be signed/ },
-  { fixture: "unmet-weight", code: "unmet-weight", severity: "error", at: { pointer: "/services/0/routes/0/split/weights/api", needle: '"api": 30' }, message: /api's policy allows no request from 'web', so the 30% of route 'all' sent to api can never be served/ },
+  { fixture: "unmet-weight", code: "unmet-weight", severity: "error", at: { pointer: "/services/0/routes/0/split/weights/api", needle: '"api": 30' }, message: /api's policy allows none of the requests web relays to it \(from 'internet', through 'web'\), so the 30% of route 'all' sent to api can never be served/ },
   { fixture: "denied-caller", code: "denied-caller", severity: "error", at: { pointer: "/services/0/backends/0/calls/API", needle: '"API": "api"' }, message: /web calls api, but api's policy allows no request from 'web'/ },
   { fixture: "no-policy", code: "no-policy", severity: "warning", at: { pointer: "/services/1/name", needle: '"name": "api"' }, message: /service 'api' has no authorization policy/ },
   { fixture: "egress-no-provider", code: "egress-no-provider", severity: "warning", at: { pointer: "/services/1/backends/2/name", needle: '"name": "payments"' }, message: /external backend 'payments' names no provider/ },
@@ -48,6 +48,7 @@ const CASES: Case[] = [
   { fixture: "insecure-origin", code: "insecure-origin", severity: "error", at: { pointer: "/services/1/backends/2/origin", needle: '"origin"' }, message: /external origin must use https/ },
   { fixture: "local-origin", code: "local-origin", severity: "warning", at: { pointer: "/services/1/backends/2/origin", needle: '"origin"' }, message: /accepted by the local mesh \(npm start\) only/ },
   { fixture: "wrong-identity", code: "wrong-identity", severity: "error", at: { file: relative("workers", "web-forged", "wrangler.toml"), needle: 'binding = "API"' }, message: /weft-web-forged calls weft-proxy-api as 'admin', but it is part of web/ },
+  { fixture: "relay-identity", code: "wrong-identity", severity: "error", at: { file: relative("workers", "web-relay", "wrangler.toml"), needle: 'binding = "API"' }, message: /weft-web-relay calls weft-proxy-api with props \{"caller":"web","hop":"proxy"\}, not \{"caller":"web"\}: a worker marked as a relaying proxy could name any origin/ },
   { fixture: "bypasses-proxy", code: "bypasses-proxy", severity: "error", at: { file: relative("workers", "web-direct", "wrangler.toml"), needle: "API_DIRECT" }, message: /binds API_DIRECT straight to weft-api-v1, a backend of api/ },
   { fixture: "public-backend", code: "public-backend", severity: "error", at: { file: relative("workers", "api-public", "wrangler.toml"), needle: "#" }, message: /weft-api-public is reachable without its proxy \(workers_dev is not false\)/ },
   { fixture: "unknown-script", code: "unknown-script", severity: "warning", at: { pointer: "/services/0/backends/0/script", needle: '"weft-nowhere"' }, message: /no wrangler config in this repository deploys 'weft-nowhere'/ },
@@ -114,6 +115,29 @@ describe("weft check finds", () => {
     }
     // Any error makes the check fail.
     if (c.severity === "error") expect(runs.get(c.fixture)?.code).toBe(1);
+  });
+
+  it("judges a mesh backend by the origins it relays, and never advises allowing the relaying service", async () => {
+    // web is public: what it relays to api is the internet's requests. api allowing 'web' does not serve them.
+    const unmet = findingsOf("unmet-weight").find((f) => f.code === "unmet-weight");
+    expect(unmet?.fix).toContain('{"from":["internet"],"peers":["web"]}');
+    expect(unmet?.fix).not.toMatch(/Allow 'web'/);
+    // Allowing the internet through web (the advice) clears it; so does allowing the internet from anywhere.
+    const dir = mkdtempSync(path.join(tmpdir(), "weft-check-"));
+    temporary.push(dir);
+    cpSync(FIXTURES, dir, { recursive: true });
+    const manifestFile = path.join(dir, "weft.manifest.json");
+    const manifest = JSON.parse(readFileSync(path.join(FIXTURES, "unmet-weight.json"), "utf8")) as { services: Array<{ name: string; policy?: unknown }> };
+    for (const allow of [[{ from: ["internet"], peers: ["web"] }], [{ from: ["internet"] }]]) {
+      const api = manifest.services.find((s) => s.name === "api");
+      if (api) api.policy = { allow };
+      writeFileSync(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
+      expect((await weft(["generate", "-f", manifestFile])).code).toBe(0);
+      const run = await weft(["check", "--json", "-f", manifestFile]);
+      const codes = (JSON.parse(run.stdout) as { findings: Finding[] }).findings.map((f) => f.code);
+      expect(codes, JSON.stringify(allow)).not.toContain("unmet-weight");
+      expect(codes).not.toContain("denied-caller");
+    }
   });
 
   it("each missing generated file once (a missing proxy config is not reported twice)", () => {

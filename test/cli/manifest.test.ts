@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { deploymentsOf, ROOT } from "../../scripts/deployments.ts";
+import { workerOptions } from "../../scripts/mesh.ts";
 import { generateFiles } from "../../cli/manifest/generate.ts";
 import { adminConfigOf, loadManifest } from "../../cli/manifest/load.ts";
 import { proxyScript, type ManifestInput } from "../../cli/manifest/schema.ts";
@@ -143,6 +144,26 @@ describe("weft generate", () => {
       { name: "LOCAL", class_name: "LocalState" },
     ]);
     expect(proxy?.content).toContain('[triggers]\ncrons = ["*/5 * * * *"]');
+  });
+
+  it("marks a mesh backend's binding as a proxy hop and a worker's calls as its own, and the local runner passes both props on", () => {
+    // Issue 14: the next proxy believes a relayed origin only from a binding whose props say hop = "proxy".
+    const dir = fixtureCopy();
+    const manifestFile = path.join(dir, "weft.manifest.json");
+    editManifest(manifestFile, (m) => {
+      m.services[0]?.backends.push({ name: "api", type: "mesh", service: "api", binding: "API_MESH" });
+    });
+    const files = generateFiles(loadManifest(manifestFile, dir), dir);
+    for (const file of files) writeFileSync(file.file, file.content);
+    const all = deploymentsOf(path.join(dir, "workers", "proxy", "wrangler.toml"));
+    const proxy = all.find((d) => d.env === "web");
+    expect(proxy?.services.find((s) => s.binding === "API_MESH")).toEqual({ binding: "API_MESH", service: "weft-proxy-api", props: { caller: "web", hop: "proxy" } });
+    const worker = deploymentsOf(path.join(dir, "workers", "web", "wrangler.toml"))[0];
+    expect(worker?.services).toEqual([{ binding: "API", service: "weft-proxy-api", props: { caller: "web" } }]);
+    // What Miniflare (npm start, the mesh tests) gets: the props as written.
+    if (!proxy || !worker) throw new Error("no deployments");
+    expect(workerOptions(proxy, "", all).serviceBindings).toMatchObject({ API_MESH: { name: "weft-proxy-api", props: { caller: "web", hop: "proxy" } } });
+    expect(workerOptions(worker, "", [worker]).serviceBindings).toEqual({ API: { name: "weft-proxy-api", props: { caller: "web" } } });
   });
 
   it("refuses a manifest the control plane would refuse, names the problem, and writes nothing", async () => {

@@ -10,7 +10,9 @@ import { parseWeights } from "../../cli/commands/split.ts";
 import { healthOf } from "../../cli/commands/status.ts";
 import { diffConfigs, renderDiff, summarizeDiff } from "../../cli/diff.ts";
 import { CliError, EXIT } from "../../cli/errors.ts";
+import { originsOf } from "../../cli/manifest/check.ts";
 import { jsonLines, lineOf } from "../../cli/manifest/locate.ts";
+import { Manifest, type ManifestServiceInput } from "../../cli/manifest/schema.ts";
 import { parsePlainToml, setSectionKey } from "../../cli/manifest/toml.ts";
 import { plain } from "../../cli/output.ts";
 
@@ -193,5 +195,32 @@ describe("JSON line numbers", () => {
     expect(lines.get("/services/0/name")).toBe(4);
     expect(lines.get("/services/0/routes/0/split/weights/a~1b")).toBe(5);
     expect(lineOf(lines, "/services/0/policy/allow")).toBe(3);
+  });
+});
+
+describe("origins that reach a service (weft check)", () => {
+  it("follows mesh backends to the origins the relaying service receives, not the relay itself", () => {
+    const service = (name: string, extra: Partial<ManifestServiceInput>): ManifestServiceInput => ({
+      name,
+      backends: [{ name, type: "worker", binding: "W", script: `weft-${name}` }],
+      routes: [{ name: "all", match: { path: "/*" }, split: { weights: { [name]: 100 } } }],
+      ...extra,
+    });
+    const manifest = Manifest.parse({
+      manifestVersion: 1,
+      proxy: { compatibilityDate: "2026-11-01" },
+      services: [
+        // edge is public and relays everything to api; batch's worker calls edge; api's worker calls db.
+        service("edge", { publicRoutes: [{ pattern: "shop.test/*" }], backends: [{ name: "api", type: "mesh", service: "api", binding: "API" }], routes: [{ name: "all", split: { weights: { api: 100 } } }] }),
+        service("batch", { backends: [{ name: "batch", type: "worker", binding: "B", script: "weft-batch", calls: { EDGE: "edge" } }] }),
+        service("api", { backends: [{ name: "api", type: "worker", binding: "A", script: "weft-api", calls: { DB: "db" } }] }),
+        service("db", {}),
+      ],
+    });
+    const origins = originsOf(manifest);
+    expect([...(origins.get("edge") ?? [])].sort()).toEqual(["batch", "internet"]);
+    expect([...(origins.get("api") ?? [])].sort()).toEqual(["batch", "internet"]); // never "edge"
+    expect([...(origins.get("db") ?? [])]).toEqual(["api"]);
+    expect([...(origins.get("batch") ?? [])]).toEqual([]);
   });
 });

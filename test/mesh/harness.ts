@@ -20,6 +20,23 @@ export const ECHO_SERVICE = {
   ],
 } satisfies MeshConfigInput["services"][number];
 
+/**
+ * A service whose only backend is the echo service, reached through echo's proxy (a `mesh`
+ * backend, test/fixtures/mesh-fixture/proxy.wrangler.toml): what it relays keeps its origin
+ * (issue 14). Seed it with {@link RELAYED_ECHO_SERVICE}, which serves what it relays.
+ */
+export const RELAY_SERVICE = {
+  name: "relay",
+  backends: [{ name: "echo", type: "mesh", service: "echo", binding: "ECHO_MESH" }],
+  routes: [{ name: "all", match: { path: "/relay/*" }, split: { weights: { echo: 100 } } }],
+} satisfies MeshConfigInput["services"][number];
+
+/** The echo service with a route for the requests {@link RELAY_SERVICE} relays (/relay/*). */
+export const RELAYED_ECHO_SERVICE = {
+  ...ECHO_SERVICE,
+  routes: [...ECHO_SERVICE.routes, { name: "relayed", match: { path: "/relay/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } } }],
+} satisfies MeshConfigInput["services"][number];
+
 export interface TestMesh {
   mesh: RunningMesh;
   adminPort: number;
@@ -56,6 +73,8 @@ export interface TestMeshOptions {
   /** Control plane port to reuse (a restarted mesh keeps its issuer URL). */
   adminPort?: number;
   vendorPort?: number;
+  /** The test services seeded after the demo's (default: the echo service). */
+  services?: MeshConfigInput["services"];
 }
 
 export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
@@ -96,7 +115,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
   };
   if (options.seed ?? true) {
     const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
-    const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE] }) });
+    const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ...(options.services ?? [ECHO_SERVICE])] }) });
     if (!seeded.ok) throw new Error(`seeding failed: ${seeded.status} ${await seeded.text()}`);
   }
   return {

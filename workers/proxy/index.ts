@@ -21,7 +21,7 @@ import { capped, pathOf } from "./bounded.ts";
 import { authenticateUser, checkRequestContract, checkResponseContract } from "./checks.ts";
 import type { SliceState } from "./config-cache.ts";
 import { MAX_REQUEST_BYTES } from "./forward.ts";
-import { CALLER_HEADER, callerOf, deadlineOf, INTERNET } from "./identity.ts";
+import { deadlineOf, identify, identityEdits, INTERNET, type Identity } from "./identity.ts";
 import { backendRequest, HeaderEdits, type Outbound } from "./outbound.ts";
 import type { CompiledBackend, CompiledSlice, RoutePlan } from "./plan.ts";
 import { checkHealth, probeCandidate } from "./probes.ts";
@@ -53,7 +53,7 @@ interface Exchange {
   request: Request;
   ctx: ExecutionContext;
   proxy: ServiceProxy;
-  caller: string;
+  who: Identity;
   hop: Hop;
   trail: Trail;
 }
@@ -62,13 +62,14 @@ export default {
   fetch(request, env, ctx): Promise<Response> | Response {
     const proxy = proxyFor(env);
     if (proxy instanceof Response) return proxy;
-    // identity: from the binding's props (set by the deployer), else the internet
-    const caller = callerOf(ctx.props);
+    // identity: the peer from the binding's props (set by the deployer, else the internet), and the
+    // origin a proxy peer relays
+    const who = identify(ctx.props, request.headers);
     // trace: continue a mesh caller's trace, or sample one here
-    const hop = beginHop(request, caller !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
-    const exchange: Exchange = { request, ctx, proxy, caller, hop, trail: { route: undefined, backend: undefined, attempts: 1, configVersion: undefined } };
-    // telemetry: one record per request, whatever the outcome
-    const finish = (status: number): void => proxy.telemetry.finish(hop, request, caller, exchange.trail, status, (p) => ctx.waitUntil(p));
+    const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
+    const exchange: Exchange = { request, ctx, proxy, who, hop, trail: { route: undefined, backend: undefined, attempts: 1, configVersion: undefined } };
+    // telemetry: one record per request, whatever the outcome; its caller is the peer (graph edges are hops)
+    const finish = (status: number): void => proxy.telemetry.finish(hop, request, who.peer, exchange.trail, status, (p) => ctx.waitUntil(p));
     return serve(exchange).then(
       (response) => {
         finish(response.status);
@@ -106,7 +107,7 @@ const PROBE_WINDOW_MS = 55_000;
 
 /** The chain. Each step continues or returns its response; nothing below a step runs once it stops. */
 async function serve(exchange: Exchange): Promise<Response> {
-  const { request, ctx, proxy, caller, trail } = exchange;
+  const { request, ctx, proxy, who, trail } = exchange;
   const state: SliceState = await proxy.config.current((p) => ctx.waitUntil(p));
   if (state.kind !== "ready") return problemResponse(503, "no-config", "Service not configured", { detail: state.detail });
   const slice = state.slice;
@@ -114,19 +115,20 @@ async function serve(exchange: Exchange): Promise<Response> {
   const declared = Number(request.headers.get("content-length") ?? 0);
   if (declared > MAX_REQUEST_BYTES) return problemResponse(413, "too-large", "Request body too large", { detail: `limit is ${MAX_REQUEST_BYTES} bytes` });
   const path = pathOf(request.url);
-  const edits = identityHeaders(exchange);
   if (slice.checked.length > 0) checkHealth(proxy, slice, proxy.egress(slice.service), (p) => ctx.waitUntil(p));
 
-  // authorization
-  const decision = authorize(slice.policy, { caller, method: request.method, path });
+  // authorization: `from` matches the origin, `peers` the immediate caller
+  const decision = authorize(slice.policy, { origin: who.origin, peer: who.peer, method: request.method, path });
   if (decision.kind === "deny") {
-    return problemResponse(403, "forbidden", "Forbidden", { detail: `'${caller}' may not ${request.method} ${path} on service '${slice.service}'`, reason: decision.reason });
+    const through = who.peer === who.origin ? "" : ` (through '${who.peer}')`;
+    return problemResponse(403, "forbidden", "Forbidden", { detail: `'${who.origin}'${through} may not ${request.method} ${path} on service '${slice.service}'`, reason: decision.reason });
   }
 
   // route
   const route = slice.routes.find((r) => r.matches(request.method, path, request.headers));
   if (!route) return problemResponse(404, "no-route", "No route", { detail: `service '${slice.service}' has no route for ${request.method} ${path}` });
   trail.route = route.name;
+  const edits = backendHeaders(exchange, route);
 
   // authentication: a verified end-user token, whose claims reach the service in x-weft-claims
   let claims: JWTPayload | undefined;
@@ -138,7 +140,7 @@ async function serve(exchange: Exchange): Promise<Response> {
   }
 
   // rate limit: after authentication, so a verified claim can be the key
-  const limited = route.rateLimits.length === 0 ? undefined : await checkRateLimits(slice.service, route.rateLimits, request, caller, claims, proxy.controlPlane);
+  const limited = route.rateLimits.length === 0 ? undefined : await checkRateLimits(slice.service, route.rateLimits, request, who.origin, claims, proxy.controlPlane);
   if (limited?.kind === "deny") return limited.response;
 
   // contract (request body)
@@ -152,7 +154,7 @@ async function serve(exchange: Exchange): Promise<Response> {
   // split: the route's weighted, sticky split; ejected backends' slots lent to healthy ones
   const avoid = proxy.health.avoiding(Date.now());
   const owners = avoid.size === 0 ? route.owners : healthyOwners(route.owners, route.weights, avoid);
-  const placement = place(route, owners, request, caller);
+  const placement = place(route, owners, request, who.peer);
   const backend = slice.backends.get(placement.decision.backend);
   if (!backend) return problemResponse(502, "no-backend", "No backend", { detail: `route '${route.name}' has no backend for this request` });
   trail.backend = backend.name;
@@ -163,9 +165,10 @@ async function serve(exchange: Exchange): Promise<Response> {
   const chunked = !outbound.body && stream && request.headers.get("content-length") === null ? capped(stream, MAX_REQUEST_BYTES) : undefined;
   if (chunked) outbound.body = chunked.stream;
   const forwarded = backendRequest(request, edits, outbound);
-  const egress = proxy.egress(caller);
+  // A third party's token names the service the call is for: the origin when it is one.
+  const egress = proxy.egress(who.origin);
   if (route.mirror) mirror(route, slice.backends, forwarded, egress, (p) => ctx.waitUntil(p));
-  const delivery = await send(proxy, route, backend, forwarded, { egress, deadlineAt: deadlineOf(request, caller, route.timeoutMs, Date.now()) });
+  const delivery = await send(proxy, route, backend, forwarded, { egress, deadlineAt: deadlineOf(request, who, route.timeoutMs, Date.now()) });
   trail.backend = delivery.backend.name;
   trail.attempts = delivery.attempts;
   if (chunked?.exceeded()) return problemResponse(413, "too-large", "Request body too large", { detail: `limit is ${MAX_REQUEST_BYTES} bytes` });
@@ -177,15 +180,10 @@ async function serve(exchange: Exchange): Promise<Response> {
   return respond(response, { proxy, slice, route, delivery, placement, rateHeaders: limited?.headers ?? [] });
 }
 
-/**
- * The identity step's mark on the backend's request: an internal caller's verified name in
- * `x-weft-caller`; from the internet every `x-weft-*` header is removed (so a request without
- * `x-weft-caller` came from the internet). The trace step's header, when the trace changed.
- */
-function identityHeaders({ request, caller, hop }: Exchange): HeaderEdits {
+/** The backend's headers so far: the identity step's (see identityEdits) and the trace step's, when the trace changed. */
+function backendHeaders({ request, who, hop }: Exchange, route: RoutePlan): HeaderEdits {
   const edits = new HeaderEdits();
-  if (caller === INTERNET) edits.stripMeshHeaders(request.headers);
-  else edits.set(CALLER_HEADER, caller);
+  identityEdits(edits, request.headers, who, route.relays);
   if (hop.dropTrace) {
     edits.remove("traceparent");
     edits.remove("tracestate");

@@ -26,6 +26,8 @@ export interface CompiledBackend {
   healthCheck: HealthCheck | undefined;
   /** The rehearsal fault for this backend, if one is configured. */
   fault: FaultRule | undefined;
+  /** Another service's proxy (a `mesh` backend): requests to it carry their origin. */
+  mesh: boolean;
 }
 
 /** Everything the request path needs to know about one route, fixed for a config version. */
@@ -51,6 +53,8 @@ export interface RoutePlan {
   mirror: MirrorPolicy | undefined;
   /** The backend deduplicates by Idempotency-Key, so keyed POSTs may be sent twice. */
   honoursIdempotencyKey: boolean;
+  /** Some backend of this route (split, failover or mirror) is another service's proxy: requests carry `x-weft-origin`. */
+  relays: boolean;
 }
 
 export interface CompiledSlice {
@@ -130,7 +134,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
     slice.backends.map((b) => [
       b.name,
       // The first rule for a backend wins, as decideFault reads them.
-      { name: b.name, target: compileTarget(slice.service, b, context), healthCheck: b.healthCheck, fault: faults.find((f) => f.backend === b.name) },
+      { name: b.name, target: compileTarget(slice.service, b, context), healthCheck: b.healthCheck, fault: faults.find((f) => f.backend === b.name), mesh: b.type === "mesh" },
     ]),
   );
   return {
@@ -142,6 +146,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
     checked: [...backends.values()].filter((b) => b.healthCheck !== undefined),
     routes: slice.routes.map((route) => {
       const [from, name] = route.split.sticky?.split(":", 2) ?? [];
+      const reached = [...Object.keys(route.split.weights), ...(route.failover ?? []), ...(route.mirror ? [route.mirror.backend] : [])];
       return {
         name: route.name,
         matches: compileMatch(route.match),
@@ -158,6 +163,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
         failover: (route.failover ?? []).flatMap((backend) => backends.get(backend) ?? []),
         mirror: route.mirror,
         honoursIdempotencyKey: route.honoursIdempotencyKey === true,
+        relays: reached.some((backend) => backends.get(backend)?.mesh === true),
       };
     }),
   };
