@@ -6,7 +6,7 @@
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
 import type { Backend, FaultRule, HealthCheck, MirrorPolicy, Policy, RateLimitRule, RetryPolicy, RouteMatch } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
-import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
+import type { EgressDataPolicy, RouteAuth, RouteWebhook, VendorAuth } from "../../shared/policy-schemas.ts";
 import { OriginBalancer } from "../../shared/balancer.ts";
 import { egressBase } from "../../shared/egress.ts";
 import type { LimitSpec } from "../../shared/rate-limit.ts";
@@ -16,7 +16,7 @@ import { expandLayout } from "../../shared/split.ts";
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
 export type Target =
   | { kind: "binding"; fetcher: Fetcher }
-  | { kind: "external"; balancer: OriginBalancer; provider: string; egress: EgressDataPolicy | undefined; quota: LimitSpec | undefined }
+  | { kind: "external"; balancer: OriginBalancer; provider: string; egress: EgressDataPolicy | undefined; quota: LimitSpec | undefined; auth: VendorAuth | undefined }
   | { kind: "missing"; reason: string };
 
 export interface CompiledBackend {
@@ -34,6 +34,8 @@ export interface CompiledRoute {
   salt: string;
   sticky: { from: "cookie" | "header"; name: string } | undefined;
   auth: { settings: RouteAuth; keys: JWTVerifyGetKey } | undefined;
+  /** Inbound webhook verification (workers/proxy/webhook.ts). */
+  webhook: RouteWebhook | undefined;
   contract: CompiledContract | undefined;
   timeoutMs: number | undefined;
   retries: RetryPolicy | undefined;
@@ -90,7 +92,7 @@ function compileTarget(service: string, backend: Backend, bindings: object): Tar
     const quota: LimitSpec | undefined = backend.quota
       ? { algorithm: backend.quota.algorithm, limit: backend.quota.limit, periodSeconds: backend.quota.periodSeconds, ...(backend.quota.burst ? { burst: backend.quota.burst } : {}) }
       : undefined;
-    return { kind: "external", balancer: balancerFor(service, backend.name, origins), provider: backend.provider ?? backend.name, egress: backend.egress, quota };
+    return { kind: "external", balancer: balancerFor(service, backend.name, origins), provider: backend.provider ?? backend.name, egress: backend.egress, quota, auth: backend.auth };
   }
   const fetcher: unknown = Reflect.get(bindings, backend.binding);
   return isFetcher(fetcher)
@@ -132,6 +134,7 @@ export function compileSlice(slice: ServiceSlice, bindings: object): CompiledSli
         salt: `${slice.service}/${route.name}`,
         sticky: (from === "cookie" || from === "header") && name ? { from, name } : undefined,
         auth: route.auth ? { settings: route.auth, keys: keysFor(route.auth) } : undefined,
+        webhook: route.webhook,
         contract: route.contract ? compileContract(route.contract) : undefined,
         timeoutMs: route.timeoutMs,
         retries: route.retries,

@@ -24,6 +24,7 @@ import { checkRateLimits, type RateDecision } from "./rate-limit.ts";
 import { CLAIMS_HEADER, decodeClaims } from "../../shared/user-auth.ts";
 import { callerOf, DEADLINE_HEADER, deadlineOf, inboundHeaders, INTERNET, outboundRequest } from "./identity.ts";
 import { place, type Placement } from "./split.ts";
+import { routeWebhook } from "./webhook.ts";
 import { beginHop, ServiceTelemetry, telemetrySettings, type Hop, type Trail } from "./telemetry.ts";
 
 interface Proxy {
@@ -148,7 +149,7 @@ function chain(request: Request, ctx: ExecutionContext, proxy: Proxy, state: Sli
 
   const headers = inboundHeaders(request, caller, hop);
   const simple =
-    backend.target.kind === "binding" && !route.auth && !route.contract && route.timeoutMs === undefined && !route.mirror &&
+    backend.target.kind === "binding" && !route.auth && !route.webhook && !route.contract && route.timeoutMs === undefined && !route.mirror &&
     (limited === undefined || (!(limited instanceof Promise) && limited.kind === "allow" && limited.headers.length === 0)) &&
     slice.faults.length === 0 && (caller === INTERNET || !request.headers.has(DEADLINE_HEADER));
   if (simple && backend.target.kind === "binding") {
@@ -188,6 +189,8 @@ async function checkedChain(
   // authentication (end-user JWT, per route)
   const authenticated = route.auth ? await authenticateUser(route, request, inbound) : { kind: "continue" as const, value: inbound };
   if (authenticated.kind === "stop") return authenticated.response;
+  const hooked = await routeWebhook(route, request, authenticated.value, proxy.controlPlane, slice.service);
+  if (hooked.kind === "stop") return hooked.response;
 
   // rate limits: counted before the split, or here after authentication (a verified claim can be the key)
   const claims = authenticated.value.get(CLAIMS_HEADER);
@@ -196,7 +199,7 @@ async function checkedChain(
   if (limited.kind === "deny") return limited.response;
 
   // contract (request body)
-  const checked = route.contract ? await checkRequestContract(slice.service, route, request) : { kind: "continue" as const, value: request };
+  const checked = route.contract ? await checkRequestContract(slice.service, route, hooked.value) : { kind: "continue" as const, value: hooked.value };
   if (checked.kind === "stop") return checked.response;
 
   // resilience + forward (deadline, retries, failover, faults, outlier detection, mirroring)
