@@ -25,7 +25,8 @@ export const MAX_WEBHOOK_BODY_BYTES = 1024 * 1024;
 export const WEBHOOK_SCHEME_HEADER = "x-weft-webhook-scheme";
 /** The verified delivery (event) id, when the scheme has one. */
 export const WEBHOOK_ID_HEADER = "x-weft-webhook-id";
-const REPLAY_TIMEOUT_MS = 2_000;
+// Providers wait 10-30 s for an answer; a cold replay shard can take a couple of seconds to start.
+const REPLAY_TIMEOUT_MS = 5_000;
 
 /** Records a delivery key for `ttlSeconds`; "replay" if it was already recorded. */
 export interface ReplayGuard {
