@@ -137,15 +137,12 @@ export class VendorTokens extends DurableObject<ControlPlaneEnv> {
   // object simply asks the provider again.
   private current: (VendorToken & { issuedAt: number }) | undefined;
   private pending: Promise<VendorToken & { issuedAt: number }> | undefined;
-  /** Token requests this object made (reported for tests and `weft` diagnostics). */
-  private fetched = 0;
 
   /** A usable token, fetched at most once at a time however many callers ask. */
   async token(request: TokenRequest): Promise<VendorToken> {
     if (request.rejected !== undefined && this.current?.accessToken === request.rejected) this.current = undefined;
     if (this.current && tokenUsable(this.current, Date.now())) return { accessToken: this.current.accessToken, expiresAt: this.current.expiresAt };
     if (this.pending === undefined) {
-      this.fetched++;
       this.pending = fetchClientCredentialsToken(request, () => Date.now()).finally(() => {
         this.pending = undefined;
       });
@@ -153,10 +150,5 @@ export class VendorTokens extends DurableObject<ControlPlaneEnv> {
     const fresh = await this.pending;
     this.current = fresh;
     return { accessToken: fresh.accessToken, expiresAt: fresh.expiresAt };
-  }
-
-  /** How many token requests this object has sent since it started. */
-  requests(): number {
-    return this.fetched;
   }
 }
