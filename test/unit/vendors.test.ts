@@ -6,7 +6,7 @@
 import { exports } from "cloudflare:workers";
 import { exportPKCS8, exportSPKI, generateKeyPair, importSPKI, jwtVerify } from "jose";
 import Stripe from "stripe";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { clearCredentialCaches, secretsFrom, vendorCredential, type CredentialDeps, type EgressCall } from "../../workers/proxy/egress-credentials.ts";
 import { controlPlaneReplayGuard, verifyWebhook, webhookStep, type ReplayGuard } from "../../workers/proxy/webhook.ts";
@@ -29,6 +29,12 @@ function eventBody(id: string): string {
 
 describe("the proxy's webhook step", () => {
   const guard = (service: string): ReplayGuard => controlPlaneReplayGuard(controlPlane, service);
+
+  // The first call starts the replay shard's SQLite object; on a loaded machine that alone can
+  // take seconds, which is not what these tests are about.
+  beforeAll(async () => {
+    for (const service of ["orders", "payments"]) expect(await controlPlane.claimWebhookDelivery(service, "0".repeat(64), 1)).toBe("first");
+  }, 30_000);
 
   it("forwards a verified delivery with the same body bytes and the verified headers", async () => {
     const body = eventBody("evt_forward");
