@@ -78,6 +78,12 @@ beforeAll(async () => {
       origin: `${vendor.url}/oauth`,
       auth: { type: "oauth2-client-credentials", tokenUrl: `${oauth.issuer.url ?? ""}/token`, clientId: "weft-client", secret: "OAUTH_CLIENT_SECRET", scope: "notify" },
     },
+    {
+      name: "v-oauth-cold",
+      type: "external",
+      origin: `${vendor.url}/oauth-cold`,
+      auth: { type: "oauth2-client-credentials", tokenUrl: `${oauth.issuer.url ?? ""}/token`, clientId: "weft-client-2", secret: "OAUTH_CLIENT_SECRET", authMethod: "client_secret_post" },
+    },
     { name: "v-jwt", type: "external", origin: `${vendor.url}/jwt`, auth: { type: "private-key-jwt", secret: "VONAGE_PRIVATE_KEY", alg: "RS256", kid: "vonage-key", claims: { application_id: "app-1" }, ttlSeconds: 300 } },
   ] as const;
   const echo: MeshConfigInput["services"][number] = {
@@ -207,6 +213,13 @@ describe("vendor credentials held by the mesh", () => {
     expect(fresh).not.toBe(token);
     for (let i = 0; i < 5; i++) expect((await shop(`/echo/vendor/v-oauth/more-${i}`)).status).toBe(200);
     expect(tokenRequests - before).toBe(2);
+  });
+
+  it("oauth2 client credentials: 20 concurrent first calls share one token request (single flight in the token object)", async () => {
+    const before = tokenRequests;
+    const statuses = await Promise.all(Array.from({ length: 20 }, async (_, i) => (await shop(`/echo/vendor/v-oauth-cold/c-${i}`)).status));
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    expect(tokenRequests - before).toBe(1);
   });
 
   it("oauth2 client credentials: a short-lived token is replaced shortly before it expires", async () => {
