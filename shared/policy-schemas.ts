@@ -123,7 +123,10 @@ export const VendorAuth = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("basic"), username: z.string().min(1).max(256).regex(/^[^:]*$/, "a username has no ':'"), secret: SecretName }),
   z.strictObject({
     type: z.literal("oauth2-client-credentials"),
-    tokenUrl: z.url({ protocol: /^https?$/ }),
+    // The client secret travels to this URL: https, or plain http only to this machine (local tests).
+    tokenUrl: z
+      .url({ protocol: /^https?$/ })
+      .refine((url) => url.startsWith("https://") || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//.test(url), "the token URL must use https (http only to localhost)"),
     clientId: z.string().min(1).max(256),
     secret: SecretName,
     scope: z.string().max(1_024).optional(),

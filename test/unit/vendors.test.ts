@@ -215,6 +215,13 @@ describe("the admin API refuses secret values in config", () => {
     if (webhookSecret.startsWith("whsec_")) expect(text).not.toContain(webhookSecret);
   });
 
+  it("refuses an OAuth token URL that would send the client secret in clear to another host", async () => {
+    const auth = { type: "oauth2-client-credentials", tokenUrl: "http://auth.example.com/token", clientId: "weft", secret: "CLIENT_SECRET" };
+    const res = await admin("/admin/config", { method: "PUT", body: config(auth, "STRIPE_WEBHOOK_SECRET") });
+    expect(res.status).toBe(422);
+    expect(await res.text()).toContain("must use https");
+  });
+
   it("accepts secret names and keeps only the names in the stored config", async () => {
     const res = await admin("/admin/config", { method: "PUT", body: config({ type: "header", name: "x-api-key", secret: "PIM_API_KEY" }, ["STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_OLD"]) });
     expect(res.status).toBe(200);
