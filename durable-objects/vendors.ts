@@ -97,6 +97,26 @@ function basicCredentials(id: string, secret: string): string {
   return btoa(String.fromCharCode(...new TextEncoder().encode(`${form(id)}:${form(secret)}`)));
 }
 
+/** A response body as text, or undefined (and the rest cancelled) past `limit` bytes. */
+async function boundedText(response: Response, limit: number): Promise<string | undefined> {
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  const decoder = new TextDecoder();
+  return chunks.map((chunk) => decoder.decode(chunk, { stream: true })).join("") + decoder.decode();
+}
+
 /** Fetches a new token from the provider's token endpoint; errors never carry the secret. */
 export async function fetchClientCredentialsToken(request: TokenRequest, now: () => number): Promise<VendorToken & { issuedAt: number }> {
   const form = new URLSearchParams({ grant_type: "client_credentials" });
@@ -111,8 +131,8 @@ export async function fetchClientCredentialsToken(request: TokenRequest, now: ()
   }
   const issuedAt = now();
   const response = await fetch(request.tokenUrl, { method: "POST", headers, body: form.toString(), redirect: "manual", signal: AbortSignal.timeout(TOKEN_TIMEOUT_MS) });
-  const text = await response.text();
-  if (text.length > MAX_TOKEN_RESPONSE) throw new Error(`token endpoint answered ${response.status} with an oversized body`);
+  const text = await boundedText(response, MAX_TOKEN_RESPONSE);
+  if (text === undefined) throw new Error(`token endpoint answered ${response.status} with an oversized body`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
