@@ -100,12 +100,13 @@ function basicCredentials(id: string, secret: string): string {
 /** A response body as text, or undefined (and the rest cancelled) past `limit` bytes. */
 async function boundedText(response: Response, limit: number): Promise<string | undefined> {
   if (!response.body) return "";
-  const reader = response.body.getReader();
+  const reader: ReadableStreamDefaultReader<unknown> = response.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
+    if (!(value instanceof Uint8Array)) throw new TypeError("token response chunk is not bytes");
     size += value.byteLength;
     if (size > limit) {
       await reader.cancel();
