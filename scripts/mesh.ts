@@ -10,6 +10,7 @@ import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions as WorkerOpt
 import { configPaths, deploymentsOf, loadDeployments, ROOT, type Deployment, type RawService } from "./deployments.ts";
 
 export { configPaths, deploymentsOf, loadDeployments, ROOT, type Deployment };
+export { loadLocalSecrets, parseSecretsEnv, SECRETS_FILE, secretNamesOf } from "./secrets.ts";
 
 /** Bundles each distinct entry module once (a proxy's code is shared by all its instances). */
 export async function bundleMains(mains: string[]): Promise<Map<string, string>> {
@@ -146,6 +147,16 @@ export interface MeshOptions {
   accessLog?: string;
   /** Open workerd's inspector (CPU profiles, debugger) on this port: `ws://host:port/core:user:<worker>`. */
   inspectorPort?: number;
+  /**
+   * Vendor secrets (`NAME` → value) bound to every proxy as its secrets, as `wrangler secret put`
+   * does in production; workers that declare one of these names as a required secret get it too.
+   */
+  secrets?: Record<string, string>;
+}
+
+/** Whether a deployment runs the Weft proxy (which holds the vendor secrets). */
+function isProxy(deployment: Deployment): boolean {
+  return path.resolve(deployment.main) === path.join(ROOT, "workers", "proxy", "index.ts");
 }
 
 /** One console line of a worker, as workerd reports it. */
@@ -206,10 +217,11 @@ export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
       WEFT_JWKS_URL: `${issuer}/.well-known/jwks.json`,
       ...options.overrides?.vars,
     },
-    secrets: { WEFT_ADMIN_TOKEN: options.adminToken },
+    secrets: { ...options.secrets, WEFT_ADMIN_TOKEN: options.adminToken },
   };
   const workers: WorkerOptions[] = deployments.map((d) => {
-    const opts = workerOptions(d, code.get(d.main) ?? "", deployments, overrides);
+    const base = workerOptions(d, code.get(d.main) ?? "", deployments, overrides);
+    const opts = isProxy(d) && options.secrets ? { ...base, bindings: { ...base.bindings, ...options.secrets } } : base;
     const sockets = [
       ...(isControlPlane(d) ? [{ host, port: options.adminPort }] : []),
       ...(directPorts[d.name] !== undefined ? [{ host, port: directPorts[d.name] }] : []),

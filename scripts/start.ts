@@ -2,11 +2,11 @@
  * `npm start`: the whole mesh and the demo shop on workerd, locally, no account needed.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
-import { ACCESS_LOG_PREFIX, demoConfig, ROLLOUT_LOG_PREFIX, ROOT, startMesh, type RunningMesh } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, demoConfig, loadLocalSecrets, parseSecretsEnv, ROLLOUT_LOG_PREFIX, ROOT, SECRETS_FILE, secretNamesOf, startMesh, type RunningMesh } from "./mesh.ts";
 
 const HELP = `Usage: npm start [-- options]
 
@@ -26,6 +26,8 @@ Environment:
   WEFT_DEBUG_HEADERS "false" runs the proxies exactly as deployed, without x-weft-* response headers
                      (default "true": x-weft-backend, x-weft-route, … added; the request path is the same)
   WEFT_ACCESS_LOG    proxies' access log: all (default here), errors (deployed default), sample:0.01, off
+  <SECRET NAME>      a vendor secret the mesh config names (e.g. STRIPE_WEBHOOK_SECRET); wins over
+                     the same name in .weft/secrets.env (NAME=value lines; demo values generated once)
 `;
 
 const { values: args } = parseArgs({
@@ -71,6 +73,29 @@ function adminToken(): { token: string; source: string } {
   return { token, source: ".weft/admin-token (generated)" };
 }
 
+/**
+ * Demo values for the secrets the demo config names, generated once into .weft/secrets.env (like
+ * the admin token), so `npm start` works without setting any. Existing lines are never changed.
+ */
+const DEMO_SECRETS: Record<string, () => string> = {
+  // A Stripe endpoint secret has this shape; sign test events with it (README, "Webhooks").
+  STRIPE_WEBHOOK_SECRET: () => `whsec_${randomBytes(24).toString("base64url")}`,
+  // The demo vendor's notifications API key (README, "Vendor credentials").
+  NOTIFY_API_KEY: () => `demo_${randomBytes(18).toString("base64url")}`,
+};
+
+function localSecrets(): { secrets: Record<string, string>; generated: string[] } {
+  const existing = existsSync(SECRETS_FILE) ? parseSecretsEnv(readFileSync(SECRETS_FILE, "utf8")) : {};
+  const generated = Object.keys(DEMO_SECRETS).filter((name) => existing[name] === undefined && !process.env[name]);
+  if (generated.length > 0) {
+    const header = existsSync(SECRETS_FILE) ? "" : "# Vendor secrets for the local mesh: NAME=value, one per line. Environment variables of the same name win.\n";
+    appendFileSync(SECRETS_FILE, header + generated.map((name) => `${name}=${DEMO_SECRETS[name]?.() ?? ""}\n`).join(""), { mode: 0o600 });
+    chmodSync(SECRETS_FILE, 0o600);
+  }
+  const names = [...Object.keys(DEMO_SECRETS), ...secretNamesOf(JSON.parse(readFileSync(path.join(ROOT, "config", "mesh.json"), "utf8")))];
+  return { secrets: loadLocalSecrets(SECRETS_FILE, names), generated };
+}
+
 async function seed(adminUrl: string, vendorUrl: string, token: string): Promise<string> {
   const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
   const current = await fetch(`${adminUrl}/admin/config`, { headers, signal: AbortSignal.timeout(10_000) });
@@ -98,6 +123,7 @@ async function main(): Promise<void> {
     log("Local state reset.");
   }
   const { token, source } = adminToken();
+  const vendorSecrets = localSecrets();
 
   // Registered before workerd starts so Ctrl-C always stops it cleanly (Miniflare's own exit hook
   // would otherwise kill the process without disposing).
@@ -133,6 +159,7 @@ async function main(): Promise<void> {
     // `WEFT_DEBUG_HEADERS=false npm start` runs the proxies exactly as deployed (no x-weft-* response headers).
     debugHeaders: process.env.WEFT_DEBUG_HEADERS !== "false",
     accessLog: process.env.WEFT_ACCESS_LOG ?? "all",
+    secrets: vendorSecrets.secrets,
     onLog: (line) => {
       if (line.message.startsWith(ACCESS_LOG_PREFIX)) accessLog.write(`${line.message}\n`);
       else if (line.message.startsWith(ROLLOUT_LOG_PREFIX)) {
@@ -165,6 +192,10 @@ async function main(): Promise<void> {
       ["Access log", `${path.relative(process.cwd(), accessLogPath) || accessLogPath}   (one JSON line per proxied request)`],
       ["JWKS", `${mesh.adminUrl}/.well-known/jwks.json`],
       ["Demo vendor", `${vendorUrl}/pim/products/sku-1  ${vendorUrl}/notify/received`],
+      [
+        "Vendor secrets",
+        `${path.relative(process.cwd(), SECRETS_FILE) || SECRETS_FILE}   (${Object.keys(vendorSecrets.secrets).join(", ") || "none"}${vendorSecrets.generated.length > 0 ? `; generated ${vendorSecrets.generated.join(", ")}` : ""})`,
+      ],
       ["Admin token", source === "WEFT_ADMIN_TOKEN" ? "(from WEFT_ADMIN_TOKEN)" : `${token}   (${source})`],
       ["Config", configState],
       ["State", `${path.relative(process.cwd(), persistTo) || persistTo}   (reset: npm start -- --reset)`],

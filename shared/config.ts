@@ -4,7 +4,7 @@
  * (unknown backends, shadowed routes, loops) live in `validate.ts`.
  */
 import * as z from "zod";
-import { EgressDataPolicy, RouteAuth, RouteContract } from "./policy-schemas.ts";
+import { EgressDataPolicy, RouteAuth, RouteContract, RouteWebhook, VendorAuth } from "./policy-schemas.ts";
 
 /** Names of services, backends and routes: DNS-label-like so they are safe in URLs, metrics and logs. */
 export const Name = z
@@ -68,6 +68,8 @@ export const ExternalBackend = z.strictObject({
   provider: Name.optional(),
   /** JSON fields removed or masked before a request leaves for this provider. */
   egress: EgressDataPolicy.optional(),
+  /** The credential the proxy presents to this provider (default: a Weft-signed JWT). */
+  auth: VendorAuth.optional(),
   healthCheck: HealthCheck.optional(),
   /**
    * The provider's quota, shared by every service in the mesh that calls this provider (counted per
@@ -161,6 +163,8 @@ export const Route = z.strictObject({
   auth: RouteAuth.optional(),
   /** JSON Schemas for request and/or response bodies, logged or enforced. */
   contract: RouteContract.optional(),
+  /** Inbound webhook signature verification (the provider calls this route). */
+  webhook: RouteWebhook.optional(),
   /**
    * How long the proxy waits for the backend. Third parties always get one (default 15 s); for
    * internal workers it is opt-in, because a timer costs ~25 µs per request on the hot path and the
@@ -249,6 +253,7 @@ export interface RouteConfig {
   split: Split;
   auth?: RouteAuth;
   contract?: RouteContract;
+  webhook?: RouteWebhook;
   timeoutMs?: number;
   retries?: RetryPolicy;
   failover?: string[];

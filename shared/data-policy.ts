@@ -193,3 +193,79 @@ export function rewriteJsonBody(body: ArrayBuffer | string, contentType: string 
   if (result.kind === "unchanged") return result;
   return { kind: "changed", body: JSON.stringify(result.value), removed: result.removed, masked: result.masked };
 }
+
+/** Whether a policy strips any field (a policy that only widens the header allowlist does not). */
+export function stripsFields(policy: EgressDataPolicy): boolean {
+  return policy.remove.length > 0 || policy.mask.length > 0;
+}
+
+/**
+ * The fail-closed rewrite for bodies leaving the mesh: when the policy strips fields, every
+ * non-empty body is read as JSON whatever its Content-Type says (a `fetch` with a string body is
+ * labelled `text/plain` but may carry the very JSON the policy protects), and a body that is not
+ * JSON is `invalid-json`, to be refused. Never answers `not-json`.
+ */
+export function rewriteEgressBody(body: ArrayBuffer | string, policy: EgressDataPolicy): Exclude<BodyRewrite, { kind: "not-json" }> {
+  const result = rewriteJsonBody(body, "application/json", policy);
+  return result.kind === "not-json" ? { kind: "invalid-json" } : result;
+}
+
+/** Result of {@link scrubQuery}; names, never values, are listed. */
+export type QueryRewrite = { kind: "unchanged" } | { kind: "changed"; search: string; removed: string[]; masked: string[] };
+
+/** The query parameter names a field path covers: the path itself and its last key (`customer.email` → `email`). */
+function parameterNames(path: string): string[] {
+  const leaf = (path.split(".").pop() ?? "").replace(/(\[\])+$/, "");
+  return [path.toLowerCase(), ...(leaf === "" ? [] : [leaf.toLowerCase()])];
+}
+
+/**
+ * Applies the policy's remove/mask rules to a query string by parameter name (case-insensitive):
+ * a parameter is covered when its name is a listed path or a listed path's last key, so
+ * `mask: ["customer.email"]` masks `?email=…` too. Removal wins over masking. `search` is
+ * `URL.search` (with its `?`, or empty).
+ */
+export function scrubQuery(search: string, policy: EgressDataPolicy): QueryRewrite {
+  if (search === "" || search === "?" || !stripsFields(policy)) return { kind: "unchanged" };
+  const remove = new Set(policy.remove.flatMap(parameterNames));
+  const mask = new Set(policy.mask.flatMap(parameterNames));
+  const params = new URLSearchParams(search);
+  const removed: string[] = [];
+  const masked: string[] = [];
+  const kept: Array<[string, string]> = [];
+  for (const [name, value] of params) {
+    const lower = name.toLowerCase();
+    if (remove.has(lower)) removed.push(name);
+    else if (mask.has(lower)) {
+      masked.push(name);
+      kept.push([name, maskString(value)]);
+    } else kept.push([name, value]);
+  }
+  if (removed.length === 0 && masked.length === 0) return { kind: "unchanged" };
+  const rebuilt = new URLSearchParams(kept).toString();
+  return { kind: "changed", search: rebuilt === "" ? "" : `?${rebuilt}`, removed, masked };
+}
+
+/**
+ * Request headers every third party may receive; everything else (cookies, the shopper's
+ * Authorization, X-Forwarded-For, Referer, Proxy-Authorization, X-Api-Key, mesh headers…) is
+ * dropped. Content-Length is computed from the body actually sent.
+ */
+export const EGRESS_HEADER_ALLOWLIST: readonly string[] = [
+  "content-type",
+  "accept",
+  "accept-encoding",
+  "accept-language",
+  "user-agent",
+  "idempotency-key",
+  "traceparent",
+  "tracestate",
+];
+
+/** The headers a third party receives: the allowlist plus the backend's own extra names. */
+export function egressHeaders(incoming: Headers, extra: readonly string[] = []): Headers {
+  const allowed = new Set([...EGRESS_HEADER_ALLOWLIST, ...extra.map((n) => n.toLowerCase())]);
+  const out = new Headers();
+  for (const [name, value] of incoming) if (allowed.has(name)) out.append(name, value);
+  return out;
+}

@@ -19,8 +19,17 @@ export type FieldPath = z.infer<typeof FieldPath>;
  * (removal runs first, so there is nothing left to mask).
  */
 export const EgressDataPolicy = z.strictObject({
-  remove: z.array(FieldPath).default([]),
-  mask: z.array(FieldPath).default([]),
+  remove: z.array(FieldPath).max(64).default([]),
+  mask: z.array(FieldPath).max(64).default([]),
+  /**
+   * Request headers this provider may receive besides the standard allowlist (content-type, accept,
+   * accept-*, user-agent, idempotency-key, traceparent, tracestate); everything else is dropped.
+   */
+  headers: z
+    .array(z.string().regex(/^[a-z0-9-]{1,64}$/, "a lowercase HTTP header name"))
+    .max(16)
+    .refine((names) => names.every((n) => !["cookie", "authorization", "proxy-authorization", "host", "x-forwarded-for", "forwarded", "x-real-ip", "cf-connecting-ip", "true-client-ip"].includes(n) && !n.startsWith("x-weft-")), "shoppers' credentials, addresses and mesh headers can never be sent to a third party")
+    .optional(),
 });
 export type EgressDataPolicy = z.infer<typeof EgressDataPolicy>;
 export type EgressDataPolicyInput = z.input<typeof EgressDataPolicy>;
@@ -61,3 +70,77 @@ export const RouteAuth = z
   })
   .refine((auth) => (auth.jwksUrl === undefined) !== (auth.jwks === undefined), "give exactly one of jwksUrl or jwks");
 export type RouteAuth = z.infer<typeof RouteAuth>;
+
+/**
+ * The NAME of a secret (a wrangler secret of the proxy, or locally a line of `.weft/secrets.env`),
+ * never its value: config is stored, versioned, diffed and shown, so a value pasted here would leak
+ * everywhere. Provider keys (`sk_live_…`, `whsec_…`, base64, PEM) cannot match this pattern.
+ */
+export const SecretName = z
+  .string()
+  .regex(/^[A-Z][A-Z0-9_]{0,63}$/, "must be the NAME of a secret (e.g. STRIPE_WEBHOOK_SECRET: A-Z, 0-9, '_', at most 64), never the secret's value; set the value with `wrangler secret put NAME` or in .weft/secrets.env");
+export type SecretName = z.infer<typeof SecretName>;
+
+/** One secret name, or several tried in order (rotation: the new secret and the old one). */
+export const SecretNames = z.union([SecretName, z.array(SecretName).min(1).max(4)]);
+export type SecretNames = z.infer<typeof SecretNames>;
+
+/** A lowercase HTTP header name. */
+const HeaderName = z.string().regex(/^[a-z0-9-]{1,64}$/, "a lowercase HTTP header name");
+
+/**
+ * Inbound webhook verification for one route: the proxy checks the provider's signature over the
+ * raw body (and the timestamp, and replays) before anything reaches the backend.
+ */
+export const RouteWebhook = z.strictObject({
+  scheme: z.enum(["stripe", "github", "shopify", "standard-webhooks", "hmac-sha256"]),
+  secret: SecretNames,
+  /** How far a signed timestamp may be from now; also how long delivery ids are remembered. */
+  toleranceSeconds: z.int().min(1).max(3_600).default(300),
+  /** hmac-sha256 only: the header carrying the signature (hex, `sha256=<hex>` or base64). */
+  signatureHeader: HeaderName.optional(),
+  /** hmac-sha256 only: the header naming the delivery (for replay refusal). */
+  idHeader: HeaderName.optional(),
+});
+export type RouteWebhook = z.infer<typeof RouteWebhook>;
+
+/** Fixed JWT claims for private-key-jwt (`iss`, `application_id`, …); iat/exp/jti are added per call. */
+const FixedClaims = z.record(z.string().max(64), z.union([z.string().max(1_024), z.number(), z.boolean()])).refine((c) => Object.keys(c).length <= 16, "at most 16 claims");
+
+/**
+ * How the proxy authenticates to one external backend. Every `secret` is a secret's name.
+ * Default `weft-jwt`: a short-lived token signed by the mesh, checked against its JWKS.
+ */
+export const VendorAuth = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("weft-jwt") }),
+  z.strictObject({ type: z.literal("bearer"), secret: SecretName }),
+  z.strictObject({
+    type: z.literal("header"),
+    name: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, "an HTTP header name").refine((n) => !["host", "content-length", "cookie"].includes(n.toLowerCase()), "this header cannot carry a credential"),
+    secret: SecretName,
+    prefix: z.string().max(32).regex(/^[\x20-\x7e]*$/).default(""),
+  }),
+  z.strictObject({ type: z.literal("basic"), username: z.string().min(1).max(256).regex(/^[^:]*$/, "a username has no ':'"), secret: SecretName }),
+  z.strictObject({
+    type: z.literal("oauth2-client-credentials"),
+    // The client secret travels to this URL: https, or plain http only to this machine (local tests).
+    tokenUrl: z
+      .url({ protocol: /^https?$/ })
+      .refine((url) => url.startsWith("https://") || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//.test(url), "the token URL must use https (http only to localhost)"),
+    clientId: z.string().min(1).max(256),
+    secret: SecretName,
+    scope: z.string().max(1_024).optional(),
+    audience: z.string().max(1_024).optional(),
+    authMethod: z.enum(["client_secret_basic", "client_secret_post"]).default("client_secret_basic"),
+  }),
+  z.strictObject({
+    type: z.literal("private-key-jwt"),
+    secret: SecretName,
+    alg: z.enum(["RS256", "ES256", "EdDSA"]),
+    kid: z.string().max(256).optional(),
+    claims: FixedClaims.default({}),
+    ttlSeconds: z.int().min(10).max(3_600).default(300),
+  }),
+  z.strictObject({ type: z.literal("mtls"), certificate: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "the name of an mtls_certificates binding") }),
+]);
+export type VendorAuth = z.infer<typeof VendorAuth>;

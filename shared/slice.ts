@@ -84,6 +84,25 @@ export interface ControlPlaneApi {
   leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">>;
   /** Hands a batch of golden metrics and tap events to the service's telemetry shard. */
   recordTelemetry(batch: TelemetryBatch): Promise<IngestReply>;
+  /**
+   * Records a verified webhook delivery of `service` (`key`: SHA-256 hex of its replay key) for
+   * `ttlSeconds`; "replay" when it was already recorded, "full" when the store is at its bound.
+   */
+  claimWebhookDelivery(service: string, key: string, ttlSeconds: number): Promise<"first" | "replay" | "full">;
+  /** An OAuth 2.0 client-credentials token, shared by every isolate of every proxy using that client. */
+  vendorToken(service: string, request: VendorTokenRequest): Promise<{ accessToken: string; expiresAt: number }>;
+}
+
+/** What a proxy sends to get a client-credentials token; the secret is used, never stored. */
+export interface VendorTokenRequest {
+  tokenUrl: string;
+  clientId: string;
+  clientSecret: string;
+  scope?: string;
+  audience?: string;
+  authMethod: "client_secret_basic" | "client_secret_post";
+  /** The token a provider just refused with 401: replaced unless already replaced. */
+  rejected?: string;
 }
 
 /** Answer to "give me my slice if it changed since `knownVersion`". */

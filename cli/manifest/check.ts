@@ -16,6 +16,7 @@ import { lineOf, pointerOf } from "./locate.ts";
 import { generateFiles, isProxyBinding, proxyBindings, sharedScripts, workerBindings, workerDeployments, workerSites } from "./generate.ts";
 import { proxyScript, type Manifest, type ManifestService } from "./schema.ts";
 import { parsePlainToml } from "./toml.ts";
+import { parseSecretsEnv } from "../../scripts/secrets.ts";
 
 export type Severity = "error" | "warning" | "info";
 
@@ -80,6 +81,38 @@ class ManifestFindings {
       fix,
     });
   }
+}
+
+/**
+ * Secrets the config names (external backends' `auth.secret`, routes' `webhook.secret`) that are
+ * set neither in `.weft/secrets.env` beside the manifest nor in the environment: the local mesh
+ * would answer those calls 502 (credential) or 503 (webhook). A warning, since production secrets
+ * live in Cloudflare (`wrangler secret put`), where this command cannot look.
+ */
+export function secretFindings(config: MeshConfig, manifestDir: string, environment: NodeJS.ProcessEnv, out: { add: ManifestFindings["add"] }): void {
+  const file = path.join(manifestDir, ".weft", "secrets.env");
+  const local = existsSync(file) ? parseSecretsEnv(readFileSync(file, "utf8")) : {};
+  const isSet = (name: string): boolean => (environment[name] ?? "") !== "" || (local[name] ?? "") !== "";
+  const warn = (names: string | readonly string[], p: ReadonlyArray<string | number>, what: string, service: string): void => {
+    const list = typeof names === "string" ? [names] : names;
+    // With several names (rotation) one set secret is enough.
+    if (list.some(isSet)) return;
+    out.add(
+      "warning",
+      "unset-secret",
+      p,
+      `${what} needs the secret ${list.join(" or ")}, which is not set locally (.weft/secrets.env or the environment)`,
+      `Add a line ${list[0] ?? "NAME"}=<value> to .weft/secrets.env (or export it) for npm start; in production run \`wrangler secret put ${list[0] ?? "NAME"} --env ${service}\` in workers/proxy.`,
+    );
+  };
+  config.services.forEach((service, s) => {
+    service.backends.forEach((backend, b) => {
+      if (backend.type === "external" && backend.auth && "secret" in backend.auth) warn(backend.auth.secret, ["services", s, "backends", b, "auth", "secret"], `backend '${backend.name}' of ${service.name}`, service.name);
+    });
+    service.routes.forEach((route, r) => {
+      if (route.webhook) warn(route.webhook.secret, ["services", s, "routes", r, "webhook", "secret"], `webhook route '${route.name}' of ${service.name}`, service.name);
+    });
+  });
 }
 
 /** Builds findings located in a wrangler config. */
@@ -446,7 +479,11 @@ export function checkManifest(json: JsonFile, cwd: string): Finding[] {
   const loaded = parsed.loaded;
   const out = new ManifestFindings(json, loaded.manifest);
   const shaped = MeshConfig.safeParse(adminConfigOf(loaded.raw));
-  if (shaped.success) manifestFindings(loaded, { services: shaped.data.services.map(normalizeService) }, out);
+  if (shaped.success) {
+    const config = { services: shaped.data.services.map(normalizeService) };
+    manifestFindings(loaded, config, out);
+    secretFindings(config, path.dirname(json.file), process.env, out);
+  }
   else for (const problem of problemsOf(shaped.error.issues)) out.add("error", "invalid-manifest", problem.path, problem.message, fixForShape(problem));
   const files: Finding[] = [];
   proxyFindings(loaded, cwd, files);

@@ -2,7 +2,9 @@
  * weft-vendor: a demo third-party provider that Weft calls. It offers product data (the same
  * catalog and prices as the in-house pim, audience `vendor-pim`) and a notification inbox
  * (audience `vendor-notify`), and trusts a call only if its mesh token verifies against the
- * control plane's public JWKS (see verify.ts for the contract).
+ * control plane's public JWKS (see verify.ts for the contract). Notifications also accept an API key
+ * in `x-api-key` (the secret NOTIFY_API_KEY), as most real notification providers do, so the mesh
+ * config can swap the backend's `auth` between `weft-jwt` and `header` without touching a service.
  *
  *   GET  /pim/products/:sku  product JSON (`version: "vendor"`), 404 for an unknown sku
  *   POST /notify/messages    `{ to, subject, text, ... }` → 202 `{ id }`
@@ -153,9 +155,29 @@ app.get("/pim/products/:sku", async (c) => {
   return c.json({ sku: id, name, category, price, currency, stock, version: "vendor" } satisfies VendorProduct, 200, NO_STORE);
 });
 
+/** SHA-256 of a string, so keys of any length are compared in constant time. */
+async function digest(text: string): Promise<ArrayBuffer> {
+  return crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+}
+
+/** A call authenticated by `x-api-key`, compared in constant time with the NOTIFY_API_KEY secret. */
+async function authenticateApiKey(c: Context<App>, key: string): Promise<{ ok: true; caller: { sub: string; aud: string; jti: string }; body: ArrayBuffer } | { ok: false; response: Response }> {
+  const instance = c.req.path;
+  const expected = c.env.NOTIFY_API_KEY;
+  const valid = typeof expected === "string" && expected !== "" && crypto.subtle.timingSafeEqual(await digest(key), await digest(expected));
+  if (!valid) {
+    return { ok: false, response: problemResponse(401, "invalid-api-key", "Invalid API key", { detail: "the x-api-key header does not hold this vendor's key", instance }, { "www-authenticate": 'ApiKey header="x-api-key"' }) };
+  }
+  const body = await readBounded(c.req.raw, MAX_BODY_BYTES);
+  if (body === undefined) return { ok: false, response: problemResponse(413, "too-large", "Request body too large", { detail: `bodies are limited to ${MAX_BODY_BYTES} bytes`, instance }) };
+  return { ok: true, caller: { sub: "api-key", aud: NOTIFY_AUDIENCE, jti: `api-key:${crypto.randomUUID()}` }, body };
+}
+
 app.post("/notify/messages", async (c) => {
-  const auth = await authenticate(c, NOTIFY_AUDIENCE);
+  const apiKey = c.req.header("x-api-key");
+  const auth = apiKey !== undefined ? await authenticateApiKey(c, apiKey) : await authenticate(c, NOTIFY_AUDIENCE);
   if (!auth.ok) return auth.response;
+  const caller = "caller" in auth ? auth.caller : auth.claims;
   const instance = c.req.path;
   let json: unknown;
   try {
@@ -178,9 +200,9 @@ app.post("/notify/messages", async (c) => {
   const message: ReceivedMessage = {
     id: crypto.randomUUID(),
     receivedAt: new Date().toISOString(),
-    sub: auth.claims.sub,
-    aud: auth.claims.aud,
-    jti: auth.claims.jti,
+    sub: caller.sub,
+    aud: caller.aud,
+    jti: caller.jti,
     traceparent: c.req.header("traceparent") ?? null,
     body: parsed.data,
   };

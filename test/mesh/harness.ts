@@ -75,7 +75,15 @@ export interface TestMeshOptions {
   vendorPort?: number;
   /** The test services seeded after the demo's (default: the echo service). */
   services?: MeshConfigInput["services"];
+  /** Vendor secrets bound to every proxy (default {@link TEST_SECRETS}). */
+  secrets?: Record<string, string>;
 }
+
+/** The vendor secrets test meshes run with: the ones the demo config names. */
+export const TEST_SECRETS: Record<string, string> = {
+  STRIPE_WEBHOOK_SECRET: "whsec_mesh_test_7f3a9c",
+  NOTIFY_API_KEY: "mesh-test-notify-key",
+};
 
 export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
   const fixtures = path.join(ROOT, "test", "fixtures", "mesh-fixture");
@@ -94,6 +102,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     adminPort,
     vendorPort,
     adminToken: TOKEN,
+    secrets: options.secrets ?? TEST_SECRETS,
     deployments,
     ...(options.persistTo ? { persistTo: options.persistTo } : {}),
     ...(options.debugHeaders === false ? { debugHeaders: false } : {}),

@@ -4,7 +4,8 @@
  */
 import { WorkerEntrypoint } from "cloudflare:workers";
 import { Name } from "../../shared/config.ts";
-import { disposeRpcResult, type ControlPlaneApi, type EgressClaims, type SliceRead } from "../../shared/slice.ts";
+import { disposeRpcResult, type ControlPlaneApi, type EgressClaims, type SliceRead, type VendorTokenRequest } from "../../shared/slice.ts";
+import { vendorTokensOf, webhookDeliveriesOf } from "../../durable-objects/vendors.ts";
 import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { signingKeysOf } from "../../durable-objects/signing-keys.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
@@ -56,6 +57,29 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     const reply = await telemetryStoreOf(this.env, batch.service).ingest(batch);
     const plain = { tapping: reply.tapping };
     disposeRpcResult(reply);
+    return plain;
+  }
+
+  /** Records a verified webhook delivery in its service's replay store. */
+  async claimWebhookDelivery(service: string, key: string, ttlSeconds: number): Promise<"first" | "replay" | "full"> {
+    if (!Name.safeParse(service).success) throw new TypeError(`invalid service name: ${JSON.stringify(service)}`);
+    if (!/^[0-9a-f]{64}$/.test(key)) throw new TypeError("invalid delivery key");
+    return webhookDeliveriesOf(this.env, service).claim(key, ttlSeconds, Date.now());
+  }
+
+  /**
+   * A client-credentials token from the object of that OAuth client: the key hashes everything that
+   * makes a token, the secret included, so two proxies share a token only if they share the client.
+   */
+  async vendorToken(service: string, request: VendorTokenRequest): Promise<{ accessToken: string; expiresAt: number }> {
+    if (!Name.safeParse(service).success) throw new TypeError(`invalid service name: ${JSON.stringify(service)}`);
+    if (!/^https?:\/\//.test(request.tokenUrl) || request.clientId.length > 256 || request.clientSecret.length > 4_096) throw new TypeError("invalid token request");
+    const identity = JSON.stringify([request.tokenUrl, request.clientId, request.scope ?? "", request.audience ?? "", request.authMethod, request.clientSecret]);
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(identity)));
+    const key = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+    const token = await vendorTokensOf(this.env, key).token(request);
+    const plain = { accessToken: token.accessToken, expiresAt: token.expiresAt };
+    disposeRpcResult(token);
     return plain;
   }
 }

@@ -17,6 +17,7 @@ export { RateCounter } from "../../durable-objects/rate-counter.ts";
 export { TelemetryStore } from "../../durable-objects/telemetry-store.ts";
 export { RolloutStore } from "../../durable-objects/rollout-store.ts";
 export { ConfigService } from "./config-service.ts";
+export { VendorTokens, WebhookDeliveries } from "../../durable-objects/vendors.ts";
 
 const app = new Hono<{ Bindings: ControlPlaneEnv }>();
 

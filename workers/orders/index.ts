@@ -12,6 +12,7 @@ import { clearCart, priceItems, readCart } from "./checkout.ts";
 import { forwardFrom, traceFrom } from "../../shared/mesh-client.ts";
 import { sendConfirmation } from "./notify.ts";
 import type { Order, OrderBook } from "./order-book.ts";
+import { payments } from "./payments.ts";
 
 export { OrderBook } from "./order-book.ts";
 
@@ -135,8 +136,11 @@ app.get("/orders/:orderId", async (c) => {
       instance: c.req.path,
     });
   }
-  return c.json(orderBody(order), 200, NO_STORE);
+  return c.json({ ...orderBody(order), status: await orderBook(c.env).paymentStatus(order.orderId) }, 200, NO_STORE);
 });
+
+// Payment provider webhooks (verified by the orders proxy).
+app.route("/", payments);
 
 // Registered after the handlers above, so only methods they do not serve get here.
 app.all("/orders", methodNotAllowed("GET, HEAD, POST"));

@@ -92,8 +92,46 @@ export class OrderBook extends DurableObject<OrdersEnv> {
     return row && fromRow(row);
   }
 
+  /** Records a provider's payment of `orderId` (see {@link markPaid}). */
+  markPaid(orderId: string, paymentId: string, eventId: string): MarkPaid {
+    return markPaid(this.ctx.storage.sql, orderId, paymentId, eventId);
+  }
+
+  /** `paid` once a payment webhook marked the order paid, else `placed`. */
+  paymentStatus(orderId: string): PaymentStatus {
+    return paymentStatus(this.ctx.storage.sql, orderId);
+  }
+
   /** The newest `limit` orders, newest first. */
   recent(limit: number): Order[] {
     return this.ctx.storage.sql.exec<OrderRow>(`${SELECT_ORDER} ORDER BY seq DESC LIMIT ?`, limit).toArray().map(fromRow);
   }
+}
+
+/** An order's payment state as the payment provider's webhooks report it. */
+export type PaymentStatus = "placed" | "paid";
+
+/** What {@link markPaid} did. */
+export type MarkPaid = "paid" | "already-paid" | "unknown-order";
+
+// Payment state lives in its own table, created on first use, so the orders table stays as it is.
+const PAYMENTS_TABLE = `CREATE TABLE IF NOT EXISTS payments (
+  order_id TEXT PRIMARY KEY REFERENCES orders (order_id),
+  payment_id TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  paid_at TEXT NOT NULL)`;
+
+/** Marks `orderId` paid (idempotent: a second event for a paid order changes nothing). */
+export function markPaid(sql: SqlStorage, orderId: string, paymentId: string, eventId: string): MarkPaid {
+  sql.exec(PAYMENTS_TABLE);
+  if (sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM orders WHERE order_id = ?", orderId).one().n === 0) return "unknown-order";
+  if (sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM payments WHERE order_id = ?", orderId).one().n > 0) return "already-paid";
+  sql.exec("INSERT INTO payments (order_id, payment_id, event_id, paid_at) VALUES (?, ?, ?, ?)", orderId, paymentId, eventId, new Date().toISOString());
+  return "paid";
+}
+
+/** Whether `orderId` has been paid. */
+export function paymentStatus(sql: SqlStorage, orderId: string): PaymentStatus {
+  sql.exec(PAYMENTS_TABLE);
+  return sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM payments WHERE order_id = ?", orderId).one().n > 0 ? "paid" : "placed";
 }

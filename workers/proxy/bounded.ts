@@ -9,7 +9,7 @@ export const TIMED_OUT = Symbol("timed out");
  * subrequest ends with the invocation.
  */
 export function deadline(ms: number): { expired: Promise<typeof TIMED_OUT>; clear(): void } {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const expired = new Promise<typeof TIMED_OUT>((resolve) => {
     timer = setTimeout(() => resolve(TIMED_OUT), ms);
   });

@@ -1,17 +1,20 @@
 /**
  * Forwarding to a backend. Internal workers are reached through service bindings. Third parties are
  * reached only at their configured origin (every URL is built from it, and redirects are never
- * followed), with personal data scrubbed by the backend's egress policy and a short-lived JWT bound
- * to the exact method, URL and body. Every call has a timeout.
+ * followed), with an allowlist of request headers, personal data scrubbed from body and query by the
+ * backend's egress policy (fail closed), and the credential its `auth` names (egress-credentials.ts;
+ * by default a short-lived JWT bound to the exact method, URL and body). Every call has a timeout.
  */
-import { rewriteJsonBody } from "../../shared/data-policy.ts";
+import { env as workerEnv } from "cloudflare:workers";
+import { egressHeaders, rewriteEgressBody, scrubQuery, stripsFields } from "../../shared/data-policy.ts";
 import { bodySha256, egressUrl } from "../../shared/egress.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
-import { deadline, readBounded, TIMED_OUT, withTimeout } from "./bounded.ts";
+import { deadline, readBounded, TIMED_OUT } from "./bounded.ts";
+import { secretsFrom, vendorCredential, type Credential, type CredentialDeps, type EgressCall } from "./egress-credentials.ts";
 import { checkEgressQuota } from "./rate-limit.ts";
 import type { CompiledBackend, Target } from "./plan.ts";
-import { INTERNET, MESH_HEADER_PREFIX } from "./identity.ts";
+import { INTERNET } from "./identity.ts";
 
 /** How long a third party may take when its route sets no timeout (Envoy's default route timeout). */
 export const DEFAULT_EGRESS_TIMEOUT_MS = 15_000;
@@ -19,10 +22,6 @@ export const DEFAULT_EGRESS_TIMEOUT_MS = 15_000;
 export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 /** Egress bodies are buffered to scrub and hash them; larger ones are refused. */
 export const MAX_EGRESS_BODY_BYTES = 1024 * 1024;
-const SIGNING_TIMEOUT_MS = 2_000;
-
-/** Headers a third party never receives: the shopper's credentials and the mesh's own headers. */
-const NOT_FOR_THIRD_PARTIES = ["cookie", "authorization", "host", "content-length"];
 
 /** Outcome of one forwarding attempt. */
 export type ForwardResult = { kind: "response"; response: Response } | { kind: "failed"; response: Response; injected?: boolean };
@@ -86,7 +85,10 @@ async function toThirdParty(
   const url = new URL(request.url);
   const started = Date.now();
   const base = target.balancer.pick(started, Math.random(), Math.random());
-  const destination = egressUrl(base, url.pathname, url.search);
+  const policy = target.egress;
+  // Query parameters are scrubbed by the same rules as body fields (fail closed: `?email=` too).
+  const query = policy ? scrubQuery(url.search, policy) : { kind: "unchanged" as const };
+  const destination = egressUrl(base, url.pathname, query.kind === "changed" ? query.search : url.search);
   if (destination.kind === "refused") return failed(403, "egress-refused", "Egress refused", destination.detail, name);
   if (target.quota) {
     // The provider's quota is spent only by calls that will really be sent.
@@ -101,49 +103,57 @@ async function toThirdParty(
   const read = hasBody ? await readBounded(request.body, MAX_EGRESS_BODY_BYTES) : new ArrayBuffer(0);
   if (read === "too-large") return failed(413, "too-large", "Request body too large", `egress bodies are limited to ${MAX_EGRESS_BODY_BYTES} bytes`, name);
   let body: ArrayBuffer = read;
-  if (target.egress && body.byteLength > 0) {
-    const rewrite = rewriteJsonBody(body, request.headers.get("content-type"), target.egress);
-    // A body the policy applies to but cannot read might carry the very data it must strip.
+  const removed: string[] = query.kind === "changed" ? query.removed.map((p) => `?${p}`) : [];
+  const masked: string[] = query.kind === "changed" ? query.masked.map((p) => `?${p}`) : [];
+  if (policy && stripsFields(policy) && body.byteLength > 0) {
+    // Fail closed: whatever its Content-Type claims, a body leaving under a policy must be JSON the
+    // policy can read, or it does not leave (a text/plain string body may be JSON with an email in it).
+    const rewrite = rewriteEgressBody(body, policy);
     if (rewrite.kind === "invalid-json") return failed(422, "egress-unreadable", "Egress refused", "the body is not valid JSON, so the egress data policy cannot be applied", name);
     if (rewrite.kind === "changed") {
       body = new TextEncoder().encode(rewrite.body).slice().buffer;
-      console.log(JSON.stringify({ event: "egress-data-policy", backend: name, removed: rewrite.removed, masked: rewrite.masked }));
+      removed.push(...rewrite.removed);
+      masked.push(...rewrite.masked);
     }
   }
+  if (removed.length > 0 || masked.length > 0) console.log(JSON.stringify({ event: "egress-data-policy", backend: name, removed, masked }));
 
-  const signed = await withTimeout(
-    egress.controlPlane.signEgress(egress.service, {
-      // The mesh service on whose behalf the call leaves; a shopper is not a service, the proxy's own service is.
-      sub: egress.caller === INTERNET ? egress.service : egress.caller,
-      aud: target.provider,
-      htm: request.method,
-      htu: destination.htu,
-      body_sha256: await bodySha256(body),
-    }),
-    SIGNING_TIMEOUT_MS,
-    "egress signer",
-  ).catch((error: unknown) => error instanceof Error ? error : new Error(String(error)));
-  if (signed instanceof Error) return failed(502, "egress-unsigned", "Egress not signed", `could not sign the call: ${signed.message}`, name);
-
-  const headers = new Headers(request.headers);
-  for (const header of NOT_FOR_THIRD_PARTIES) headers.delete(header);
-  for (const header of [...headers.keys()]) if (header.startsWith(MESH_HEADER_PREFIX)) headers.delete(header);
-  headers.set("authorization", `Bearer ${signed.token}`);
-  // Latency-aware balancing learns from every answer (and every failure) of this origin.
-  const sent = Date.now();
-  const done = target.balancer.start(base, sent);
-  try {
-    const response = await fetch(destination.url, {
-      method: request.method,
-      headers,
-      ...(hasBody ? { body } : {}),
-      redirect: "manual",
-      signal,
-    });
-    done({ latencyMs: Date.now() - sent, success: response.status < 500, now: Date.now() });
-    return { kind: "response", response };
-  } catch (error) {
-    done({ latencyMs: Date.now() - sent, success: false, now: Date.now() });
-    throw error;
-  }
+  const call: EgressCall = {
+    service: egress.service,
+    // The mesh service on whose behalf the call leaves; a shopper is not a service, the proxy's own service is.
+    subject: egress.caller === INTERNET ? egress.service : egress.caller,
+    provider: target.provider,
+    method: request.method,
+    htu: destination.htu,
+    bodySha256: () => bodySha256(body),
+  };
+  const deps: CredentialDeps = { controlPlane: egress.controlPlane, secrets: secretsFrom(workerEnv), bindings: workerEnv, now: Date.now() };
+  // An allowlist, not a denylist: only headers a vendor needs leave (no cookies, shopper tokens,
+  // client addresses, referers or keys the caller happened to send), then the mesh's credential.
+  const headers = egressHeaders(request.headers, policy?.headers);
+  const send = async (credential: Exclude<Credential, { kind: "failed" }>): Promise<Response> => {
+    const outbound = new Headers(headers);
+    for (const [header, value] of credential.headers) outbound.set(header, value);
+    // Latency-aware balancing learns from every answer (and every failure) of this origin.
+    const sent = Date.now();
+    const done = target.balancer.start(base, sent);
+    try {
+      const init: RequestInit = { method: request.method, headers: outbound, ...(hasBody ? { body } : {}), redirect: "manual", signal };
+      const response = await (credential.fetcher ? credential.fetcher.fetch(destination.url, init) : fetch(destination.url, init));
+      done({ latencyMs: Date.now() - sent, success: response.status < 500, now: Date.now() });
+      return response;
+    } catch (error) {
+      done({ latencyMs: Date.now() - sent, success: false, now: Date.now() });
+      throw error;
+    }
+  };
+  const credential = await vendorCredential(target.auth, call, deps);
+  if (credential.kind === "failed") return failed(credential.status, credential.slug, "Egress credential unavailable", credential.detail, name);
+  const response = await send(credential);
+  if (response.status !== 401 || target.auth?.type !== "oauth2-client-credentials" || credential.token === undefined) return { kind: "response", response };
+  // The provider no longer accepts the token (revoked, or its clock ran ahead): one fresh token, one retry.
+  await response.body?.cancel();
+  const fresh = await vendorCredential(target.auth, call, { ...deps, now: Date.now() }, credential.token);
+  if (fresh.kind === "failed") return failed(fresh.status, fresh.slug, "Egress credential unavailable", fresh.detail, name);
+  return { kind: "response", response: await send(fresh) };
 }

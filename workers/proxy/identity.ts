@@ -28,6 +28,12 @@ export const CALLER_HEADER = "x-weft-caller";
 export const PEER_HEADER = "x-weft-peer";
 /** The origin a proxy relays to the next proxy; believed only from a proxy peer. */
 export const ORIGIN_HEADER = "x-weft-origin";
+/** The verified webhook scheme, set by the proxy only after a provider's signature checked out. */
+export const WEBHOOK_SCHEME_HEADER = "x-weft-webhook-scheme";
+/** The verified webhook delivery (event) id, when the scheme has one. */
+export const WEBHOOK_ID_HEADER = "x-weft-webhook-id";
+/** Headers only this proxy sets, after checking something: nobody's code may send them on. */
+const VERIFIED_HEADERS = [WEBHOOK_SCHEME_HEADER, WEBHOOK_ID_HEADER];
 /** Milliseconds the caller will still wait: inner hops must not outlive it. */
 export const DEADLINE_HEADER = "x-weft-deadline-ms";
 /** Marks mirrored (shadow) copies, whose responses nobody reads. */
@@ -101,13 +107,15 @@ export function deadlineOf(request: Request, who: Identity, routeTimeoutMs: numb
  * is removed, so a request without `x-weft-caller` came from the internet (backends are reachable
  * only through their proxy). `x-weft-caller` is the origin (absent when the origin is the internet,
  * relayed or not); `x-weft-peer` the immediate caller when it is not the origin (a proxy relayed the
- * request), and removed otherwise, whatever worker code sent. When the route can send to another
+ * request), and removed otherwise, whatever worker code sent; so are the headers only the proxy sets
+ * after verifying something (`x-weft-webhook-*`). When the route can send to another
  * service's proxy (`relays`: a `mesh` backend among its backends, failover or mirror),
  * `x-weft-origin` tells that proxy whom the request is for; it believes it only from a proxy peer.
  * An internet request to a route without mesh backends and without mesh headers needs no change.
  */
 export function identityEdits(edits: HeaderEdits, headers: Headers, who: Identity, relays: boolean): void {
   if (who.peer === INTERNET) edits.stripMeshHeaders(headers);
+  else for (const name of VERIFIED_HEADERS) edits.remove(name);
   if (who.origin !== INTERNET) edits.set(CALLER_HEADER, who.origin);
   else if (who.peer !== INTERNET) edits.remove(CALLER_HEADER);
   if (who.peer !== who.origin) edits.set(PEER_HEADER, who.peer);

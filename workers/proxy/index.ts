@@ -30,6 +30,7 @@ import { mirror, send, type Delivery } from "./send.ts";
 import { ServiceProxy } from "./service.ts";
 import { place, type Placement } from "./split.ts";
 import { beginHop, type Hop, type Trail } from "./telemetry.ts";
+import { webhookStep, webhookVerification } from "./webhook.ts";
 
 /** One proxied service per isolate in practice; keyed by service so a misconfigured env cannot mix two. */
 const proxies = new Map<string, ServiceProxy>();
@@ -139,14 +140,22 @@ async function serve(exchange: Exchange): Promise<Response> {
     edits.set(CLAIMS_HEADER, encodeClaims(claims));
   }
 
+  // webhook: a provider's signature over the raw body, verified before anything else reads it
+  const outbound: Outbound = { url: undefined, body: undefined };
+  if (route.webhook) {
+    const hooked = await webhookStep(route.webhook, request, edits, webhookVerification(proxy.controlPlane, slice.service));
+    if (hooked.kind === "stop") return hooked.response;
+    outbound.body = hooked.value;
+  }
+
   // rate limit: after authentication, so a verified claim can be the key
   const limited = route.rateLimits.length === 0 ? undefined : await checkRateLimits(slice.service, route.rateLimits, request, who.origin, claims, proxy.controlPlane);
   if (limited?.kind === "deny") return limited.response;
 
   // contract (request body)
-  const outbound: Outbound = { url: undefined, body: undefined };
   if (route.contract) {
-    const checked = await checkRequestContract(slice.service, route, request);
+    const read = outbound.body instanceof ArrayBuffer ? new Request(request.url, { method: request.method, headers: request.headers, body: outbound.body }) : request;
+    const checked = await checkRequestContract(slice.service, route, read);
     if (checked.kind === "stop") return checked.response;
     outbound.body = checked.value;
   }

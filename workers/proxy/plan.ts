@@ -7,7 +7,7 @@
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
 import type { Backend, FaultRule, HealthCheck, MirrorPolicy, Policy, RateLimitRule, RetryPolicy, RouteMatch } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
-import type { EgressDataPolicy, RouteAuth } from "../../shared/policy-schemas.ts";
+import type { EgressDataPolicy, RouteAuth, RouteWebhook, VendorAuth } from "../../shared/policy-schemas.ts";
 import { OriginBalancer } from "../../shared/balancer.ts";
 import { egressBase } from "../../shared/egress.ts";
 import type { LimitSpec } from "../../shared/rate-limit.ts";
@@ -17,7 +17,7 @@ import { expandLayout } from "../../shared/split.ts";
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
 export type Target =
   | { kind: "binding"; fetcher: Fetcher }
-  | { kind: "external"; balancer: OriginBalancer; provider: string; egress: EgressDataPolicy | undefined; quota: LimitSpec | undefined }
+  | { kind: "external"; balancer: OriginBalancer; provider: string; egress: EgressDataPolicy | undefined; quota: LimitSpec | undefined; auth: VendorAuth | undefined }
   | { kind: "missing"; reason: string };
 
 export interface CompiledBackend {
@@ -43,6 +43,8 @@ export interface RoutePlan {
   auth: { settings: RouteAuth; keys: JWTVerifyGetKey } | undefined;
   /** The service's rate limits that cover this route (empty: the step does nothing). */
   rateLimits: RateLimitRule[];
+  /** Inbound webhook verification (workers/proxy/webhook.ts). */
+  webhook: RouteWebhook | undefined;
   contract: CompiledContract | undefined;
   timeoutMs: number | undefined;
   retries: RetryPolicy | undefined;
@@ -105,7 +107,7 @@ function compileTarget(service: string, backend: Backend, context: CompileContex
     const key = `${service}/${backend.name}/${bases.join(" ")}`;
     let balancer = context.balancers.get(key);
     if (!balancer) context.balancers.set(key, (balancer = new OriginBalancer(bases)));
-    return { kind: "external", balancer, provider: backend.provider ?? backend.name, egress: backend.egress, quota };
+    return { kind: "external", balancer, provider: backend.provider ?? backend.name, egress: backend.egress, quota, auth: backend.auth };
   }
   const fetcher: unknown = Reflect.get(context.bindings, backend.binding);
   return isFetcher(fetcher)
@@ -156,6 +158,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
         sticky: (from === "cookie" || from === "header") && name ? { from, name } : undefined,
         auth: route.auth ? { settings: route.auth, keys: keysFor(route.auth, context.keySets) } : undefined,
         rateLimits: (slice.rateLimits ?? []).filter((rule) => !rule.routes || rule.routes.includes(route.name)),
+        webhook: route.webhook,
         contract: route.contract ? compileContract(route.contract) : undefined,
         timeoutMs: route.timeoutMs,
         retries: route.retries,
