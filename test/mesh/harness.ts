@@ -135,3 +135,28 @@ export async function waitFor(check: () => Promise<boolean>, ms: number, every =
   }
   throw new Error(`condition not met within ${ms} ms`);
 }
+
+/** A cart of the demo shop: its public id and the `cart-token` header every call on it carries. */
+export interface ShopCart {
+  cartId: string;
+  headers: Record<string, string>;
+}
+
+/** Opens a new cart through the shop's public cart API (`POST /cart/new`), as a shopper would. */
+export async function newCart(t: TestMesh): Promise<ShopCart> {
+  const res = await fetch(`${t.shop}/cart/new`, { method: "POST", signal: AbortSignal.timeout(10_000) });
+  if (res.status !== 201) throw new Error(`opening a cart failed: ${res.status} ${await res.text()}`);
+  const body = (await res.json()) as { cartId: string; cartToken: string };
+  return { cartId: body.cartId, headers: { "cart-token": body.cartToken } };
+}
+
+/**
+ * Every stored order, asked of the orders service itself: the list is closed to the internet by
+ * the demo's policy, so a test reads it the way an internal caller would.
+ */
+export async function listOrders(t: TestMesh): Promise<Array<{ orderId: string }>> {
+  const orders = await t.mesh.mf.getWorker("weft-orders");
+  const res = await orders.fetch("https://orders.mesh/orders");
+  if (res.status !== 200) throw new Error(`listing orders failed: ${res.status}`);
+  return ((await res.json()) as { orders: Array<{ orderId: string }> }).orders;
+}

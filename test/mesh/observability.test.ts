@@ -5,7 +5,7 @@
  */
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, setSplit, waitFor, type TestMesh } from "./harness.ts";
+import { bootTestMesh, newCart, setSplit, waitFor, type TestMesh } from "./harness.ts";
 
 interface Golden {
   requests: number;
@@ -180,12 +180,12 @@ describe("tracing, access logs and the tap", () => {
     const traceId = hex(16);
     const clientSpan = hex(8);
     const traceparent = `00-${traceId}-${clientSpan}-01`;
-    const cartId = `obs-${hex(4)}`;
-    const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-5", qty: 1 }) });
+    const { cartId, headers: held } = await newCart(t);
+    const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-5", qty: 1 }) });
     expect(add.status).toBe(200);
     const order = await fetch(`${t.shop}/orders`, {
       method: "POST",
-      headers: { "content-type": "application/json", traceparent },
+      headers: { ...held, "content-type": "application/json", traceparent },
       body: JSON.stringify({ cartId, customer: { email: "trace@example.com" } }),
     });
     expect(order.status).toBe(201);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, ECHO_SERVICE, waitFor, type TestMesh } from "./harness.ts";
+import { bootTestMesh, ECHO_SERVICE, listOrders, newCart, waitFor, type TestMesh } from "./harness.ts";
 
 let t: TestMesh;
 beforeAll(async () => {
@@ -67,13 +67,13 @@ describe("resilience on the demo shop", () => {
 
   it("never duplicates an order: POST /orders is retried only with an Idempotency-Key", async () => {
     // Counted before the faults start (and after they end): the listing itself is a request to orders.
-    const before = ((await (await fetch(`${t.shop}/orders`)).json()) as { orders: unknown[] }).orders.length;
+    const before = (await listOrders(t)).length;
     await serves("/orders", await setFaults("orders", [{ backend: "orders", abort: { percent: 30, status: 503 } }]));
     const place = async (i: number, withKey: boolean): Promise<{ status: number; orderId?: string }> => {
-      const cartId = `res-${withKey ? "k" : "n"}-${i}-${Date.now()}`;
-      const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-2", qty: 1 }) });
+      const { cartId, headers: held } = await newCart(t);
+      const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-2", qty: 1 }) });
       expect(add.status, `adding to ${cartId}: ${await add.clone().text()}`).toBe(200);
-      const headers: Record<string, string> = { "content-type": "application/json", ...(withKey ? { "idempotency-key": `key-${cartId}` } : {}) };
+      const headers: Record<string, string> = { ...held, "content-type": "application/json", ...(withKey ? { "idempotency-key": `key-${cartId}` } : {}) };
       const res = await fetch(`${t.shop}/orders`, { method: "POST", headers, body: JSON.stringify({ cartId }) });
       const body = (await res.json()) as { orderId?: string };
       return { status: res.status, ...(body.orderId ? { orderId: body.orderId } : {}) };
@@ -88,7 +88,7 @@ describe("resilience on the demo shop", () => {
     expect(okWith).toBeGreaterThanOrEqual(0.9);
     await serves("/orders", await clearFaults("orders"));
     const created = [...without, ...withKey].filter((r) => r.status === 201);
-    const after = ((await (await fetch(`${t.shop}/orders`)).json()) as { orders: Array<{ orderId: string }> }).orders;
+    const after = await listOrders(t);
     expect(after.length - before).toBe(created.length); // exactly one stored order per successful response
     const stored = new Set(after.map((o) => o.orderId));
     for (const r of created) expect(stored.has(r.orderId ?? "")).toBe(true);
