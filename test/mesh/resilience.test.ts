@@ -68,7 +68,7 @@ describe("resilience on the demo shop", () => {
   it("never duplicates an order: POST /orders is retried only with an Idempotency-Key", async () => {
     // Counted before the faults start (and after they end): the listing itself is a request to orders.
     const before = (await listOrders(t)).length;
-    await serves("/orders", await setFaults("orders", [{ backend: "orders", abort: { percent: 30, status: 503 } }]));
+    await serves("/orders/none", await setFaults("orders", [{ backend: "orders", abort: { percent: 30, status: 503 } }]));
     const place = async (i: number, withKey: boolean): Promise<{ status: number; orderId?: string }> => {
       const { cartId, headers: held } = await newCart(t);
       const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-2", qty: 1 }) });
@@ -86,7 +86,7 @@ describe("resilience on the demo shop", () => {
     expect(failedWithout).toBeGreaterThan(0.1);
     expect(failedWithout).toBeLessThan(0.5);
     expect(okWith).toBeGreaterThanOrEqual(0.9);
-    await serves("/orders", await clearFaults("orders"));
+    await serves("/orders/none", await clearFaults("orders"));
     const created = [...without, ...withKey].filter((r) => r.status === 201);
     const after = await listOrders(t);
     expect(after.length - before).toBe(created.length); // exactly one stored order per successful response
