@@ -19,6 +19,12 @@ const KEPT_ERRORS = 200;
 /** Recent events a new tap starts with. */
 const REPLAYED_EVENTS = 20;
 const HEARTBEAT_MS = 15_000;
+/**
+ * How long a batch id is remembered. A proxy re-sends a batch within seconds (after its RPC timed
+ * out); ten minutes covers any retry with a wide margin, and bounds the table to ten minutes of
+ * batches (about one a second per proxy isolate).
+ */
+export const BATCH_ID_MEMORY_MS = 10 * 60_000;
 
 const BUCKET_COLUMNS = Array.from({ length: BUCKETS }, (_, i) => `b${i}`);
 const STAT_COLUMNS = ["count", "attempts", "sum_ms", ...BUCKET_COLUMNS];
@@ -75,12 +81,20 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
       ${BUCKET_COLUMNS.map((c) => `${c} INTEGER NOT NULL DEFAULT 0`).join(", ")})`);
     this.sql.exec("CREATE TABLE IF NOT EXISTS ejections (slot INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
     this.sql.exec("CREATE TABLE IF NOT EXISTS errors (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
+    this.sql.exec("CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, received_at INTEGER NOT NULL)");
+    this.sql.exec("CREATE INDEX IF NOT EXISTS batches_age ON batches (received_at)");
   }
 
-  /** Adds one proxy batch. Answers whether anyone is tapping, so proxies send more events then. */
+  /**
+   * Adds one proxy batch, unless a batch with its id was already applied (a re-send): then nothing
+   * is counted again. Answers whether anyone is tapping, so proxies send more events then.
+   */
   ingest(batch: TelemetryBatch): IngestReply {
     const slot = Math.floor(batch.at / 1000 / SLOT_SECONDS);
-    this.ctx.storage.transactionSync(() => {
+    const now = Date.now();
+    const applied = this.ctx.storage.transactionSync((): boolean => {
+      // The id is recorded in the same transaction as the counts: either both commit or neither.
+      if (this.sql.exec("INSERT OR IGNORE INTO batches (id, received_at) VALUES (?, ?)", batch.batchId, now).rowsWritten === 0) return false;
       for (const s of batch.series) {
         const stats = [s.count, s.attempts, s.sumMs, ...Array.from({ length: BUCKETS }, (_, i) => s.buckets[i] ?? 0)];
         this.sql.exec(UPSERT_SLOT, slot, s.route, s.backend, s.caller, s.code, ...stats);
@@ -99,9 +113,12 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
       if (slot > this.prunedSlot) {
         this.sql.exec("DELETE FROM slots WHERE slot < ?", slot - RETENTION_SECONDS / SLOT_SECONDS - 1);
         this.sql.exec("DELETE FROM ejections WHERE slot >= 0 AND slot < ?", slot - RETENTION_SECONDS / SLOT_SECONDS - 1);
+        this.sql.exec("DELETE FROM batches WHERE received_at < ?", now - BATCH_ID_MEMORY_MS);
         this.prunedSlot = slot;
       }
+      return true;
     });
+    if (!applied) return { tapping: this.taps.size > 0 };
     for (const event of batch.events) this.publish(event);
     return { tapping: this.taps.size > 0 };
   }

@@ -72,6 +72,11 @@ export function noAttempts(): AttemptStats {
 /** What a proxy isolate sends its service's telemetry shard, about once a second while busy. */
 export interface TelemetryBatch {
   service: string;
+  /**
+   * Unique per batch, and the same on every re-send of it: the shard applies each id at most once,
+   * so a batch re-queued after a timeout whose first RPC still committed is not counted twice.
+   */
+  batchId: string;
   /** Epoch ms the batch's first request finished; the batch is stored in that time slot. */
   at: number;
   series: SeriesStats[];

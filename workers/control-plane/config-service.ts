@@ -15,6 +15,8 @@ import { telemetryStoreOf } from "../../durable-objects/telemetry-store.ts";
 /** Bounds on one telemetry batch (a proxy sends far less); larger ones are refused. */
 const MAX_BATCH_SERIES = 10_000;
 const MAX_BATCH_EVENTS = 5_000;
+/** A batch id: 1-64 characters of a UUID's or base64url's alphabet. */
+const BATCH_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements ControlPlaneApi {
   /** The service's slice if it changed since `knownVersion` (0 when the proxy has none). */
@@ -52,6 +54,8 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
   /** Stores a proxy's telemetry batch in its service's shard. */
   async recordTelemetry(batch: TelemetryBatch): Promise<IngestReply> {
     if (!Name.safeParse(batch.service).success) throw new TypeError("invalid service name");
+    // The id is stored for a while (deduplication): bounded, like everything keyed by a caller's value.
+    if (typeof batch.batchId !== "string" || !BATCH_ID.test(batch.batchId)) throw new TypeError("invalid batch id");
     if (batch.series.length > MAX_BATCH_SERIES || batch.events.length > MAX_BATCH_EVENTS) throw new RangeError("telemetry batch too large");
     const reply = await telemetryStoreOf(this.env, batch.service).ingest(batch);
     const plain = { tapping: reply.tapping };

@@ -215,7 +215,7 @@ export class ServiceTelemetry {
     const ejected = ejections.get(this.service) ?? 0;
     ejections.delete(this.service);
     const at = this.series.size > 0 ? this.batchAt : Date.now();
-    const batch: TelemetryBatch = { service: this.service, at, series: [...this.series.values()], ejections: ejected, events: this.events, attempts };
+    const batch: TelemetryBatch = { service: this.service, batchId: crypto.randomUUID(), at, series: [...this.series.values()], ejections: ejected, events: this.events, attempts };
     const spans = this.spans;
     this.series = new Map();
     this.events = [];

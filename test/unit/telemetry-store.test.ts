@@ -1,0 +1,64 @@
+import { env, exports } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { BATCH_ID_MEMORY_MS, telemetryStoreOf, type TelemetryStore } from "../../durable-objects/telemetry-store.ts";
+import { BUCKETS, type TelemetryBatch } from "../../shared/metrics.ts";
+import type { ControlPlaneApi } from "../../shared/slice.ts";
+
+function batchOf(service: string, batchId: string, count: number): TelemetryBatch {
+  const buckets = new Array<number>(BUCKETS).fill(0);
+  buckets[2] = count;
+  return {
+    service,
+    batchId,
+    at: Date.now(),
+    series: [{ route: "all", backend: "a", caller: "internet", code: 200, count, attempts: count, sumMs: count * 3, buckets }],
+    ejections: 1,
+    events: [],
+    attempts: [{ backend: "a", count, failures: 0, buckets }],
+  };
+}
+
+describe("telemetry batches are applied at most once", () => {
+  it("counts a batch recorded twice (a re-send after a timeout whose first RPC committed) once", async () => {
+    const store = telemetryStoreOf(env, "dedup");
+    const batch = batchOf("dedup", crypto.randomUUID(), 7);
+    await store.ingest(batch);
+    await store.ingest(structuredClone(batch)); // the re-send: same id
+    await store.ingest(batchOf("dedup", crypto.randomUUID(), 5)); // a different batch still counts
+    const totals = await store.totals();
+    expect(totals.series.reduce((sum, s) => sum + s.count, 0)).toBe(12);
+    expect(totals.ejections).toBe(2);
+    expect((await store.attemptTotals()).a?.count).toBe(12);
+  });
+
+  it("deduplicates through the proxies' RPC entrypoint too, and refuses a missing or oversized id", async () => {
+    const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+    const batch = batchOf("dedup-rpc", "b-1", 3);
+    await Promise.all([controlPlane.recordTelemetry(batch), controlPlane.recordTelemetry(batch)]);
+    const totals = await telemetryStoreOf(env, "dedup-rpc").totals();
+    expect(totals.series.reduce((sum, s) => sum + s.count, 0)).toBe(3);
+    for (const batchId of ["", "x".repeat(65), "a/b"]) {
+      const refused = await controlPlane.recordTelemetry({ ...batch, batchId }).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(String(refused)).toMatch(/invalid batch id/);
+    }
+  });
+
+  it("forgets batch ids after a while, so the memory of ids stays bounded", async () => {
+    const store = telemetryStoreOf(env, "dedup-prune");
+    await store.ingest(batchOf("dedup-prune", "old", 1));
+    const stub = env.TELEMETRY.get(env.TELEMETRY.idFromName("dedup-prune"));
+    await runInDurableObject(stub, (_instance: TelemetryStore, state) => {
+      state.storage.sql.exec("UPDATE batches SET received_at = ?", Date.now() - BATCH_ID_MEMORY_MS - 1_000);
+    });
+    // The next batch in a later slot prunes ids older than the memory.
+    await store.ingest({ ...batchOf("dedup-prune", "new", 1), at: Date.now() + 20_000 });
+    await runInDurableObject(stub, (_instance: TelemetryStore, state) => {
+      const ids = state.storage.sql.exec<{ id: string }>("SELECT id FROM batches ORDER BY id").toArray().map((r) => r.id);
+      expect(ids).toEqual(["new"]);
+    });
+  });
+});
