@@ -406,7 +406,7 @@ interface ConfigWrite {
 async function putConfig(mesh: RunningMesh, token: string, config: MeshConfigInput): Promise<ConfigWrite> {
   const response = await fetch(`${mesh.adminUrl}/admin/config`, {
     method: "PUT",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "x-weft-reason": "bench" },
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "if-match": "*", "x-weft-reason": "bench" },
     body: JSON.stringify(config),
   });
   const body = await response.text();

@@ -90,7 +90,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
   };
   if (options.seed ?? true) {
     const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
-    const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE] }) });
+    const seeded = await adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: [...demo.services, ECHO_SERVICE] }) });
     if (!seeded.ok) throw new Error(`seeding failed: ${seeded.status} ${await seeded.text()}`);
   }
   return {

@@ -108,7 +108,7 @@ describe("deadlines and mirroring", () => {
   async function putEcho(routes: unknown[]): Promise<void> {
     const current = (await (await t.adminFetch("/admin/config")).json()) as { services: Array<{ name: string }> };
     const echo = { ...ECHO_SERVICE, routes: [...routes, ...ECHO_SERVICE.routes] };
-    const res = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
+    const res = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
     expect(res.status).toBe(200);
   }
 
@@ -156,7 +156,7 @@ describe("several origins for one provider", () => {
     // A second regional endpoint that refuses connections (nothing listens on port 9).
     vendor.origin = [vendor.origin, "http://127.0.0.1:9/pim"];
     for (const route of pim.routes) route.split.weights = { "pim-v1": 0, "pim-v2": 0, "pim-vendor": 100 };
-    expect((await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: config.services }) })).status).toBe(200);
+    expect((await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: config.services }) })).status).toBe(200);
     await waitFor(async () => (await fetch(`${t.shop}/products/sku-1`)).headers.get("x-weft-backend") === "pim-vendor", 5_000);
     const { ok, backends } = await products(100);
     console.log(`pim-vendor with one of two origins refusing connections: ${ok}/100 succeeded (${JSON.stringify(backends)})`);
@@ -175,7 +175,7 @@ describe("active health checks", () => {
       ],
       routes: [{ name: "checked", match: { path: "/echo/*" }, split: { weights: { "echo-a": 50, "echo-b": 50 }, sticky: "header:x-shopper" } }],
     };
-    const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
+    const put = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
     expect(put.status).toBe(200);
     const shoppers = Array.from({ length: 40 }, (_, i) => `hc-${i}`);
     const place = async (): Promise<string[]> =>
@@ -204,7 +204,7 @@ describe("retries against real backend failures", () => {
         ...ECHO_SERVICE.routes,
       ],
     };
-    const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
+    const put = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
     expect(put.status).toBe(200);
     await waitFor(async () => (await fetch(`${t.shop}/echo/flaky/ok`)).headers.get("x-weft-route") === "flaky", 5_000);
 

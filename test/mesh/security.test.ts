@@ -33,7 +33,7 @@ async function placeOrder(email: string): Promise<string> {
 async function putService(service: object): Promise<void> {
   const current = (await (await t.adminFetch("/admin/config")).json()) as { services: Array<{ name: string }> };
   const services = [...current.services.filter((s) => s.name !== (service as { name: string }).name), service];
-  const res = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services }) });
+  const res = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services }) });
   expect(res.status).toBe(200);
 }
 

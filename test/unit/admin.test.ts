@@ -44,7 +44,7 @@ const SHOP: MeshConfigInput = {
 };
 
 async function putConfig(config: MeshConfigInput): Promise<number> {
-  const res = await admin("/admin/config", { method: "PUT", body: json(config) });
+  const res = await admin("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: json(config) });
   expect(res.status).toBe(200);
   return (await res.json<{ version: number }>()).version;
 }
@@ -203,6 +203,37 @@ describe("optimistic concurrency", () => {
   });
 });
 
+describe("whole-config writes need a precondition", () => {
+  it("answers 428 problem+json to a PUT without If-Match or version, and changes nothing", async () => {
+    const count = await versionCount();
+    const changed = { services: SHOP.services.filter((s) => s.name !== "promo") };
+    const res = await admin("/admin/config", { method: "PUT", body: json(changed) });
+    expect(res.status).toBe(428);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(await res.json()).toMatchObject({ status: 428, type: "urn:weft:problem:precondition-required" });
+    expect(await versionCount()).toBe(count);
+  });
+
+  it("takes back what GET /admin/config answered (version included): a get-edit-put round trip", async () => {
+    const read = await (await admin("/admin/config")).json<{ version: number; services: Array<{ name: string }> }>();
+    const edited = { ...read, services: read.services.filter((s) => s.name !== "promo") };
+    const put = await admin("/admin/config", { method: "PUT", body: json(edited) });
+    expect(put.status).toBe(200);
+    expect((await put.json<{ version: number; changed: string[] }>()).changed).toContain("promo");
+    expect((await service("cart")).name).toBe("cart");
+    expect((await admin("/admin/services/promo")).status).toBe(404);
+    // The same document again is now stale: its version is no longer current.
+    const stale = await admin("/admin/config", { method: "PUT", body: json(edited) });
+    expect(stale.status).toBe(412);
+    // With an If-Match that disagrees with the body's version: 412, nothing written.
+    const current = Number((await admin("/admin/config")).headers.get("etag")?.replace(/"/g, ""));
+    const mixed = await admin("/admin/config", { method: "PUT", headers: { "if-match": `"${current}"` }, body: json({ ...edited, version: current - 1 }) });
+    expect(mixed.status).toBe(412);
+    const agreed = await admin("/admin/config", { method: "PUT", headers: { "if-match": `"${current}"` }, body: json({ ...SHOP, version: current }) });
+    expect(agreed.status).toBe(200);
+  });
+});
+
 describe("config versions", () => {
   it("keeps every change as a version and rolls back as a new version", async () => {
     const base = await putConfig({ services: [] });
@@ -234,6 +265,7 @@ describe("config versions", () => {
     const count = await versionCount();
     const res = await admin("/admin/config", {
       method: "PUT",
+      headers: { "if-match": "*" },
       body: json({
         services: [
           { name: "a", backends: [{ name: "x", type: "external", origin: "http://vendor.example" }], routes: [{ split: { weights: { x: 90 } } }] },

@@ -24,6 +24,7 @@ const claims = { sub: "orders", aud: "vendor-notify", htm: "POST", htu: "https:/
 beforeAll(async () => {
   const res = await request("/admin/config", {
     method: "PUT",
+    headers: { "if-match": "*" },
     body: JSON.stringify({
       services: [
         {
