@@ -1,7 +1,7 @@
 import { env, exports } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
-import { configStoreOf, sliceStoreOf } from "../../durable-objects/config-store.ts";
+import { configStoreOf, KEPT_VERSIONS, sliceStoreOf, type ConfigStore } from "../../durable-objects/config-store.ts";
 import type { MeshConfigInput } from "../../shared/config.ts";
 import type { ControlPlaneApi, ServiceSlice } from "../../shared/slice.ts";
 import { decideSplit, expandLayout } from "../../shared/split.ts";
@@ -232,6 +232,38 @@ describe("whole-config writes need a precondition", () => {
     const agreed = await admin("/admin/config", { method: "PUT", headers: { "if-match": `"${current}"` }, body: json({ ...SHOP, version: current }) });
     expect(agreed.status).toBe(200);
   });
+});
+
+describe("config history retention", () => {
+  it("keeps the last 500 versions (never the current one) and the documents they need, forgetting older ones", async () => {
+    const first = Number((await admin("/admin/config")).headers.get("etag")?.replace(/"/g, ""));
+    const firstConfig = await (await admin(`/admin/config?version=${first}`)).json<{ services: unknown[] }>();
+    const weights = (i: number) => ({ "pim-v1": 100 - (i % 50), "pim-v2": i % 50, "pim-v3": 0 });
+    let head = first;
+    for (let i = 1; i <= KEPT_VERSIONS + 60; i++) {
+      const result = await configStoreOf(env).setSplit("pim", { weights: weights(i) }, undefined, undefined);
+      if (!result.ok) throw new Error(`split refused: ${result.reason}`);
+      head = result.value.version;
+    }
+    const versions = await configStoreOf(env).listVersions(10_000);
+    expect(versions[0]?.version).toBe(head);
+    expect(versions.length).toBeGreaterThanOrEqual(KEPT_VERSIONS);
+    expect(versions.length).toBeLessThan(KEPT_VERSIONS + 25);
+    // The first version is gone: neither readable nor a rollback target.
+    expect((await admin(`/admin/config?version=${first}`)).status).toBe(404);
+    expect((await admin("/admin/config/rollback", { method: "POST", body: json({ version: first }) })).status).toBe(404);
+    // The oldest kept version is whole: every service, pim with the weights it had then.
+    const oldest = head - KEPT_VERSIONS + 1;
+    const kept = await (await admin(`/admin/config?version=${oldest}`)).json<{ services: Array<{ name: string; routes: Array<{ split: { weights: unknown } }> }> }>();
+    expect(kept.services).toHaveLength(firstConfig.services.length);
+    expect(kept.services.find((svc) => svc.name === "pim")?.routes[0]?.split.weights).toEqual(weights(oldest - first));
+    expect((await admin("/admin/config/rollback", { method: "POST", body: json({ version: oldest }) })).status).toBe(200);
+    // Storage is bounded too: pim's documents are about one per kept version, the others one each.
+    await runInDurableObject(store(), (_instance: ConfigStore, state) => {
+      const rows = state.storage.sql.exec<{ service: string; n: number }>("SELECT service, COUNT(*) AS n FROM service_docs GROUP BY service").toArray();
+      for (const row of rows) expect(row.n, row.service).toBeLessThanOrEqual(row.service === "pim" ? KEPT_VERSIONS + 25 : 2);
+    });
+  }, 120_000);
 });
 
 describe("config versions", () => {
