@@ -132,7 +132,7 @@ function proxyDeployment(base: Deployment, name: string, service: string, debug:
       WEFT_OTLP_ENDPOINT: "",
     },
     services: [
-      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService" },
+      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService", props: { service } },
       { binding: "BENCH_V1", service: upstream },
       { binding: "BENCH_V2", service: upstream },
     ],

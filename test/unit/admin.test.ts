@@ -65,6 +65,13 @@ function store() {
   return env.CONFIG_STORE.get(env.CONFIG_STORE.idFromName("mesh"));
 }
 
+/** The ConfigService as a proxy of `service` sees it: a binding whose props name that service. */
+function boundTo(service: string): ControlPlaneApi {
+  // The loopback's structural RPC type is too deep for TypeScript; proxies see the same plain API.
+  const entrypoint = exports.ConfigService as unknown as (options: { props: { service: string } }) => ControlPlaneApi;
+  return entrypoint({ props: { service } });
+}
+
 async function slice(name: string): Promise<ServiceSlice> {
   const read = await configStoreOf(env).readSlice(name);
   if (read.status !== "slice") throw new Error(`no slice for ${name}`);
@@ -371,8 +378,7 @@ describe("publication to proxies", () => {
   });
 
   it("serves proxies only their own service (the ConfigService entrypoint)", async () => {
-    // Seen as proxies see it; the loopback's structural RPC type is too deep for TypeScript.
-    const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+    const controlPlane = boundTo("cart");
     const read = await controlPlane.readSlice("cart", 0);
     expect(read.status).toBe("slice");
     if (read.status === "slice") {
@@ -383,7 +389,28 @@ describe("publication to proxies", () => {
       () => undefined,
       (error: unknown) => error,
     );
-    expect(String(refused)).toMatch(/invalid service name/);
+    expect(String(refused)).toMatch(/this binding serves 'cart'/);
+  });
+
+  it("binds a proxy to the service its binding's props name: no reading, signing, counting or leasing for another", async () => {
+    const cart = boundTo("cart");
+    const failure = (call: Promise<unknown>): Promise<string> => call.then(() => "accepted", (error: unknown) => String(error));
+    // Another service's slice, signature, telemetry and rate-limit counters are refused.
+    expect(await failure(cart.readSlice("pim", 0))).toMatch(/serves 'cart', not "pim"/);
+    const claims = { sub: "pim", aud: "vendor-pim", htm: "GET", htu: "https://vendor.example/p", body_sha256: "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU" };
+    expect(await failure(cart.signEgress("pim", claims))).toMatch(/serves 'cart'/);
+    const batch = { service: "pim", batchId: crypto.randomUUID(), at: Date.now(), series: [], ejections: 0, events: [], attempts: [] };
+    expect(await failure(cart.recordTelemetry(batch))).toMatch(/serves 'cart'/);
+    const spec = { algorithm: "fixed-window" as const, limit: 10, periodSeconds: 60 };
+    expect(await failure(cart.leaseTokens("pim/limit-0/k", spec, 1))).toMatch(/serves 'cart'/);
+    // Its own are served, and a provider's shared quota counter is open to every bound proxy.
+    expect(await failure(cart.recordTelemetry({ ...batch, service: "cart" }))).toBe("accepted");
+    expect(await failure(cart.leaseTokens("cart/limit-0/k", spec, 1))).toBe("accepted");
+    expect(await failure(cart.leaseTokens("egress/vendor-pim/all", spec, 1))).toBe("accepted");
+    // A binding without props is refused whatever it asks.
+    const unbound = exports.ConfigService as unknown as ControlPlaneApi;
+    expect(await failure(unbound.readSlice("cart", 0))).toMatch(/no props\.service/);
+    expect(await failure(unbound.leaseTokens("egress/vendor-pim/all", spec, 1))).toMatch(/no props\.service/);
   });
 });
 

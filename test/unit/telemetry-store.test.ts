@@ -33,7 +33,8 @@ describe("telemetry batches are applied at most once", () => {
   });
 
   it("deduplicates through the proxies' RPC entrypoint too, and refuses a missing or oversized id", async () => {
-    const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+    const entrypoint = exports.ConfigService as unknown as (options: { props: { service: string } }) => ControlPlaneApi;
+    const controlPlane = entrypoint({ props: { service: "dedup-rpc" } });
     const batch = batchOf("dedup-rpc", "b-1", 3);
     await Promise.all([controlPlane.recordTelemetry(batch), controlPlane.recordTelemetry(batch)]);
     const totals = await telemetryStoreOf(env, "dedup-rpc").totals();
