@@ -92,7 +92,7 @@ describe("resilience on the demo shop", () => {
     expect(after.length - before).toBe(created.length); // exactly one stored order per successful response
     const stored = new Set(after.map((o) => o.orderId));
     for (const r of created) expect(stored.has(r.orderId ?? "")).toBe(true);
-  });
+  }, 60_000);
 
   it("refuses faults and failover for backends the service does not have", async () => {
     const fault = await t.adminFetch("/admin/services/pim/faults", { method: "PUT", body: JSON.stringify({ faults: [{ backend: "pim-v9", abort: { percent: 10, status: 503 } }] }) });
