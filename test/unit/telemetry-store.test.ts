@@ -1,8 +1,8 @@
 import { env, exports } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { BATCH_ID_MEMORY_MS, telemetryStoreOf, type TelemetryStore } from "../../durable-objects/telemetry-store.ts";
-import { BUCKETS, type TelemetryBatch } from "../../shared/metrics.ts";
+import { BATCH_ID_MEMORY_MS, TAP_MAX_QUEUED, telemetryStoreOf, type TelemetryStore } from "../../durable-objects/telemetry-store.ts";
+import { BUCKETS, type TapEvent, type TelemetryBatch } from "../../shared/metrics.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 
 function batchOf(service: string, batchId: string, count: number): TelemetryBatch {
@@ -61,5 +61,59 @@ describe("telemetry batches are applied at most once", () => {
       const ids = state.storage.sql.exec<{ id: string }>("SELECT id FROM batches ORDER BY id").toArray().map((r) => r.id);
       expect(ids).toEqual(["new"]);
     });
+  });
+});
+
+function tapEvent(i: number): TapEvent {
+  return {
+    at: new Date().toISOString(), service: "tapped", method: "GET", path: `/p/${i}`, route: "all", backend: "a",
+    caller: "internet", status: 200, durationMs: 1, traceId: "0".repeat(32), spanId: i.toString(16).padStart(16, "0"), sampled: true, attempts: 1,
+  };
+}
+
+/** Reads SSE frames from `reader` until `done` says stop; answers the frames read. */
+async function readFrames(reader: ReadableStreamDefaultReader<Uint8Array>, done: (frames: string[]) => boolean): Promise<string[]> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  const frames: string[] = [];
+  while (!done(frames)) {
+    const chunk = await reader.read();
+    if (chunk.done) break;
+    buffer += decoder.decode(chunk.value, { stream: true });
+    const parts = buffer.split("\n\n");
+    buffer = parts.pop() ?? "";
+    frames.push(...parts);
+  }
+  return frames;
+}
+
+describe("tap backpressure", () => {
+  it("drops events for a client that does not read instead of buffering them, and says how many it missed", async () => {
+    const store = telemetryStoreOf(env, "tapped");
+    const stub = env.TELEMETRY.get(env.TELEMETRY.idFromName("tapped"));
+    const res = await stub.fetch("https://telemetry.internal/tap");
+    const body: ReadableStream<Uint8Array> | null = res.body;
+    const reader = body?.getReader();
+    if (!reader) throw new Error("no tap stream");
+    // A client that reads nothing while 2,000 requests happen.
+    const total = 2_000;
+    for (let i = 0; i < total; i += 100) {
+      await store.ingest({ ...batchOf("tapped", crypto.randomUUID(), 1), events: Array.from({ length: 100 }, (_, j) => tapEvent(i + j)) });
+    }
+    const [backlog] = await store.tapBacklog();
+    expect(backlog?.queued).toBeLessThanOrEqual(TAP_MAX_QUEUED);
+    expect(backlog?.dropped).toBeGreaterThanOrEqual(total - TAP_MAX_QUEUED);
+    // Reading now delivers what was queued, then the count of what was dropped.
+    const frames = await readFrames(reader, (read) => read.some((f) => f.startsWith("event: dropped")));
+    const delivered = frames.filter((f) => f.startsWith("event: request")).length;
+    const notice = frames.find((f) => f.startsWith("event: dropped")) ?? "";
+    const dropped = (JSON.parse(/^data: (.*)$/m.exec(notice)?.[1] ?? "{}") as { dropped?: number }).dropped ?? 0;
+    expect(delivered).toBeLessThanOrEqual(TAP_MAX_QUEUED);
+    expect(delivered + dropped).toBe(total);
+    // Caught up: new events flow again.
+    await store.ingest({ ...batchOf("tapped", crypto.randomUUID(), 1), events: [tapEvent(total)] });
+    const next = await readFrames(reader, (read) => read.some((f) => f.includes(`/p/${total}`)));
+    expect(next.some((f) => f.includes(`/p/${total}`))).toBe(true);
+    await reader.cancel();
   });
 });
