@@ -35,11 +35,7 @@ export function boundServiceOf(props: unknown): string | undefined {
 /** Whether a call naming `claimed` may proceed on a binding for `bound`, or why not. */
 export type BindingCheck = { ok: true; service: string } | { ok: false; reason: string };
 
-/**
- * Decides one call: `claimed` is the service the proxy names, `bound` the one its binding's props
- * name. Rate-limit counters of egress quotas (`egress/<provider>/all`) are shared by every service
- * that calls the provider, so any bound proxy may lease from them.
- */
+/** Decides one call: `claimed` is the service the proxy names, `bound` the one its binding's props name. */
 export function checkBinding(bound: string | undefined, claimed: string): BindingCheck {
   if (bound === undefined) {
     return { ok: false, reason: "this CONTROL_PLANE binding has no props.service: bind it with props = { service = \"<service>\" } (weft generate does)" };
@@ -78,7 +74,11 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     return plain;
   }
 
-  /** Leases rate-limit tokens from the counter `service/limit/key` (or a shared `egress/<provider>/all`). */
+  /**
+   * Leases rate-limit tokens from the counter `service/limit/key`. A provider's quota counters
+   * (`egress/<provider>/all`) are shared by every service that calls the provider, so any bound
+   * proxy may lease from them.
+   */
   async leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">> {
     if (typeof counter !== "string" || counter.length > 512) throw new TypeError("invalid counter name");
     const owner = counter.split("/", 1)[0] ?? "";
