@@ -55,6 +55,13 @@ interface CurrentService {
 }
 
 const PUBLISH_CONCURRENCY = 50;
+/**
+ * Versions kept in the history (the current one always among them). Older versions cannot be read
+ * or rolled back to; each service keeps the one document those kept versions still need.
+ */
+export const KEPT_VERSIONS = 500;
+/** History is pruned every this many versions, so a write rarely pays for it. */
+const PRUNE_EVERY = 25;
 
 /** The mesh has one ConfigStore; it serves admin writes and shard cold starts only. */
 export function configStoreOf(env: ControlPlaneEnv): PlainStub<ConfigStore> {
@@ -108,10 +115,15 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
     return this.head;
   }
 
-  /** The whole config at `version` (default: current), or null if that version does not exist. */
+  /** The oldest version still kept (1 before any pruning). */
+  private oldestKept(): number {
+    return Math.max(1, this.head - KEPT_VERSIONS + 1);
+  }
+
+  /** The whole config at `version` (default: current), or null if that version does not exist (or was pruned). */
   readConfig(version?: number): { version: number; config: MeshConfig } | null {
     const at = version ?? this.head;
-    if (at < 0 || at > this.head || (version !== undefined && at === 0)) return null;
+    if (at < 0 || at > this.head || (version !== undefined && (at === 0 || at < this.oldestKept()))) return null;
     const services = at === this.head ? this.current : this.servicesAt(at);
     return { version: at, config: { services: [...services.values()].map((s) => s.stored.config) } };
   }
@@ -377,9 +389,32 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
       if (stored) this.current.set(name, { version, stored });
       else this.current.delete(name);
     }
+    if (version % PRUNE_EVERY === 0) this.pruneHistory();
     // Publication is asynchronous and retried until every subscribed shard has the change (see alarm()).
     if (this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM outbox").one().n > 0) void this.ctx.storage.setAlarm(Date.now());
     return { ok: true, value: { version, changed } };
+  }
+
+  /**
+   * Forgets versions older than the last {@link KEPT_VERSIONS}. A service document older than the
+   * oldest kept version is deleted once a newer one (still at or before that version) replaces it,
+   * so every kept version can still be rebuilt; a service deleted before it is forgotten entirely.
+   */
+  pruneHistory(): { versions: number; documents: number } {
+    const floor = this.oldestKept();
+    if (floor <= 1) return { versions: 0, documents: 0 };
+    return this.ctx.storage.transactionSync(() => {
+      const versions = this.sql.exec("DELETE FROM versions WHERE version < ?", floor).rowsWritten;
+      let documents = this.sql.exec(
+        `DELETE FROM service_docs WHERE version < ?1 AND EXISTS (
+           SELECT 1 FROM service_docs newer WHERE newer.service = service_docs.service
+             AND newer.version > service_docs.version AND newer.version <= ?1)`,
+        floor,
+      ).rowsWritten;
+      // What is left before the floor is each service's state at the floor; a deletion there is nothing.
+      documents += this.sql.exec("DELETE FROM service_docs WHERE version < ? AND doc IS NULL", floor).rowsWritten;
+      return { versions, documents };
+    });
   }
 
   /** Drains the outbox: pushes each changed service's slice to its shard; failures retry with backoff. */

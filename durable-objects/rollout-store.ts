@@ -11,6 +11,7 @@ import { bodySha256 } from "../shared/egress.ts";
 import type { AttemptStats } from "../shared/metrics.ts";
 import {
   attemptsSince,
+  checkWebhookUrl,
   isFinished,
   judgeStep,
   nextTransition,
@@ -59,6 +60,8 @@ interface RolloutRecord {
 
 const MAX_EVENTS = 500;
 const HISTORY_IDS_PASSED_AS_STALE = 50;
+/** Rollouts kept per service (the history API serves at most 100); older ones are deleted on each start. */
+export const KEPT_ROLLOUTS = 100;
 /** How often a step is judged while it runs. */
 const MIN_TICK_MS = 1_000;
 const MAX_TICK_MS = 5_000;
@@ -175,6 +178,7 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
         synced: false,
       };
       this.sql.exec("INSERT INTO rollouts (seq, id, doc) VALUES (?, ?, ?)", seq + 1, id, JSON.stringify(record));
+      this.sql.exec("DELETE FROM rollouts WHERE seq <= ?", seq + 1 - KEPT_ROLLOUTS);
       // The alarm is stored with the record, before anything else is awaited: whatever happens
       // next, the rollout goes on (the alarm writes the split again if this first write is lost).
       await this.ctx.storage.setAlarm(now + tickMs(request.stepSeconds));
@@ -364,6 +368,12 @@ export class RolloutStore extends DurableObject<ControlPlaneEnv> {
     );
     const target = new URL(url);
     const host = target.host;
+    // Checked again at send time: a rollout stored before the rule existed must not reach inside.
+    const allowed = checkWebhookUrl(url, this.env.WEFT_ENV === "development");
+    if (!allowed.ok) {
+      console.warn(JSON.stringify({ event: "rollout-webhook-refused", rollout: status.id, host, reason: allowed.reason }));
+      return;
+    }
     for (let attempt = 1; attempt <= 2; attempt++) {
       try {
         const signed = await signingKeysOf(this.env, status.service).sign(status.service, {

@@ -7,6 +7,10 @@
  * published as soon as it exists but signs only after an activation delay longer than the JWKS cache
  * lifetime, so every vendor has it before the first token that needs it; the replaced key signs until
  * then and stays published until every token it signed has expired. No call fails across a rotation.
+ *
+ * Rotations run one at a time: a rotation asked for while one is under way (a double POST, or the
+ * admin and the alarm together) joins it instead of starting another, and what a shard publishes is
+ * always read back from its key table, never assembled from a list kept on the side.
  */
 import { DurableObject } from "cloudflare:workers";
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
@@ -21,8 +25,8 @@ export const TOKEN_LIFETIME_SECONDS = 60;
 /** Clock skew tolerated between the mesh and vendors, added to how long old keys stay published. */
 const CLOCK_SKEW_SECONDS = 30;
 const DEFAULT_ROTATION_HOURS = 24;
-/** JWKS max-age (60 s) plus margin: by then every vendor's cached JWKS holds the new key. */
-const DEFAULT_ACTIVATION_SECONDS = 65;
+/** Longer than the JWKS can be cached anywhere (see jwksCaching): by then every vendor has the new key. */
+export const DEFAULT_ACTIVATION_SECONDS = 65;
 
 /** A public key as published in the JWKS: public parts only. */
 export interface PublicJwk extends JWK {
@@ -48,6 +52,19 @@ export function jwksRegistryOf(env: ControlPlaneEnv): PlainStub<JwksRegistry> {
   return plainStub<JwksRegistry>(env.JWKS_REGISTRY.get(env.JWKS_REGISTRY.idFromName("mesh")));
 }
 
+/** The activation delay a control plane runs with (WEFT_KEY_ACTIVATION_SECONDS, default 65 s). */
+export function activationSecondsOf(env: ControlPlaneEnv): number {
+  const seconds = Number(env.WEFT_KEY_ACTIVATION_SECONDS);
+  return env.WEFT_KEY_ACTIVATION_SECONDS !== "" && Number.isFinite(seconds) && seconds >= 0 ? seconds : DEFAULT_ACTIVATION_SECONDS;
+}
+
+/** What a rotation did. */
+export interface Rotation {
+  kid: string;
+  previous: string | null;
+  activatesAt: string;
+}
+
 /** The signing shard of `service`. */
 export function signingKeysOf(env: ControlPlaneEnv, service: string): PlainStub<SigningKeys> {
   return plainStub<SigningKeys>(env.SIGNING_KEYS.get(env.SIGNING_KEYS.idFromName(service)));
@@ -56,8 +73,8 @@ export function signingKeysOf(env: ControlPlaneEnv, service: string): PlainStub<
 export class SigningKeys extends DurableObject<ControlPlaneEnv> {
   private readonly sql: SqlStorage;
   private active: { kid: string; alg: SigningAlg; key: CryptoKey; until: number } | undefined;
-  /** The first key's generation, shared by requests that arrive while it is under way. */
-  private firstKey: Promise<unknown> | undefined;
+  /** The rotation under way, if any: every rotation asked for meanwhile joins it. */
+  private rotation: Promise<Rotation> | undefined;
 
   constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
     super(ctx, env);
@@ -109,15 +126,26 @@ export class SigningKeys extends DurableObject<ControlPlaneEnv> {
    * the shard's first key); the current key signs until then and stays published until its last
    * token has expired. Returns the new and previous key ids and when the switch happens.
    */
-  async rotate(service: string): Promise<{ kid: string; previous: string | null; activatesAt: string }> {
+  rotate(service: string): Promise<Rotation> {
+    // Generating a key awaits crypto, which lets other calls in: without this, two rotations would
+    // both replace the same key, leave one new key never retired, and each publish a list lacking the
+    // other's key.
+    this.rotation ??= this.rotateNow(service).finally(() => (this.rotation = undefined));
+    return this.rotation;
+  }
+
+  private async rotateNow(service: string): Promise<Rotation> {
     const now = Date.now();
     const previous = this.newestRow();
     const row = await this.generate(previous ? now + this.activationSeconds() * 1000 : now);
-    // Publish first: if the registry is unreachable the rotation fails and nothing changes.
+    // Publish first: if the registry is unreachable the rotation fails and nothing changes. What is
+    // published is the table as it will be after this rotation (one writer at a time, see rotate()).
     await jwksRegistryOf(this.env).publish(service, [...this.publicKeys(now), JSON.parse(row.public_jwk) as PublicJwk]);
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('service', ?)", service);
-      if (previous) this.sql.exec("UPDATE keys SET retired_at = ? WHERE kid = ?", row.activates_at, previous.kid);
+      // Every key still unretired stops when the new one starts: normally just `previous`, but this
+      // also heals a table left with several unretired keys by concurrent rotations of old versions.
+      if (previous) this.sql.exec("UPDATE keys SET retired_at = ? WHERE retired_at IS NULL", row.activates_at);
       this.sql.exec(
         "INSERT INTO keys (kid, alg, private_jwk, public_jwk, created_at, activates_at, retired_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
         row.kid,
@@ -150,14 +178,14 @@ export class SigningKeys extends DurableObject<ControlPlaneEnv> {
       return;
     }
     const horizon = Date.now() - (TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) * 1000;
-    const expired = this.sql.exec("DELETE FROM keys WHERE retired_at IS NOT NULL AND retired_at <= ?", horizon).rowsWritten;
-    if (expired > 0) await jwksRegistryOf(this.env).publish(service, this.publicKeys());
+    this.sql.exec("DELETE FROM keys WHERE retired_at IS NOT NULL AND retired_at <= ?", horizon);
+    // Republished from the table every time, so a registry that missed a write catches up here.
+    await jwksRegistryOf(this.env).publish(service, this.publicKeys());
     await this.scheduleAlarm();
   }
 
   private activationSeconds(): number {
-    const seconds = Number(this.env.WEFT_KEY_ACTIVATION_SECONDS);
-    return Number.isFinite(seconds) && seconds >= 0 ? seconds : DEFAULT_ACTIVATION_SECONDS;
+    return activationSecondsOf(this.env);
   }
 
   private rotationHours(): number {
@@ -198,8 +226,7 @@ export class SigningKeys extends DurableObject<ControlPlaneEnv> {
     if (this.active && now < this.active.until) return this.active;
     let row = this.signingRow(now);
     if (!row) {
-      this.firstKey ??= this.rotate(service).finally(() => (this.firstKey = undefined));
-      await this.firstKey;
+      await this.rotate(service);
       row = this.signingRow(Date.now());
       if (!row) throw new Error("signing key generation failed");
     }

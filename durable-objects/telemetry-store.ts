@@ -19,6 +19,19 @@ const KEPT_ERRORS = 200;
 /** Recent events a new tap starts with. */
 const REPLAYED_EVENTS = 20;
 const HEARTBEAT_MS = 15_000;
+/**
+ * Frames a tap may have waiting for its client. A client that reads slower than the service serves
+ * falls behind; beyond this many waiting frames its events are dropped (and counted) instead of
+ * buffered, so one slow client never makes the shard hold an unbounded backlog. Like `linkerd viz
+ * tap`, the client is told how many it missed once it catches up.
+ */
+export const TAP_MAX_QUEUED = 256;
+/**
+ * How long a batch id is remembered. A proxy re-sends a batch within seconds (after its RPC timed
+ * out); ten minutes covers any retry with a wide margin, and bounds the table to ten minutes of
+ * batches (about one a second per proxy isolate).
+ */
+export const BATCH_ID_MEMORY_MS = 10 * 60_000;
 
 const BUCKET_COLUMNS = Array.from({ length: BUCKETS }, (_, i) => `b${i}`);
 const STAT_COLUMNS = ["count", "attempts", "sum_ms", ...BUCKET_COLUMNS];
@@ -58,7 +71,7 @@ const encoder = new TextEncoder();
 
 export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
   private readonly sql: SqlStorage;
-  private readonly taps = new Set<WritableStreamDefaultWriter<Uint8Array>>();
+  private readonly taps = new Set<Tap>();
   private readonly recent: TapEvent[] = [];
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private prunedSlot = 0;
@@ -76,12 +89,20 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
     this.sql.exec("CREATE TABLE IF NOT EXISTS ejections (slot INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
     this.sql.exec("CREATE TABLE IF NOT EXISTS ejection_totals (backend TEXT PRIMARY KEY, n INTEGER NOT NULL)");
     this.sql.exec("CREATE TABLE IF NOT EXISTS errors (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
+    this.sql.exec("CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, received_at INTEGER NOT NULL)");
+    this.sql.exec("CREATE INDEX IF NOT EXISTS batches_age ON batches (received_at)");
   }
 
-  /** Adds one proxy batch. Answers whether anyone is tapping, so proxies send more events then. */
+  /**
+   * Adds one proxy batch, unless a batch with its id was already applied (a re-send): then nothing
+   * is counted again. Answers whether anyone is tapping, so proxies send more events then.
+   */
   ingest(batch: TelemetryBatch): IngestReply {
     const slot = Math.floor(batch.at / 1000 / SLOT_SECONDS);
-    this.ctx.storage.transactionSync(() => {
+    const now = Date.now();
+    const applied = this.ctx.storage.transactionSync((): boolean => {
+      // The id is recorded in the same transaction as the counts: either both commit or neither.
+      if (this.sql.exec("INSERT OR IGNORE INTO batches (id, received_at) VALUES (?, ?)", batch.batchId, now).rowsWritten === 0) return false;
       for (const s of batch.series) {
         const stats = [s.count, s.attempts, s.sumMs, ...Array.from({ length: BUCKETS }, (_, i) => s.buckets[i] ?? 0)];
         this.sql.exec(UPSERT_SLOT, slot, s.route, s.backend, s.caller, s.code, ...stats);
@@ -104,9 +125,12 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
       if (slot > this.prunedSlot) {
         this.sql.exec("DELETE FROM slots WHERE slot < ?", slot - RETENTION_SECONDS / SLOT_SECONDS - 1);
         this.sql.exec("DELETE FROM ejections WHERE slot >= 0 AND slot < ?", slot - RETENTION_SECONDS / SLOT_SECONDS - 1);
+        this.sql.exec("DELETE FROM batches WHERE received_at < ?", now - BATCH_ID_MEMORY_MS);
         this.prunedSlot = slot;
       }
+      return true;
     });
+    if (!applied) return { tapping: this.taps.size > 0 };
     for (const event of batch.events) this.publish(event);
     return { tapping: this.taps.size > 0 };
   }
@@ -154,13 +178,14 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
   override fetch(request: Request): Response {
     if (new URL(request.url).pathname !== "/tap") return new Response("not found", { status: 404 });
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-    const writer = writable.getWriter();
-    this.taps.add(writer);
+    const tap: Tap = { writer: writable.getWriter(), queued: 0, dropped: 0 };
+    this.taps.add(tap);
     const replayed = this.recent.slice(-REPLAYED_EVENTS);
-    this.send(writer, `retry: 2000\n: ${replayed.length} recent requests first, then live\n\n`);
-    for (const event of replayed) this.send(writer, frame(event));
+    this.send(tap, `retry: 2000\n: ${replayed.length} recent requests first, then live\n\n`);
+    for (const event of replayed) this.send(tap, frame(event));
     this.heartbeat ??= setInterval(() => {
-      for (const tap of this.taps) this.send(tap, ": ping\n\n");
+      // A client too far behind has frames on the way already; pinging it would only add to its queue.
+      for (const tap of this.taps) if (tap.queued < TAP_MAX_QUEUED) this.send(tap, ": ping\n\n");
       if (this.taps.size === 0) this.stopHeartbeat();
     }, HEARTBEAT_MS);
     return new Response(readable, {
@@ -173,21 +198,51 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
     if (this.recent.length > REPLAYED_EVENTS * 2) this.recent.splice(0, this.recent.length - REPLAYED_EVENTS);
     if (this.taps.size === 0) return;
     const text = frame(event);
-    for (const tap of this.taps) this.send(tap, text);
+    for (const tap of this.taps) {
+      if (tap.queued >= TAP_MAX_QUEUED) tap.dropped++;
+      else this.send(tap, text);
+    }
   }
 
-  /** Writes to one tap; a tap whose reader went away is dropped. */
-  private send(tap: WritableStreamDefaultWriter<Uint8Array>, text: string): void {
-    tap.write(encoder.encode(text)).catch(() => {
-      this.taps.delete(tap);
-      if (this.taps.size === 0) this.stopHeartbeat();
-    });
+  /** How far behind each open tap is: frames waiting for its client, and events dropped since it last caught up. */
+  tapBacklog(): Array<{ queued: number; dropped: number }> {
+    return [...this.taps].map((tap) => ({ queued: tap.queued, dropped: tap.dropped }));
+  }
+
+  /**
+   * Writes to one tap. A write settles once the client has taken the frame, so `queued` is what
+   * waits for a slow client. When a tap that dropped events has caught up (half its queue drained),
+   * it is told how many it missed. A tap whose reader went away is removed.
+   */
+  private send(tap: Tap, text: string): void {
+    tap.queued++;
+    tap.writer.write(encoder.encode(text)).then(
+      () => {
+        tap.queued--;
+        if (tap.dropped > 0 && tap.queued <= TAP_MAX_QUEUED / 2) {
+          const dropped = tap.dropped;
+          tap.dropped = 0;
+          this.send(tap, `event: dropped\ndata: ${JSON.stringify({ dropped })}\n: ${dropped} requests dropped: this client read too slowly\n\n`);
+        }
+      },
+      () => {
+        this.taps.delete(tap);
+        if (this.taps.size === 0) this.stopHeartbeat();
+      },
+    );
   }
 
   private stopHeartbeat(): void {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
   }
+}
+
+/** One open tap stream: its writer, frames waiting for the client, events dropped since it caught up. */
+interface Tap {
+  writer: WritableStreamDefaultWriter<Uint8Array>;
+  queued: number;
+  dropped: number;
 }
 
 function frame(event: TapEvent): string {

@@ -156,7 +156,7 @@ function proxyDeployment(base: Deployment, name: string, service: string, debug:
       WEFT_OTLP_ENDPOINT: "",
     },
     services: [
-      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService" },
+      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService", props: { service } },
       { binding: "BENCH_V1", service: upstream },
       { binding: "BENCH_V2", service: upstream },
     ],
@@ -430,7 +430,7 @@ interface ConfigWrite {
 async function putConfig(mesh: RunningMesh, token: string, config: MeshConfigInput): Promise<ConfigWrite> {
   const response = await fetch(`${mesh.adminUrl}/admin/config`, {
     method: "PUT",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "x-weft-reason": "bench" },
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "if-match": "*", "x-weft-reason": "bench" },
     body: JSON.stringify(config),
   });
   const body = await response.text();

@@ -104,7 +104,8 @@ async function seed(adminUrl: string, vendorUrl: string, token: string): Promise
   const body = demoConfig(vendorUrl);
   const put = await fetch(`${adminUrl}/admin/config`, {
     method: "PUT",
-    headers: { ...headers, "x-weft-reason": "seeded from config/mesh.json by npm start" },
+    // If-Match: the version just read (0), so a config written meanwhile is never overwritten.
+    headers: { ...headers, "if-match": `"${version}"`, "x-weft-reason": "seeded from config/mesh.json by npm start" },
     body,
     signal: AbortSignal.timeout(10_000),
   });

@@ -72,16 +72,19 @@ export function noAttempts(): AttemptStats {
 
 /** What a proxy isolate sends its service's telemetry shard, about once a second while busy. */
 export interface TelemetryBatch {
-  /** Unique per batch; a batch sent again after a timeout keeps its id, and the shard applies each id once. */
-  batchId: string;
   service: string;
+  /**
+   * Unique per batch, and the same on every re-send of it: the shard applies each id at most once,
+   * so a batch re-queued after a timeout whose first RPC still committed is not counted twice.
+   */
+  batchId: string;
   /** Epoch ms the batch's first request finished; the batch is stored in that time slot. */
   at: number;
   series: SeriesStats[];
   /** Backends this isolate ejected during the batch (the sum of `ejectedBackends`). */
   ejections: number;
-  /** Ejections per backend, for `weft_ejections_total{service,backend}`. */
-  ejectedBackends: Array<{ backend: string; count: number }>;
+  /** Ejections per backend, for `weft_ejections_total{service,backend}` (absent from proxies older than it). */
+  ejectedBackends?: Array<{ backend: string; count: number }>;
   /** Requests for the tap and the recent-errors list (sampled, errors, and a few others). */
   events: TapEvent[];
   /** Attempts per backend (what rollouts judge candidates on). */

@@ -43,6 +43,80 @@ export const RolloutWebhook = z.strictObject({
 });
 export type RolloutWebhook = z.infer<typeof RolloutWebhook>;
 
+/** Whether a webhook URL may be called, or why not. */
+export type WebhookCheck = { ok: true } | { ok: false; reason: string };
+
+/** Dotted-quad IPv4 → its four numbers, or null. WHATWG URL parsing already normalised 0x7f.1 and friends. */
+function ipv4(host: string): [number, number, number, number] | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
+  if (!m) return null;
+  const parts = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])] as const;
+  return parts.every((p) => p <= 255) ? [...parts] : null;
+}
+
+/** Addresses no webhook may target: this host, private networks, link-local (cloud metadata), CGNAT, multicast. */
+function ipv4Kind(a: number, b: number): "loopback" | "private" | "public" {
+  if (a === 127) return "loopback";
+  if (a === 0 || a === 10 || (a === 100 && b >= 64 && b <= 127) || (a === 169 && b === 254) || (a === 172 && b >= 16 && b <= 31)) return "private";
+  if ((a === 192 && b === 168) || (a === 198 && (b === 18 || b === 19)) || a >= 224) return "private";
+  return "public";
+}
+
+function ipv6Kind(host: string): "loopback" | "private" | "public" {
+  const h = host.toLowerCase();
+  if (h === "::1") return "loopback";
+  if (h === "::") return "private";
+  const mapped = /^::ffff:(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/.exec(h);
+  if (mapped) {
+    if (mapped[1] !== undefined) {
+      const v4 = ipv4(mapped[1]);
+      return v4 ? ipv4Kind(v4[0], v4[1]) : "private";
+    }
+    const high = parseInt(mapped[2] ?? "0", 16);
+    return ipv4Kind(high >> 8, high & 255);
+  }
+  const first = parseInt(h.split(":")[0] || "0", 16);
+  // fc00::/7 unique local, fe80::/10 link-local, ff00::/8 multicast.
+  if ((first & 0xfe00) === 0xfc00 || (first & 0xffc0) === 0xfe80 || (first & 0xff00) === 0xff00) return "private";
+  return "public";
+}
+
+/**
+ * Whether the control plane may POST rollout events to `url`: https to a public host name or
+ * address. Refused: plain http, `localhost` (and `*.localhost`), and IP literals in loopback,
+ * private, link-local (169.254.0.0/16: cloud metadata), CGNAT, benchmarking and multicast ranges —
+ * a webhook must never be a way into the network the control plane runs in. With
+ * `allowLoopbackHttp` (WEFT_ENV=development only), http and https to loopback are accepted, as
+ * Stripe's test mode accepts local endpoints.
+ */
+export function checkWebhookUrl(url: string, allowLoopbackHttp: boolean): WebhookCheck {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { ok: false, reason: "not a URL" };
+  }
+  if (parsed.username !== "" || parsed.password !== "") return { ok: false, reason: "a webhook URL must not carry credentials" };
+  const host = parsed.hostname.toLowerCase().replace(/\.$/, "");
+  const v4 = ipv4(host);
+  const kind = host.startsWith("[")
+    ? ipv6Kind(host.slice(1, -1))
+    : v4
+      ? ipv4Kind(v4[0], v4[1])
+      : host === "localhost" || host.endsWith(".localhost")
+        ? "loopback"
+        : "public";
+  if (kind === "loopback") {
+    return allowLoopbackHttp && (parsed.protocol === "http:" || parsed.protocol === "https:")
+      ? { ok: true }
+      : { ok: false, reason: `'${host}' is this machine: loopback webhooks are accepted only with WEFT_ENV=development` };
+  }
+  if (kind === "private") return { ok: false, reason: `'${host}' is a private, link-local or reserved address; webhooks go to public hosts only` };
+  if (parsed.protocol !== "https:") return { ok: false, reason: "a webhook must use https" };
+  if (!host.startsWith("[") && !host.includes(".")) return { ok: false, reason: `'${host}' is not a public host name` };
+  return { ok: true };
+}
+
 export const RolloutStrategy = z.enum(["canary", "blue-green"]);
 export type RolloutStrategy = z.infer<typeof RolloutStrategy>;
 

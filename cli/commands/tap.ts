@@ -62,6 +62,12 @@ JSON object per request (JSON lines). Runs until Ctrl-C (exit 0) or --limit requ
           if (replayed && !(recent && first)) skip = Number(replayed[1]);
           return;
         }
+        if (event.event === "dropped") {
+          // The control plane drops events for a client that reads too slowly, and says how many.
+          const dropped = /"dropped":\s*(\d+)/.exec(event.data)?.[1];
+          if (dropped) ctx.out.note(ctx.out.paintErr("yellow", `… ${dropped} requests dropped: this terminal read too slowly`));
+          return;
+        }
         if (event.event !== "request") return;
         let parsed: unknown;
         try {

@@ -97,7 +97,8 @@ export function callerProps(caller: string, hop: "proxy" | "worker"): Record<str
 /** The service bindings of a service's proxy: the control plane, then one per worker or mesh backend. */
 export function proxyBindings(manifest: Manifest, service: ManifestService): RawService[] {
   return [
-    { binding: "CONTROL_PLANE", service: manifest.controlPlane.script, entrypoint: manifest.controlPlane.entrypoint },
+    // props name the service this proxy serves: the control plane answers it for that service only.
+    { binding: "CONTROL_PLANE", service: manifest.controlPlane.script, entrypoint: manifest.controlPlane.entrypoint, props: { service: service.name } },
     ...service.backends.flatMap((backend): RawService[] => {
       if (backend.type === "worker") return [{ binding: backend.binding, service: backend.script }];
       if (backend.type === "mesh") return [{ binding: backend.binding, service: proxyScript(manifest, backend.service), props: callerProps(service.name, "proxy") }];

@@ -59,7 +59,8 @@ describe("the repository's manifest", () => {
       const proxy = proxies.find((d) => d.env === service.name);
       expect(proxy?.vars).toEqual({ WEFT_SERVICE: service.name, ...manifest.proxy.vars });
       expect(proxy?.routes).toEqual((service.publicRoutes ?? []).map((r) => r.pattern));
-      expect(proxy?.services[0]).toEqual({ binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService" });
+      // The binding names the proxy's service: the control plane answers it for that service only.
+      expect(proxy?.services[0]).toEqual({ binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService", props: { service: service.name } });
       for (const backend of service.backends) {
         if (backend.type === "external") continue;
         const binding = proxy?.services.find((s) => s.binding === backend.binding);
@@ -101,7 +102,7 @@ describe("weft generate", () => {
     const search = deploymentsOf(path.join(dir, "workers", "proxy", "wrangler.toml")).find((d) => d.env === "search");
     expect(search?.name).toBe("weft-proxy-search");
     expect(search?.services).toEqual([
-      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService" },
+      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService", props: { service: "search" } },
       { binding: "SEARCH", service: "weft-search" },
     ]);
     expect(deploymentsOf(path.join(dir, "workers", "web", "wrangler.toml"))[0]?.services).toEqual([

@@ -124,7 +124,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
   };
   if (options.seed ?? true) {
     const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
-    const seeded = await adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...demo.services, ...(options.services ?? [ECHO_SERVICE])] }) });
+    const seeded = await adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: [...demo.services, ...(options.services ?? [ECHO_SERVICE])] }) });
     if (!seeded.ok) throw new Error(`seeding failed: ${seeded.status} ${await seeded.text()}`);
   }
   return {
@@ -184,4 +184,29 @@ export async function accessLineOf(t: TestMesh, path: string): Promise<Record<st
   const line = t.accessLogs.find((l) => String(l.path).startsWith(path));
   if (!line) throw new Error(`no access line for ${path}`);
   return line;
+}
+
+/** A cart of the demo shop: its public id and the `cart-token` header every call on it carries. */
+export interface ShopCart {
+  cartId: string;
+  headers: Record<string, string>;
+}
+
+/** Opens a new cart through the shop's public cart API (`POST /cart/new`), as a shopper would. */
+export async function newCart(t: TestMesh): Promise<ShopCart> {
+  const res = await fetch(`${t.shop}/cart/new`, { method: "POST", signal: AbortSignal.timeout(10_000) });
+  if (res.status !== 201) throw new Error(`opening a cart failed: ${res.status} ${await res.text()}`);
+  const body = (await res.json()) as { cartId: string; cartToken: string };
+  return { cartId: body.cartId, headers: { "cart-token": body.cartToken } };
+}
+
+/**
+ * Every stored order, asked of the orders service itself: the list is closed to the internet by
+ * the demo's policy, so a test reads it the way an internal caller would.
+ */
+export async function listOrders(t: TestMesh): Promise<Array<{ orderId: string }>> {
+  const orders = await t.mesh.mf.getWorker("weft-orders");
+  const res = await orders.fetch("https://orders.mesh/orders");
+  if (res.status !== 200) throw new Error(`listing orders failed: ${res.status}`);
+  return ((await res.json()) as { orders: Array<{ orderId: string }> }).orders;
 }

@@ -5,7 +5,7 @@
  */
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, setSplit, waitFor, type TestMesh } from "./harness.ts";
+import { bootTestMesh, newCart, setSplit, waitFor, type TestMesh } from "./harness.ts";
 
 interface Golden {
   requests: number;
@@ -181,12 +181,12 @@ describe("tracing, access logs and the tap", () => {
     const clientTraceId = hex(16);
     const clientSpan = hex(8);
     const marker = hex(6);
-    const cartId = `obs-${hex(4)}`;
-    const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-5", qty: 1 }) });
+    const { cartId, headers: held } = await newCart(t);
+    const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-5", qty: 1 }) });
     expect(add.status).toBe(200);
     const order = await fetch(`${t.shop}/orders?trace=${marker}`, {
       method: "POST",
-      headers: { "content-type": "application/json", traceparent: `00-${clientTraceId}-${clientSpan}-01` },
+      headers: { ...held, "content-type": "application/json", traceparent: `00-${clientTraceId}-${clientSpan}-01` },
       body: JSON.stringify({ cartId, customer: { email: "trace@example.com" } }),
     });
     expect(order.status).toBe(201);

@@ -113,7 +113,7 @@ describe("egress quotas", () => {
       routes: [{ name: "vendor", match: { path: "/echo/*" }, split: { weights: { vendor: 100 } } }],
     };
     const services = [...config.services.filter((s) => s.name !== "echo"), echo];
-    const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services }) });
+    const put = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services }) });
     expect(put.status, await put.clone().text()).toBe(200);
     const version = Number(put.headers.get("etag")?.replace(/"/g, ""));
     // Wait for both proxies without calling the provider (every call would spend quota).

@@ -142,11 +142,11 @@ describe("canary", () => {
       const moved = structuredClone(config.services);
       const pim = moved.find((svc) => svc.name === "pim");
       if (pim?.routes[0]) pim.routes[0].split.weights = { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 };
-      const apply = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: moved }) });
+      const apply = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: moved }) });
       expect(apply.status).toBe(409);
       const rollback = await t.adminFetch("/admin/config/rollback", { method: "POST", body: JSON.stringify({ version: config.version - 1 }) });
       expect(rollback.status).toBe(409);
-      const unchanged = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: config.services }) });
+      const unchanged = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: config.services }) });
       expect(unchanged.status).toBe(200);
 
       const done = await until("pim", ["promoted", "rolled-back", "aborted"], 30_000);

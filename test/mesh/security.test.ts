@@ -1,6 +1,6 @@
 import { exportJWK, generateKeyPair, SignJWT, type JSONWebKeySet } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, ECHO_SERVICE, setSplit, waitFor, type TestMesh } from "./harness.ts";
+import { bootTestMesh, ECHO_SERVICE, newCart, setSplit, waitFor, type TestMesh } from "./harness.ts";
 
 let t: TestMesh;
 beforeAll(async () => {
@@ -22,10 +22,10 @@ async function received(): Promise<Received[]> {
 }
 
 async function placeOrder(email: string): Promise<string> {
-  const cartId = `sec-${Math.random().toString(36).slice(2)}`;
-  const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-5", qty: 1 }) });
+  const { cartId, headers: held } = await newCart(t);
+  const add = await fetch(`${t.shop}/cart/${cartId}/items`, { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-5", qty: 1 }) });
   expect(add.status).toBe(200);
-  const res = await fetch(`${t.shop}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ cartId, customer: { email } }) });
+  const res = await fetch(`${t.shop}/orders`, { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ cartId, customer: { email } }) });
   expect(res.status).toBe(201);
   return ((await res.json()) as { orderId: string }).orderId;
 }
@@ -33,7 +33,7 @@ async function placeOrder(email: string): Promise<string> {
 async function putService(service: object): Promise<void> {
   const current = (await (await t.adminFetch("/admin/config")).json()) as { services: Array<{ name: string }> };
   const services = [...current.services.filter((s) => s.name !== (service as { name: string }).name), service];
-  const res = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services }) });
+  const res = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services }) });
   expect(res.status).toBe(200);
 }
 
@@ -83,7 +83,8 @@ describe("signed egress to third parties", () => {
     expect(res.status).toBe(200);
     expect(((await res.json()) as { version: string; price: number }).version).toBe("vendor");
     // The cart prices its items through the same split.
-    const cart = await fetch(`${t.shop}/cart/vendor-cart/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-4", qty: 2 }) });
+    const held = await newCart(t);
+    const cart = await fetch(`${t.shop}/cart/${held.cartId}/items`, { method: "POST", headers: { ...held.headers, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-4", qty: 2 }) });
     expect(cart.status).toBe(200);
     await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
   });
@@ -131,7 +132,8 @@ describe("authorization policies", () => {
     const denied = await fetch(`${t.shop}/products/sku-1`, { headers: { "x-weft-caller": "cart" } }); // spoofing does not help
     expect(denied.status).toBe(403);
     expect(denied.headers.get("content-type")).toBe("application/problem+json");
-    const cart = await fetch(`${t.shop}/cart/policy-cart/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-1", qty: 1 }) });
+    const held = await newCart(t);
+    const cart = await fetch(`${t.shop}/cart/${held.cartId}/items`, { method: "POST", headers: { ...held.headers, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-1", qty: 1 }) });
     expect(cart.status).toBe(200);
     expect(((await cart.json()) as { total: number }).total).toBeGreaterThan(0);
     expect((await t.adminFetch("/admin/services/pim/policy", { method: "DELETE" })).status).toBe(200);

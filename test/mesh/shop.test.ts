@@ -3,7 +3,7 @@
  * that answered comes from the product's own `version`, config versions from the access log.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, servedVersion, setSplit, waitFor, type TestMesh } from "./harness.ts";
+import { bootTestMesh, listOrders, newCart, servedVersion, setSplit, waitFor, type TestMesh } from "./harness.ts";
 
 let t: TestMesh;
 beforeAll(async () => {
@@ -31,7 +31,6 @@ interface Cart {
 }
 interface Order {
   orderId: string;
-  cartId: string;
   total: number;
 }
 
@@ -68,40 +67,109 @@ describe("the demo shop through the mesh", () => {
     const prices = await Promise.all(
       ["sku-1", "sku-3"].map(async (sku) => ((await (await shop(`/products/${sku}`)).json()) as Product).price),
     );
-    const cartId = `cart-${Date.now()}`;
-    expect((await shop(`/cart/${cartId}/items`, { method: "POST", body: JSON.stringify({ sku: "sku-1", qty: 2 }) })).status).toBe(200);
-    const added = await shop(`/cart/${cartId}/items`, { method: "POST", body: JSON.stringify({ sku: "sku-3", qty: 1 }) });
+    const { cartId, headers: held } = await newCart(t);
+    expect((await shop(`/cart/${cartId}/items`, { method: "POST", headers: held, body: JSON.stringify({ sku: "sku-1", qty: 2 }) })).status).toBe(200);
+    const added = await shop(`/cart/${cartId}/items`, { method: "POST", headers: held, body: JSON.stringify({ sku: "sku-3", qty: 1 }) });
     const cart = (await added.json()) as Cart;
     const expected = Math.round((2 * (prices[0] ?? 0) + (prices[1] ?? 0)) * 100) / 100;
     expect(cart.items).toHaveLength(2);
     expect(cart.total).toBeCloseTo(expected, 2);
 
-    const bad = await shop(`/cart/${cartId}/items`, { method: "POST", body: JSON.stringify({ sku: "sku-1", qty: 0 }) });
+    const bad = await shop(`/cart/${cartId}/items`, { method: "POST", headers: held, body: JSON.stringify({ sku: "sku-1", qty: 0 }) });
     expect(bad.status).toBe(422);
 
     const key = `checkout-${cartId}`;
-    const created = await shop("/orders", { method: "POST", headers: { "idempotency-key": key }, body: JSON.stringify({ cartId }) });
+    const created = await shop("/orders", { method: "POST", headers: { ...held, "idempotency-key": key }, body: JSON.stringify({ cartId }) });
     expect(created.status).toBe(201);
     const order = (await created.json()) as Order;
     expect(order.total).toBeCloseTo(expected, 2);
     expect(created.headers.get("location")).toBe(`/orders/${order.orderId}`);
+    expect(order).not.toHaveProperty("cartId");
 
-    const replay = await shop("/orders", { method: "POST", headers: { "idempotency-key": key }, body: JSON.stringify({ cartId }) });
+    const replay = await shop("/orders", { method: "POST", headers: { ...held, "idempotency-key": key }, body: JSON.stringify({ cartId }) });
     expect(replay.status).toBe(200);
     expect(((await replay.json()) as Order).orderId).toBe(order.orderId);
+    // The replay needs the cart's token too: the key and the cart id alone give nothing away.
+    const keyOnly = await shop("/orders", { method: "POST", headers: { "idempotency-key": key }, body: JSON.stringify({ cartId }) });
+    expect(keyOnly.status).toBe(401);
 
     const fetched = await shop(`/orders/${order.orderId}`);
     expect(((await fetched.json()) as Order).total).toBeCloseTo(expected, 2);
   });
 
-  it("lists stored orders, and a policy keeps that list from the internet", async () => {
-    expect((await shop("/orders")).status).toBe(200);
-    const policy = { allow: [{ from: ["*"] }], deny: [{ from: ["internet"], methods: ["GET"], paths: ["/orders"] }] };
-    expect((await t.adminFetch("/admin/services/orders/policy", { method: "PUT", body: JSON.stringify(policy) })).status).toBe(200);
-    await waitFor(async () => (await shop("/orders")).status === 403, 5_000);
-    expect((await shop("/orders/does-not-exist")).status).toBe(404); // single orders still reachable
-    expect((await t.adminFetch("/admin/services/orders/policy", { method: "DELETE" })).status).toBe(200);
-    await waitFor(async () => (await shop("/orders")).status === 200, 5_000);
+  it("forgets an Idempotency-Key after 24 hours (Stripe's retention), so the key table stays bounded", async () => {
+    const { cartId, headers: held } = await newCart(t);
+    expect((await shop(`/cart/${cartId}/items`, { method: "POST", headers: held, body: JSON.stringify({ sku: "sku-2", qty: 1 }) })).status).toBe(200);
+    const key = `expiry-${cartId}`;
+    expect((await shop("/orders", { method: "POST", headers: { ...held, "idempotency-key": key }, body: JSON.stringify({ cartId }) })).status).toBe(201);
+    const namespace = await t.mesh.mf.getDurableObjectNamespace("ORDER_BOOK", "weft-orders");
+    const book = namespace.get(namespace.idFromName("orders")) as unknown as {
+      byKey(key: string, now?: number): Promise<{ orderId: string } | undefined>;
+      sweep(now?: number): Promise<number>;
+      keyCount(): Promise<number>;
+    };
+    const now = Date.now();
+    const day = 24 * 3_600_000;
+    expect(await book.byKey(key, now + day - 60_000)).toBeDefined();
+    expect(await book.byKey(key, now + day + 60_000)).toBeUndefined();
+    const before = await book.keyCount();
+    expect(await book.sweep(now + day - 60_000)).toBe(0);
+    expect(await book.sweep(now + day + 60_000)).toBeGreaterThanOrEqual(1);
+    expect(await book.keyCount()).toBeLessThan(before);
+  });
+
+  it("keeps every shopper's cart to its token holder: no list, id or session cookie hands it out", async () => {
+    const victim = await newCart(t);
+    expect((await shop(`/cart/${victim.cartId}/items`, { method: "POST", headers: victim.headers, body: JSON.stringify({ sku: "sku-2", qty: 1 }) })).status).toBe(200);
+    const placed = await shop("/orders", { method: "POST", headers: { ...victim.headers, "idempotency-key": `victim-${victim.cartId}` }, body: JSON.stringify({ cartId: victim.cartId }) });
+    expect(placed.status).toBe(201);
+
+    // The internet cannot list orders (the shipped manifest's policy), with GET or HEAD.
+    const list = await shop("/orders");
+    expect(list.status).toBe(403);
+    expect(JSON.stringify(await list.json())).not.toContain(victim.cartId);
+    expect((await shop("/orders", { method: "HEAD" })).status).toBe(403);
+    // Inside the mesh the list still works, and names no cart.
+    const orders = await listOrders(t);
+    expect(orders.length).toBeGreaterThan(0);
+    expect(JSON.stringify(orders)).not.toContain(victim.cartId);
+
+    // Knowing a cart id is not enough to read or change the cart.
+    const another = await newCart(t);
+    for (const headers of [{}, another.headers, { "cart-token": "x".repeat(43) }]) {
+      const read = await shop(`/cart/${victim.cartId}`, { headers });
+      expect([401, 403]).toContain(read.status);
+      expect(read.headers.get("content-type")).toBe("application/problem+json");
+      const write = await shop(`/cart/${victim.cartId}/items`, { method: "POST", headers, body: JSON.stringify({ sku: "sku-1", qty: 1 }) });
+      expect([401, 403]).toContain(write.status);
+      const order = await shop("/orders", { method: "POST", headers, body: JSON.stringify({ cartId: victim.cartId }) });
+      expect([401, 403]).toContain(order.status);
+    }
+    // Client-chosen cart ids (the old session cookie) are not carts.
+    expect((await shop("/cart/c1/items", { method: "POST", body: JSON.stringify({ sku: "sku-1", qty: 1 }) })).status).toBe(400);
+  });
+
+  it("gives a storefront shopper a cart held by an HttpOnly token cookie, separate from the session cookie", async () => {
+    const first = await shop("/api/cart/items", { method: "POST", body: JSON.stringify({ sku: "sku-1", qty: 1 }) });
+    expect(first.status).toBe(200);
+    const cookies = first.headers.getSetCookie();
+    const cartCookie = cookies.find((c) => c.startsWith("cart="));
+    const shopperCookie = cookies.find((c) => c.startsWith("shopper="));
+    expect(cartCookie).toMatch(/^cart=[A-Za-z0-9_-]{43}; Path=\/api; SameSite=Strict; .*HttpOnly/);
+    expect(shopperCookie).toBeDefined();
+    const cookie = [cartCookie, shopperCookie].map((c) => c?.split(";")[0]).join("; ");
+    const cart = (await first.json()) as Cart;
+    expect(cart.items).toHaveLength(1);
+    const shopperId = shopperCookie?.split(";")[0]?.split("=")[1] ?? "";
+    expect(cart.cartId).not.toBe(shopperId);
+    // The session (shopper) cookie alone does not bring the cart back.
+    expect(((await (await shop("/api/cart", { headers: { cookie: `shopper=${shopperId}` } })).json()) as Cart).items).toHaveLength(0);
+    expect(((await (await shop("/api/cart", { headers: { cookie } })).json()) as Cart).items).toHaveLength(1);
+
+    const placed = await shop("/api/orders", { method: "POST", headers: { cookie, "idempotency-key": `page-${cart.cartId}` } });
+    expect(placed.status).toBe(201);
+    expect(await placed.json()).not.toHaveProperty("cartId");
+    await waitFor(async () => (((await (await shop("/api/cart", { headers: { cookie } })).json()) as Cart).items.length === 0), 5_000);
   });
 
   it("renders the storefront page from pim through the mesh", async () => {

@@ -92,7 +92,7 @@ beforeAll(async () => {
     routes: [...backends.map((b) => ({ name: b.name, match: { path: `/echo/vendor/${b.name}/*` }, split: { weights: { [b.name]: 100 } } })), ...ECHO_SERVICE.routes],
   };
   const current = (await (await t.adminFetch("/admin/config")).json()) as MeshConfigInput;
-  const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
+  const put = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: [...current.services.filter((s) => s.name !== "echo"), echo] }) });
   if (!put.ok) throw new Error(`config refused: ${put.status} ${await put.text()}`);
   await waitFor(async () => (await fetch(`${t.shop}/echo/vendor/v-header/ping`)).status === 200, 10_000);
 });
@@ -251,7 +251,7 @@ describe("vendor credentials held by the mesh", () => {
     const services = current.services.map((s) =>
       s.name !== "notify" ? s : { ...s, backends: s.backends.map((b) => (b.type === "external" ? { ...b, auth: { type: "header" as const, name: "x-api-key", secret: "NOTIFY_API_KEY" } } : b)) },
     );
-    const put = await t.adminFetch("/admin/config", { method: "PUT", body: JSON.stringify({ services }) });
+    const put = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services }) });
     expect(put.status).toBe(200);
     const cartId = `cart-notify-${Date.now()}`;
     await shop(`/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-2", qty: 1 }) });

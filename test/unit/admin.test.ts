@@ -1,7 +1,7 @@
 import { env, exports } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
-import { configStoreOf, sliceStoreOf } from "../../durable-objects/config-store.ts";
+import { configStoreOf, KEPT_VERSIONS, sliceStoreOf, type ConfigStore } from "../../durable-objects/config-store.ts";
 import type { MeshConfigInput } from "../../shared/config.ts";
 import type { ControlPlaneApi, ServiceSlice } from "../../shared/slice.ts";
 import { decideSplit, expandLayout } from "../../shared/split.ts";
@@ -44,7 +44,7 @@ const SHOP: MeshConfigInput = {
 };
 
 async function putConfig(config: MeshConfigInput): Promise<number> {
-  const res = await admin("/admin/config", { method: "PUT", body: json(config) });
+  const res = await admin("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: json(config) });
   expect(res.status).toBe(200);
   return (await res.json<{ version: number }>()).version;
 }
@@ -63,6 +63,13 @@ async function versionCount(): Promise<number> {
 /** The raw stub, for alarms; calls go through configStoreOf's typed view. */
 function store() {
   return env.CONFIG_STORE.get(env.CONFIG_STORE.idFromName("mesh"));
+}
+
+/** The ConfigService as a proxy of `service` sees it: a binding whose props name that service. */
+function boundTo(service: string): ControlPlaneApi {
+  // The loopback's structural RPC type is too deep for TypeScript; proxies see the same plain API.
+  const entrypoint = exports.ConfigService as unknown as (options: { props: { service: string } }) => ControlPlaneApi;
+  return entrypoint({ props: { service } });
 }
 
 async function slice(name: string): Promise<ServiceSlice> {
@@ -203,6 +210,69 @@ describe("optimistic concurrency", () => {
   });
 });
 
+describe("whole-config writes need a precondition", () => {
+  it("answers 428 problem+json to a PUT without If-Match or version, and changes nothing", async () => {
+    const count = await versionCount();
+    const changed = { services: SHOP.services.filter((s) => s.name !== "promo") };
+    const res = await admin("/admin/config", { method: "PUT", body: json(changed) });
+    expect(res.status).toBe(428);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(await res.json()).toMatchObject({ status: 428, type: "urn:weft:problem:precondition-required" });
+    expect(await versionCount()).toBe(count);
+  });
+
+  it("takes back what GET /admin/config answered (version included): a get-edit-put round trip", async () => {
+    const read = await (await admin("/admin/config")).json<{ version: number; services: Array<{ name: string }> }>();
+    const edited = { ...read, services: read.services.filter((s) => s.name !== "promo") };
+    const put = await admin("/admin/config", { method: "PUT", body: json(edited) });
+    expect(put.status).toBe(200);
+    expect((await put.json<{ version: number; changed: string[] }>()).changed).toContain("promo");
+    expect((await service("cart")).name).toBe("cart");
+    expect((await admin("/admin/services/promo")).status).toBe(404);
+    // The same document again is now stale: its version is no longer current.
+    const stale = await admin("/admin/config", { method: "PUT", body: json(edited) });
+    expect(stale.status).toBe(412);
+    // With an If-Match that disagrees with the body's version: 412, nothing written.
+    const current = Number((await admin("/admin/config")).headers.get("etag")?.replace(/"/g, ""));
+    const mixed = await admin("/admin/config", { method: "PUT", headers: { "if-match": `"${current}"` }, body: json({ ...edited, version: current - 1 }) });
+    expect(mixed.status).toBe(412);
+    const agreed = await admin("/admin/config", { method: "PUT", headers: { "if-match": `"${current}"` }, body: json({ ...SHOP, version: current }) });
+    expect(agreed.status).toBe(200);
+  });
+});
+
+describe("config history retention", () => {
+  it("keeps the last 500 versions (never the current one) and the documents they need, forgetting older ones", async () => {
+    const first = Number((await admin("/admin/config")).headers.get("etag")?.replace(/"/g, ""));
+    const firstConfig = await (await admin(`/admin/config?version=${first}`)).json<{ services: unknown[] }>();
+    const weights = (i: number) => ({ "pim-v1": 100 - (i % 50), "pim-v2": i % 50, "pim-v3": 0 });
+    let head = first;
+    for (let i = 1; i <= KEPT_VERSIONS + 60; i++) {
+      const result = await configStoreOf(env).setSplit("pim", { weights: weights(i) }, undefined, undefined);
+      if (!result.ok) throw new Error(`split refused: ${result.reason}`);
+      head = result.value.version;
+    }
+    const versions = await configStoreOf(env).listVersions(10_000);
+    expect(versions[0]?.version).toBe(head);
+    expect(versions.length).toBeGreaterThanOrEqual(KEPT_VERSIONS);
+    expect(versions.length).toBeLessThan(KEPT_VERSIONS + 25);
+    // The first version is gone: neither readable nor a rollback target.
+    expect((await admin(`/admin/config?version=${first}`)).status).toBe(404);
+    expect((await admin("/admin/config/rollback", { method: "POST", body: json({ version: first }) })).status).toBe(404);
+    // The oldest kept version is whole: every service, pim with the weights it had then.
+    const oldest = head - KEPT_VERSIONS + 1;
+    const kept = await (await admin(`/admin/config?version=${oldest}`)).json<{ services: Array<{ name: string; routes: Array<{ split: { weights: unknown } }> }> }>();
+    expect(kept.services).toHaveLength(firstConfig.services.length);
+    expect(kept.services.find((svc) => svc.name === "pim")?.routes[0]?.split.weights).toEqual(weights(oldest - first));
+    expect((await admin("/admin/config/rollback", { method: "POST", body: json({ version: oldest }) })).status).toBe(200);
+    // Storage is bounded too: pim's documents are about one per kept version, the others one each.
+    await runInDurableObject(store(), (_instance: ConfigStore, state) => {
+      const rows = state.storage.sql.exec<{ service: string; n: number }>("SELECT service, COUNT(*) AS n FROM service_docs GROUP BY service").toArray();
+      for (const row of rows) expect(row.n, row.service).toBeLessThanOrEqual(row.service === "pim" ? KEPT_VERSIONS + 25 : 2);
+    });
+  }, 120_000);
+});
+
 describe("config versions", () => {
   it("keeps every change as a version and rolls back as a new version", async () => {
     const base = await putConfig({ services: [] });
@@ -234,6 +304,7 @@ describe("config versions", () => {
     const count = await versionCount();
     const res = await admin("/admin/config", {
       method: "PUT",
+      headers: { "if-match": "*" },
       body: json({
         services: [
           { name: "a", backends: [{ name: "x", type: "external", origin: "http://vendor.example" }], routes: [{ split: { weights: { x: 90 } } }] },
@@ -307,8 +378,7 @@ describe("publication to proxies", () => {
   });
 
   it("serves proxies only their own service (the ConfigService entrypoint)", async () => {
-    // Seen as proxies see it; the loopback's structural RPC type is too deep for TypeScript.
-    const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+    const controlPlane = boundTo("cart");
     const read = await controlPlane.readSlice("cart", 0);
     expect(read.status).toBe("slice");
     if (read.status === "slice") {
@@ -319,7 +389,28 @@ describe("publication to proxies", () => {
       () => undefined,
       (error: unknown) => error,
     );
-    expect(String(refused)).toMatch(/invalid service name/);
+    expect(String(refused)).toMatch(/this binding serves 'cart'/);
+  });
+
+  it("binds a proxy to the service its binding's props name: no reading, signing, counting or leasing for another", async () => {
+    const cart = boundTo("cart");
+    const failure = (call: Promise<unknown>): Promise<string> => call.then(() => "accepted", (error: unknown) => String(error));
+    // Another service's slice, signature, telemetry and rate-limit counters are refused.
+    expect(await failure(cart.readSlice("pim", 0))).toMatch(/serves 'cart', not "pim"/);
+    const claims = { sub: "pim", aud: "vendor-pim", htm: "GET", htu: "https://vendor.example/p", body_sha256: "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU" };
+    expect(await failure(cart.signEgress("pim", claims))).toMatch(/serves 'cart'/);
+    const batch = { service: "pim", batchId: crypto.randomUUID(), at: Date.now(), series: [], ejections: 0, events: [], attempts: [] };
+    expect(await failure(cart.recordTelemetry(batch))).toMatch(/serves 'cart'/);
+    const spec = { algorithm: "fixed-window" as const, limit: 10, periodSeconds: 60 };
+    expect(await failure(cart.leaseTokens("pim/limit-0/k", spec, 1))).toMatch(/serves 'cart'/);
+    // Its own are served, and a provider's shared quota counter is open to every bound proxy.
+    expect(await failure(cart.recordTelemetry({ ...batch, service: "cart" }))).toBe("accepted");
+    expect(await failure(cart.leaseTokens("cart/limit-0/k", spec, 1))).toBe("accepted");
+    expect(await failure(cart.leaseTokens("egress/vendor-pim/all", spec, 1))).toBe("accepted");
+    // A binding without props is refused whatever it asks.
+    const unbound = exports.ConfigService as unknown as ControlPlaneApi;
+    expect(await failure(unbound.readSlice("cart", 0))).toMatch(/no props\.service/);
+    expect(await failure(unbound.leaseTokens("egress/vendor-pim/all", spec, 1))).toMatch(/no props\.service/);
   });
 });
 

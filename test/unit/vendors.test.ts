@@ -14,7 +14,9 @@ import { HeaderEdits } from "../../workers/proxy/outbound.ts";
 import { identityEdits } from "../../workers/proxy/identity.ts";
 
 // Seen as proxies see it; the loopback's structural RPC type is too deep for TypeScript.
-const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+/** The control plane as one service's proxy sees it: bound with `props.service`, as weft generate binds it. */
+const controlPlaneOf = (service: string): ControlPlaneApi => (exports.ConfigService as unknown as (options: { props: { service: string } }) => ControlPlaneApi)({ props: { service } });
+const controlPlane = controlPlaneOf("notify");
 const SECRET = "whsec_unit_test_secret";
 const secrets = secretsFrom({ STRIPE_WEBHOOK_SECRET: SECRET, OLD_STRIPE_SECRET: "whsec_old", WEFT_ADMIN_TOKEN: "never-sent" });
 const cryptoProvider = Stripe.createSubtleCryptoProvider();
@@ -30,12 +32,12 @@ function eventBody(id: string): string {
 }
 
 describe("the proxy's webhook step", () => {
-  const guard = (service: string): ReplayGuard => controlPlaneReplayGuard(controlPlane, service);
+  const guard = (service: string): ReplayGuard => controlPlaneReplayGuard(controlPlaneOf(service), service);
 
   // The first call starts the replay shard's SQLite object; on a loaded machine that alone can
   // take seconds, which is not what these tests are about.
   beforeAll(async () => {
-    for (const service of ["orders", "payments"]) expect(await controlPlane.claimWebhookDelivery(service, "0".repeat(64), 1)).toBe("first");
+    for (const service of ["orders", "payments"]) expect(await controlPlaneOf(service).claimWebhookDelivery(service, "0".repeat(64), 1)).toBe("first");
   }, 30_000);
 
   it("forwards a verified delivery with the same body bytes and the verified headers", async () => {
@@ -121,7 +123,7 @@ describe("the proxy's webhook step", () => {
   });
 
   it("refuses an invalid delivery key at the control plane", async () => {
-    const refused = await controlPlane.claimWebhookDelivery("orders", "not-a-hash", 300).then(
+    const refused = await controlPlaneOf("orders").claimWebhookDelivery("orders", "not-a-hash", 300).then(
       () => undefined,
       (error: unknown) => error,
     );
@@ -200,7 +202,10 @@ describe("vendor credentials", () => {
 
 describe("the admin API refuses secret values in config", () => {
   function admin(path: string, init: RequestInit = {}): Promise<Response> {
-    return exports.default.fetch(new Request(`https://weft.test${path}`, { ...init, headers: { authorization: "Bearer test-admin-token", "content-type": "application/json" } }));
+    const headers = new Headers(init.headers);
+    headers.set("authorization", "Bearer test-admin-token");
+    headers.set("content-type", "application/json");
+    return exports.default.fetch(new Request(`https://weft.test${path}`, { ...init, headers }));
   }
 
   const config = (auth: unknown, webhookSecret: unknown): string =>
@@ -220,7 +225,7 @@ describe("the admin API refuses secret values in config", () => {
     ["a PEM key", { type: "private-key-jwt", secret: "-----BEGIN PRIVATE KEY-----\nMIIEvQ", alg: "RS256" }, "STRIPE_WEBHOOK_SECRET"],
     ["a base64 API key in a header credential", { type: "header", name: "x-api-key", secret: "dGhpcyBpcyBhIHNlY3JldA==" }, "STRIPE_WEBHOOK_SECRET"],
   ])("refuses %s with problem+json and zod issues, never echoing the value", async (_label, auth, webhookSecret) => {
-    const res = await admin("/admin/config", { method: "PUT", body: config(auth, webhookSecret) });
+    const res = await admin("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: config(auth, webhookSecret) });
     expect(res.status).toBe(422);
     expect(res.headers.get("content-type")).toBe("application/problem+json");
     const text = await res.text();
@@ -233,15 +238,33 @@ describe("the admin API refuses secret values in config", () => {
 
   it("refuses an OAuth token URL that would send the client secret in clear to another host", async () => {
     const auth = { type: "oauth2-client-credentials", tokenUrl: "http://auth.example.com/token", clientId: "weft", secret: "CLIENT_SECRET" };
-    const res = await admin("/admin/config", { method: "PUT", body: config(auth, "STRIPE_WEBHOOK_SECRET") });
+    const res = await admin("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: config(auth, "STRIPE_WEBHOOK_SECRET") });
     expect(res.status).toBe(422);
     expect(await res.text()).toContain("must use https");
   });
 
   it("accepts secret names and keeps only the names in the stored config", async () => {
-    const res = await admin("/admin/config", { method: "PUT", body: config({ type: "header", name: "x-api-key", secret: "PIM_API_KEY" }, ["STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_OLD"]) });
+    const res = await admin("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: config({ type: "header", name: "x-api-key", secret: "PIM_API_KEY" }, ["STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_OLD"]) });
     expect(res.status).toBe(200);
     const stored = await (await admin("/admin/config")).text();
     expect(stored).toContain('"secret":"PIM_API_KEY"');
+  });
+});
+
+describe("the control plane binds webhook replay stores and vendor tokens to the calling proxy's service", () => {
+  it("refuses a proxy bound for one service touching another service's deliveries or tokens", async () => {
+    const asCart = controlPlaneOf("cart");
+    const delivery = await asCart.claimWebhookDelivery("orders", "1".repeat(64), 60).then(
+      () => "accepted",
+      (error: unknown) => String(error),
+    );
+    expect(delivery).toMatch(/serves 'cart'/);
+    const token = await asCart
+      .vendorToken("notify", { tokenUrl: "https://auth.example.com/token", clientId: "x", clientSecret: "y", authMethod: "client_secret_basic" })
+      .then(
+        () => "accepted",
+        (error: unknown) => String(error),
+      );
+    expect(token).toMatch(/serves 'cart'/);
   });
 });

@@ -1,12 +1,16 @@
 /**
  * CartStore: one SQLite-backed Durable Object per cart, so every change to a cart is serialised
- * without locks. The table is created on first write and dropped on clear, so empty and abandoned
- * carts keep no storage.
+ * without locks. The table is created on first write and dropped on clear, so empty carts keep no
+ * storage; a cart left alone for {@link ABANDONED_AFTER_MS} is deleted by its alarm, so abandoned carts
+ * do not accumulate either.
  */
 import { DurableObject } from "cloudflare:workers";
 
 /** Most units of one sku a cart may hold. */
 export const MAX_QTY = 99;
+
+/** A cart untouched this long is deleted (every change pushes the deadline back). */
+export const ABANDONED_AFTER_MS = 30 * 24 * 3_600_000;
 
 /** A cart line as stored; prices are integer cents so totals never drift. */
 export interface CartLine {
@@ -29,7 +33,8 @@ export class CartStore extends DurableObject<CartEnv> {
   }
 
   /** Adds `line.qty` units (capped at {@link MAX_QTY}) and refreshes name and price from `line`. */
-  add(line: CartLine): CartLine[] {
+  async add(line: CartLine): Promise<CartLine[]> {
+    await this.ctx.storage.setAlarm(Date.now() + ABANDONED_AFTER_MS);
     this.ctx.storage.sql.exec(
       `CREATE TABLE IF NOT EXISTS lines (
          sku TEXT PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL, price_cents INTEGER NOT NULL)`,
@@ -55,7 +60,13 @@ export class CartStore extends DurableObject<CartEnv> {
 
   /** Empties the cart and releases its storage. */
   async clear(): Promise<void> {
+    await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
+  }
+
+  /** The cart was abandoned: release everything it stored. */
+  override async alarm(): Promise<void> {
+    await this.clear();
   }
 
   private hasTable(): boolean {

@@ -12,12 +12,14 @@ import { MAX_QTY } from "./cart-store.ts";
 import type { CartLine, CartStore } from "./cart-store.ts";
 import { lookupProduct } from "../../shared/shop/pim-client.ts";
 import { forwardFrom } from "../../shared/mesh-client.ts";
+import { CART_TOKEN_HEADER, checkCartAccess, issueCart } from "../../shared/shop/cart-token.ts";
 
 export { CartStore } from "./cart-store.ts";
 
 type App = { Bindings: CartEnv };
 
-const CART_ID = /^[A-Za-z0-9_-]{1,64}$/;
+/** A cart id is the base64url SHA-256 of its token (shared/shop/cart-token.ts): 43 characters. */
+const CART_ID = /^[A-Za-z0-9_-]{43}$/;
 
 const AddItem = z.object({
   sku: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 letters, digits, '.', '_' or '-'"),
@@ -38,7 +40,10 @@ function cartBody(cartId: string, lines: CartLine[]) {
   };
 }
 
-/** Runs `use` with the cart's Durable Object, or answers 400 for a malformed cart id. */
+/**
+ * Runs `use` with the cart's Durable Object, once the request's `cart-token` proves it holds the
+ * cart; answers 400 for a malformed cart id, 401 without a token and 403 with another cart's token.
+ */
 async function withCart(
   c: Context<App>,
   cartId: string,
@@ -46,14 +51,34 @@ async function withCart(
 ): Promise<Response> {
   if (!CART_ID.test(cartId)) {
     return problemResponse(400, "invalid-cart-id", "Invalid cart id", {
-      detail: "a cart id is 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
+      detail: "a cart id is the 43-character id POST /cart/new answered",
       instance: c.req.path,
     });
+  }
+  const access = await checkCartAccess(cartId, c.req.header(CART_TOKEN_HEADER));
+  if (!access.ok) {
+    // Never echo the token; say only what is wrong with it.
+    return access.reason === "missing-token"
+      ? problemResponse(401, "cart-token-required", "Cart token required", {
+          detail: `send the cartToken POST /cart/new answered in the '${CART_TOKEN_HEADER}' header`,
+          instance: c.req.path,
+        })
+      : problemResponse(403, "wrong-cart-token", "Wrong cart token", {
+          detail: `the '${CART_TOKEN_HEADER}' header does not hold this cart`,
+          instance: c.req.path,
+        });
   }
   return use(c.env.CARTS.get(c.env.CARTS.idFromName(cartId)), cartId);
 }
 
 const app = new Hono<App>();
+
+// A new, empty cart: its id and the secret token every later call on it must carry. Nothing is
+// stored until the first item is added.
+app.post("/cart/new", async (c) => {
+  const { cartId, cartToken } = await issueCart();
+  return c.json({ ...cartBody(cartId, []), cartToken }, 201, { ...NO_STORE, location: `/cart/${cartId}` });
+});
 
 app.get("/cart/:cartId", (c) =>
   withCart(c, c.req.param("cartId"), async (cart, cartId) => c.json(cartBody(cartId, await cart.lines()), 200, NO_STORE)),
@@ -91,6 +116,7 @@ app.delete("/cart/:cartId", (c) =>
 );
 
 // Registered after the handlers above, so only methods they do not serve get here.
+app.all("/cart/new", methodNotAllowed("POST"));
 app.all("/cart/:cartId", methodNotAllowed("GET, HEAD, DELETE"));
 app.all("/cart/:cartId/items", methodNotAllowed("POST"));
 app.all("/cart/:cartId/items/:sku", methodNotAllowed("DELETE"));

@@ -8,17 +8,20 @@ import { bodyLimit } from "hono/body-limit";
 import { FaultsUpdate, MeshConfig, Policy, RateLimitsUpdate, RollbackRequest, ServiceResilience, SplitUpdate, normalizeService } from "../../shared/config.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
 import { resilienceView, type ServiceView } from "../../shared/views.ts";
-import type { z } from "zod";
+import * as z from "zod";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
-import { etag, parseIfMatch, refusal, serviceNameOrProblem } from "./write-responses.ts";
+import { configPrecondition, etag, parseIfMatch, refusal, serviceNameOrProblem } from "./write-responses.ts";
 import { requireAdminToken } from "./auth.ts";
 import { keysAdminApi } from "./keys.ts";
 import { observabilityApi } from "./observability.ts";
 import { rolloutsApi } from "./rollouts.ts";
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
+
+/** `PUT /admin/config`'s body: the config, optionally with the `version` GET /admin/config answered. */
+const VersionedConfig = MeshConfig.extend({ version: z.int().min(0).optional() });
 
 
 type AdminApp = Hono<{ Bindings: ControlPlaneEnv }>;
@@ -165,12 +168,17 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
   });
 
   admin.put("/config", async (c) => {
-    const parsed = await readBody(c.req.raw, MeshConfig);
+    // A whole-config write replaces every service: without a precondition it would silently undo
+    // whatever changed since the writer last read. The version the writer read comes in If-Match
+    // (or as `version` in the body, as GET /admin/config shows it); `If-Match: *` overwrites knowingly.
+    const parsed = await readBody(c.req.raw, VersionedConfig);
     if (!parsed.ok) return parsed.response;
-    const body = parsed.value;
+    const { version, ...body } = parsed.value;
+    const precondition = configPrecondition(c.req.header("if-match"), version);
+    if (!precondition.ok) return precondition.response;
     const config = { services: body.services.map(normalizeService) };
     const store = configStoreOf(c.env);
-    const result = await store.applyConfig(config, parseIfMatch(c.req.header("if-match")), c.req.header("x-weft-reason") ?? "config applied");
+    const result = await store.applyConfig(config, precondition.ifMatch, c.req.header("x-weft-reason") ?? "config applied");
     if (!result.ok) return refusal(result);
     c.header("etag", etag(result.value.version));
     return c.json(result.value);

@@ -6,7 +6,7 @@ import { Hono } from "hono";
 import * as z from "zod";
 import { readBody } from "../../shared/body.ts";
 import { problemResponse } from "../../shared/problem.ts";
-import { RolloutRequest, type RolloutStatus } from "../../shared/rollout.ts";
+import { checkWebhookUrl, RolloutRequest, type RolloutStatus } from "../../shared/rollout.ts";
 import { ROLLOUT_ACTIONS, rolloutStoreOf } from "../../durable-objects/rollout-store.ts";
 import { etag, parseIfMatch, refusal, serviceNameOrProblem } from "./write-responses.ts";
 
@@ -30,6 +30,15 @@ export function rolloutsApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     if (invalid) return invalid;
     const parsed = await readBody(c.req.raw, RolloutRequest);
     if (!parsed.ok) return parsed.response;
+    const webhook = parsed.value.webhook;
+    const target = webhook ? checkWebhookUrl(webhook.url, c.env.WEFT_ENV === "development") : { ok: true as const };
+    if (!target.ok) {
+      // The URL is often a secret (chat webhooks): the problem names the reason, never the URL.
+      return problemResponse(422, "invalid-request", "Request body is invalid", {
+        detail: `webhook.url: ${target.reason}`,
+        issues: [{ code: "custom", path: ["webhook", "url"], message: target.reason }],
+      });
+    }
     const result = await rolloutStoreOf(c.env, service).start(service, parsed.value);
     if (!result.ok) return refusal(result);
     const response = withEtag(result.value, 201);

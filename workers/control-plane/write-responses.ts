@@ -13,6 +13,40 @@ export function parseIfMatch(header: string | undefined): number | undefined {
   return match?.[1] ? Number(match[1]) : -1;
 }
 
+/** The precondition of a whole-config write, or the problem that refuses it. */
+export type ConfigPrecondition = { ok: true; ifMatch: number | undefined } | { ok: false; response: Response };
+
+/**
+ * A whole-config write must say which version it replaces: `If-Match: "<version>"`, the body's
+ * `version` (what GET /admin/config answered), or both when they agree. `If-Match: *` is an
+ * explicit unconditional overwrite (RFC 9110). Neither: 428, as any optimistic-concurrency API
+ * answers; both, disagreeing: 412.
+ */
+export function configPrecondition(header: string | undefined, bodyVersion: number | undefined): ConfigPrecondition {
+  const unconditional = header !== undefined && header.trim() === "*";
+  const fromHeader = header === undefined || unconditional ? undefined : parseIfMatch(header);
+  if (fromHeader !== undefined && bodyVersion !== undefined && fromHeader !== bodyVersion) {
+    return {
+      ok: false,
+      response: problemResponse(412, "stale-version", "Precondition failed", {
+        detail: `If-Match names version ${fromHeader} but the body's version is ${bodyVersion}; send the version you read.`,
+      }),
+    };
+  }
+  const ifMatch = fromHeader ?? bodyVersion;
+  if (ifMatch === undefined && !unconditional) {
+    return {
+      ok: false,
+      response: problemResponse(428, "precondition-required", "Precondition required", {
+        detail:
+          'Replacing the whole config needs the version it replaces: send If-Match: "<version>" (the ETag of GET /admin/config), ' +
+          'or that version as "version" in the body; If-Match: * overwrites whatever is there.',
+      }),
+    };
+  }
+  return { ok: true, ifMatch };
+}
+
 /** The ETag of a version or revision. */
 export function etag(version: number): string {
   return `"${version}"`;

@@ -34,13 +34,16 @@ export async function priceItems(pim: Fetcher, items: CartItem[], forward: Recor
   return { ok: true, lines, totalCents: lines.reduce((sum, line) => sum + line.qty * line.priceCents, 0) };
 }
 
-/** Empties the cart after an order. Best effort: the order is already stored, so failures are only logged. */
-export async function clearCart(cart: Fetcher, cartId: string, cookie: string | undefined, trace: Record<string, string>): Promise<void> {
-  // Runs after the response (waitUntil): it forwards the cookie and trace only, the caller's deadline is over.
+/**
+ * Empties the cart after an order. Best effort: the order is already stored, so failures are only
+ * logged. `headers` carry the trace context and the cart's token.
+ */
+export async function clearCart(cart: Fetcher, cartId: string, cookie: string | undefined, headers: Record<string, string>): Promise<void> {
+  // Runs after the response (waitUntil): it forwards the cookie, trace and token only, the caller's deadline is over.
   try {
     const res = await meshFetch(cart, "cart", `/cart/${encodeURIComponent(cartId)}`, {
       method: "DELETE",
-      headers: { ...trace, ...forwardCookie(cookie) },
+      headers: { ...headers, ...forwardCookie(cookie) },
     });
     await res.body?.cancel();
     if (!res.ok) console.warn(`orders: clearing cart ${cartId} failed with ${res.status}`);

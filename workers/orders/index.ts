@@ -13,13 +13,14 @@ import { forwardFrom, traceFrom } from "../../shared/mesh-client.ts";
 import { sendConfirmation } from "./notify.ts";
 import type { Order, OrderBook } from "./order-book.ts";
 import { payments } from "./payments.ts";
+import { CART_TOKEN_HEADER, checkCartAccess } from "../../shared/shop/cart-token.ts";
 
 export { OrderBook } from "./order-book.ts";
 
 type App = { Bindings: OrdersEnv };
 
 const PlaceOrder = z.object({
-  cartId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'"),
+  cartId: z.string().regex(/^[A-Za-z0-9_-]{43}$/, "must be the 43-character id POST /cart/new answered"),
   /** Where the confirmation goes; optional, and never stored with the order. */
   customer: z.object({ email: z.email() }).optional(),
 });
@@ -38,10 +39,13 @@ function orderBook(env: OrdersEnv): DurableObjectStub<OrderBook> {
   return env.ORDER_BOOK.get(env.ORDER_BOOK.idFromName("orders"));
 }
 
+/**
+ * An order as every response shows it. The cart id stays inside the OrderBook (it scopes
+ * idempotency keys): lists of orders must never hand out handles on other shoppers' carts.
+ */
 function orderBody(order: Order) {
   return {
     orderId: order.orderId,
-    cartId: order.cartId,
     items: order.lines.map((l) => ({ sku: l.sku, name: l.name, qty: l.qty, price: l.priceCents / 100 })),
     total: order.totalCents / 100,
     currency: "EUR",
@@ -75,6 +79,20 @@ app.post("/orders", async (c) => {
   const body = await readBody(c.req.raw, PlaceOrder);
   if (!body.ok) return body.response;
   const { cartId, customer } = body.value;
+  // Only the holder of the cart's token may order it (and see a replayed order of it).
+  const cartToken = c.req.header(CART_TOKEN_HEADER);
+  const access = await checkCartAccess(cartId, cartToken);
+  if (!access.ok || cartToken === undefined) {
+    return access.ok || access.reason === "missing-token"
+      ? problemResponse(401, "cart-token-required", "Cart token required", {
+          detail: `send the cart's token in the '${CART_TOKEN_HEADER}' header`,
+          instance: c.req.path,
+        })
+      : problemResponse(403, "wrong-cart-token", "Wrong cart token", {
+          detail: `the '${CART_TOKEN_HEADER}' header does not hold cart '${cartId}'`,
+          instance: c.req.path,
+        });
+  }
   const book = orderBook(c.env);
 
   if (key !== null) {
@@ -85,7 +103,7 @@ app.post("/orders", async (c) => {
 
   const cookie = c.req.header("cookie");
   const forward = forwardFrom(c.req.raw);
-  const items = await readCart(c.env.CART, cartId, forward);
+  const items = await readCart(c.env.CART, cartId, { ...forward, [CART_TOKEN_HEADER]: cartToken });
   if (items.length === 0) {
     return problemResponse(422, "empty-cart", "Cart is empty", { detail: `cart '${cartId}' has no items`, instance: c.req.path });
   }
@@ -105,7 +123,7 @@ app.post("/orders", async (c) => {
   // A concurrent request with the same key may have won the race; place() then returns its order.
   if (result.outcome === "conflict") return keyReused(c);
   if (result.outcome === "replayed") return orderResponse(c, result.order, true);
-  c.executionCtx.waitUntil(clearCart(c.env.CART, cartId, cookie, traceFrom(c.req.raw)));
+  c.executionCtx.waitUntil(clearCart(c.env.CART, cartId, cookie, { ...traceFrom(c.req.raw), [CART_TOKEN_HEADER]: cartToken }));
   if (customer) {
     const placed = orderBody(result.order);
     c.executionCtx.waitUntil(
@@ -122,8 +140,8 @@ app.post("/orders", async (c) => {
 });
 
 app.get("/orders", async (c) => {
-  // Who may list orders is the mesh's decision, not this service's: in production give the orders
-  // service a policy that denies GET /orders to the internet (README, "Authorization policies").
+  // Who may list orders is the mesh's decision, not this service's: weft.manifest.json gives the
+  // orders service a policy that denies GET /orders to the internet. The list names no carts.
   const orders = await orderBook(c.env).recent(LIST_LIMIT);
   return c.json({ orders: orders.map(orderBody) }, 200, NO_STORE);
 });

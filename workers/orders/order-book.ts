@@ -1,12 +1,19 @@
 /**
  * OrderBook: a SQLite-backed Durable Object holding orders and the idempotency keys that created
  * them. Each method runs without awaiting, so check-then-insert is atomic: two requests with the
- * same key can never both create an order.
+ * same key can never both create an order. Keys expire after {@link IDEMPOTENCY_KEY_TTL_MS} (24 h, as
+ * Stripe's do): an expired key is ignored at once and deleted by the object's alarm, so the key table
+ * holds at most a day of orders however many keys clients invent.
  */
 import { DurableObject } from "cloudflare:workers";
 import * as z from "zod";
 
 const OrderLines = z.array(z.object({ sku: z.string(), name: z.string(), qty: z.int(), priceCents: z.int() }));
+
+/** How long an Idempotency-Key keeps answering with its order. */
+export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
+/** How often expired keys are swept while any remain. */
+const SWEEP_EVERY_MS = 3_600_000;
 
 /** An order line; prices are integer cents so totals never drift. */
 export type OrderLine = z.infer<typeof OrderLines>[number];
@@ -52,24 +59,51 @@ export class OrderBook extends DurableObject<OrdersEnv> {
         lines TEXT NOT NULL,
         total_cents INTEGER NOT NULL,
         created_at TEXT NOT NULL);
-      -- Keys never expire in the demo; a real shop would drop them after a day with an alarm.
       CREATE TABLE IF NOT EXISTS idempotency_keys (
         key TEXT PRIMARY KEY,
         order_id TEXT NOT NULL REFERENCES orders (order_id));`);
+    // Books created before keys expired have no created_at: add it, counting their keys from now.
+    const columns = ctx.storage.sql.exec<{ name: string }>("PRAGMA table_info(idempotency_keys)").toArray();
+    if (!columns.some((c) => c.name === "created_at")) {
+      ctx.storage.sql.exec("ALTER TABLE idempotency_keys ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0");
+      ctx.storage.sql.exec("UPDATE idempotency_keys SET created_at = ?", Date.now());
+    }
+    ctx.storage.sql.exec("CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (created_at)");
   }
 
-  /** The order an idempotency key created, if any. */
-  byKey(key: string): Order | undefined {
+  /** The order an idempotency key created, if the key has not expired. */
+  byKey(key: string, now = Date.now()): Order | undefined {
     const row = this.ctx.storage.sql
-      .exec<OrderRow>(`${SELECT_ORDER} WHERE order_id = (SELECT order_id FROM idempotency_keys WHERE key = ?)`, key)
+      .exec<OrderRow>(
+        `${SELECT_ORDER} WHERE order_id = (SELECT order_id FROM idempotency_keys WHERE key = ? AND created_at > ?)`,
+        key,
+        now - IDEMPOTENCY_KEY_TTL_MS,
+      )
       .toArray()[0];
     return row && fromRow(row);
   }
 
+  /** How many idempotency keys are stored (expired ones not yet swept included). */
+  keyCount(): number {
+    return this.ctx.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM idempotency_keys").one().n;
+  }
+
+  /** Deletes the keys expired at `now`; answers how many. */
+  sweep(now = Date.now()): number {
+    return this.ctx.storage.sql.exec("DELETE FROM idempotency_keys WHERE created_at <= ?", now - IDEMPOTENCY_KEY_TTL_MS).rowsWritten;
+  }
+
+  /** Sweeps expired keys; keeps sweeping hourly while any key is left. */
+  override async alarm(): Promise<void> {
+    this.sweep();
+    if (this.keyCount() > 0) await this.ctx.storage.setAlarm(Date.now() + SWEEP_EVERY_MS);
+  }
+
   /** Stores `order`, unless `key` already created one: then that order is returned instead. */
-  place(order: Order, key: string | null): PlaceResult {
-    return this.ctx.storage.transactionSync((): PlaceResult => {
-      const existing = key === null ? undefined : this.byKey(key);
+  async place(order: Order, key: string | null): Promise<PlaceResult> {
+    const now = Date.now();
+    const result = this.ctx.storage.transactionSync((): PlaceResult => {
+      const existing = key === null ? undefined : this.byKey(key, now);
       if (existing) return { outcome: existing.cartId === order.cartId ? "replayed" : "conflict", order: existing };
       this.ctx.storage.sql.exec(
         "INSERT INTO orders (order_id, cart_id, lines, total_cents, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -80,10 +114,19 @@ export class OrderBook extends DurableObject<OrdersEnv> {
         order.createdAt,
       );
       if (key !== null) {
-        this.ctx.storage.sql.exec("INSERT INTO idempotency_keys (key, order_id) VALUES (?, ?)", key, order.orderId);
+        // An expired key may still have its row (the sweep is hourly): reuse it for the new order.
+        this.ctx.storage.sql.exec(
+          `INSERT INTO idempotency_keys (key, order_id, created_at) VALUES (?, ?, ?)
+           ON CONFLICT (key) DO UPDATE SET order_id = excluded.order_id, created_at = excluded.created_at`,
+          key,
+          order.orderId,
+          now,
+        );
       }
       return { outcome: "created", order };
     });
+    if (key !== null && (await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(now + SWEEP_EVERY_MS);
+    return result;
   }
 
   /** One order by id. */

@@ -6,6 +6,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import * as z from "zod";
 import { notFound, serviceErrors } from "../../shared/service-errors.ts";
+import { problemResponse } from "../../shared/problem.ts";
 import { readBody } from "../../shared/body.ts";
 import { fetchProducts } from "./catalog.ts";
 import { meshFetch, traceFrom } from "../../shared/mesh-client.ts";
@@ -13,6 +14,7 @@ import { renderPage } from "./page.ts";
 import { relay } from "./relay.ts";
 import { shopper } from "./shopper.ts";
 import type { Shopper } from "./shopper.ts";
+import { emptyCart, heldCart, withCartCookie } from "./cart.ts";
 
 type App = { Bindings: StorefrontEnv; Variables: { shopper: Shopper } };
 
@@ -26,8 +28,8 @@ function onBehalf(c: Context<App>, extra: Record<string, string> = {}): Record<s
   return { ...traceFrom(c.req.raw), cookie: c.var.shopper.cookie, ...extra };
 }
 
-function cartPath(c: Context<App>, rest = ""): string {
-  return `/cart/${encodeURIComponent(c.var.shopper.id)}${rest}`;
+function cartPath(cartId: string, rest = ""): string {
+  return `/cart/${encodeURIComponent(cartId)}${rest}`;
 }
 
 const app = new Hono<App>();
@@ -52,34 +54,45 @@ app.get("/api/products", async (c) =>
   relay(await meshFetch(c.env.PIM, "pim", "/products", { headers: onBehalf(c) }), "pim"),
 );
 
-app.get("/api/cart", async (c) =>
-  relay(await meshFetch(c.env.CART, "cart", cartPath(c), { headers: onBehalf(c) }), "cart"),
-);
+// A shopper without a cart sees an empty one; a cart is created only when something is added.
+app.get("/api/cart", async (c) => {
+  const cart = await heldCart(c, false);
+  if (!cart) return c.json(emptyCart(), 200, { "cache-control": "no-store" });
+  return relay(await meshFetch(c.env.CART, "cart", cartPath(cart.cartId), { headers: onBehalf(c, cart.headers) }), "cart");
+});
 
 app.post("/api/cart/items", async (c) => {
   const body = await readBody(c.req.raw, AddItem);
   if (!body.ok) return body.response;
-  const res = await meshFetch(c.env.CART, "cart", cartPath(c, "/items"), {
+  const cart = await heldCart(c, true);
+  if (!cart) throw new Error("a cart is always issued here");
+  const res = await meshFetch(c.env.CART, "cart", cartPath(cart.cartId, "/items"), {
     method: "POST",
-    headers: onBehalf(c, { "content-type": "application/json" }),
+    headers: onBehalf(c, { ...cart.headers, "content-type": "application/json" }),
     body: JSON.stringify(body.value),
   });
-  return relay(res, "cart");
+  return withCartCookie(await relay(res, "cart"), cart);
 });
 
 app.delete("/api/cart/items/:sku", async (c) => {
-  const path = cartPath(c, `/items/${encodeURIComponent(c.req.param("sku"))}`);
-  return relay(await meshFetch(c.env.CART, "cart", path, { method: "DELETE", headers: onBehalf(c) }), "cart");
+  const cart = await heldCart(c, false);
+  if (!cart) return c.json(emptyCart(), 200, { "cache-control": "no-store" });
+  const path = cartPath(cart.cartId, `/items/${encodeURIComponent(c.req.param("sku"))}`);
+  return relay(await meshFetch(c.env.CART, "cart", path, { method: "DELETE", headers: onBehalf(c, cart.headers) }), "cart");
 });
 
 app.post("/api/orders", async (c) => {
-  const headers = onBehalf(c, { "content-type": "application/json" });
+  const cart = await heldCart(c, false);
+  if (!cart) {
+    return problemResponse(422, "empty-cart", "Cart is empty", { detail: "add an item before placing an order", instance: c.req.path });
+  }
+  const headers = onBehalf(c, { ...cart.headers, "content-type": "application/json" });
   const key = c.req.header("idempotency-key");
   if (key !== undefined) headers["idempotency-key"] = key;
   const res = await meshFetch(c.env.ORDERS, "orders", "/orders", {
     method: "POST",
     headers,
-    body: JSON.stringify({ cartId: c.var.shopper.id }),
+    body: JSON.stringify({ cartId: cart.cartId }),
   });
   return relay(res, "orders");
 });

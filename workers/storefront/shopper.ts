@@ -1,12 +1,13 @@
 /**
- * The shopper identity: a random id in the `shopper` cookie. It is also the shopper's cart id, and
- * the key the mesh's sticky pim split uses, so it is forwarded on every call made for the shopper.
+ * The shopper identity: a random id in the `shopper` cookie, the key the mesh's sticky pim split
+ * uses, so it is forwarded on every call made for the shopper. It grants nothing: the cart is held
+ * by a separate secret (cart.ts), which is never forwarded in the cookie header.
  */
 import type { MiddlewareHandler } from "hono";
 import { getCookie } from "hono/cookie";
+import { CART_COOKIE } from "./cart.ts";
 
 const COOKIE = "shopper";
-// The same alphabet cart ids use, so any accepted cookie is a valid cart id.
 const SHOPPER_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const ONE_YEAR_S = 31_536_000;
 
@@ -16,12 +17,15 @@ export interface Shopper {
   cookie: string;
 }
 
-/** Replaces (or adds) the shopper pair in a cookie header, keeping the shopper's other cookies. */
+/**
+ * Replaces (or adds) the shopper pair in a cookie header, keeping the shopper's other cookies but
+ * the cart token's: pim and the others have no business holding the shopper's cart.
+ */
 function withShopper(header: string | undefined, id: string): string {
   const others = (header ?? "")
     .split(";")
     .map((pair) => pair.trim())
-    .filter((pair) => pair !== "" && !pair.startsWith(`${COOKIE}=`));
+    .filter((pair) => pair !== "" && !pair.startsWith(`${COOKIE}=`) && !pair.startsWith(`${CART_COOKIE}=`));
   return [...others, `${COOKIE}=${id}`].join("; ");
 }
 
