@@ -8,7 +8,7 @@ import { disposeRpcResult, type ControlPlaneApi, type EgressClaims, type SliceRe
 import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { signingKeysOf } from "../../durable-objects/signing-keys.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
-import type { Grant, LimitSpec } from "../../shared/rate-limit.ts";
+import { MAX_LEASE_BATCH, shardOf, type Grant, type LeaseAsk, type LimitSpec } from "../../shared/rate-limit.ts";
 import type { IngestReply, TelemetryBatch } from "../../shared/metrics.ts";
 import { telemetryStoreOf } from "../../durable-objects/telemetry-store.ts";
 
@@ -39,14 +39,41 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     return plain;
   }
 
-  /** Leases rate-limit tokens from the counter `service/limit/key`. */
+  /** Leases rate-limit tokens from the counter `scope/limit/digest` (shared/rate-limit.ts `counterName`), in its shard. */
   async leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">> {
-    const service = counter.split("/", 1)[0] ?? "";
-    if (!Name.safeParse(service).success || counter.length > 512) throw new TypeError("invalid counter name");
-    const leased = await rateCounterOf(this.env, counter).lease(spec, want);
+    if (shardOf(counter) === undefined) throw new TypeError("invalid counter name");
+    const leased = await rateCounterOf(this.env, counter).lease(spec, want, counter);
     const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining };
     disposeRpcResult(leased);
     return plain;
+  }
+
+  /**
+   * Leases for several counters at once (a proxy charging keys it let through on their first sight):
+   * one call per shard touched, in parallel. Answers in the order asked.
+   */
+  async leaseTokensBatch(asks: LeaseAsk[]): Promise<Array<Omit<Grant, "state">>> {
+    if (asks.length > MAX_LEASE_BATCH) throw new RangeError("lease batch too large");
+    const byShard = new Map<string, number[]>();
+    for (const [index, ask] of asks.entries()) {
+      const shard = shardOf(ask.counter);
+      if (shard === undefined) throw new TypeError("invalid counter name");
+      byShard.set(shard, [...(byShard.get(shard) ?? []), index]);
+    }
+    const answers: Array<Omit<Grant, "state">> = [];
+    await Promise.all(
+      [...byShard.values()].map(async (indexes) => {
+        const first = asks[indexes[0] ?? 0];
+        if (!first) return;
+        const leased = await rateCounterOf(this.env, first.counter).leaseMany(indexes.map((i) => asks[i]).filter((a) => a !== undefined));
+        for (const [n, index] of indexes.entries()) {
+          const one = leased[n];
+          if (one) answers[index] = { granted: one.granted, validUntil: one.validUntil, retryAt: one.retryAt, remaining: one.remaining };
+        }
+        disposeRpcResult(leased);
+      }),
+    );
+    return answers;
   }
 
   /** Stores a proxy's telemetry batch in its service's shard. */
