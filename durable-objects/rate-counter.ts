@@ -17,7 +17,7 @@ import { plainStub, type PlainStub } from "./rpc.ts";
 /** Live keys one shard stores before new keys share its overflow counter (RATE_SHARDS × this per limit). */
 export const MAX_KEYS_PER_SHARD = 50_000;
 /** Rows kept in memory (the rest are read from SQLite on demand). */
-const MEMORY_ROWS = 5_000;
+const MEMORY_ROWS = 1_000;
 /** Longest pause between two prunes while rows remain. */
 const PRUNE_EVERY_MS = 60_000;
 /** How long an ended counter stays readable by operators before it is pruned. */

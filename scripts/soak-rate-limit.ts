@@ -217,7 +217,11 @@ interface Results {
   ratio_new_vs_repeated: number;
   target: { ratio: number; met: boolean };
   keys_sent: number;
-  workerd_rss_mib: { before: number | null; after: number | null; after_settle: number | null };
+  workerd_rss_mib: { before: number | null; by_round: Array<number | null>; after: number | null; after_settle: number | null };
+  /** Sampled new keys whose one request their counter counted (charged in the background). */
+  charged_sample: { sampled: number; counted: number };
+  /** Live counter rows in the shards the sample touched. */
+  counter_rows_in_sampled_shards: { shards: number; rows: number };
   rate_counter_sqlite_files: { before: number; after: number; bytes_after: number; shards_per_limit: number };
   connections: number;
   rounds: number;
@@ -273,6 +277,8 @@ async function soak(args: Args, setMesh: (mesh: RunningMesh) => void, stateDir: 
   const repeated: Result[] = [];
   const fresh: Result[] = [];
   let keysSent = 0;
+  const rssByRound: Array<number | null> = [];
+  const sampleKeys: string[] = [];
   for (let r = 0; r < args.rounds; r++) {
     // Alternate which case goes first, so drift over the run does not favour one.
     const order = r % 2 === 0 ? (["repeated", "new-keys"] as const) : (["new-keys", "repeated"] as const);
@@ -280,15 +286,33 @@ async function soak(args: Args, setMesh: (mesh: RunningMesh) => void, stateDir: 
       progress(`round ${r + 1}/${args.rounds}: ${which} (${perRound.toLocaleString("en-US")} requests)…`);
       if (which === "repeated") repeated.push(await drive(url, perRound, () => "the-one-key"));
       else {
-        fresh.push(await drive(url, perRound, (i) => `${run}-${r}-${i}-${"k".repeat(40)}`));
+        const keyOf = (i: number): string => `${run}-${r}-${i}-${"k".repeat(40)}`;
+        fresh.push(await drive(url, perRound, keyOf));
         keysSent += perRound;
+        for (let i = 0; i < 10; i++) sampleKeys.push(keyOf(Math.floor((i * perRound) / 10)));
       }
     }
+    rssByRound.push(workerdRssMiB());
   }
   const rssAfter = workerdRssMiB();
   await sleep(5_000);
   const rssSettled = workerdRssMiB();
   const filesAfter = rateCounterFiles(stateDir);
+  // Each new key's one request must have reached its counter (charged in the background).
+  let charged = 0;
+  let keysInShards = 0;
+  const shardsSeen = new Set<string>();
+  for (const key of sampleKeys) {
+    const res = await fetch(`${mesh.adminUrl}/admin/services/${SERVICE}/ratelimit/counters?limit=api-key&key=${encodeURIComponent(key)}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const body = (await res.json()) as { counter: { used: number } | null; shard: string; keysInShard: number };
+    if (body.counter?.used === 1) charged++;
+    if (!shardsSeen.has(body.shard)) {
+      shardsSeen.add(body.shard);
+      keysInShards += body.keysInShard;
+    }
+  }
 
   const a = measured(repeated);
   const b = measured(fresh);
@@ -299,7 +323,9 @@ async function soak(args: Args, setMesh: (mesh: RunningMesh) => void, stateDir: 
     ratio_new_vs_repeated: ratio,
     target: { ratio: TARGET_RATIO, met: ratio >= TARGET_RATIO },
     keys_sent: keysSent,
-    workerd_rss_mib: { before: rssBefore, after: rssAfter, after_settle: rssSettled },
+    workerd_rss_mib: { before: rssBefore, by_round: rssByRound, after: rssAfter, after_settle: rssSettled },
+    charged_sample: { sampled: sampleKeys.length, counted: charged },
+    counter_rows_in_sampled_shards: { shards: shardsSeen.size, rows: keysInShards },
     rate_counter_sqlite_files: { before: filesBefore, after: filesAfter.files, bytes_after: filesAfter.bytes, shards_per_limit: RATE_SHARDS },
     connections: CONNECTIONS,
     rounds: args.rounds,
@@ -314,7 +340,8 @@ async function soak(args: Args, setMesh: (mesh: RunningMesh) => void, stateDir: 
         `repeated key   ${a.rps.toLocaleString("en-US")} req/s  (${a.requests.toLocaleString("en-US")} requests, ${a.failed} failed)`,
         `new key each   ${b.rps.toLocaleString("en-US")} req/s  (${b.requests.toLocaleString("en-US")} requests, ${keysSent.toLocaleString("en-US")} keys, ${b.failed} failed)`,
         `ratio          ${ratio.toFixed(3)}   target ≥ ${TARGET_RATIO}${results.target.met ? "  (met)" : "  (NOT met)"}`,
-        `workerd RSS    ${rssBefore ?? "n/a"} MiB before, ${rssAfter ?? "n/a"} MiB after, ${rssSettled ?? "n/a"} MiB 5 s later`,
+        `workerd RSS    ${rssBefore ?? "n/a"} MiB before, after each round ${rssByRound.map((v) => v ?? "n/a").join(" / ")} MiB, ${rssSettled ?? "n/a"} MiB 5 s later`,
+        `charged        ${charged} of ${sampleKeys.length} sampled new keys counted by their counter; ${keysInShards} live rows in the ${shardsSeen.size} shards sampled`,
         `RateCounter    ${filesBefore} SQLite files before, ${filesAfter.files} after (${(filesAfter.bytes / 1024).toFixed(0)} KiB); at most ${RATE_SHARDS} per limit`,
         `${CONNECTIONS} connections, ${args.rounds} interleaved rounds; ${results.machine.cpus} CPUs, Node ${results.machine.node}.`,
         "",

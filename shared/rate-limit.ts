@@ -66,7 +66,7 @@ export interface LeaseAsk {
 }
 
 /** Most leases one batch call may ask for. */
-export const MAX_LEASE_BATCH = 256;
+export const MAX_LEASE_BATCH = 4_096;
 
 /** A counter's stored state. */
 export interface CounterState {

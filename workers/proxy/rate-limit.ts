@@ -10,11 +10,13 @@
  * - this isolate holds at most {@link MAX_LEASES} leases per service; the least recently leased go first;
  * - a key this isolate has not seen costs no counter round trip: on a fail-open limit its first request
  *   is let through at once (every limit allows at least one request per window) and charged to the
- *   counter in the background, in batches (one RPC per {@link BATCH_DELAY_MS}, whatever the number of new
- *   keys). The overshoot is bounded: at most one request per key per isolate per time the key enters
- *   this isolate's lease table, and only when the counter was already exhausted by other isolates. Like
- *   Cloudflare's rate-limiting binding, the count is eventually consistent at that edge and exact
- *   otherwise. Fail-closed limits and provider quotas never take that shortcut.
+ *   counter in the background, in batches (one call per {@link MAX_LEASE_BATCH} new keys or per
+ *   {@link BATCH_DELAY_MS}), or with the key's next lease if it comes back first. The overshoot is
+ *   bounded: at most one request per key per isolate per time the key enters this isolate's lease
+ *   table, and only when other isolates had already exhausted the key's counter (or the charge was
+ *   lost: queue full, counter unreachable, lease evicted first). Like Cloudflare's rate-limiting
+ *   binding, the count is eventually consistent at that edge and exact otherwise. Fail-closed limits
+ *   and provider quotas never take that shortcut.
  */
 import type { RateLimitRule } from "../../shared/config.ts";
 import { problemResponse } from "../../shared/problem.ts";
@@ -25,7 +27,9 @@ import { withTimeout } from "./bounded.ts";
 /** Leases one isolate keeps per service (about 200 bytes each). */
 export const MAX_LEASES = 10_000;
 /** How long the background charges of new keys are gathered before one batch call. */
-export const BATCH_DELAY_MS = 4;
+export const BATCH_DELAY_MS = 1_000;
+/** Charges of new keys queued at most; beyond, a key's first request is charged with its next lease. */
+const MAX_QUEUED_CHARGES = MAX_LEASE_BATCH;
 const LEASE_TIMEOUT_MS = 1_000;
 /** Lease rounds one request may wait through before it counts the counter as unreachable. */
 const MAX_ROUNDS = 32;
@@ -76,9 +80,7 @@ type Remote = { kind: "token"; lease: Lease } | { kind: "deny"; response: Respon
 interface QueuedCharge {
   counter: string;
   spec: LimitSpec;
-  want: number;
   lease: Lease;
-  settle: (result: LeaseResult) => void;
 }
 
 function specOf(rule: RateLimitRule): LimitSpec {
@@ -241,7 +243,7 @@ export class RateLimiter {
       if (!c.firstFree || waitUntil === undefined) return { kind: "ask" };
       // First request of a key here: let it through now, charge the counter in the background.
       const fresh = this.remember(c.counter, { ...emptyLease(), owed: 1, counterRemaining: c.spec.limit });
-      this.charge(c, fresh, now, waitUntil);
+      this.charge(c, fresh, waitUntil);
       return { kind: "token", lease: fresh };
     }
     if (now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
@@ -307,41 +309,51 @@ export class RateLimiter {
     return result;
   }
 
-  /** Queues the background charge of a key's first request; batches go out every {@link BATCH_DELAY_MS}. */
-  private charge(c: Counter, lease: Lease, now: number, waitUntil: WaitUntil): void {
+  /**
+   * Queues the background charge of a key's first request. The queue goes out as one batch call
+   * once {@link MAX_LEASE_BATCH} charges wait or {@link BATCH_DELAY_MS} after the first, so a flood of
+   * new keys costs a few calls per second, not one per key. A charge still queued when its key comes
+   * back travels with that key's own lease instead (nothing waits for the batch).
+   */
+  private charge(c: Counter, lease: Lease, waitUntil: WaitUntil): void {
     // A full queue leaves the token owed: it is charged with the key's next lease instead.
-    if (this.queue.length >= MAX_LEASE_BATCH) return;
-    const { promise, resolve } = settleable();
-    lease.pending = promise;
-    lease.pendingSince = now;
-    this.queue.push({ counter: c.counter, spec: c.spec, want: lease.owed, lease, settle: resolve });
-    if (this.queue.length === 1) waitUntil(new Promise((r) => setTimeout(r, BATCH_DELAY_MS)).then(() => this.flush()));
-    else waitUntil(promise);
+    if (this.queue.length >= MAX_QUEUED_CHARGES) return;
+    this.queue.push({ counter: c.counter, spec: c.spec, lease });
+    if (this.queue.length === 1) waitUntil(new Promise((r) => setTimeout(r, BATCH_DELAY_MS)).then(() => this.flushAll()));
+    else if (this.queue.length % MAX_LEASE_BATCH === 0) waitUntil(this.flush());
   }
 
+  private async flushAll(): Promise<void> {
+    while (this.queue.length > 0) await this.flush();
+  }
+
+  /** Sends up to {@link MAX_LEASE_BATCH} queued charges in one call. */
   private async flush(): Promise<void> {
-    const batch = this.queue;
-    this.queue = [];
+    const batch = this.queue.splice(0, MAX_LEASE_BATCH).flatMap((item) => {
+      // Charged already with the key's own lease, or evicted and charged nowhere: nothing to send.
+      const want = item.lease.owed;
+      if (want <= 0) return [];
+      item.lease.owed = 0;
+      return [{ ...item, want }];
+    });
     if (batch.length === 0) return;
-    let answers: Array<Omit<Grant, "state">> = [];
     try {
       const reply = await withTimeout(
         this.controlPlane.leaseTokensBatch(batch.map(({ counter, spec, want }) => ({ counter, spec, want }))),
         LEASE_TIMEOUT_MS,
         "rate-limit counters",
       );
-      answers = reply.map((a) => ({ granted: a.granted, validUntil: a.validUntil, retryAt: a.retryAt, remaining: a.remaining }));
+      for (const [index, item] of batch.entries()) {
+        const answer = reply[index];
+        if (answer === undefined) item.lease.owed += item.want;
+        else if (answer.granted < item.want) item.lease.exhaustedUntil = Math.max(item.lease.exhaustedUntil, answer.retryAt);
+      }
       disposeRpcResult(reply);
     } catch (error) {
+      // Unanswered charges stay owed and go with their keys' next leases.
+      for (const item of batch) item.lease.owed += item.want;
       const first = batch[0];
       if (first) this.logFailure({ counter: first.counter, failMode: "open" }, error);
-    }
-    for (const [index, item] of batch.entries()) {
-      const answer = answers[index];
-      // Unanswered charges stay owed and go with the key's next lease.
-      if (answer) applyGrant(item.lease, answer, item.want, 0);
-      if (item.lease.pending !== undefined) item.lease.pending = undefined;
-      item.settle(answer ? "ok" : "failed");
     }
   }
 
