@@ -8,6 +8,7 @@
  * that every `$ref` and regex is usable, so a check never throws on a stored contract.
  */
 import { dereference, validate, type OutputUnit, type Schema, type SchemaDraft } from "@cfworker/json-schema";
+import { parseJson } from "./json.ts";
 import type { JsonSchemaDocument, RouteContract } from "./policy-schemas.ts";
 
 /** Errors reported per failed check: enough to fix a payload, few enough for a log line. */
@@ -336,19 +337,22 @@ export function compileContract(contract: RouteContract): CompiledContract {
 }
 
 /**
- * Parses a body's text and checks it. Text that is not JSON fails with one error at the root; the
+ * Parses a body's text and checks it. Text that is not JSON, or nests deeper than `MAX_JSON_DEPTH`,
+ * fails with one error at the root (the proxy answers 422 in enforce mode); the
  * parser's own message is left out because it quotes the body, which may hold personal data.
  * With a contract's `checkRequest`/`checkResponse` for a direction without a schema, the text is
  * not even parsed and the result is `skip`.
  */
 export function checkJsonBody(text: string, check: BodyCheck): ContractCheck {
   if (check === skipCheck) return { kind: "skip" };
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
+  const parsed = parseJson(text);
+  if (parsed.kind === "too-deep") {
+    // Refused before parsing: the validator walks the body recursively and would overflow the stack.
+    return { kind: "fail", errors: [{ path: "", message: `The body nests deeper than ${parsed.maxDepth} levels.` }] };
+  }
+  if (parsed.kind === "invalid") {
     const message = text.trim() === "" ? "The body is empty; a JSON document is expected." : "The body is not valid JSON.";
     return { kind: "fail", errors: [{ path: "", message }] };
   }
-  return check(body);
+  return check(parsed.value);
 }
