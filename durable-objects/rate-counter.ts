@@ -17,7 +17,9 @@ import { plainStub, type PlainStub } from "./rpc.ts";
 /** Live keys one shard stores before new keys share its overflow counter (RATE_SHARDS × this per limit). */
 export const MAX_KEYS_PER_SHARD = 50_000;
 /** Rows kept in memory (the rest are read from SQLite on demand). */
-const MEMORY_ROWS = 1_000;
+const MEMORY_ROWS = 256;
+/** Distinct specs remembered for sharing between rows (a shard serves one limit, so usually one). */
+const MEMORY_SPECS = 16;
 /** Longest pause between two prunes while rows remain. */
 const PRUNE_EVERY_MS = 60_000;
 /** How long an ended counter stays readable by operators before it is pruned. */
@@ -44,6 +46,8 @@ export function rateCounterOf(env: ControlPlaneEnv, counter: string): PlainStub<
 export class RateCounter extends DurableObject<ControlPlaneEnv> {
   /** Recently used rows, oldest first (a Map keeps insertion order; a touched row is re-inserted). */
   private readonly rows = new Map<string, Row>();
+  /** One string per distinct spec, shared by every row that uses it. */
+  private readonly specs = new Map<string, string>();
   private liveKeys: number;
   private alarmAt: number | undefined;
 
@@ -68,7 +72,7 @@ export class RateCounter extends DurableObject<ControlPlaneEnv> {
   }
 
   private leaseOne(ask: LeaseAsk, now: number): Lease {
-    const specKey = JSON.stringify(ask.spec);
+    const specKey = this.sharedSpec(JSON.stringify(ask.spec));
     let key = ask.counter;
     let row = this.load(key, now);
     if (row === undefined && this.liveKeys >= MAX_KEYS_PER_SHARD) {
@@ -91,6 +95,14 @@ export class RateCounter extends DurableObject<ControlPlaneEnv> {
     );
     this.schedulePrune(next.expires);
     return { granted: result.granted, validUntil: result.validUntil, retryAt: result.retryAt, remaining: result.remaining };
+  }
+
+  private sharedSpec(spec: string): string {
+    const known = this.specs.get(spec);
+    if (known !== undefined) return known;
+    if (this.specs.size >= MEMORY_SPECS) this.specs.clear();
+    this.specs.set(spec, spec);
+    return spec;
   }
 
   /** The live row of `key`, from memory or storage; expired rows count as absent. */
