@@ -1,7 +1,7 @@
 import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { rateCounterOf, type RateCounter } from "../../durable-objects/rate-counter.ts";
+import { MAX_KEYS_PER_SHARD, rateCounterOf, type RateCounter } from "../../durable-objects/rate-counter.ts";
 import { RateLimitRule } from "../../shared/config.ts";
 import { base64url, sha256 } from "../../shared/hash.ts";
 import { counterName, expiresAt, initialState, grant, RATE_SHARDS, shardOf, type LeaseAsk, type LimitSpec } from "../../shared/rate-limit.ts";
@@ -116,6 +116,33 @@ describe("RateCounter shards", () => {
     });
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     expect(await rows()).toBe(0);
+  });
+
+  it("counts new keys in the shard's shared overflow counter once the shard holds MAX_KEYS_PER_SHARD live keys", async () => {
+    const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+    const first = counterName("full", "per-key", "resident");
+    expect((await controlPlane.leaseTokens(first, spec, 1)).granted).toBe(1);
+    const shard = shardOf(first) ?? "";
+    const stub = env.RATE_COUNTERS.get(env.RATE_COUNTERS.idFromName(shard));
+    // Fill the shard with live rows straight in SQLite, then let the prune alarm recount them.
+    await runInDurableObject(stub, (_instance: RateCounter, state) => {
+      state.storage.sql.exec(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO counters (key, spec, state, leases, expires) SELECT 'fill-' || i, 'x', '{}', 1, 9000000000000000 FROM n`,
+        MAX_KEYS_PER_SHARD,
+      );
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    // Two new keys of that shard now share one counter (limit 5): 3 + 3 asked, 5 granted in all.
+    const sameShard = Array.from({ length: 2_000 }, (_, i) => counterName("full", "per-key", `new-${i}`)).filter((c) => shardOf(c) === shard);
+    const [a = "", b = ""] = sameShard;
+    const granted = (await controlPlane.leaseTokens(a, spec, 3)).granted + (await controlPlane.leaseTokens(b, spec, 3)).granted;
+    expect(granted).toBe(5);
+    // The key that was already stored keeps its own counter (4 of its 5 left).
+    expect((await controlPlane.leaseTokens(first, spec, 10)).granted).toBe(4);
+    const read = await rateCounterOf(env, a).read(a);
+    expect(read.state).toBeNull();
+    expect(read.keys).toBe(MAX_KEYS_PER_SHARD + 2);
   });
 
   it("refuses counter names that are not digests (no unbounded object names)", async () => {
