@@ -30,12 +30,16 @@ declare module "autocannon" {
     path?: string;
     headers?: Record<string, string>;
     body?: string;
+    /** Rewrites the request before each send (scripts/soak-rate-limit.ts: a new header per request). */
+    setupRequest?: (request: RequestSpec) => RequestSpec;
   }
 
   interface Options {
     url: string;
     connections?: number;
     duration?: number;
+    /** Stop after this many requests instead of after `duration`. */
+    amount?: number;
     pipelining?: number;
     timeout?: number;
     headers?: Record<string, string>;

@@ -1,8 +1,10 @@
 /**
- * Request validation, the same everywhere: unreadable JSON is 400, well-formed JSON of the wrong
+ * Request validation, the same everywhere: unreadable JSON (or JSON nested deeper than
+ * `MAX_JSON_DEPTH`) is 400, well-formed JSON of the wrong
  * shape is 422, both as problem+json with zod's issues under `issues`.
  */
 import type { ZodType } from "zod";
+import { parseJson } from "./json.ts";
 import { problemResponse } from "./problem.ts";
 
 /** Either the validated body or the problem response to send instead. */
@@ -11,10 +13,24 @@ export type BodyResult<T> = { ok: true; value: T } | { ok: false; response: Resp
 /** Parses and validates a JSON request body. */
 export async function readBody<T>(req: Request, schema: ZodType<T>): Promise<BodyResult<T>> {
   const instance = new URL(req.url).pathname;
-  let json: unknown;
+  let text: string;
   try {
-    json = await req.json();
+    text = await req.text();
   } catch {
+    text = "";
+  }
+  const json = parseJson(text);
+  if (json.kind === "too-deep") {
+    // Refused before parsing: zod walks the value recursively and would overflow the stack (a 5xx).
+    return {
+      ok: false,
+      response: problemResponse(400, "json-too-deep", "Request body nests too deeply", {
+        detail: `JSON nesting is limited to ${json.maxDepth} levels.`,
+        instance,
+      }),
+    };
+  }
+  if (json.kind === "invalid") {
     return {
       ok: false,
       response: problemResponse(400, "malformed-json", "Request body is not valid JSON", {
@@ -23,7 +39,7 @@ export async function readBody<T>(req: Request, schema: ZodType<T>): Promise<Bod
       }),
     };
   }
-  const parsed = schema.safeParse(json);
+  const parsed = schema.safeParse(json.value);
   if (!parsed.success) {
     return {
       ok: false,

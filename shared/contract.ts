@@ -8,6 +8,7 @@
  * that every `$ref` and regex is usable, so a check never throws on a stored contract.
  */
 import { dereference, validate, type OutputUnit, type Schema, type SchemaDraft } from "@cfworker/json-schema";
+import { parseJson } from "./json.ts";
 import type { JsonSchemaDocument, RouteContract } from "./policy-schemas.ts";
 
 /** Errors reported per failed check: enough to fix a payload, few enough for a log line. */
@@ -82,12 +83,120 @@ function unusable(schema: Schema, lookup: Record<string, Schema | boolean>): str
   for (const pattern of patterns) {
     if (pattern === undefined) continue;
     if (typeof pattern !== "string") return `"pattern" ${where(schema)} must be a string`;
+    if (pattern.length > MAX_PATTERN_LENGTH) return `pattern ${where(schema)} is longer than ${MAX_PATTERN_LENGTH} characters`;
     try {
       // Same flags as the validator, so a pattern accepted here is one it can run.
       new RegExp(pattern, "u");
     } catch (error) {
       return `pattern ${JSON.stringify(pattern)} ${where(schema)} is not a valid regular expression: ${describeError(error)}`;
     }
+    const risk = backtrackingRisk(pattern);
+    if (risk !== undefined) return `pattern ${JSON.stringify(pattern)} ${where(schema)} is refused: ${risk}`;
+  }
+  return undefined;
+}
+
+/** Longest `pattern` / `patternProperties` key accepted. */
+export const MAX_PATTERN_LENGTH = 1_000;
+
+interface GroupFrame {
+  /** A quantifier other than an exact count `{n}` appears inside (at any depth). */
+  quantified: boolean;
+  /** A `|` appears inside (at any depth). */
+  alternation: boolean;
+}
+
+/** Parses a quantifier at `i`: its length and whether it repeats (may match its atom more than once); undefined if none. */
+function quantifierAt(pattern: string, i: number): { length: number; repeats: boolean; exact: boolean } | undefined {
+  const c = pattern[i];
+  let length: number;
+  let repeats: boolean;
+  let exact = false;
+  if (c === "*" || c === "+") [length, repeats] = [1, true];
+  else if (c === "?") [length, repeats] = [1, false];
+  else if (c === "{") {
+    const match = /^\{(\d+)(,(\d*))?\}/.exec(pattern.slice(i, i + 24));
+    if (!match) return undefined;
+    const min = Number(match[1]);
+    const max = match[2] === undefined ? min : match[3] === "" ? Infinity : Number(match[3]);
+    [length, repeats, exact] = [match[0].length, max > 1, match[2] === undefined];
+  } else return undefined;
+  // A lazy marker belongs to the quantifier.
+  if (pattern[i + length] === "?") length++;
+  return { length, repeats, exact };
+}
+
+/**
+ * Why a pattern could backtrack catastrophically on the JavaScript engine, or undefined when it is
+ * safe by construction. Conservative (as static checks must be): a repeated group may contain
+ * neither another quantifier nor an alternation (`(a+)+`, `(a|a)*`, `(\w+\s?)*` are refused;
+ * `^[a-z]+(-[a-z]+)?$`, `(ab){3}`, `^(GET|POST)$` are accepted), and backreferences are refused. The
+ * validator runs JavaScript's backtracking engine (Workers cannot load RE2), so refusing such
+ * patterns when a contract is written is what keeps a 27-character string from costing seconds.
+ */
+export function backtrackingRisk(pattern: string): string | undefined {
+  const stack: GroupFrame[] = [{ quantified: false, alternation: false }];
+  let lastGroup: GroupFrame | undefined;
+  let i = 0;
+  while (i < pattern.length) {
+    const c = pattern[i];
+    const top = stack[stack.length - 1] ?? { quantified: false, alternation: false };
+    if (c === "\\") {
+      const next = pattern[i + 1] ?? "";
+      if (/[1-9]/.test(next) || next === "k") return "backreferences are not supported";
+      // \u{…} and \p{…} carry braces that are not quantifiers.
+      const braced = (next === "u" || next === "p" || next === "P") && pattern[i + 2] === "{" ? pattern.indexOf("}", i) : -1;
+      i = braced >= 0 ? braced + 1 : i + 2;
+      lastGroup = undefined;
+      continue;
+    }
+    if (c === "[") {
+      i++;
+      while (i < pattern.length && pattern[i] !== "]") i += pattern[i] === "\\" ? 2 : 1;
+      i++;
+      lastGroup = undefined;
+      continue;
+    }
+    if (c === "(") {
+      stack.push({ quantified: false, alternation: false });
+      // Skip a group's prefix (`(?:`, `(?=`, `(?!`, `(?<=`, `(?<!`, `(?<name>`): its `?` is no quantifier.
+      if (pattern[i + 1] !== "?") i++;
+      else if (pattern[i + 2] === "<" && pattern[i + 3] !== "=" && pattern[i + 3] !== "!") i = pattern.indexOf(">", i) + 1;
+      else i += pattern[i + 2] === "<" ? 4 : 3;
+      lastGroup = undefined;
+      continue;
+    }
+    if (c === ")") {
+      const closed = stack.length > 1 ? stack.pop() : undefined;
+      const parent = stack[stack.length - 1];
+      if (closed && parent) {
+        parent.quantified ||= closed.quantified;
+        parent.alternation ||= closed.alternation;
+      }
+      lastGroup = closed;
+      i++;
+      continue;
+    }
+    if (c === "|") {
+      top.alternation = true;
+      lastGroup = undefined;
+      i++;
+      continue;
+    }
+    const quantifier = quantifierAt(pattern, i);
+    if (quantifier) {
+      if (quantifier.repeats && lastGroup && (lastGroup.quantified || lastGroup.alternation)) {
+        return lastGroup.quantified
+          ? "a repeated group contains another quantifier (nested repetition backtracks exponentially)"
+          : "a repeated group contains an alternation (overlapping branches backtrack exponentially)";
+      }
+      if (!quantifier.exact) top.quantified = true;
+      lastGroup = undefined;
+      i += quantifier.length;
+      continue;
+    }
+    lastGroup = undefined;
+    i++;
   }
   return undefined;
 }
@@ -228,19 +337,22 @@ export function compileContract(contract: RouteContract): CompiledContract {
 }
 
 /**
- * Parses a body's text and checks it. Text that is not JSON fails with one error at the root; the
+ * Parses a body's text and checks it. Text that is not JSON, or nests deeper than `MAX_JSON_DEPTH`,
+ * fails with one error at the root (the proxy answers 422 in enforce mode); the
  * parser's own message is left out because it quotes the body, which may hold personal data.
  * With a contract's `checkRequest`/`checkResponse` for a direction without a schema, the text is
  * not even parsed and the result is `skip`.
  */
 export function checkJsonBody(text: string, check: BodyCheck): ContractCheck {
   if (check === skipCheck) return { kind: "skip" };
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
+  const parsed = parseJson(text);
+  if (parsed.kind === "too-deep") {
+    // Refused before parsing: the validator walks the body recursively and would overflow the stack.
+    return { kind: "fail", errors: [{ path: "", message: `The body nests deeper than ${parsed.maxDepth} levels.` }] };
+  }
+  if (parsed.kind === "invalid") {
     const message = text.trim() === "" ? "The body is empty; a JSON document is expected." : "The body is not valid JSON.";
     return { kind: "fail", errors: [{ path: "", message }] };
   }
-  return check(body);
+  return check(parsed.value);
 }

@@ -58,15 +58,35 @@ export type RouteContractInput = z.input<typeof RouteContract>;
 export const RequiredClaim = z.union([z.string(), z.number(), z.boolean(), z.array(z.string()).min(1)]);
 export type RequiredClaim = z.infer<typeof RequiredClaim>;
 
+/** Hosts that exist only on the machine itself: the one place a plain-http JWKS cannot be tampered with on the way. */
+const LOOPBACK_HOSTS = new Set(["127.0.0.1", "[::1]", "localhost"]);
+
+/**
+ * Where a route's signing keys are fetched: https, except on a loopback host (local development).
+ * Over plain http anyone on the path could substitute keys and so mint any token.
+ */
+export const JwksUrl = z
+  .url({ protocol: /^https?$/ })
+  .max(2048)
+  .refine((raw) => {
+    const url = new URL(raw);
+    return url.protocol === "https:" || LOOPBACK_HOSTS.has(url.hostname);
+  }, "jwksUrl must use https (plain http only for 127.0.0.1, [::1] or localhost)");
+
 /** A route's end-user authentication. Keys come from `jwksUrl` or are given inline in `jwks`. */
 export const RouteAuth = z
   .strictObject({
     issuer: z.string().min(1),
     audiences: z.array(z.string().min(1)).min(1),
-    jwksUrl: z.url({ protocol: /^https?$/ }).optional(),
+    jwksUrl: JwksUrl.optional(),
     jwks: z.strictObject({ keys: z.array(z.record(z.string(), z.json())).min(1) }).optional(),
     algorithms: z.array(z.enum(["RS256", "PS256", "ES256", "ES384", "EdDSA"])).min(1).default(["RS256", "ES256", "EdDSA"]),
     requiredClaims: z.record(z.string(), RequiredClaim).optional(),
+    /**
+     * Oldest token accepted, in seconds since its `iat` (default one day). A token without `iat` is
+     * refused when its `exp` lies further ahead than this. Every token must carry `exp`.
+     */
+    maxAgeSeconds: z.int().min(60).max(30 * 86_400).optional(),
   })
   .refine((auth) => (auth.jwksUrl === undefined) !== (auth.jwks === undefined), "give exactly one of jwksUrl or jwks");
 export type RouteAuth = z.infer<typeof RouteAuth>;

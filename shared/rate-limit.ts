@@ -1,9 +1,53 @@
 /**
- * Rate limiting: what a counter grants. Counters live in Durable Objects sharded by (service, limit,
- * key); proxies lease small batches of tokens from them, so a request rarely waits on an object and
- * the total granted across every isolate never exceeds the limit (unused leased tokens can only make
- * the limit stricter, by at most one lease per isolate).
+ * Rate limiting: what a counter grants, and where a counter lives. A counter is one (scope, limit,
+ * key) triple; its key is stored as a fixed-size digest of the outside value (a 600-character API key
+ * costs what a 6-character one does), and the counters of one limit live in {@link RATE_SHARDS}
+ * Durable Objects chosen by that digest, so the number of objects is bounded whatever the keys are.
+ * Proxies lease small batches of tokens, so a request rarely waits on an object and the total
+ * granted across every isolate never exceeds the limit (unused leased tokens can only make the limit
+ * stricter, by at most one lease per isolate); see workers/proxy/rate-limit.ts for the one bounded
+ * exception (a key new to an isolate).
  */
+import { base64url, sha256 } from "./hash.ts";
+
+/** Counter objects per limit (and per egress provider). Keys spread across them by digest. */
+export const RATE_SHARDS = 32;
+
+/** Characters of the key digest kept (22 base64url characters = 132 bits: collisions are not a concern). */
+const DIGEST_CHARS = 22;
+
+/** A counter's name: `scope/limit/digest`, where scope is the service (or `egress`) and digest hashes the key value. */
+export function counterName(scope: string, limit: string, keyValue: string): string {
+  return `${scope}/${limit}/${base64url(sha256(keyValue)).slice(0, DIGEST_CHARS)}`;
+}
+
+const COUNTER_NAME = /^([a-z0-9][a-z0-9-]{0,62})\/([a-z0-9][a-z0-9-]{0,62})\/([A-Za-z0-9_-]{22})$/;
+
+/** The shard object that holds `counter` (`scope/limit/#n`), or undefined when the name is not one {@link counterName} makes. */
+export function shardOf(counter: string): string | undefined {
+  const match = COUNTER_NAME.exec(counter);
+  if (!match) return undefined;
+  const [, scope, limit, digest = ""] = match;
+  // The digest's first two characters carry 12 uniformly distributed bits.
+  const bits = (BASE64URL_INDEX.indexOf(digest[0] ?? "A") << 6) | BASE64URL_INDEX.indexOf(digest[1] ?? "A");
+  return `${scope}/${limit}/#${bits % RATE_SHARDS}`;
+}
+
+const BASE64URL_INDEX = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/**
+ * When a counter's state stops mattering (ms): a fresh counter from then on grants exactly what this
+ * one would. Fixed window: the window's end; sliding window: one period later (the previous window
+ * still counts until then); token bucket: when the bucket is full again.
+ */
+export function expiresAt(spec: LimitSpec, state: CounterState): number {
+  const period = spec.periodSeconds * 1000;
+  if (spec.algorithm === "token-bucket") {
+    const burst = spec.burst ?? spec.limit;
+    return state.at + Math.ceil(Math.max(0, burst - state.used) / (spec.limit / period));
+  }
+  return state.at + (spec.algorithm === "sliding-window" ? 2 * period : period);
+}
 
 /** One limit as configured: how many requests per period (or a token bucket's rate and burst). */
 export interface LimitSpec {
@@ -13,6 +57,16 @@ export interface LimitSpec {
   /** Token bucket only: bucket size; defaults to `limit`. */
   burst?: number;
 }
+
+/** One lease asked of a counter: its name (`counterName`), its spec and how many tokens. */
+export interface LeaseAsk {
+  counter: string;
+  spec: LimitSpec;
+  want: number;
+}
+
+/** Most leases one batch call may ask for. */
+export const MAX_LEASE_BATCH = 4_096;
 
 /** A counter's stored state. */
 export interface CounterState {

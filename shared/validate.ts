@@ -34,6 +34,53 @@ export function routeCovers(a: RouteMatch, b: RouteMatch): boolean {
   return Object.entries(a.headers ?? {}).every(([k, v]) => bHeaders.get(k.toLowerCase()) === v);
 }
 
+/**
+ * The routes seen so far, indexed by path so that finding one that shadows a new route looks only
+ * at routes whose path could cover it (same exact path, or a prefix of it), not at every earlier
+ * route: validation stays linear in the number of routes for real configs (8,000 routes included).
+ */
+class RouteIndex {
+  private readonly exact = new Map<string, Array<{ order: number; route: ServiceConfig["routes"][number] }>>();
+  private readonly prefixes = new Map<string, Array<{ order: number; route: ServiceConfig["routes"][number] }>>();
+  /** Distinct prefix lengths in `prefixes`, so a lookup tries only lengths some route uses. */
+  private readonly prefixLengths = new Set<number>();
+  private count = 0;
+
+  add(route: ServiceConfig["routes"][number]): void {
+    const entry = { order: this.count++, route };
+    const { path } = route.match;
+    if (path.endsWith("*")) {
+      const prefix = path.slice(0, -1);
+      this.prefixLengths.add(prefix.length);
+      const list = this.prefixes.get(prefix);
+      if (list) list.push(entry);
+      else this.prefixes.set(prefix, [entry]);
+    } else {
+      const list = this.exact.get(path);
+      if (list) list.push(entry);
+      else this.exact.set(path, [entry]);
+    }
+  }
+
+  /** The first route added that matches every request `match` does (see {@link routeCovers}). */
+  firstCovering(match: RouteMatch): ServiceConfig["routes"][number] | undefined {
+    let best: { order: number; route: ServiceConfig["routes"][number] } | undefined;
+    const consider = (list: ReadonlyArray<{ order: number; route: ServiceConfig["routes"][number] }> | undefined): void => {
+      for (const candidate of list ?? []) {
+        if (best && candidate.order >= best.order) return;
+        if (routeCovers(candidate.route.match, match)) {
+          best = candidate;
+          return;
+        }
+      }
+    };
+    const bare = match.path.replace(/\*$/, "");
+    if (!match.path.endsWith("*")) consider(this.exact.get(match.path));
+    for (const length of this.prefixLengths) if (length <= bare.length) consider(this.prefixes.get(bare.slice(0, length)));
+    return best?.route;
+  }
+}
+
 function checkExternalOrigin(
   backend: Extract<Backend, { type: "external" }>,
   path: Array<string | number>,
@@ -77,12 +124,14 @@ function checkService(service: ServiceConfig, index: number, options: ValidateOp
   });
 
   const routeNames = new Set<string>();
+  const earlier = new RouteIndex();
   service.routes.forEach((route, r) => {
     if (routeNames.has(route.name)) {
       issues.push(issue(at("routes", r, "name"), `duplicate route name '${route.name}' in service '${service.name}'`));
     }
     routeNames.add(route.name);
-    const shadow = service.routes.slice(0, r).find((earlier) => routeCovers(earlier.match, route.match));
+    const shadow = earlier.firstCovering(route.match);
+    earlier.add(route);
     if (shadow) {
       issues.push(
         issue(
@@ -150,7 +199,9 @@ function checkLoops(config: MeshConfig): ConfigIssue[] {
   });
   const state = new Map<string, "visiting" | "done">();
   const reported = new Set<string>();
-  const visit = (name: string, trail: string[]): void => {
+  // One shared trail (pushed and popped), so a long chain of services costs linear time, not quadratic.
+  const trail: string[] = [];
+  const visit = (name: string): void => {
     if (state.get(name) === "done") return;
     if (state.get(name) === "visiting") {
       const cycle = [...trail.slice(trail.indexOf(name)), name];
@@ -162,14 +213,16 @@ function checkLoops(config: MeshConfig): ConfigIssue[] {
       return;
     }
     state.set(name, "visiting");
+    trail.push(name);
     const service = config.services[index.get(name) ?? -1];
     for (const backend of service?.backends ?? []) {
       // Self-references are reported by checkService; follow only edges to other services here.
-      if (backend.type === "mesh" && backend.service !== name && index.has(backend.service)) visit(backend.service, [...trail, name]);
+      if (backend.type === "mesh" && backend.service !== name && index.has(backend.service)) visit(backend.service);
     }
+    trail.pop();
     state.set(name, "done");
   };
-  for (const service of config.services) visit(service.name, []);
+  for (const service of config.services) visit(service.name);
   return issues;
 }
 

@@ -100,3 +100,36 @@ describe("control plane outage", () => {
     }
   });
 });
+
+describe("one canonical path", () => {
+  it("authorizes, routes and forwards the same canonical path: encoded tricks meet the deny rule, and the backend sees what was checked", async () => {
+    const policy = { allow: [{ from: ["*"] }], deny: [{ from: ["internet"], paths: ["/echo/secret"] }] };
+    const set = await t.adminFetch("/admin/services/echo/policy", { method: "PUT", body: JSON.stringify(policy) });
+    expect(set.status).toBe(200);
+    const version = Number(set.headers.get("etag")?.replace(/"/g, ""));
+    await waitFor(async () => Number((await fetch(`${t.shop}/echo/x`)).headers.get("x-weft-config-version")) >= version, 5_000);
+    try {
+      for (const path of ["/echo/secret", "/echo/%73ecret", "/echo/s%65cr%65t", "/echo//secret"]) {
+        const res = await fetch(`${t.shop}${path}`);
+        expect(res.status, path).toBe(403);
+        await res.body?.cancel();
+      }
+      // The platform's route table matches the raw path, so this one lands on another service's
+      // proxy (the catch-all), which has no route for it: refused there, never served by echo.
+      const elsewhere = await fetch(`${t.shop}/%65cho/secret`);
+      expect(elsewhere.status).toBe(404);
+      await elsewhere.body?.cancel();
+      for (const path of ["/echo/a%2Fb", "/echo/a%5Cb", "/echo/%00", "/echo/%zz"]) {
+        const res = await fetch(`${t.shop}${path}`);
+        expect(res.status, path).toBe(400);
+        expect(res.headers.get("content-type")).toBe("application/problem+json");
+        await res.body?.cancel();
+      }
+      // The backend receives the path that was authorized and routed, not the raw one.
+      const { body } = await echo("/echo/%61llowed//path?q=%73");
+      expect(body.path).toBe("/echo/allowed/path");
+    } finally {
+      await t.adminFetch("/admin/services/echo/policy", { method: "DELETE" });
+    }
+  });
+});

@@ -53,6 +53,19 @@ describe("rate limits", () => {
     expect(((await counter.json()) as { counter: { used: number } }).counter.used).toBeGreaterThanOrEqual(20);
   });
 
+  it("counts a 600-character API key like any other (it used to fail open)", async () => {
+    const version = await setLimits("pim", [{ name: "long-key", key: "header:x-api-key", limit: 20, periodSeconds: 3600 }]);
+    await waitFor(async () => Number((await fetch(`${t.shop}/products/sku-1`, { headers: { "x-api-key": "warm-long" } })).headers.get("x-weft-config-version")) >= version, 5_000);
+    const key = `k${"x".repeat(599)}`;
+    const statuses: number[] = [];
+    for (let i = 0; i < 60; i++) statuses.push((await fetch(`${t.shop}/products/sku-4`, { headers: { "x-api-key": key } })).status);
+    expect(statuses.filter((s) => s === 200).length).toBe(20);
+    expect(statuses.filter((s) => s === 429).length).toBe(40);
+    const counter = await t.adminFetch(`/admin/services/pim/ratelimit/counters?limit=long-key&key=${encodeURIComponent(key)}`);
+    expect(((await counter.json()) as { counter: { used: number } }).counter.used).toBe(20);
+    expect((await t.adminFetch("/admin/services/pim/ratelimit", { method: "DELETE" })).status).toBe(200);
+  });
+
   it("applies several limits at once (a burst limit and a longer one)", async () => {
     const version = await setLimits("pim", [
       { name: "burst", key: "header:x-api-key", algorithm: "token-bucket", limit: 5, periodSeconds: 1, burst: 10 },

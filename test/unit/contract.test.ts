@@ -210,3 +210,28 @@ describe("checkJsonBody", () => {
     expect(checkJsonBody("not json at all", orders.checkResponse)).toEqual({ kind: "skip" });
   });
 });
+
+describe("patterns that could backtrack catastrophically", () => {
+  const refused = ["^(a|a)*$", "^(a+)+$", "(\\w+\\s?)*$", "^([a-z]+-?)*$", "((ab)*c)+", "(?:a|b)+", "^(\\d+)*x", "(a)\\1", "(?<x>a)\\k<x>", "^(a*){2,}$"];
+  it.each(refused)("refuses %s when the contract is written", (pattern) => {
+    const parsed = RouteContract.safeParse({ mode: "enforce", request: { type: "string", pattern } });
+    expect(parsed.success).toBe(false);
+    if (!parsed.success) expect(parsed.error.issues[0]?.message).toMatch(/refused|not supported/);
+  });
+
+  it("refuses the evil pattern in patternProperties too", () => {
+    const parsed = RouteContract.safeParse({ request: { type: "object", patternProperties: { "^(a|a)*$": { type: "string" } } } });
+    expect(parsed.success).toBe(false);
+  });
+
+  const accepted = ["^[a-z]+$", "^sku-[0-9]{1,6}$", "^[a-z]+(-[a-z]+)?$", "(ab){3}", "^(GET|POST)$", "^(?:[A-Z]{2})-\\d+$", "^\\p{L}+$", "^\\u{1F600}+$", "^[(|)*]+$", "(?<year>\\d{4})-(?<month>\\d{2})"];
+  it.each(accepted)("accepts %s", (pattern) => {
+    expect(RouteContract.safeParse({ mode: "enforce", request: { type: "string", pattern } }).success).toBe(true);
+  });
+
+  it("bounds a pattern's length", () => {
+    const parsed = RouteContract.safeParse({ request: { type: "string", pattern: "a".repeat(1_001) } });
+    expect(parsed.success).toBe(false);
+    expect(RouteContract.safeParse({ request: { type: "string", pattern: "a".repeat(1_000) } }).success).toBe(true);
+  });
+});

@@ -10,6 +10,9 @@ import { ServiceHealth } from "../../workers/proxy/health.ts";
 import { DEADLINE_HEADER } from "../../workers/proxy/identity.ts";
 import { compileSlice, type CompiledSlice } from "../../workers/proxy/plan.ts";
 import { send, type Sender } from "../../workers/proxy/send.ts";
+import type { EgressContext } from "../../workers/proxy/forward.ts";
+import { RateLimiter } from "../../workers/proxy/rate-limit.ts";
+import type { ControlPlaneApi } from "../../shared/slice.ts";
 
 /** A backend worker for tests: answers each request with the next status of `statuses` (the last one repeats). */
 class TestBackend {
@@ -41,7 +44,9 @@ function plan(route: Partial<RouteConfig>, bindings: Record<string, TestBackend>
   return compileSlice(slice, { bindings, keySets: new Map(), balancers: new Map() });
 }
 
-const egress = { service: "svc", caller: "internet", controlPlane: undefined as never };
+/** Nothing in these tests reaches the control plane (no third-party backends): any call fails loudly. */
+const noControlPlane = new Proxy({}, { get: () => () => Promise.reject(new Error("no control plane in this test")) }) as ControlPlaneApi;
+const egress: EgressContext = { service: "svc", caller: "internet", controlPlane: noControlPlane, limiter: new RateLimiter("svc", noControlPlane) };
 
 async function sendOnce(slice: CompiledSlice, request: Request, sender = new RecordingSender(), deadlineAt?: number) {
   const route = slice.routes[0];

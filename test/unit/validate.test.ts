@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { MeshConfig, normalizeService, type MeshConfigInput, type ServiceInput } from "../../shared/config.ts";
-import { validateMesh } from "../../shared/validate.ts";
+import { routeCovers, validateMesh } from "../../shared/validate.ts";
+import { mulberry32 } from "./prng.ts";
 
 const PROD = { allowLocalhostHttp: false };
 const DEV = { allowLocalhostHttp: true };
@@ -123,5 +124,47 @@ describe("mesh config validation", () => {
       ],
     };
     expect(refusals(input)).toEqual([]);
+  });
+});
+
+describe("route shadowing at scale", () => {
+  const backends = [{ name: "pim-v1", type: "worker" as const, binding: "PIM_V1" }];
+  const split = { weights: { "pim-v1": 100 } };
+
+  it("checks 8,000 routes and finds exactly the shadowed ones", () => {
+    const routes = Array.from({ length: 8_000 }, (_, i) => ({ name: `r-${i}`, match: { path: `/r/${String(i).padStart(5, "0")}/*` }, split }));
+    routes.push({ name: "shadowed-by-prefix", match: { path: "/r/00042/items" }, split });
+    routes.push({ name: "shadowed-by-prefix-star", match: { path: "/r/07999/x/*" }, split });
+    routes.push({ name: "not-shadowed", match: { path: "/s/1" }, split });
+    const messages = refusals({ services: [{ name: "pim", backends, routes }] });
+    expect(messages).toEqual([
+      "route 'shadowed-by-prefix' is unreachable: route 'r-42' before it matches every request it would",
+      "route 'shadowed-by-prefix-star' is unreachable: route 'r-7999' before it matches every request it would",
+    ]);
+  });
+
+  it("reports the same first shadowing route as comparing every pair (random routes)", () => {
+    const random = mulberry32(14);
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+    const paths = ["/*", "/a/*", "/a", "/a/b", "/a/b/*", "/ab", "/ab/*", "/b/*", "/b"];
+    const methods = [undefined, ["GET" as const], ["GET" as const, "POST" as const], ["POST" as const]];
+    const headers = [undefined, { "x-v": "1" }, { "X-V": "2" }];
+    for (let run = 0; run < 40; run++) {
+      const routes = Array.from({ length: 12 }, (_, i) => ({
+        name: `r-${i}`,
+        match: { path: pick(paths), ...(pick([true, false]) ? { methods: pick(methods) } : {}), ...(pick([true, false]) ? { headers: pick(headers) } : {}) },
+        split,
+      }));
+      const parsed = MeshConfig.parse({ services: [{ name: "pim", backends, routes }] });
+      const first = parsed.services[0];
+      if (!first) throw new Error("no service");
+      const service = normalizeService(first);
+      const expected = service.routes.flatMap((route, r) => {
+        const shadow = service.routes.slice(0, r).find((earlier) => routeCovers(earlier.match, route.match));
+        return shadow ? [`route '${route.name}' is unreachable: route '${shadow.name}' before it matches every request it would`] : [];
+      });
+      const actual = validateMesh({ services: [service] }, PROD).map((i) => i.message).filter((m) => m.includes("unreachable"));
+      expect(actual).toEqual(expected);
+    }
   });
 });

@@ -7,6 +7,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { FaultsUpdate, MeshConfig, Policy, RateLimitsUpdate, RollbackRequest, ServiceResilience, SplitUpdate, normalizeService } from "../../shared/config.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
+import { counterName } from "../../shared/rate-limit.ts";
 import { resilienceView, type ServiceView } from "../../shared/views.ts";
 import * as z from "zod";
 import { readBody } from "../../shared/body.ts";
@@ -151,8 +152,10 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     if (!view || !rule || key === undefined) {
       return problemResponse(404, "not-found", "Not found", { detail: "give ?limit=<name of one of the service's limits>&key=<value>" });
     }
-    const counter = await rateCounterOf(c.env, `${name}/${rule.name ?? ""}/${key}`).read();
-    return c.json({ service: name, limit: rule, key, counter: counter.state, leases: counter.leases });
+    // Counters are stored under a digest of the key, in the limit's shard for that digest.
+    const counterKey = counterName(name, rule.name ?? "limit", key);
+    const counter = await rateCounterOf(c.env, counterKey).read(counterKey);
+    return c.json({ service: name, limit: rule, key, counter: counter.state, leases: counter.leases, expiresAt: counter.expiresAt, shard: counter.shard, keysInShard: counter.keys });
   });
 
   admin.get("/config", async (c) => {

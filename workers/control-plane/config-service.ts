@@ -16,7 +16,7 @@ import { vendorTokensOf, webhookDeliveriesOf } from "../../durable-objects/vendo
 import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { signingKeysOf } from "../../durable-objects/signing-keys.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
-import type { Grant, LimitSpec } from "../../shared/rate-limit.ts";
+import { MAX_LEASE_BATCH, shardOf, type Grant, type LeaseAsk, type LimitSpec } from "../../shared/rate-limit.ts";
 import type { IngestReply, TelemetryBatch } from "../../shared/metrics.ts";
 import { telemetryStoreOf } from "../../durable-objects/telemetry-store.ts";
 
@@ -75,20 +75,54 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     return plain;
   }
 
+  /** A counter belongs to its scope's service; provider quotas (`egress/...`) to every bound proxy. */
+  private checkCounterOwner(counter: string): void {
+    const owner = counter.split("/", 1)[0] ?? "";
+    this.serviceFor(owner === "egress" ? (boundServiceOf(this.ctx.props) ?? "") : owner);
+  }
+
   /**
-   * Leases rate-limit tokens from the counter `service/limit/key`. A provider's quota counters
-   * (`egress/<provider>/all`) are shared by every service that calls the provider, so any bound
-   * proxy may lease from them.
+   * Leases rate-limit tokens from the counter `scope/limit/digest` (shared/rate-limit.ts
+   * `counterName`), in its shard. A provider's quota counters (`egress/<provider>/...`) are shared
+   * by every service that calls the provider, so any bound proxy may lease from them; every other
+   * counter belongs to the bound service.
    */
   async leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">> {
-    if (typeof counter !== "string" || counter.length > 512) throw new TypeError("invalid counter name");
-    const owner = counter.split("/", 1)[0] ?? "";
-    if (owner === "egress") this.serviceFor(boundServiceOf(this.ctx.props) ?? "");
-    else this.serviceFor(owner);
-    const leased = await rateCounterOf(this.env, counter).lease(spec, want);
+    if (typeof counter !== "string" || counter.length > 512 || shardOf(counter) === undefined) throw new TypeError("invalid counter name");
+    this.checkCounterOwner(counter);
+    const leased = await rateCounterOf(this.env, counter).lease(spec, want, counter);
     const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining };
     disposeRpcResult(leased);
     return plain;
+  }
+
+  /**
+   * Leases for several counters at once (a proxy charging keys it let through on their first sight):
+   * one call per shard touched, in parallel. Answers in the order asked.
+   */
+  async leaseTokensBatch(asks: LeaseAsk[]): Promise<Array<Omit<Grant, "state">>> {
+    if (asks.length > MAX_LEASE_BATCH) throw new RangeError("lease batch too large");
+    const byShard = new Map<string, number[]>();
+    for (const [index, ask] of asks.entries()) {
+      const shard = shardOf(ask.counter);
+      if (shard === undefined) throw new TypeError("invalid counter name");
+      this.checkCounterOwner(ask.counter);
+      byShard.set(shard, [...(byShard.get(shard) ?? []), index]);
+    }
+    const answers: Array<Omit<Grant, "state">> = [];
+    await Promise.all(
+      [...byShard.values()].map(async (indexes) => {
+        const first = asks[indexes[0] ?? 0];
+        if (!first) return;
+        const leased = await rateCounterOf(this.env, first.counter).leaseMany(indexes.map((i) => asks[i]).filter((a) => a !== undefined));
+        for (const [n, index] of indexes.entries()) {
+          const one = leased[n];
+          if (one) answers[index] = { granted: one.granted, validUntil: one.validUntil, retryAt: one.retryAt, remaining: one.remaining };
+        }
+        disposeRpcResult(leased);
+      }),
+    );
+    return answers;
   }
 
   /** Stores a proxy's telemetry batch in its service's shard. */

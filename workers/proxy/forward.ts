@@ -12,7 +12,7 @@ import { problemResponse } from "../../shared/problem.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { deadline, readBounded, TIMED_OUT } from "./bounded.ts";
 import { secretsFrom, vendorCredential, type Credential, type CredentialDeps, type EgressCall } from "./egress-credentials.ts";
-import { checkEgressQuota } from "./rate-limit.ts";
+import type { RateLimiter } from "./rate-limit.ts";
 import type { CompiledBackend, Target } from "./plan.ts";
 import { INTERNET } from "./identity.ts";
 
@@ -31,6 +31,8 @@ export interface EgressContext {
   service: string;
   caller: string;
   controlPlane: ControlPlaneApi;
+  /** The service's rate-limit state, which also counts providers' shared quotas. */
+  limiter: RateLimiter;
 }
 
 function failed(status: number, slug: string, title: string, detail: string, backend: string): ForwardResult {
@@ -92,7 +94,7 @@ async function toThirdParty(
   if (destination.kind === "refused") return failed(403, "egress-refused", "Egress refused", destination.detail, name);
   if (target.quota) {
     // The provider's quota is spent only by calls that will really be sent.
-    const refused = await checkEgressQuota(target.provider, target.quota, egress.controlPlane);
+    const refused = await egress.limiter.egressQuota(target.provider, target.quota);
     if (refused) {
       await request.body?.cancel();
       return { kind: "failed", response: refused };

@@ -13,6 +13,7 @@
  */
 import type { JWTPayload } from "jose";
 import { authorize } from "../../shared/authorize.ts";
+import { canonicalizePath, withCanonicalPath } from "../../shared/path.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { CLAIMS_HEADER, encodeClaims } from "../../shared/user-auth.ts";
@@ -25,7 +26,6 @@ import { deadlineOf, identify, identityEdits, INTERNET, type Identity } from "./
 import { backendRequest, HeaderEdits, type Outbound } from "./outbound.ts";
 import type { CompiledBackend, CompiledSlice, RoutePlan } from "./plan.ts";
 import { checkHealth, probeCandidate } from "./probes.ts";
-import { checkRateLimits } from "./rate-limit.ts";
 import { mirror, send, type Delivery } from "./send.ts";
 import { ServiceProxy } from "./service.ts";
 import { place, type Placement } from "./split.ts";
@@ -115,7 +115,10 @@ async function serve(exchange: Exchange): Promise<Response> {
   trail.configVersion = slice.version;
   const declared = Number(request.headers.get("content-length") ?? 0);
   if (declared > MAX_REQUEST_BYTES) return problemResponse(413, "too-large", "Request body too large", { detail: `limit is ${MAX_REQUEST_BYTES} bytes` });
-  const path = pathOf(request.url);
+  // The path, canonicalised once: authorization, routing and the backend all see this same path.
+  const canonical = canonicalizePath(pathOf(request.url));
+  if (canonical.kind === "refuse") return problemResponse(400, "invalid-path", "Invalid request path", { detail: canonical.reason });
+  const path = canonical.path;
   if (slice.checked.length > 0) checkHealth(proxy, slice, proxy.egress(slice.service), (p) => ctx.waitUntil(p));
 
   // authorization: `from` matches the origin, `peers` the immediate caller
@@ -141,7 +144,7 @@ async function serve(exchange: Exchange): Promise<Response> {
   }
 
   // webhook: a provider's signature over the raw body, verified before anything else reads it
-  const outbound: Outbound = { url: undefined, body: undefined };
+  const outbound: Outbound = { url: canonical.changed ? withCanonicalPath(new URL(request.url), path) : undefined, body: undefined };
   if (route.webhook) {
     const hooked = await webhookStep(route.webhook, request, edits, webhookVerification(proxy.controlPlane, slice.service));
     if (hooked.kind === "stop") return hooked.response;
@@ -149,7 +152,7 @@ async function serve(exchange: Exchange): Promise<Response> {
   }
 
   // rate limit: after authentication, so a verified claim can be the key
-  const limited = route.rateLimits.length === 0 ? undefined : await checkRateLimits(slice.service, route.rateLimits, request, who.origin, claims, proxy.controlPlane);
+  const limited = route.rateLimits.length === 0 ? undefined : await proxy.limiter.check(route.rateLimits, request, who.origin, claims, (p) => ctx.waitUntil(p));
   if (limited?.kind === "deny") return limited.response;
 
   // contract (request body)

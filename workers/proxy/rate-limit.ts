@@ -1,15 +1,46 @@
 /**
- * The rate-limit step. Counters are global (RateCounter objects sharded by service, limit and key),
- * but a request rarely waits on one: each isolate leases a few tokens at a time (doubling while it
- * keeps needing more, capped at 5% of the limit) and spends them locally. Once a counter has said
- * "no more until t", the isolate refuses locally until t, so a flood costs the counter nothing.
+ * The rate-limit step. Counters are global (RateCounter objects, a fixed number of shards per limit,
+ * keyed by a digest of the key value), but a request rarely waits on one: each isolate leases a few
+ * tokens at a time (doubling while it keeps needing more, capped at 5% of the limit, or as many as
+ * requests are waiting) and spends them locally. Once a counter has said "no more until t", the
+ * isolate refuses locally until t, so a flood costs the counter nothing.
+ *
+ * Keys are outside values (a header, a claim, an IP), so everything keyed by them is bounded:
+ * - a key is hashed to a fixed-size counter name (`counterName`), however long its value;
+ * - this isolate holds at most {@link MAX_LEASES} leases per service; the least recently leased go first;
+ * - a key this isolate has not seen costs no counter round trip: on a fail-open limit its first request
+ *   is let through at once (every limit allows at least one request per window) and charged to the
+ *   counter in the background, in batches (one call per {@link MAX_LEASE_BATCH} new keys or per
+ *   {@link BATCH_DELAY_MS}), or with the key's next lease if it comes back first. The overshoot is
+ *   bounded: at most one request per key per isolate per time the key enters this isolate's lease
+ *   table, and only when other isolates had already exhausted the key's counter (or the charge was
+ *   lost: queue full, counter unreachable, lease evicted first). Like Cloudflare's rate-limiting
+ *   binding, the count is eventually consistent at that edge and exact otherwise. Fail-closed limits
+ *   and provider quotas never take that shortcut.
  */
 import type { RateLimitRule } from "../../shared/config.ts";
 import { problemResponse } from "../../shared/problem.ts";
-import { nextLeaseSize, policyHeader, rateLimitHeader, type LimitSpec } from "../../shared/rate-limit.ts";
+import { counterName, MAX_LEASE_BATCH, nextLeaseSize, policyHeader, rateLimitHeader, type Grant, type LimitSpec } from "../../shared/rate-limit.ts";
 import { disposeRpcResult, type ControlPlaneApi } from "../../shared/slice.ts";
 import { withTimeout } from "./bounded.ts";
 
+/** Leases one isolate keeps per service (about 200 bytes each). */
+export const MAX_LEASES = 10_000;
+/** How long the background charges of new keys are gathered before one batch call. */
+export const BATCH_DELAY_MS = 1_000;
+/** Charges of new keys queued at most; beyond, a key's first request is charged with its next lease. */
+const MAX_QUEUED_CHARGES = MAX_LEASE_BATCH;
+const LEASE_TIMEOUT_MS = 1_000;
+/** Lease rounds one request may wait through before it counts the counter as unreachable. */
+const MAX_ROUNDS = 32;
+/** Share of the quota left under which allowed responses carry RateLimit headers too. */
+const WARN_BELOW = 0.2;
+
+type LeaseResult = "ok" | "failed";
+/** `ExecutionContext.waitUntil`, bound. */
+export type WaitUntil = (promise: Promise<unknown>) => void;
+
+/** What this isolate holds of one counter. Mutated in place, so a lease evicted mid-flight is harmless. */
 interface Lease {
   remaining: number;
   validUntil: number;
@@ -18,16 +49,39 @@ interface Lease {
   counterRemaining: number;
   /** When the counter said nothing was left: refuse locally until then. */
   exhaustedUntil: number;
+  /** Tokens spent before the counter was asked (a key's first request here), charged with the next lease. */
+  owed: number;
+  /** The one lease call in flight for this counter; it never rejects. */
+  pending: Promise<LeaseResult> | undefined;
+  /** When `pending` started: a call older than the timeout is ignored (its request may have been cancelled). */
+  pendingSince: number;
+  /** Requests waiting for `pending`: the next lease asks for enough tokens for all of them. */
+  waiting: number;
 }
-
-const leases = new Map<string, Lease>();
-const LEASE_TIMEOUT_MS = 1_000;
-let lastFailureLog = 0;
 
 /** The outcome: continue (with any RateLimit headers to add) or the 429/503 to send. */
 export type RateDecision = { kind: "allow"; headers: Array<[string, string]> } | { kind: "deny"; response: Response };
 
 const NO_LIMITS: RateDecision = { kind: "allow", headers: [] };
+
+/** One counter as the steps below see it. */
+interface Counter {
+  counter: string;
+  name: string;
+  spec: LimitSpec;
+  failMode: "open" | "closed";
+  /** Whether a key new to this isolate may be let through before the counter is asked. */
+  firstFree: boolean;
+}
+
+type Local = { kind: "token"; lease: Lease } | { kind: "deny"; response: Response } | { kind: "ask" };
+type Remote = { kind: "token"; lease: Lease } | { kind: "deny"; response: Response } | { kind: "skip" };
+
+interface QueuedCharge {
+  counter: string;
+  spec: LimitSpec;
+  lease: Lease;
+}
 
 function specOf(rule: RateLimitRule): LimitSpec {
   return { algorithm: rule.algorithm, limit: rule.limit, periodSeconds: rule.periodSeconds, ...(rule.burst ? { burst: rule.burst } : {}) };
@@ -49,112 +103,17 @@ function keyOf(rule: RateLimitRule, request: Request, caller: string, claims: Re
   }
 }
 
-async function take(counter: string, spec: LimitSpec, controlPlane: ControlPlaneApi, now: number): Promise<Lease> {
-  const lease = leases.get(counter);
-  const sameWindow = lease !== undefined && now < lease.validUntil;
-  const want = nextLeaseSize(sameWindow ? lease.size : 0, spec);
-  const granted = await withTimeout(controlPlane.leaseTokens(counter, spec, want), LEASE_TIMEOUT_MS, "rate-limit counter");
-  const { granted: count, validUntil, retryAt, remaining } = granted;
-  disposeRpcResult(granted);
-  // Concurrent requests may lease at once: add to, never overwrite, what this isolate holds.
-  const current = leases.get(counter);
-  const keep = current && current.validUntil === validUntil ? current.remaining : 0;
-  const next: Lease = { remaining: keep + count, validUntil, size: want, counterRemaining: remaining, exhaustedUntil: count > 0 ? 0 : retryAt };
-  leases.set(counter, next);
-  return next;
-}
-
-/** Share of the quota left under which allowed responses carry RateLimit headers too. */
-const WARN_BELOW = 0.2;
-
-/** One counter as the steps below see it. */
-interface Counter {
-  counter: string;
-  name: string;
-  spec: LimitSpec;
-  failMode: "open" | "closed";
-}
-
-function countersOf(service: string, rules: readonly RateLimitRule[], request: Request, caller: string, claims: Record<string, unknown> | undefined): Counter[] {
-  return rules.map((rule) => {
-    const name = rule.name ?? "limit";
-    return { counter: `${service}/${name}/${keyOf(rule, request, caller, claims)}`, name, spec: specOf(rule), failMode: rule.failMode };
+/** A promise and the function that settles it (Promise.withResolvers, which the project's lib target lacks). */
+function settleable(): { promise: Promise<LeaseResult>; resolve: (result: LeaseResult) => void } {
+  let resolve: (result: LeaseResult) => void = () => undefined;
+  const promise = new Promise<LeaseResult>((r) => {
+    resolve = r;
   });
+  return { promise, resolve };
 }
 
-/** What this isolate can decide alone: a token from its lease, a refusal until reset, or "ask the counter". */
-function local(c: Counter, now: number): { kind: "token"; lease: Lease } | { kind: "deny"; response: Response } | { kind: "ask" } {
-  const lease = leases.get(c.counter);
-  if (lease && now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
-  if (!lease || now >= lease.validUntil || lease.remaining <= 0) return { kind: "ask" };
-  lease.remaining--;
-  return { kind: "token", lease };
-}
-
-/** Asks the counter for a lease; unreachable counters follow the limit's failure mode. */
-async function remote(c: Counter, controlPlane: ControlPlaneApi, now: number): Promise<{ kind: "token"; lease: Lease } | { kind: "deny"; response: Response } | { kind: "skip" }> {
-  let lease: Lease;
-  try {
-    lease = await take(c.counter, c.spec, controlPlane, now);
-  } catch (error) {
-    if (now - lastFailureLog > 60_000) {
-      lastFailureLog = now;
-      console.error(JSON.stringify({ event: "rate-limit-unavailable", counter: c.counter.split("/").slice(0, 2).join("/"), failMode: c.failMode, error: String(error) }));
-    }
-    if (c.failMode === "open") return { kind: "skip" };
-    return {
-      kind: "deny",
-      response: problemResponse(503, "rate-limit-unavailable", "Rate limit unavailable", { detail: `limit '${c.name}' fails closed and its counter cannot be reached` }, { "retry-after": "1" }),
-    };
-  }
-  if (lease.remaining <= 0) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, Date.now()) };
-  lease.remaining--;
-  return { kind: "token", lease };
-}
-
-function warnIfLow(headers: Array<[string, string]>, c: Counter, lease: Lease, now: number): void {
-  const left = lease.counterRemaining + lease.remaining;
-  if (left >= c.spec.limit * WARN_BELOW) return;
-  headers.push(["ratelimit-policy", policyHeader(c.name, c.spec)], ["ratelimit", rateLimitHeader(c.name, left, lease.validUntil, now)]);
-}
-
-/**
- * Applies the service's limits that cover this route; all must allow. Synchronous while every
- * counter has leased tokens at hand (the steady state), so a limit that is not reached costs the
- * request no await. Refusals always carry RateLimit-Policy/RateLimit/Retry-After; allowed responses
- * carry them once less than 20% of a quota is left (adding headers rebuilds the response, which is
- * the single largest cost a proxy on Workers can add to a request).
- */
-export function checkRateLimits(
-  service: string,
-  rules: readonly RateLimitRule[],
-  request: Request,
-  caller: string,
-  claims: Record<string, unknown> | undefined,
-  controlPlane: ControlPlaneApi,
-): RateDecision | Promise<RateDecision> {
-  if (rules.length === 0) return NO_LIMITS;
-  const now = Date.now();
-  const counters = countersOf(service, rules, request, caller, claims);
-  const headers: Array<[string, string]> = [];
-  for (const [index, c] of counters.entries()) {
-    const step = local(c, now);
-    if (step.kind === "deny") return step;
-    if (step.kind === "ask") return askCounters(counters.slice(index), controlPlane, headers);
-    warnIfLow(headers, c, step.lease, now);
-  }
-  return headers.length > 0 ? { kind: "allow", headers } : NO_LIMITS;
-}
-
-async function askCounters(counters: Counter[], controlPlane: ControlPlaneApi, headers: Array<[string, string]>): Promise<RateDecision> {
-  for (const c of counters) {
-    const now = Date.now();
-    const known = local(c, now);
-    const step = known.kind === "ask" ? await remote(c, controlPlane, now) : known;
-    if (step.kind === "deny") return step;
-    if (step.kind === "token") warnIfLow(headers, c, step.lease, now);
-  }
-  return headers.length > 0 ? { kind: "allow", headers } : NO_LIMITS;
+function emptyLease(): Lease {
+  return { remaining: 0, validUntil: 0, size: 0, counterRemaining: 0, exhaustedUntil: 0, owed: 0, pending: undefined, pendingSince: 0, waiting: 0 };
 }
 
 function tooMany(name: string, spec: LimitSpec, retryAt: number, now: number): Response {
@@ -168,15 +127,249 @@ function tooMany(name: string, spec: LimitSpec, retryAt: number, now: number): R
   );
 }
 
+function warnIfLow(headers: Array<[string, string]>, c: Counter, lease: Lease, now: number): void {
+  const left = lease.counterRemaining + lease.remaining;
+  if (left >= c.spec.limit * WARN_BELOW) return;
+  headers.push(["ratelimit-policy", policyHeader(c.name, c.spec)], ["ratelimit", rateLimitHeader(c.name, left, lease.validUntil, now)]);
+}
+
+/** Folds a counter's answer into the lease: `owed` tokens were already spent, the rest are at hand. */
+function applyGrant(lease: Lease, answer: Omit<Grant, "state">, owed: number, size: number): void {
+  const usable = answer.granted - owed;
+  const sameWindow = lease.validUntil === answer.validUntil;
+  lease.remaining = (sameWindow ? lease.remaining : 0) + Math.max(0, usable);
+  // Owed tokens the counter could not grant were an overshoot already served: nothing left to charge.
+  lease.owed = Math.max(0, lease.owed - owed);
+  lease.validUntil = answer.validUntil;
+  lease.size = size;
+  lease.counterRemaining = answer.remaining;
+  const exhausted = size > 0 ? usable <= 0 : answer.granted < owed;
+  lease.exhaustedUntil = exhausted ? answer.retryAt : 0;
+}
+
 /**
- * A provider's quota, shared by every proxy and service in the mesh that calls it: one counter per
- * provider (`egress/<provider>/all`). Returns the 429 to answer, or undefined to go ahead. Fails open:
- * an unreachable counter must not take the provider offline.
+ * The rate-limit state of one proxied service in this isolate: its leases and the queue of new keys
+ * waiting to be charged. Hold one per service (no module-level state).
  */
-export async function checkEgressQuota(provider: string, spec: LimitSpec, controlPlane: ControlPlaneApi): Promise<Response | undefined> {
-  const c: Counter = { counter: `egress/${provider}/all`, name: `quota-${provider}`, spec, failMode: "open" };
-  const now = Date.now();
-  const known = local(c, now);
-  const step = known.kind === "ask" ? await remote(c, controlPlane, now) : known;
-  return step.kind === "deny" ? step.response : undefined;
+export class RateLimiter {
+  private readonly leases = new Map<string, Lease>();
+  private queue: QueuedCharge[] = [];
+  private lastFailureLog = 0;
+
+  constructor(
+    private readonly service: string,
+    private readonly controlPlane: ControlPlaneApi,
+  ) {}
+
+  /** Leases held (bounded by {@link MAX_LEASES}). */
+  get size(): number {
+    return this.leases.size;
+  }
+
+  /**
+   * Applies the service's limits that cover this route; all must allow. Synchronous while every
+   * counter has leased tokens at hand (the steady state) or its key is new here, so a limit that is
+   * not reached costs the request no await. Refusals always carry RateLimit-Policy/RateLimit/Retry-After;
+   * allowed responses carry them once less than 20% of a quota is left (adding headers rebuilds the
+   * response, which is the single largest cost a proxy on Workers can add to a request).
+   * `waitUntil` keeps the background charges of new keys alive; without it, new keys ask the counter.
+   */
+  check(
+    rules: readonly RateLimitRule[],
+    request: Request,
+    caller: string,
+    claims: Record<string, unknown> | undefined,
+    waitUntil: WaitUntil | undefined,
+  ): RateDecision | Promise<RateDecision> {
+    if (rules.length === 0) return NO_LIMITS;
+    const now = Date.now();
+    const counters = rules.map((rule): Counter => {
+      const name = rule.name ?? "limit";
+      const counter = counterName(this.service, name, keyOf(rule, request, caller, claims));
+      return { counter, name, spec: specOf(rule), failMode: rule.failMode, firstFree: rule.failMode === "open" };
+    });
+    const headers: Array<[string, string]> = [];
+    for (const [index, c] of counters.entries()) {
+      const step = this.local(c, now, waitUntil);
+      if (step.kind === "deny") return step;
+      if (step.kind === "ask") return this.askCounters(counters.slice(index), headers, waitUntil);
+      warnIfLow(headers, c, step.lease, now);
+    }
+    return headers.length > 0 ? { kind: "allow", headers } : NO_LIMITS;
+  }
+
+  /**
+   * A provider's quota, shared by every proxy and service in the mesh that calls it: one counter per
+   * provider. Returns the 429 to answer, or undefined to go ahead. Fails open: an unreachable counter
+   * must not take the provider offline. Always asks the counter before the first call (a third
+   * party's quota may cost money).
+   */
+  async egressQuota(provider: string, spec: LimitSpec): Promise<Response | undefined> {
+    const c: Counter = { counter: counterName("egress", provider, "all"), name: `quota-${provider}`, spec, failMode: "open", firstFree: false };
+    const known = this.local(c, Date.now(), undefined);
+    const step = known.kind === "ask" ? await this.remote(c) : known;
+    return step.kind === "deny" ? step.response : undefined;
+  }
+
+  private async askCounters(counters: Counter[], headers: Array<[string, string]>, waitUntil: WaitUntil | undefined): Promise<RateDecision> {
+    for (const c of counters) {
+      const known = this.local(c, Date.now(), waitUntil);
+      const step = known.kind === "ask" ? await this.remote(c) : known;
+      if (step.kind === "deny") return step;
+      if (step.kind === "token") warnIfLow(headers, c, step.lease, Date.now());
+    }
+    return headers.length > 0 ? { kind: "allow", headers } : NO_LIMITS;
+  }
+
+  /** Keeps `lease` as the most recently leased; evicts the least recently leased beyond the cap. */
+  private remember(counter: string, lease: Lease): Lease {
+    this.leases.delete(counter);
+    this.leases.set(counter, lease);
+    if (this.leases.size > MAX_LEASES) {
+      const oldest = this.leases.keys().next();
+      if (!oldest.done) this.leases.delete(oldest.value);
+    }
+    return lease;
+  }
+
+  private inFlight(lease: Lease, now: number): boolean {
+    return lease.pending !== undefined && now - lease.pendingSince < 2 * LEASE_TIMEOUT_MS;
+  }
+
+  /** What this isolate can decide alone: a token from its lease, a refusal until reset, or "ask the counter". */
+  private local(c: Counter, now: number, waitUntil: WaitUntil | undefined): Local {
+    const lease = this.leases.get(c.counter);
+    if (lease === undefined) {
+      if (!c.firstFree || waitUntil === undefined) return { kind: "ask" };
+      // First request of a key here: let it through now, charge the counter in the background.
+      const fresh = this.remember(c.counter, { ...emptyLease(), owed: 1, counterRemaining: c.spec.limit });
+      this.charge(c, fresh, waitUntil);
+      return { kind: "token", lease: fresh };
+    }
+    if (now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
+    if (this.inFlight(lease, now) || now >= lease.validUntil || lease.remaining <= 0) return { kind: "ask" };
+    lease.remaining--;
+    return { kind: "token", lease };
+  }
+
+  /** Waits for (or makes) a lease of the counter; unreachable counters follow the limit's failure mode. */
+  private async remote(c: Counter): Promise<Remote> {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const now = Date.now();
+      const lease = this.leases.get(c.counter) ?? this.remember(c.counter, emptyLease());
+      if (now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
+      if (lease.remaining > 0 && now < lease.validUntil && !this.inFlight(lease, now)) {
+        lease.remaining--;
+        return { kind: "token", lease };
+      }
+      const result = this.inFlight(lease, now) ? await this.wait(lease) : await this.fetchLease(c, lease);
+      if (result === "failed") return this.unavailable(c, "counter did not answer");
+    }
+    return this.unavailable(c, "no lease after many rounds");
+  }
+
+  /** Waits for another request's lease call, bounded (that request may be cancelled). */
+  private async wait(lease: Lease): Promise<LeaseResult> {
+    const pending = lease.pending;
+    if (!pending) return "ok";
+    lease.waiting++;
+    try {
+      return await withTimeout(pending, LEASE_TIMEOUT_MS, "rate-limit lease");
+    } catch {
+      return "failed";
+    } finally {
+      lease.waiting--;
+    }
+  }
+
+  /** One lease call for the counter; concurrent requests wait for it rather than ask too. */
+  private async fetchLease(c: Counter, lease: Lease): Promise<LeaseResult> {
+    const now = Date.now();
+    const sameWindow = now < lease.validUntil;
+    // Enough for every request waiting, or the usual doubling size, whichever is larger.
+    const size = Math.max(nextLeaseSize(sameWindow ? lease.size : 0, c.spec), Math.min(lease.waiting + 1, c.spec.limit));
+    const owed = lease.owed;
+    const { promise, resolve } = settleable();
+    lease.pending = promise;
+    lease.pendingSince = now;
+    let result: LeaseResult = "failed";
+    try {
+      const granted = await withTimeout(this.controlPlane.leaseTokens(c.counter, c.spec, owed + size), LEASE_TIMEOUT_MS, "rate-limit counter");
+      const answer = { granted: granted.granted, validUntil: granted.validUntil, retryAt: granted.retryAt, remaining: granted.remaining };
+      disposeRpcResult(granted);
+      applyGrant(lease, answer, owed, size);
+      result = "ok";
+    } catch (error) {
+      this.logFailure(c, error);
+    } finally {
+      // Cleared before waiters resume, so they see the new tokens and no call in flight.
+      if (lease.pending === promise) lease.pending = undefined;
+      resolve(result);
+    }
+    return result;
+  }
+
+  /**
+   * Queues the background charge of a key's first request. The queue goes out as one batch call
+   * once {@link MAX_LEASE_BATCH} charges wait or {@link BATCH_DELAY_MS} after the first, so a flood of
+   * new keys costs a few calls per second, not one per key. A charge still queued when its key comes
+   * back travels with that key's own lease instead (nothing waits for the batch).
+   */
+  private charge(c: Counter, lease: Lease, waitUntil: WaitUntil): void {
+    // A full queue leaves the token owed: it is charged with the key's next lease instead.
+    if (this.queue.length >= MAX_QUEUED_CHARGES) return;
+    this.queue.push({ counter: c.counter, spec: c.spec, lease });
+    if (this.queue.length === 1) waitUntil(new Promise((r) => setTimeout(r, BATCH_DELAY_MS)).then(() => this.flushAll()));
+    else if (this.queue.length % MAX_LEASE_BATCH === 0) waitUntil(this.flush());
+  }
+
+  private async flushAll(): Promise<void> {
+    while (this.queue.length > 0) await this.flush();
+  }
+
+  /** Sends up to {@link MAX_LEASE_BATCH} queued charges in one call. */
+  private async flush(): Promise<void> {
+    const batch = this.queue.splice(0, MAX_LEASE_BATCH).flatMap((item) => {
+      // Charged already with the key's own lease, or evicted and charged nowhere: nothing to send.
+      const want = item.lease.owed;
+      if (want <= 0) return [];
+      item.lease.owed = 0;
+      return [{ ...item, want }];
+    });
+    if (batch.length === 0) return;
+    try {
+      const reply = await withTimeout(
+        this.controlPlane.leaseTokensBatch(batch.map(({ counter, spec, want }) => ({ counter, spec, want }))),
+        LEASE_TIMEOUT_MS,
+        "rate-limit counters",
+      );
+      for (const [index, item] of batch.entries()) {
+        const answer = reply[index];
+        if (answer === undefined) item.lease.owed += item.want;
+        else if (answer.granted < item.want) item.lease.exhaustedUntil = Math.max(item.lease.exhaustedUntil, answer.retryAt);
+      }
+      disposeRpcResult(reply);
+    } catch (error) {
+      // Unanswered charges stay owed and go with their keys' next leases.
+      for (const item of batch) item.lease.owed += item.want;
+      const first = batch[0];
+      if (first) this.logFailure({ counter: first.counter, failMode: "open" }, error);
+    }
+  }
+
+  private unavailable(c: Counter, _why: string): Remote {
+    if (c.failMode === "open") return { kind: "skip" };
+    return {
+      kind: "deny",
+      response: problemResponse(503, "rate-limit-unavailable", "Rate limit unavailable", { detail: `limit '${c.name}' fails closed and its counter cannot be reached` }, { "retry-after": "1" }),
+    };
+  }
+
+  private logFailure(c: Pick<Counter, "counter" | "failMode">, error: unknown): void {
+    const now = Date.now();
+    if (now - this.lastFailureLog <= 60_000) return;
+    this.lastFailureLog = now;
+    // The counter name's last part is a digest of the key, never the key itself; log only scope/limit.
+    console.error(JSON.stringify({ event: "rate-limit-unavailable", counter: c.counter.split("/").slice(0, 2).join("/"), failMode: c.failMode, error: String(error) }));
+  }
 }

@@ -10,6 +10,7 @@ import { SliceCache } from "./config-cache.ts";
 import type { EgressContext } from "./forward.ts";
 import { ServiceHealth } from "./health.ts";
 import type { CompiledSlice } from "./plan.ts";
+import { RateLimiter } from "./rate-limit.ts";
 import type { Sender } from "./send.ts";
 import { ServiceTelemetry, telemetrySettings } from "./telemetry.ts";
 
@@ -17,6 +18,7 @@ import { ServiceTelemetry, telemetrySettings } from "./telemetry.ts";
 export class ServiceProxy implements Sender {
   readonly health = new ServiceHealth();
   readonly config: SliceCache;
+  readonly limiter: RateLimiter;
   readonly telemetry: ServiceTelemetry;
   /** Debug headers only add information to responses; they never change which code runs. */
   readonly debugHeaders: boolean;
@@ -30,6 +32,7 @@ export class ServiceProxy implements Sender {
     env: ProxyEnv,
   ) {
     this.debugHeaders = env.WEFT_DEBUG_HEADERS === "true";
+    this.limiter = new RateLimiter(service, controlPlane);
     this.telemetry = new ServiceTelemetry(service, controlPlane, telemetrySettings(env));
     this.config = new SliceCache(service, controlPlane, {
       context: { bindings: env, keySets: this.keySets, balancers: this.balancers },
@@ -49,6 +52,6 @@ export class ServiceProxy implements Sender {
 
   /** Who a call to a third party is made for (the egress token's subject). */
   egress(caller: string): EgressContext {
-    return { service: this.service, caller, controlPlane: this.controlPlane };
+    return { service: this.service, caller, controlPlane: this.controlPlane, limiter: this.limiter };
   }
 }
