@@ -12,6 +12,7 @@ import {
   ORIGIN_HEADER,
   PEER_HEADER,
   peerOf,
+  readCookie,
   type Identity,
 } from "../../workers/proxy/identity.ts";
 import { HeaderEdits } from "../../workers/proxy/outbound.ts";
@@ -137,5 +138,20 @@ describe("deadlineOf", () => {
   it("ignores the internet's deadline header, keeping the route's timeout", () => {
     expect(deadlineOf(request, FROM_INTERNET, 1_000, 0)).toBe(1_000);
     expect(deadlineOf(request, FROM_INTERNET, undefined, 0)).toBeUndefined();
+  });
+});
+
+describe("readCookie", () => {
+  it("finds one cookie at a cookie boundary, decoded, without being fooled by names that contain it", () => {
+    expect(readCookie("session=s1; shopper=abc; theme=light", "shopper")).toBe("abc");
+    expect(readCookie("shopper=first", "shopper")).toBe("first");
+    expect(readCookie("myshopper=1; shopper=2", "shopper")).toBe("2");
+    expect(readCookie("a=shopper; shopper=3", "shopper")).toBe("3");
+    expect(readCookie("x=1;shopper = spaced ;y=2", "shopper")).toBe("spaced");
+    expect(readCookie("shopper=caf%C3%A9", "shopper")).toBe("café");
+    expect(readCookie("shopper=%E0%A4%A", "shopper")).toBe("%E0%A4%A");
+    expect(readCookie("shoppers=1; theme=dark", "shopper")).toBeUndefined();
+    expect(readCookie(null, "shopper")).toBeUndefined();
+    expect(readCookie("shopper", "shopper")).toBeUndefined();
   });
 });

@@ -127,10 +127,19 @@ export function identityEdits(edits: HeaderEdits, headers: Headers, who: Identit
 /** One cookie's value from a Cookie header, without parsing the others. */
 export function readCookie(header: string | null, name: string): string | undefined {
   if (!header) return undefined;
-  for (const part of header.split(";")) {
-    const eq = part.indexOf("=");
-    if (eq > 0 && part.slice(0, eq).trim() === name) {
-      const raw = part.slice(eq + 1).trim();
+  // Scans for `name=` at a cookie boundary instead of splitting the header (this runs per request).
+  let from = 0;
+  for (;;) {
+    const at = header.indexOf(name, from);
+    if (at < 0) return undefined;
+    from = at + name.length;
+    let before = at - 1;
+    while (before >= 0 && header[before] === " ") before--;
+    let after = from;
+    while (header[after] === " ") after++;
+    if ((before < 0 || header[before] === ";") && header[after] === "=") {
+      const end = header.indexOf(";", after);
+      const raw = header.slice(after + 1, end < 0 ? undefined : end).trim();
       try {
         return decodeURIComponent(raw);
       } catch {
@@ -138,5 +147,4 @@ export function readCookie(header: string | null, name: string): string | undefi
       }
     }
   }
-  return undefined;
 }

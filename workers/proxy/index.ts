@@ -37,6 +37,8 @@ const proxies = new Map<string, ServiceProxy>();
 
 function proxyFor(env: ProxyEnv): ServiceProxy | Response {
   const service = env.WEFT_SERVICE;
+  const known = service ? proxies.get(service) : undefined;
+  if (known) return known;
   // The binding's RPC type comes from another script, which `wrangler types` cannot see from here.
   const controlPlane = env.CONTROL_PLANE as unknown as ControlPlaneApi | undefined;
   if (!service || !controlPlane) {
@@ -44,15 +46,16 @@ function proxyFor(env: ProxyEnv): ServiceProxy | Response {
       detail: "deploy the proxy with `--env <service>` so WEFT_SERVICE and the CONTROL_PLANE binding are set",
     });
   }
-  let proxy = proxies.get(service);
-  if (!proxy) proxies.set(service, (proxy = new ServiceProxy(service, controlPlane, env)));
+  const proxy = new ServiceProxy(service, controlPlane, env);
+  proxies.set(service, proxy);
   return proxy;
 }
 
 /** One request's way through the chain: what every step may read. */
 interface Exchange {
   request: Request;
-  ctx: ExecutionContext;
+  /** Keeps background work (telemetry batches, config refreshes, health probes) alive after the response. */
+  waitUntil: (promise: Promise<unknown>) => void;
   proxy: ServiceProxy;
   who: Identity;
   hop: Hop;
@@ -68,9 +71,10 @@ export default {
     const who = identify(ctx.props, request.headers);
     // trace: continue a mesh caller's trace, or sample one here
     const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
-    const exchange: Exchange = { request, ctx, proxy, who, hop, trail: { route: undefined, backend: undefined, attempts: 1, configVersion: undefined } };
+    const waitUntil = (promise: Promise<unknown>): void => ctx.waitUntil(promise);
+    const exchange: Exchange = { request, waitUntil, proxy, who, hop, trail: { route: undefined, backend: undefined, attempts: 1, configVersion: undefined } };
     // telemetry: one record per request, whatever the outcome; its caller is the peer (graph edges are hops)
-    const finish = (status: number): void => proxy.telemetry.finish(hop, request, who.peer, exchange.trail, status, (p) => ctx.waitUntil(p));
+    const finish = (status: number): void => proxy.telemetry.finish(hop, request, who.peer, exchange.trail, status, waitUntil);
     return serve(exchange).then(
       (response) => {
         finish(response.status);
@@ -108,8 +112,8 @@ const PROBE_WINDOW_MS = 55_000;
 
 /** The chain. Each step continues or returns its response; nothing below a step runs once it stops. */
 async function serve(exchange: Exchange): Promise<Response> {
-  const { request, ctx, proxy, who, trail } = exchange;
-  const state: SliceState = await proxy.config.current((p) => ctx.waitUntil(p));
+  const { request, waitUntil, proxy, who, trail } = exchange;
+  const state: SliceState = await proxy.config.current(waitUntil);
   if (state.kind !== "ready") return problemResponse(503, "no-config", "Service not configured", { detail: state.detail });
   const slice = state.slice;
   trail.configVersion = slice.version;
@@ -119,7 +123,7 @@ async function serve(exchange: Exchange): Promise<Response> {
   const canonical = canonicalizePath(pathOf(request.url));
   if (canonical.kind === "refuse") return problemResponse(400, "invalid-path", "Invalid request path", { detail: canonical.reason });
   const path = canonical.path;
-  if (slice.checked.length > 0) checkHealth(proxy, slice, proxy.egress(slice.service), (p) => ctx.waitUntil(p));
+  if (slice.checked.length > 0) checkHealth(proxy, slice, proxy.egress(slice.service), waitUntil);
 
   // authorization: `from` matches the origin, `peers` the immediate caller
   const decision = authorize(slice.policy, { origin: who.origin, peer: who.peer, method: request.method, path });
@@ -152,7 +156,7 @@ async function serve(exchange: Exchange): Promise<Response> {
   }
 
   // rate limit: after authentication, so a verified claim can be the key
-  const limited = route.rateLimits.length === 0 ? undefined : await proxy.limiter.check(route.rateLimits, request, who.origin, claims, (p) => ctx.waitUntil(p));
+  const limited = route.rateLimits.length === 0 ? undefined : await proxy.limiter.check(route.rateLimits, request, who.origin, claims, waitUntil);
   if (limited?.kind === "deny") return limited.response;
 
   // contract (request body)
@@ -179,7 +183,7 @@ async function serve(exchange: Exchange): Promise<Response> {
   const forwarded = backendRequest(request, edits, outbound);
   // A third party's token names the service the call is for: the origin when it is one.
   const egress = proxy.egress(who.origin);
-  if (route.mirror) mirror(route, slice.backends, forwarded, egress, (p) => ctx.waitUntil(p));
+  if (route.mirror) mirror(route, slice.backends, forwarded, egress, waitUntil);
   const delivery = await send(proxy, route, backend, forwarded, { egress, deadlineAt: deadlineOf(request, who, route.timeoutMs, Date.now()) });
   trail.backend = delivery.backend.name;
   trail.attempts = delivery.attempts;

@@ -7,7 +7,7 @@
  * route with none of these configured takes the same path: one attempt, one recorded outcome.
  */
 import { problemResponse } from "../../shared/problem.ts";
-import { decideFault, fixedBackoff, isRetrySafe } from "../../shared/resilience.ts";
+import { decideFault, fixedBackoff, isRetrySafe, type FaultDecision } from "../../shared/resilience.ts";
 import { readBounded, sleep } from "./bounded.ts";
 import { forward, timedOut, type EgressContext, type ForwardResult } from "./forward.ts";
 import type { ServiceHealth } from "./health.ts";
@@ -47,9 +47,13 @@ export interface Delivery {
  * counts against the attempt's time as a slow backend would, an injected abort answers as a failing
  * backend would.
  */
-export async function attempt(backend: CompiledBackend, request: Request, egress: EgressContext, timeoutMs: number | undefined): Promise<ForwardResult> {
-  const fault = backend.fault ? decideFault([backend.fault], backend.name, Math.random(), Math.random()) : undefined;
-  if (fault && (fault.kind === "delay" || fault.kind === "delay-then-abort")) {
+export function attempt(backend: CompiledBackend, request: Request, egress: EgressContext, timeoutMs: number | undefined): Promise<ForwardResult> {
+  if (!backend.fault) return forward(backend, request, egress, timeoutMs);
+  return withFault(backend, decideFault([backend.fault], backend.name, Math.random(), Math.random()), request, egress, timeoutMs);
+}
+
+async function withFault(backend: CompiledBackend, fault: FaultDecision, request: Request, egress: EgressContext, timeoutMs: number | undefined): Promise<ForwardResult> {
+  if (fault.kind === "delay" || fault.kind === "delay-then-abort") {
     if (timeoutMs !== undefined && fault.ms >= timeoutMs) {
       await sleep(timeoutMs);
       await request.body?.cancel();
@@ -57,7 +61,7 @@ export async function attempt(backend: CompiledBackend, request: Request, egress
     }
     await sleep(fault.ms);
   }
-  if (fault && (fault.kind === "abort" || fault.kind === "delay-then-abort")) {
+  if (fault.kind === "abort" || fault.kind === "delay-then-abort") {
     await request.body?.cancel();
     const response = problemResponse(fault.status, "fault-injected", "Injected fault", { detail: `rehearsal fault on backend '${backend.name}'`, backend: backend.name });
     response.headers.set("x-weft-fault", "abort"); // tells a person reading the response; no code trusts it
