@@ -120,6 +120,8 @@ export function proxyConfig(loaded: LoadedManifest, file: string): string {
     `compatibility_date = ${inline(proxy.compatibilityDate)}`,
     ...(proxy.compatibilityFlags ? [`compatibility_flags = ${inline(proxy.compatibilityFlags)}`] : []),
     "workers_dev = false",
+    "# The proxy is on every request's path: a smaller script starts faster in a cold isolate.",
+    "minify = true",
   ];
   if (proxy.crons) {
     lines.push(

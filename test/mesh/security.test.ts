@@ -172,6 +172,57 @@ describe("end-user authentication and contracts on a route", () => {
     expect(claims).toMatchObject({ sub: "shopper-7", scope: "account" });
   });
 
+  it("never changes traffic in log mode, even for bodies too large to check; a backend's own x-weft-fault does not switch off an enforced response contract", async () => {
+    await putService({
+      ...ECHO_SERVICE,
+      routes: [
+        {
+          name: "logged",
+          match: { path: "/echo/logged", methods: ["POST"] },
+          split: { weights: { "echo-a": 100, "echo-b": 0 } },
+          contract: { mode: "log", request: { type: "object", required: ["never"] }, response: { type: "object", required: ["never"] } },
+        },
+        {
+          name: "checked",
+          match: { path: "/echo/checked" },
+          split: { weights: { "echo-a": 100, "echo-b": 0 } },
+          contract: { mode: "enforce", response: { type: "object", required: ["never"] } },
+        },
+        ...ECHO_SERVICE.routes,
+      ],
+    });
+    await waitFor(async () => (await fetch(`${t.shop}/echo/checked`)).status === 502, 5_000);
+    // 2 MiB, over the 1 MiB a contract check reads: logged as unchecked, forwarded byte for byte.
+    const big = JSON.stringify({ pad: "x".repeat(2 * 1024 * 1024) });
+    const logged = await fetch(`${t.shop}/echo/logged`, { method: "POST", headers: { "content-type": "application/json" }, body: big });
+    expect(logged.status).toBe(200);
+    expect(((await logged.json()) as { body: string }).body.length).toBe(big.length);
+    const small = await fetch(`${t.shop}/echo/logged`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    expect(small.status).toBe(200); // a violation in log mode is logged, never refused
+    const marked = await fetch(`${t.shop}/echo/checked`, { headers: { "x-echo-fault": "1" } });
+    expect(marked.status).toBe(502);
+    expect(((await marked.json()) as { type: string }).type).toMatch(/contract-violation/);
+  });
+
+  it("caps a chunked request body as it flows (413), as it caps a declared one", async () => {
+    const declared = await fetch(`${t.shop}/echo/big`, { method: "POST", headers: { "content-length": String(33 * 1024 * 1024) }, body: "x" });
+    expect([413, 400]).toContain(declared.status); // undici refuses the mismatch itself, or the proxy does
+    const chunk = new Uint8Array(1024 * 1024).fill(120);
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= 34) return controller.close();
+        sent++;
+        controller.enqueue(chunk);
+      },
+    });
+    // Node's fetch needs `duplex: "half"` for a stream body; the DOM RequestInit type does not list it.
+    const init: RequestInit & { duplex: "half" } = { method: "POST", body: stream, duplex: "half" };
+    const res = await fetch(`${t.shop}/echo/chunked`, init);
+    expect(res.status).toBe(413);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+  });
+
   it("enforces a request contract: a line without a price is refused and never forwarded", async () => {
     await putService({
       ...ECHO_SERVICE,

@@ -3,6 +3,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { configStoreOf, KEPT_VERSIONS, sliceStoreOf, type ConfigStore } from "../../durable-objects/config-store.ts";
 import type { MeshConfigInput } from "../../shared/config.ts";
+import { counterName } from "../../shared/rate-limit.ts";
 import type { ControlPlaneApi, ServiceSlice } from "../../shared/slice.ts";
 import { decideSplit, expandLayout } from "../../shared/split.ts";
 import type { ServiceView } from "../../shared/views.ts";
@@ -402,15 +403,15 @@ describe("publication to proxies", () => {
     const batch = { service: "pim", batchId: crypto.randomUUID(), at: Date.now(), series: [], ejections: 0, events: [], attempts: [] };
     expect(await failure(cart.recordTelemetry(batch))).toMatch(/serves 'cart'/);
     const spec = { algorithm: "fixed-window" as const, limit: 10, periodSeconds: 60 };
-    expect(await failure(cart.leaseTokens("pim/limit-0/k", spec, 1))).toMatch(/serves 'cart'/);
+    expect(await failure(cart.leaseTokens(counterName("pim", "limit-0", "k"), spec, 1))).toMatch(/serves 'cart'/);
     // Its own are served, and a provider's shared quota counter is open to every bound proxy.
     expect(await failure(cart.recordTelemetry({ ...batch, service: "cart" }))).toBe("accepted");
-    expect(await failure(cart.leaseTokens("cart/limit-0/k", spec, 1))).toBe("accepted");
-    expect(await failure(cart.leaseTokens("egress/vendor-pim/all", spec, 1))).toBe("accepted");
+    expect(await failure(cart.leaseTokens(counterName("cart", "limit-0", "k"), spec, 1))).toBe("accepted");
+    expect(await failure(cart.leaseTokens(counterName("egress", "vendor-pim", "all"), spec, 1))).toBe("accepted");
     // A binding without props is refused whatever it asks.
     const unbound = exports.ConfigService as unknown as ControlPlaneApi;
     expect(await failure(unbound.readSlice("cart", 0))).toMatch(/no props\.service/);
-    expect(await failure(unbound.leaseTokens("egress/vendor-pim/all", spec, 1))).toMatch(/no props\.service/);
+    expect(await failure(unbound.leaseTokens(counterName("egress", "vendor-pim", "all"), spec, 1))).toMatch(/no props\.service/);
   });
 });
 

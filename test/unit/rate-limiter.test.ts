@@ -96,7 +96,7 @@ describe("RateCounter shards", () => {
   const spec: LimitSpec = { algorithm: "fixed-window", limit: 5, periodSeconds: 3600 };
 
   it("keeps many keys' counters in one shard object and prunes them when they expire", async () => {
-    const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+    const controlPlane = countedControlPlane("prune").api;
     const asks = Array.from({ length: 200 }, (_, i): LeaseAsk => ({ counter: counterName("prune", "per-key", `k-${i}`), spec, want: 2 }));
     const answers = await controlPlane.leaseTokensBatch(asks);
     expect(answers).toHaveLength(200);
@@ -121,7 +121,7 @@ describe("RateCounter shards", () => {
   });
 
   it("counts new keys in the shard's shared overflow counter once the shard holds MAX_KEYS_PER_SHARD live keys", async () => {
-    const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+    const controlPlane = countedControlPlane("full").api;
     const first = counterName("full", "per-key", "resident");
     expect((await controlPlane.leaseTokens(first, spec, 1)).granted).toBe(1);
     const shard = shardOf(first) ?? "";
@@ -148,7 +148,7 @@ describe("RateCounter shards", () => {
   });
 
   it("refuses counter names that are not digests (no unbounded object names)", async () => {
-    const controlPlane = exports.ConfigService as unknown as ControlPlaneApi;
+    const controlPlane = countedControlPlane("pim").api;
     const refused = await controlPlane.leaseTokens(`pim/api-key/${"x".repeat(600)}`, spec, 1).then(
       () => undefined,
       (error: unknown) => error,
