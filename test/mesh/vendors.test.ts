@@ -15,7 +15,7 @@ import { verifySignature as vonageVerify } from "@vonage/jwt";
 import { OAuth2Server } from "oauth2-mock-server";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, ECHO_SERVICE, TEST_SECRETS, waitFor, type TestMesh } from "./harness.ts";
+import { bootTestMesh, ECHO_SERVICE, newCart, TEST_SECRETS, waitFor, type TestMesh } from "./harness.ts";
 import type { MeshConfigInput } from "../../shared/config.ts";
 
 const keys = generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -117,10 +117,10 @@ describe("Stripe payment webhooks mark demo orders paid (verified at the edge)",
   const secret = TEST_SECRETS.STRIPE_WEBHOOK_SECRET ?? "";
 
   async function placeOrder(): Promise<string> {
-    const cartId = `cart-pay-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
-    const added = await shop(`/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-1", qty: 1 }) });
+    const { cartId, headers: held } = await newCart(t);
+    const added = await shop(`/cart/${cartId}/items`, { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-1", qty: 1 }) });
     expect(added.status).toBe(200);
-    const created = await shop("/orders", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ cartId }) });
+    const created = await shop("/orders", { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ cartId }) });
     expect(created.status).toBe(201);
     return ((await created.json()) as { orderId: string }).orderId;
   }
@@ -253,9 +253,9 @@ describe("vendor credentials held by the mesh", () => {
     );
     const put = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services }) });
     expect(put.status).toBe(200);
-    const cartId = `cart-notify-${Date.now()}`;
-    await shop(`/cart/${cartId}/items`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-2", qty: 1 }) });
-    const order = await shop("/orders", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ cartId, customer: { email: "jane@example.com" } }) });
+    const { cartId, headers: held } = await newCart(t);
+    await shop(`/cart/${cartId}/items`, { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ sku: "sku-2", qty: 1 }) });
+    const order = await shop("/orders", { method: "POST", headers: { ...held, "content-type": "application/json" }, body: JSON.stringify({ cartId, customer: { email: "jane@example.com" } }) });
     expect(order.status).toBe(201);
     await waitFor(async () => {
       const received = (await (await fetch(`${t.vendor}/notify/received`)).json()) as { messages: Array<{ sub: string; body: { to: string } }> };
