@@ -78,7 +78,7 @@ describe("weft status", () => {
       { name: "pim-v2", type: "worker" },
       { name: "pim-vendor", type: "external" },
     ]);
-    expect(pim?.routes).toEqual([{ name: "products", path: "/*", methods: null, split: { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 }, sticky: "cookie:shopper" }]);
+    expect(pim?.routes).toEqual([{ name: "products", path: "/*", methods: null, split: { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 }, sticky: "cookie:shopper" }]);
     expect(["ok", "idle"]).toContain(pim?.health);
     expect(status.configVersion).toBeGreaterThan(0);
   });
@@ -102,10 +102,10 @@ describe("weft split", () => {
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain("pim/products: pim-v1 100 → 70, pim-v2 0 → 30, pim-vendor 0");
     const after = await adminJson<ServiceView>("/admin/services/pim");
-    expect(after.split).toEqual({ "pim-v1": 70, "pim-v2": 30, "pim-vendor": 0 });
+    expect(after.split).toEqual({ "pim-v1": 70, "pim-v2": 30, "pim-v3": 0, "pim-vendor": 0 });
     expect(after.version).toBeGreaterThan(before.version);
     const json = JSON.parse((await weft(["split", "pim", "pim-v1=90", "pim-v2=10", "--json"])).stdout) as { before: Record<string, number>; after: Record<string, number> };
-    expect(json).toMatchObject({ before: { "pim-v1": 70, "pim-v2": 30 }, after: { "pim-v1": 90, "pim-v2": 10, "pim-vendor": 0 } });
+    expect(json).toMatchObject({ before: { "pim-v1": 70, "pim-v2": 30 }, after: { "pim-v1": 90, "pim-v2": 10, "pim-v3": 0, "pim-vendor": 0 } });
   });
 
   it("refuses weights that do not add up or name unknown backends before writing (exit 2), and unknown services (exit 1)", async () => {
@@ -132,11 +132,11 @@ describe("weft diff and apply", () => {
   });
 
   it("diff shows what the manifest would change and exits 1; apply needs --yes without a terminal", async () => {
-    await setSplit(t, "pim", { "pim-v1": 70, "pim-v2": 30, "pim-vendor": 0 });
+    await setSplit(t, "pim", { "pim-v1": 70, "pim-v2": 30, "pim-v3": 0, "pim-vendor": 0 });
     editManifest((m) => {
       const pim = service(m, "pim");
       const products = pim.routes[0];
-      if (products) products.split.weights = { "pim-v1": 80, "pim-v2": 20, "pim-vendor": 0 };
+      if (products) products.split.weights = { "pim-v1": 80, "pim-v2": 20, "pim-v3": 0, "pim-vendor": 0 };
       service(m, "cart").policy = { allow: [{ from: ["storefront", "orders"] }] };
     });
     const diff = await weft(["diff", "-f", manifestFile]);
@@ -149,7 +149,7 @@ describe("weft diff and apply", () => {
     const refused = await weft(["apply", "-f", manifestFile]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain("pass --yes");
-    expect(await pimSplit()).toEqual({ "pim-v1": 70, "pim-v2": 30, "pim-vendor": 0 });
+    expect(await pimSplit()).toEqual({ "pim-v1": 70, "pim-v2": 30, "pim-v3": 0, "pim-vendor": 0 });
   });
 
   it("apply shows the diff and applies it; then there is nothing left to apply", async () => {
@@ -158,7 +158,7 @@ describe("weft diff and apply", () => {
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain("~ route products › split.weights.pim-v1: 70 → 80");
     expect(run.stdout).toContain(`Applied: config version ${current} → ${current + 1}`);
-    expect(await pimSplit()).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-vendor": 0 });
+    expect(await pimSplit()).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-v3": 0, "pim-vendor": 0 });
     expect((await adminJson<ServiceView>("/admin/services/cart")).policy).toEqual({ allow: [{ from: ["storefront", "orders"] }], deny: [] });
     expect((await t.adminFetch("/admin/services/echo")).status).toBe(404);
 
@@ -183,7 +183,7 @@ describe("weft diff and apply", () => {
           }
           const upstream = await fetch(`${t.admin}${req.url ?? "/"}`, { method: req.method, headers, ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}) });
           const body = await upstream.text();
-          if (req.method === "GET" && req.url === "/admin/config") await setSplit(t, "pim", { "pim-v1": 50, "pim-v2": 50, "pim-vendor": 0 });
+          if (req.method === "GET" && req.url === "/admin/config") await setSplit(t, "pim", { "pim-v1": 50, "pim-v2": 50, "pim-v3": 0, "pim-vendor": 0 });
           res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "application/json", etag: upstream.headers.get("etag") ?? "" });
           res.end(body);
         })();
@@ -194,14 +194,14 @@ describe("weft diff and apply", () => {
     const raceUrl = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
     editManifest((m) => {
       const products = service(m, "pim").routes[0];
-      if (products) products.split.weights = { "pim-v1": 60, "pim-v2": 40, "pim-vendor": 0 };
+      if (products) products.split.weights = { "pim-v1": 60, "pim-v2": 40, "pim-v3": 0, "pim-vendor": 0 };
     });
     const run = await weft(["apply", "-f", manifestFile, "--yes", "--url", raceUrl]);
     expect(run.code).toBe(1);
     expect(run.stdout).toContain("~ route products › split.weights.pim-v1: 80 → 60");
     expect(run.stderr).toContain("If-Match does not match the current version");
     expect(run.stderr).toContain("The mesh changed since the diff was computed");
-    expect(await pimSplit()).toEqual({ "pim-v1": 50, "pim-v2": 50, "pim-vendor": 0 });
+    expect(await pimSplit()).toEqual({ "pim-v1": 50, "pim-v2": 50, "pim-v3": 0, "pim-vendor": 0 });
   });
 
   it("refuses an invalid manifest with every problem and its line, changing nothing", async () => {
@@ -211,7 +211,7 @@ describe("weft diff and apply", () => {
     expect(apply.code).toBe(1);
     expect(apply.stderr).toMatch(/broken\.json:\d+ \/services\/1\/routes\/0\/split\/weights\/pim-v3: unknown backend 'pim-v3'/);
     expect((await weft(["diff", "-f", broken])).code).toBe(2);
-    expect(await pimSplit()).toEqual({ "pim-v1": 50, "pim-v2": 50, "pim-vendor": 0 });
+    expect(await pimSplit()).toEqual({ "pim-v1": 50, "pim-v2": 50, "pim-v3": 0, "pim-vendor": 0 });
   });
 });
 
@@ -230,7 +230,7 @@ describe("weft history and rollback", () => {
     expect(rollback.code, rollback.stderr).toBe(0);
     expect(rollback.stdout).toContain("~ route products › split.weights.pim-v1: 50 → 80");
     expect(rollback.stdout).toContain(`Rolled back to version ${target} as config version ${current + 1}`);
-    expect(await pimSplit()).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-vendor": 0 });
+    expect(await pimSplit()).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-v3": 0, "pim-vendor": 0 });
 
     const missing = await weft(["rollback", "999"]);
     expect(missing.code).toBe(1);
@@ -303,7 +303,7 @@ describe("weft rollout", () => {
   }
 
   it("starts a canary and follows it live until promoted (exit 0), as JSON lines", async () => {
-    await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
     const stop = traffic();
     try {
       const start = await weft(["rollout", "start", "pim", "--backend", "pim-v2", "--steps", "30,60", "--step-seconds", "1", "--min-requests", "5", "--max-error-rate", "0.2", "--max-p99-ms", "5000"]);
@@ -319,11 +319,11 @@ describe("weft rollout", () => {
     } finally {
       await stop();
     }
-    expect(await pimSplit()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-vendor": 0 });
+    expect(await pimSplit()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-v3": 0, "pim-vendor": 0 });
   });
 
   it("a running rollout owns the split (409 shown); pause, resume, abort (status then exits 1) and promote", async () => {
-    await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
     const start = await weft(["rollout", "start", "pim", "--backend", "pim-v2", "--steps", "10,50", "--step-seconds", "60"]);
     expect(start.code, start.stderr).toBe(0);
     const split = await weft(["split", "pim", "pim-v1=50", "pim-v2=50"]);
@@ -343,7 +343,7 @@ describe("weft rollout", () => {
     const abort = await weft(["rollout", "abort", "pim", "--reason", "cli test"]);
     expect(abort.code, abort.stderr).toBe(0);
     expect(abort.stdout).toContain("rollout of pim-v2 aborted (aborted, pim-v2 at 0%)");
-    expect(await pimSplit()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    expect(await pimSplit()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
     const status = await weft(["rollout", "status", "pim"]);
     expect(status.code).toBe(1);
     expect(status.stdout).toMatch(/aborted +aborted: .*cli test/);
@@ -357,7 +357,7 @@ describe("weft rollout", () => {
     expect(promote.code, promote.stderr).toBe(0);
     expect(promote.stdout).toContain("(promoted, pim-v2 at 100%)");
     expect((await weft(["rollout", "status", "pim", "--no-follow"])).code).toBe(0);
-    expect(await pimSplit()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-vendor": 0 });
+    expect(await pimSplit()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-v3": 0, "pim-vendor": 0 });
 
     const none = await weft(["rollout", "status", "cart"]);
     expect(none.code).toBe(1);

@@ -101,7 +101,7 @@ afterEach(async () => {
     if (!["promoted", "rolled-back", "aborted"].includes(body.state)) await action("pim", "abort");
   }
   await t.adminFetch("/admin/services/pim/faults", { method: "DELETE" });
-  await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+  await setSplit(t, "pim", { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
   if (faulted) {
     // Proxies report attempts about once a second: let the faulty candidate's last failures
     // arrive before the next test starts a rollout that would rightly count them.
@@ -125,23 +125,23 @@ describe("canary", () => {
       expect(res.headers.get("location")).toBe("/admin/services/pim/rollouts/current");
       const started = (await res.json()) as RolloutStatus;
       expect(started).toMatchObject({ state: "progressing", weight: 20, step: 1, steps: [20, 50], baseline: ["pim-v1"], backend: "pim-v2" });
-      expect(await pimWeights()).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-vendor": 0 });
+      expect(await pimWeights()).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-v3": 0, "pim-vendor": 0 });
 
       // One rollout at a time, and the split is the rollout's while it runs.
       const second = await startRollout("pim", { backend: "pim-v2", steps: [50], stepSeconds: 2 });
       expect(second.status).toBe(409);
       expect(second.headers.get("content-type")).toContain("application/problem+json");
-      const manual = await t.adminFetch("/admin/services/pim/split", { method: "PUT", body: JSON.stringify({ weights: { "pim-v1": 50, "pim-v2": 50, "pim-vendor": 0 } }) });
+      const manual = await t.adminFetch("/admin/services/pim/split", { method: "PUT", body: JSON.stringify({ weights: { "pim-v1": 50, "pim-v2": 50, "pim-v3": 0, "pim-vendor": 0 } }) });
       expect(manual.status).toBe(409);
       const problem = (await manual.json()) as { detail: string; rollout: string };
       expect(problem.rollout).toBe(started.id);
       expect(problem.detail).toContain("abort");
-      expect(await pimWeights()).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-vendor": 0 });
+      expect(await pimWeights()).toEqual({ "pim-v1": 80, "pim-v2": 20, "pim-v3": 0, "pim-vendor": 0 });
       // Whole-config writes that would move the rolled-out split are refused too; others go through.
       const config = (await (await t.adminFetch("/admin/config")).json()) as { version: number; services: Array<{ name: string; routes: Array<{ split: { weights: Record<string, number> } }> }> };
       const moved = structuredClone(config.services);
       const pim = moved.find((svc) => svc.name === "pim");
-      if (pim?.routes[0]) pim.routes[0].split.weights = { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 };
+      if (pim?.routes[0]) pim.routes[0].split.weights = { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 };
       const apply = await t.adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify({ services: moved }) });
       expect(apply.status).toBe(409);
       const rollback = await t.adminFetch("/admin/config/rollback", { method: "POST", body: JSON.stringify({ version: config.version - 1 }) });
@@ -157,7 +157,7 @@ describe("canary", () => {
       const step = done.events[1];
       expect(step?.candidate?.requests).toBeGreaterThanOrEqual(10);
       expect(step?.candidate?.errorRate).toBe(0);
-      expect(await pimWeights()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-vendor": 0 });
+      expect(await pimWeights()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-v3": 0, "pim-vendor": 0 });
     } finally {
       await traffic.stop();
     }
@@ -202,7 +202,7 @@ describe("canary", () => {
     const last = done.events[done.events.length - 1];
     expect(last?.type).toBe("rolled-back");
     expect(last?.candidate?.failures).toBeGreaterThan(0);
-    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
     // Shoppers barely noticed: retries and failover turned the candidate's failures into answers.
     const served = [...traffic.statuses].filter(([code]) => code < 500).reduce((sum, [, n]) => sum + n, 0);
     const failed = [...traffic.statuses].filter(([code]) => code >= 500).reduce((sum, [, n]) => sum + n, 0);
@@ -231,7 +231,7 @@ describe("compared with the baseline", () => {
     expect(done.reason).toMatch(/^error rate [\d.]+% is [\d.]+% above the baseline's 0% \(at most \+5%\)$/);
     const last = done.events[done.events.length - 1];
     expect(last?.baseline?.requests).toBeGreaterThanOrEqual(30);
-    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
   });
 });
 
@@ -243,7 +243,7 @@ describe("blue-green with synthetic probes", () => {
     expect(res.status).toBe(201);
     expect((await res.json()) as RolloutStatus).toMatchObject({ steps: [0, 100], weight: 0, probe });
     // Before the switch the candidate has no shopper traffic at all.
-    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
     const probing = t.cron("weft-proxy-pim");
     const switched = await until("pim", ["promoted", "rolled-back", "aborted"], 30_000);
     await probing;
@@ -254,7 +254,7 @@ describe("blue-green with synthetic probes", () => {
     expect(moves[1]?.message).toContain("all traffic switched to pim-v2");
     expect(moves[1]?.candidate?.requests).toBeGreaterThanOrEqual(8);
     expect(moves[1]?.weight).toBe(100);
-    expect(await pimWeights()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 0, "pim-v2": 100, "pim-v3": 0, "pim-vendor": 0 });
     const logged = t.logLines.filter((line) => line.includes('"event":"rollout-probes"'));
     expect(logged.length).toBeGreaterThan(0);
   });
@@ -269,7 +269,7 @@ describe("blue-green with synthetic probes", () => {
     expect(done.state).toBe("rolled-back");
     expect(done.events.map((e) => e.weight)).toEqual([0, 0]);
     expect(done.reason).toContain("error rate");
-    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
   });
 });
 
@@ -285,11 +285,11 @@ describe("too little traffic", () => {
     const waiting = await until("pim", ["waiting-for-traffic"], 10_000);
     expect(waiting.current?.detail).toMatch(/of the 500 requests needed/);
     expect(waiting.events.map((e) => e.type)).toContain("waiting-for-traffic");
-    expect(await pimWeights()).toEqual({ "pim-v1": 90, "pim-v2": 10, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 90, "pim-v2": 10, "pim-v3": 0, "pim-vendor": 0 });
     const done = await until("pim", ["promoted", "rolled-back", "aborted"], 10_000);
     expect(done.state).toBe("rolled-back");
     expect(done.reason).toMatch(/^not enough traffic: \d+ of the 500 requests needed after waiting 3 s$/);
-    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
   });
 });
 
@@ -305,7 +305,7 @@ describe("manual actions", () => {
     // A second writer holding the old revision is refused.
     const stale = await action("pim", "resume", { "if-match": `"${revision}"` });
     expect(stale.status).toBe(412);
-    expect(await pimWeights()).toEqual({ "pim-v1": 90, "pim-v2": 10, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 90, "pim-v2": 10, "pim-v3": 0, "pim-vendor": 0 });
     const again = await action("pim", "pause");
     expect(again.status).toBe(409);
     const resumed = await action("pim", "resume");
@@ -322,10 +322,10 @@ describe("manual actions", () => {
     const winner = promote?.status === 200 ? "promoted" : "aborted";
     expect(status.state).toBe(winner);
     expect(status.events.filter((e) => e.type === "promoted" || e.type === "aborted")).toHaveLength(1);
-    expect(await pimWeights()).toEqual(winner === "promoted" ? { "pim-v1": 0, "pim-v2": 100, "pim-vendor": 0 } : { "pim-v1": 100, "pim-v2": 0, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual(winner === "promoted" ? { "pim-v1": 0, "pim-v2": 100, "pim-v3": 0, "pim-vendor": 0 } : { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
     // The split is free again once the rollout ended.
     expect((await t.adminFetch("/admin/services/pim")).headers.get("etag")).toBeTruthy();
-    await setSplit(t, "pim", { "pim-v1": 70, "pim-v2": 30, "pim-vendor": 0 });
+    await setSplit(t, "pim", { "pim-v1": 70, "pim-v2": 30, "pim-v3": 0, "pim-vendor": 0 });
   });
 
   it("of two rollouts started at once, exactly one starts", async () => {
@@ -334,7 +334,7 @@ describe("manual actions", () => {
     expect(answers.map((r) => r.status).sort()).toEqual([201, 409, 409]);
     const history = (await (await t.adminFetch("/admin/services/pim/rollouts?limit=100")).json()) as { rollouts: RolloutStatus[] };
     expect(history.rollouts.filter((r) => r.state === "progressing")).toHaveLength(1);
-    expect(await pimWeights()).toEqual({ "pim-v1": 90, "pim-v2": 10, "pim-vendor": 0 });
+    expect(await pimWeights()).toEqual({ "pim-v1": 90, "pim-v2": 10, "pim-v3": 0, "pim-vendor": 0 });
   });
 
   it("refuses rollouts that cannot work before anything changes", async () => {
