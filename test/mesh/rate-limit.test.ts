@@ -73,12 +73,16 @@ describe("rate limits", () => {
     ]);
     await waitFor(async () => Number((await fetch(`${t.shop}/products/sku-1`, { headers: { "x-api-key": "w2" } })).headers.get("x-weft-config-version")) >= version, 5_000);
     const first = await burst("/products/sku-3", { "x-api-key": "multi" }, 30);
-    expect(first.filter((r) => r.status === 200).length).toBe(10); // the bucket's burst
+    // The bucket's burst (10), plus the token that refills every 200 ms if the 30 requests take that
+    // long to arrive (they do on a loaded 2-core machine): a bucket refills while it is being drained.
+    const firstOk = first.filter((r) => r.status === 200).length;
+    expect(firstOk).toBeGreaterThanOrEqual(10);
+    expect(firstOk).toBeLessThanOrEqual(11);
     await new Promise((r) => setTimeout(r, 1_200)); // ~6 tokens refill
     const second = await burst("/products/sku-3", { "x-api-key": "multi" }, 30);
     const secondOk = second.filter((r) => r.status === 200).length;
     expect(secondOk).toBeGreaterThanOrEqual(4);
-    expect(secondOk).toBeLessThanOrEqual(5); // the hourly limit (15) caps what the bucket allows
+    expect(firstOk + secondOk).toBeLessThanOrEqual(15); // the hourly limit (15) caps what the bucket allows
     expect(second.find((r) => r.status === 429)?.headers.get("ratelimit-policy")).toMatch(/"(burst|hourly)"/);
     expect((await t.adminFetch("/admin/services/pim/ratelimit", { method: "DELETE" })).status).toBe(200);
   });
