@@ -16,13 +16,14 @@
  * Prints a table and writes bench/results.json. Exits non-zero if any request failed; speed targets
  * are reported, never enforced.
  */
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import autocannon from "autocannon";
 import type { Instance, RequestSpec, Result } from "autocannon";
 import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
+import { cpuTicks, onlyDeployment, round, sleep, workerdPids } from "./measure.ts";
 import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, freePort, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
 
 const USAGE = `Usage: npm run bench [-- --json]
@@ -134,11 +135,6 @@ interface BenchCase {
 /** Cases whose worker `--profile` can profile. */
 const PROFILED = ["weft", "weft-retries", "weft-limited", "weft-debug", "bare"] as const satisfies ReadonlyArray<BenchCase["name"]>;
 
-function onlyDeployment(configPath: string): Deployment {
-  const [deployment, ...rest] = deploymentsOf(configPath);
-  if (!deployment || rest.length > 0) throw new Error(`${configPath}: expected exactly one deployment`);
-  return deployment;
-}
 
 /** A Weft proxy instance as a `[env.*]` of workers/proxy/wrangler.toml would declare it. */
 function proxyDeployment(base: Deployment, name: string, service: string, debug: boolean, upstream: string): Deployment {
@@ -274,7 +270,6 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? Number.NaN;
 }
 
-const round = (value: number, digits: number): number => Number(value.toFixed(digits));
 
 /** One autocannon run; latencies are taken per response (autocannon's own histogram has 1 ms resolution). */
 async function load(url: URL, requests: RequestSpec[], seconds: number): Promise<{ result: Result; latencies: Float64Array }> {
@@ -364,40 +359,8 @@ function pool(name: string, runs: Sample[]): Measured {
 // ---------------------------------------------------------------------------------------------
 // Quiet machine: wait until workerd (our child) stops burning CPU, e.g. after a config publication
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** PIDs of this process's workerd children (Linux only; empty elsewhere). */
-function workerdPids(): number[] {
-  try {
-    const children = readdirSync("/proc/self/task").flatMap((tid) =>
-      readFileSync(`/proc/self/task/${tid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number),
-    );
-    return children.filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "workerd";
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return [];
-  }
-}
 
-/** CPU ticks (1/100 s, Linux's USER_HZ) used so far by `pids`. */
-function cpuTicks(pids: number[]): number {
-  let total = 0;
-  for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      total += Number(fields[11]) + Number(fields[12]); // utime, stime
-    } catch {
-      // exited
-    }
-  }
-  return total;
-}
 
 /** Waits until workerd uses under 10% of a core for two 250 ms windows in a row; returns the wait. */
 async function settle(maxMs = 120_000): Promise<number> {

@@ -20,6 +20,7 @@ import autocannon from "autocannon";
 import type { Instance, Result } from "autocannon";
 import type { MeshConfigInput } from "../shared/config.ts";
 import { RATE_SHARDS } from "../shared/rate-limit.ts";
+import { onlyDeployment, round, sleep, workerdPids } from "./measure.ts";
 import { bundleMains, deploymentsOf, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
 
 const USAGE = `Usage: npm run soak:rate-limit [-- --json] [-- --keys N]
@@ -73,29 +74,10 @@ function progress(line: string): void {
   (jsonMode ? process.stderr : process.stdout).write(`${line}\n`);
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-const round = (value: number, digits: number): number => Number(value.toFixed(digits));
 
 // ---------------------------------------------------------------------------------------------
 // workerd process and state
 
-/** PIDs of this process's workerd children (Linux only; empty elsewhere). */
-function workerdPids(): number[] {
-  try {
-    const children = readdirSync("/proc/self/task").flatMap((tid) =>
-      readFileSync(`/proc/self/task/${tid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number),
-    );
-    return children.filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "workerd";
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return [];
-  }
-}
 
 /** Resident memory of workerd in MiB (null where /proc is missing). */
 function workerdRssMiB(): number | null {
@@ -176,11 +158,6 @@ function measured(results: Result[]): Measured {
 // ---------------------------------------------------------------------------------------------
 // Main
 
-function onlyDeployment(configPath: string): Deployment {
-  const [deployment, ...rest] = deploymentsOf(configPath);
-  if (!deployment || rest.length > 0) throw new Error(`${configPath}: expected exactly one deployment`);
-  return deployment;
-}
 
 function proxyDeployment(base: Deployment, upstream: string): Deployment {
   return {
@@ -189,7 +166,7 @@ function proxyDeployment(base: Deployment, upstream: string): Deployment {
     env: "soak",
     vars: { WEFT_SERVICE: SERVICE, WEFT_ENV: "production", WEFT_DEBUG_HEADERS: "false", WEFT_ACCESS_LOG: "off", WEFT_TRACE_SAMPLE_RATE: "0", WEFT_OTLP_ENDPOINT: "" },
     services: [
-      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService" },
+      { binding: "CONTROL_PLANE", service: "weft-control-plane", entrypoint: "ConfigService", props: { service: SERVICE } },
       { binding: "SOAK_V1", service: upstream },
     ],
     durableObjects: [],
@@ -254,7 +231,8 @@ async function soak(args: Args, setMesh: (mesh: RunningMesh) => void, stateDir: 
   const url = await mesh.mf.unsafeGetDirectURL(proxy.name);
   const put = await fetch(`${mesh.adminUrl}/admin/config`, {
     method: "PUT",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "x-weft-reason": "soak" },
+    // A fresh mesh: overwrite whatever is there (If-Match: *), as the bench does.
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "if-match": "*", "x-weft-reason": "soak" },
     body: JSON.stringify(CONFIG),
   });
   if (!put.ok) throw new Error(`PUT /admin/config answered ${put.status}: ${(await put.text()).slice(0, 300)}`);
