@@ -33,29 +33,12 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
   }
 }
 
-/** Reads a body into memory, or answers "too-large" as soon as it passes `limit` bytes. */
+/** Reads a body into memory, or answers "too-large" (and stops reading) as soon as it passes `limit` bytes. */
 export async function readBounded(body: ReadableStream<Uint8Array> | null, limit: number): Promise<ArrayBuffer | "too-large"> {
-  if (!body) return new ArrayBuffer(0);
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel();
-      return "too-large";
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out.buffer;
+  const read = await readPrefix(body, limit);
+  if (read.kind === "complete") return read.bytes;
+  await read.stream.cancel();
+  return "too-large";
 }
 
 /** Resolves after `ms`. */
