@@ -37,6 +37,13 @@ export const RELAYED_ECHO_SERVICE = {
   routes: [...ECHO_SERVICE.routes, { name: "relayed", match: { path: "/relay/*" }, split: { weights: { "echo-a": 100, "echo-b": 0 } } }],
 } satisfies MeshConfigInput["services"][number];
 
+/** What the test fixture's echo backend answers: which backend it is and the request it received. */
+export interface EchoReply {
+  backend: string;
+  path: string;
+  headers: Record<string, string>;
+}
+
 export interface TestMesh {
   mesh: RunningMesh;
   adminPort: number;

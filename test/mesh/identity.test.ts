@@ -6,13 +6,7 @@
  * internet through.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, RELAY_SERVICE, RELAYED_ECHO_SERVICE, waitFor, type TestMesh } from "./harness.ts";
-
-interface Echo {
-  backend: string;
-  path: string;
-  headers: Record<string, string>;
-}
+import { bootTestMesh, RELAY_SERVICE, RELAYED_ECHO_SERVICE, waitFor, type EchoReply, type TestMesh } from "./harness.ts";
 
 let t: TestMesh;
 beforeAll(async () => {
@@ -39,7 +33,7 @@ describe("identity through a mesh backend", () => {
   it("tells echo's backend that a relayed internet request has no service as caller, and who relayed it", async () => {
     const res = await relayed("/hello", { "x-weft-origin": "cart", "x-weft-caller": "cart", "x-weft-peer": "cart" });
     expect(res.status).toBe(200);
-    const body = (await res.json()) as Echo;
+    const body = (await res.json()) as EchoReply;
     expect(body.path).toBe("/relay/hello");
     expect(body.headers["x-weft-caller"]).toBeUndefined(); // the origin is the internet
     expect(body.headers["x-weft-peer"]).toBe("relay");
@@ -74,7 +68,7 @@ describe("identity through a mesh backend", () => {
   it("keeps a worker's own call its own origin, whatever x-weft-origin its code sends", async () => {
     const linkUrl = (await t.mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
     const res = await fetch(`${linkUrl}/call/echo/from-cart`, { headers: { "x-weft-origin": "internet", "x-weft-peer": "relay" }, signal: AbortSignal.timeout(10_000) });
-    const body = (await res.json()) as Echo;
+    const body = (await res.json()) as EchoReply;
     expect(body.headers["x-weft-caller"]).toBe("cart");
     expect(body.headers["x-weft-peer"]).toBeUndefined();
   });

@@ -1,11 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootTestMesh, setSplit, waitFor, type TestMesh } from "./harness.ts";
-
-interface Echo {
-  backend: string;
-  path: string;
-  headers: Record<string, string>;
-}
+import { bootTestMesh, setSplit, waitFor, type EchoReply, type TestMesh } from "./harness.ts";
 
 let t: TestMesh;
 beforeAll(async () => {
@@ -15,10 +9,10 @@ afterAll(async () => {
   await t?.dispose();
 });
 
-async function echo(path: string, headers: Record<string, string> = {}): Promise<{ res: Response; body: Echo }> {
+async function echo(path: string, headers: Record<string, string> = {}): Promise<{ res: Response; body: EchoReply }> {
   const res = await fetch(`${t.shop}${path}`, { headers, signal: AbortSignal.timeout(10_000) });
   expect(res.status).toBe(200);
-  return { res, body: (await res.json()) as Echo };
+  return { res, body: (await res.json()) as EchoReply };
 }
 
 describe("identity and mesh headers", () => {
@@ -34,7 +28,7 @@ describe("identity and mesh headers", () => {
   it("gives internal callers the identity their binding carries, which they cannot override", async () => {
     const linkUrl = (await t.mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
     const res = await fetch(`${linkUrl}/call/echo/from-cart`, { headers: { "x-weft-caller": "payments" } });
-    const body = (await res.json()) as Echo;
+    const body = (await res.json()) as EchoReply;
     expect(body.headers["x-weft-caller"]).toBe("cart");
   });
 
