@@ -3,14 +3,16 @@
 // cannot run TypeScript, so this launcher bundles it with esbuild into node_modules/.cache/weft/ the
 // first time and again whenever one of its sources changed, then runs the bundle. A warm start
 // costs one stat per source file; there is no install or build step to forget.
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import process from "node:process";
 import { setTimeout } from "node:timers";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const cacheDir = path.join(root, "node_modules", ".cache", "weft");
+// Keyed by the checkout, so checkouts sharing one node_modules (git worktrees) never run each other's bundle.
+const cacheDir = path.join(root, "node_modules", ".cache", "weft", createHash("sha256").update(root).digest("hex").slice(0, 12));
 const bundleFile = path.join(cacheDir, "weft.mjs");
 const inputsFile = path.join(cacheDir, "weft.inputs.json");
 // npm rewrites this file whenever it changes node_modules, so it stands for every dependency.
@@ -42,12 +44,17 @@ async function build() {
     platform: "node",
     format: "esm",
     target: "node20",
+    // Dependencies (zod, miniflare, wrangler, esbuild…) are loaded from node_modules at run time, as
+    // installed: Miniflare finds workerd beside itself, and wrangler is the project's own.
+    packages: "external",
     write: false,
     metafile: true,
     logLevel: "error",
   });
   const inputs = {};
-  for (const file of [...Object.keys(result.metafile.inputs).filter((f) => !f.startsWith("node_modules/")), DEPENDENCIES]) {
+  // Installed as a package, weft has no lockfile of its own: its dependencies change only with it.
+  const lockfile = existsSync(path.join(root, DEPENDENCIES)) ? [DEPENDENCIES] : [];
+  for (const file of [...Object.keys(result.metafile.inputs).filter((f) => !f.startsWith("node_modules/")), ...lockfile]) {
     inputs[file] = statSync(path.join(root, file)).mtimeMs;
   }
   mkdirSync(cacheDir, { recursive: true });

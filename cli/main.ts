@@ -12,6 +12,8 @@ import { applyCommand, diffCommand } from "./commands/apply.ts";
 import { checkCommand } from "./commands/check.ts";
 import { generateCommand } from "./commands/generate.ts";
 import { historyCommand, rollbackCommand } from "./commands/history.ts";
+import { initCommand } from "./commands/init.ts";
+import { devCommand } from "./commands/dev.ts";
 import { keysCommand } from "./commands/keys.ts";
 import { rolloutCommand } from "./commands/rollout.ts";
 import { splitCommand } from "./commands/split.ts";
@@ -33,6 +35,8 @@ export const COMMANDS: ReadonlyArray<Command> = [
   tapCommand,
   checkCommand,
   generateCommand,
+  initCommand,
+  devCommand,
 ];
 
 /** What the launcher passes in. */
@@ -89,6 +93,8 @@ export async function main(argv: ReadonlyArray<string>, options: MainOptions): P
     interrupt.abort();
   };
   process.on("SIGINT", onSigint);
+  // A supervisor's stop (systemd, docker, `timeout`) ends long commands as cleanly as Ctrl-C does.
+  process.on("SIGTERM", onSigint);
   try {
     const top = commandWords(argv, 1);
     const name = top.words[0];
@@ -178,5 +184,6 @@ export async function main(argv: ReadonlyArray<string>, options: MainOptions): P
     return EXIT.failed;
   } finally {
     process.off("SIGINT", onSigint);
+    process.off("SIGTERM", onSigint);
   }
 }

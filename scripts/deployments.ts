@@ -8,8 +8,24 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseToml } from "smol-toml";
 
-/** Repository root. */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+/**
+ * Weft's package root (the repository checkout, or `node_modules/weft` where it is installed): the
+ * nearest directory above this module with weft's package.json. Found by walking up because the CLI
+ * runs this module from a bundle under `node_modules/.cache/weft/`.
+ */
+export const ROOT = packageRoot(path.dirname(fileURLToPath(import.meta.url)));
+
+function packageRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    try {
+      const pkg: unknown = JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8"));
+      if (typeof pkg === "object" && pkg !== null && "name" in pkg && pkg.name === "weft") return dir;
+    } catch {
+      // No package.json here: keep walking.
+    }
+    if (path.dirname(dir) === dir) return path.resolve(from, "..");
+  }
+}
 
 export interface RawService {
   binding: string;

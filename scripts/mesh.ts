@@ -154,6 +154,22 @@ export interface MeshOptions {
   secrets?: Record<string, string>;
 }
 
+/**
+ * The vars a local mesh sets on the control plane and the proxies (where they declare them): the
+ * development environment, debug headers (they only add headers; the request path is the deployed
+ * one), the access log mode, and the local control plane as token issuer and JWKS.
+ */
+export function localMeshVars(options: { issuer: string; debugHeaders?: boolean; accessLog?: string }): Record<string, string> {
+  return {
+    WEFT_ENV: "development",
+    WEFT_DEBUG_HEADERS: options.debugHeaders === false ? "false" : "true",
+    WEFT_ACCESS_LOG: options.accessLog ?? "all",
+    WEFT_PUBLIC_URL: options.issuer,
+    WEFT_ISSUER: options.issuer,
+    WEFT_JWKS_URL: `${options.issuer}/.well-known/jwks.json`,
+  };
+}
+
 /** Whether a deployment runs the Weft proxy (which holds the vendor secrets). */
 function isProxy(deployment: Deployment): boolean {
   return path.resolve(deployment.main) === path.join(ROOT, "workers", "proxy", "index.ts");
@@ -207,16 +223,7 @@ export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
   const code = await bundleMains(deployments.map((d) => d.main));
   const overrides: LocalOverrides = {
     ...options.overrides,
-    vars: {
-      WEFT_ENV: "development",
-      WEFT_DEBUG_HEADERS: options.debugHeaders === false ? "false" : "true",
-      WEFT_ACCESS_LOG: options.accessLog ?? "all",
-      // Tokens name the local control plane as issuer, and the vendor trusts its JWKS.
-      WEFT_PUBLIC_URL: issuer,
-      WEFT_ISSUER: issuer,
-      WEFT_JWKS_URL: `${issuer}/.well-known/jwks.json`,
-      ...options.overrides?.vars,
-    },
+    vars: { ...localMeshVars({ issuer, debugHeaders: options.debugHeaders, accessLog: options.accessLog }), ...options.overrides?.vars },
     secrets: { ...options.secrets, WEFT_ADMIN_TOKEN: options.adminToken },
   };
   const workers: WorkerOptions[] = deployments.map((d) => {

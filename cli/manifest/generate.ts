@@ -13,7 +13,7 @@
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { configPaths, deploymentsOf, type Deployment, type RawService } from "../../scripts/deployments.ts";
+import { configPaths, deploymentsOf, ROOT, type Deployment, type RawService } from "../../scripts/deployments.ts";
 import { CliError, EXIT } from "../errors.ts";
 import { adminConfigOf, displayPath, invalidFile, validateConfig, type LoadedManifest } from "./load.ts";
 import { proxyScript, type DurableObjectBinding, type Manifest, type ManifestService } from "./schema.ts";
@@ -107,6 +107,11 @@ export function proxyBindings(manifest: Manifest, service: ManifestService): Raw
   ];
 }
 
+/** The installed weft package's proxy entry, relative to a generated proxy config at `file`. */
+export function proxyMainFrom(file: string): string {
+  return path.relative(path.dirname(file), path.join(ROOT, "workers", "proxy", "index.ts")).split(path.sep).join("/");
+}
+
 /** The proxy's wrangler config. */
 export function proxyConfig(loaded: LoadedManifest, file: string): string {
   const { manifest } = loaded;
@@ -116,7 +121,7 @@ export function proxyConfig(loaded: LoadedManifest, file: string): string {
     "#",
     ...PROXY_HEADER,
     `name = ${inline(proxy.script)}`,
-    `main = ${inline(proxy.main)}`,
+    `main = ${inline(proxy.main ?? proxyMainFrom(file))}`,
     `compatibility_date = ${inline(proxy.compatibilityDate)}`,
     ...(proxy.compatibilityFlags ? [`compatibility_flags = ${inline(proxy.compatibilityFlags)}`] : []),
     "workers_dev = false",

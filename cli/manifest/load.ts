@@ -124,7 +124,7 @@ export function invalidFile(json: Pick<JsonFile, "display" | "lines">, problems:
 /** The admin config a manifest describes: its services without the deploy facts, as written. */
 export function adminConfigOf(raw: ManifestInput): MeshConfigInput {
   return {
-    services: raw.services.map(({ description: _description, publicRoutes: _publicRoutes, proxy: _proxy, ...service }) => ({
+    services: raw.services.map(({ description: _description, publicRoutes: _publicRoutes, public: _public, proxy: _proxy, ...service }) => ({
       ...service,
       backends: service.backends.map((backend) => {
         if (backend.type !== "worker") return backend;

@@ -66,6 +66,11 @@ export const ManifestService = Service.extend({
   description: z.string().optional(),
   /** Internet routes to the service's proxy; none for services only other services call. */
   publicRoutes: z.array(PublicRoute).optional(),
+  /**
+   * Reached from the internet even without routes (its proxy on workers.dev when deployed; under
+   * `weft dev`, the entry on WEFT_PORT for every path no public route takes).
+   */
+  public: z.boolean().optional(),
   backends: z.array(ManifestBackend).min(1, "a service needs at least one backend"),
   proxy: ServiceProxy.optional(),
 });
@@ -78,6 +83,12 @@ export const Manifest = z.strictObject({
     .strictObject({
       config: z.string().min(1).default("config/mesh.json"),
       proxy: z.string().min(1).default("workers/proxy/wrangler.toml"),
+      /**
+       * Set in projects whose worker configs Weft must not edit: `weft generate`/`weft deploy` write
+       * each backend worker's config, with its bindings pointed at the proxies, into this folder
+       * (`<folder>/<worker>/wrangler.json`) instead of changing the `services` key in place.
+       */
+      workers: z.string().min(1).optional(),
     })
     .default({ config: "config/mesh.json", proxy: "workers/proxy/wrangler.toml" }),
   /** The control plane worker every proxy binds to (as CONTROL_PLANE) for its config, signing and telemetry. */
@@ -87,8 +98,8 @@ export const Manifest = z.strictObject({
   /** The proxy worker: one deployment per service, `<script>-<service>`. */
   proxy: z.strictObject({
     script: ScriptName.default("weft-proxy"),
-    /** Entry module, relative to the generated proxy config. */
-    main: z.string().min(1).default("index.ts"),
+    /** Entry module, relative to the generated proxy config (default: the proxy of the installed weft package). */
+    main: z.string().min(1).optional(),
     compatibilityDate: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "a date such as 2026-11-01"),
     compatibilityFlags: z.array(z.string().min(1)).optional(),
     /** Vars of every proxy (services may override); WEFT_SERVICE is added per service. */

@@ -1,0 +1,210 @@
+/**
+ * `weft dev`'s engine: a project's own workers, one Weft proxy per service and the control plane on
+ * workerd (Miniflare), with the workers' service bindings rewired through the proxies in memory.
+ *
+ * Each worker's bindings come from wrangler's own config-to-Miniflare conversion
+ * (`unstable_getMiniflareWorkerOptions`): KV, D1, R2, Durable Objects, queues, static assets, vars,
+ * `.dev.vars`/`.env` secrets, compatibility flags — whatever `wrangler dev` supports locally. Weft
+ * changes only the service bindings the manifest's `calls` name, and adds the proxies (from the same
+ * wrangler config `weft deploy` deploys, written under `.weft/dev/`) and the control plane.
+ */
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { convertV4MiniflareOptions, Miniflare, type Json, type V4WorkerOptions as WorkerOptions } from "miniflare";
+import type { SourcelessWorkerOptions } from "wrangler";
+import { ROOT } from "../../scripts/deployments.ts";
+import { bundleMains, localMeshVars, localRoute, type WorkerLog } from "../../scripts/mesh.ts";
+import { adminConfigOf, type LoadedManifest } from "../manifest/load.ts";
+import { callerProps, proxyConfig } from "../manifest/generate.ts";
+import { proxyScript, type Manifest } from "../manifest/schema.ts";
+import type { MeshConfigInput } from "../../shared/config.ts";
+import { readProjectWorkers, type ProjectWorker, type WranglerApi } from "./workers.ts";
+
+/** What {@link startProject} needs. */
+export interface ProjectOptions {
+  loaded: LoadedManifest;
+  wrangler: WranglerApi;
+  host: string;
+  /** The public entry: every public service's routes (and the first route-less public service for the rest). */
+  port: number;
+  /** The control plane: admin API, dashboard, JWKS, metrics. */
+  adminPort: number;
+  adminToken: string;
+  /** Where local data lives (Miniflare's persistence root); see {@link localStateDir}. */
+  persistTo: string;
+  debugHeaders: boolean;
+  accessLog: string;
+  onLog?: (log: WorkerLog) => void;
+}
+
+/** One worker as booted: where it came from. */
+export interface BootedWorker {
+  name: string;
+  kind: "control-plane" | "proxy" | "worker";
+  /** The service it belongs to (proxies and backend workers). */
+  service?: string;
+  config: string;
+}
+
+/** A running project mesh. */
+export interface RunningProject {
+  mf: Miniflare;
+  url: string;
+  adminUrl: string;
+  workers: BootedWorker[];
+  /** Service bindings rewired through a proxy: `gateway.API → weft-proxy-api (caller gateway)`. */
+  rewired: string[];
+  dispose(): Promise<void>;
+}
+
+/** The worker scripts the manifest's services name, with the project's workers they need (bindings, Durable Object scripts). */
+export function workersToBoot(manifest: Manifest, project: ReadonlyArray<ProjectWorker>): { workers: ProjectWorker[]; missing: string[] } {
+  const byName = new Map(project.map((w) => [w.name, w]));
+  const wanted = manifest.services.flatMap((s) => s.backends.flatMap((b) => (b.type === "worker" ? [b.script] : [])));
+  const missing = wanted.filter((name) => !byName.has(name));
+  const booted = new Map<string, ProjectWorker>();
+  const visit = (name: string): void => {
+    const worker = byName.get(name);
+    if (!worker || booted.has(name)) return;
+    booted.set(name, worker);
+    for (const s of worker.serviceBindings) visit(s.service);
+    for (const script of worker.durableObjectScripts) visit(script);
+  };
+  for (const name of wanted) visit(name);
+  return { workers: [...booted.values()], missing: [...new Set(missing)] };
+}
+
+/**
+ * Where local data is: the `.wrangler/state` that `wrangler dev` and `wrangler … --local` use. They
+ * keep it beside the wrangler config they were run with, so a project with one folder per worker can
+ * have several; Miniflare takes one. The project root's is used when it exists, else the one worker
+ * folder that has one (where the data was seeded), else the project root's (created).
+ */
+export function localStateDir(projectDir: string, workers: ReadonlyArray<ProjectWorker>): { dir: string; others: string[] } {
+  const candidates = [projectDir, ...new Set(workers.map((w) => path.dirname(w.configPath)))].map((d) => path.join(d, ".wrangler", "state"));
+  const existing = [...new Set(candidates)].filter((d) => existsSync(path.join(d, "v3")));
+  const dir = existing[0] ?? path.join(projectDir, ".wrangler", "state");
+  return { dir, others: existing.filter((d) => d !== dir) };
+}
+
+/** Boots the project's mesh. */
+export async function startProject(options: ProjectOptions): Promise<RunningProject> {
+  const { loaded, wrangler } = options;
+  const manifest = loaded.manifest;
+  const projectDir = loaded.dir;
+  const { workers: project } = readProjectWorkers(wrangler, projectDir);
+  const { workers: userWorkers, missing } = workersToBoot(manifest, project);
+  if (missing.length > 0) {
+    throw new Error(`the manifest names worker${missing.length === 1 ? "" : "s"} ${missing.map((m) => `'${m}'`).join(", ")}, but no wrangler config under ${projectDir} defines ${missing.length === 1 ? "it" : "them"}`);
+  }
+
+  // The proxies' wrangler config, as `weft generate` writes it for deploy, read back by wrangler.
+  const devDir = path.join(projectDir, ".weft", "dev");
+  const proxyFile = path.join(devDir, "proxy", "wrangler.toml");
+  mkdirSync(path.dirname(proxyFile), { recursive: true });
+  writeFileSync(proxyFile, proxyConfig(loaded, proxyFile));
+
+  const issuer = `http://${options.host}:${options.adminPort}`;
+  const meshVars = localMeshVars({ issuer, debugHeaders: options.debugHeaders, accessLog: options.accessLog });
+  const withMeshVars = (bindings: unknown): Record<string, Json> => {
+    const entries = typeof bindings === "object" && bindings !== null ? Object.entries(bindings) : [];
+    return Object.fromEntries(entries.map(([k, v]: [string, Json]) => [k, k in meshVars ? (meshVars[k] ?? v) : v]));
+  };
+
+  const controlPlaneFile = path.join(ROOT, "wrangler.toml");
+  // The control plane's config requires WEFT_ADMIN_TOKEN; wrangler reads required secrets from the
+  // environment, so it is there (for this call only) rather than reported missing.
+  const controlPlane = withEnv({ WEFT_ADMIN_TOKEN: options.adminToken }, () => wrangler.miniflareWorkerOptions(controlPlaneFile));
+  const publicServices = manifest.services.filter((s) => s.public || (s.publicRoutes?.length ?? 0) > 0);
+  const catchAll = publicServices.find((s) => !s.publicRoutes?.length);
+  const proxies = manifest.services.map((service) => ({ service, options: wrangler.miniflareWorkerOptions(proxyFile, service.name) }));
+
+  // Which proxy each worker's calls go to, and as whom.
+  const serviceOfScript = new Map(manifest.services.flatMap((s) => s.backends.flatMap((b) => (b.type === "worker" ? [[b.script, { service: s.name, calls: b.calls ?? {} }] as const] : []))));
+  const rewired: string[] = [];
+
+  const mains = [
+    controlPlane.main ?? "",
+    ...proxies.map((p) => p.options.main ?? ""),
+    ...userWorkers.map((w) => w.main ?? ""),
+  ].filter(Boolean);
+  const code = await bundleMains(mains);
+  /** wrangler's converted options with the bundled module: the shape Miniflare takes. */
+  const withSource = (converted: SourcelessWorkerOptions, main: string | undefined, own: Omit<Partial<WorkerOptions>, "modules" | "modulesRoot" | "scriptPath">): WorkerOptions => {
+    const module = main ? { modulesRoot: path.dirname(main), modules: [{ type: "ESModule" as const, path: main.replace(/\.ts$/, ".js"), contents: code.get(main) ?? "" }] } : { script: "export default {}", modules: true };
+    // wrangler's rootPath is relative to the directory it was called from; the module is placed by modulesRoot.
+    const { rootPath: _rootPath, ...rest } = converted;
+    return { ...rest, ...module, ...own };
+  };
+
+  const workers: WorkerOptions[] = [
+    withSource(controlPlane.workerOptions, controlPlane.main, {
+      name: manifest.controlPlane.script,
+      bindings: { ...withMeshVars(controlPlane.workerOptions.bindings), WEFT_ADMIN_TOKEN: options.adminToken },
+      unsafeDirectSockets: [{ host: options.host, port: options.adminPort }],
+    }),
+    ...proxies.map(({ service, options: p }): WorkerOptions => {
+      const routes = [
+        ...(service.publicRoutes ?? []).filter((r) => !r.custom_domain).map((r) => localRoute(r.pattern)),
+        ...(service === catchAll ? ["*/*"] : []),
+      ];
+      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: withMeshVars(p.workerOptions.bindings), routes });
+    }),
+    ...userWorkers.map((worker): WorkerOptions => {
+      const converted = wrangler.miniflareWorkerOptions(worker.configPath);
+      const owner = serviceOfScript.get(worker.name);
+      const serviceBindings = Object.fromEntries(
+        Object.entries(converted.workerOptions.serviceBindings ?? {}).map(([binding, target]) => {
+          const callee = owner?.calls[binding];
+          if (!owner || !callee) return [binding, target];
+          rewired.push(`${worker.name}.${binding} → ${proxyScript(manifest, callee)} (caller ${owner.service})`);
+          return [binding, { name: proxyScript(manifest, callee), props: callerProps(owner.service, "worker") }];
+        }),
+      );
+      // The proxy now takes the worker's public routes; the worker itself is reached through it.
+      return withSource(converted.workerOptions, worker.main, { name: worker.name, serviceBindings, routes: [] });
+    }),
+  ];
+
+  const mf = new Miniflare(
+    convertV4MiniflareOptions({
+      host: options.host,
+      port: options.port,
+      resourcePersistencePath: path.join(options.persistTo, "v3"),
+      ...(options.onLog ? { handleStructuredLogs: options.onLog } : {}),
+      workers,
+    }),
+  );
+  const url = (await mf.ready).origin;
+  const adminUrl = (await mf.unsafeGetDirectURL(manifest.controlPlane.script)).origin;
+  return {
+    mf,
+    url,
+    adminUrl,
+    rewired,
+    workers: [
+      { name: manifest.controlPlane.script, kind: "control-plane", config: controlPlaneFile },
+      ...manifest.services.map((s): BootedWorker => ({ name: proxyScript(manifest, s.name), kind: "proxy", service: s.name, config: `${proxyFile} [env.${s.name}]` })),
+      ...userWorkers.map((w): BootedWorker => ({ name: w.name, kind: "worker", ...(serviceOfScript.get(w.name) ? { service: serviceOfScript.get(w.name)?.service } : {}), config: w.configPath })),
+    ],
+    dispose: () => mf.dispose(),
+  };
+}
+
+function withEnv<T>(vars: Record<string, string>, run: () => T): T {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  try {
+    return run();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+/** The admin config the manifest describes (what `weft dev` loads into an empty control plane). */
+export function projectAdminConfig(loaded: LoadedManifest): MeshConfigInput {
+  return adminConfigOf(loaded.raw);
+}

@@ -1,0 +1,161 @@
+/**
+ * The workers of a user's project, read with wrangler's own config reader (`unstable_readConfig`):
+ * `wrangler.toml`, `wrangler.json` and `wrangler.jsonc`, environments and defaults resolved exactly as
+ * `wrangler dev` and `wrangler deploy` resolve them. Weft never parses a user's wrangler config by hand.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import path from "node:path";
+import type * as WranglerModuleNs from "wrangler";
+import type { Unstable_MiniflareWorkerOptions } from "wrangler";
+import * as z from "zod";
+
+type WranglerModule = typeof WranglerModuleNs;
+
+/** The wrangler config file names wrangler itself looks for, in its order of preference. */
+export const WRANGLER_CONFIG_NAMES = ["wrangler.json", "wrangler.jsonc", "wrangler.toml"] as const;
+
+/** Directories never searched for configs: dependencies, build output, local state, VCS. */
+const SKIPPED_DIRS = new Set(["node_modules", ".git", ".wrangler", ".weft", "dist", ".next", ".svelte-kit", "coverage"]);
+/** A project deeper than this is not searched further (bounds the walk on huge trees). */
+const MAX_DEPTH = 6;
+/** At most this many directories are visited. */
+const MAX_DIRS = 5_000;
+
+/** Every wrangler config under `dir` (outside node_modules and dot-directories), sorted. */
+export function findWranglerConfigs(dir: string): string[] {
+  const found: string[] = [];
+  let visited = 0;
+  const walk = (current: string, depth: number): void => {
+    if (depth > MAX_DEPTH || visited++ > MAX_DIRS) return;
+    let entries;
+    try {
+      entries = readdirSync(current, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    // One config per directory, as wrangler picks it when run there.
+    const config = WRANGLER_CONFIG_NAMES.find((name) => entries.some((e) => e.isFile() && e.name === name));
+    if (config) found.push(path.join(current, config));
+    for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+      if (entry.isDirectory() && !SKIPPED_DIRS.has(entry.name) && !entry.name.startsWith(".")) walk(path.join(current, entry.name), depth + 1);
+    }
+  };
+  walk(dir, 0);
+  return found.sort();
+}
+
+/** A service binding of a worker, as its config declares it. */
+export interface WorkerServiceBinding {
+  binding: string;
+  service: string;
+  entrypoint?: string;
+}
+
+/** What Weft needs to know of one of the project's workers. */
+export interface ProjectWorker {
+  /** The worker's name (`name` in its config). */
+  name: string;
+  /** Absolute path of its wrangler config. */
+  configPath: string;
+  /** Absolute path of its entry module (undefined for an assets-only worker). */
+  main: string | undefined;
+  serviceBindings: WorkerServiceBinding[];
+  /** Route patterns (`routes`, `route`; custom domains included). */
+  routes: string[];
+  /** Workers whose Durable Object classes it binds (`script_name`). */
+  durableObjectScripts: string[];
+  /** Its `[env.*]` names. */
+  environments: string[];
+  /** Binding kinds Weft does not route through the mesh (they keep working as they are), e.g. `tail_consumers`. */
+  otherBindings: string[];
+}
+
+/**
+ * The fields of wrangler's resolved config that Weft reads, checked at the boundary (wrangler's own
+ * `Config` type lives in a package it bundles, so TypeScript cannot see it).
+ */
+const WranglerConfig = z.looseObject({
+  name: z.string().optional(),
+  main: z.string().optional(),
+  services: z.array(z.object({ binding: z.string(), service: z.string(), entrypoint: z.string().optional() })).optional(),
+  routes: z.array(z.union([z.string(), z.object({ pattern: z.string() })])).optional(),
+  route: z.union([z.string(), z.object({ pattern: z.string() })]).optional(),
+  durable_objects: z.object({ bindings: z.array(z.object({ script_name: z.string().optional() })).optional() }).optional(),
+  tail_consumers: z.array(z.unknown()).optional(),
+  browser: z.unknown().optional(),
+  dispatch_namespaces: z.array(z.unknown()).optional(),
+  env: z.record(z.string(), z.unknown()).optional(),
+});
+export type WranglerConfig = z.infer<typeof WranglerConfig>;
+
+/** What Weft uses of wrangler: the project's own wrangler 4.x (a peer dependency of weft). */
+export interface WranglerApi {
+  /** wrangler's `unstable_readConfig`: a config file read and validated, environment applied. */
+  readConfig(configPath: string, env?: string): WranglerConfig;
+  /** wrangler's `unstable_getMiniflareWorkerOptions`: every binding of a config as Miniflare options. */
+  miniflareWorkerOptions(configPath: string, env?: string): Unstable_MiniflareWorkerOptions;
+}
+
+/** wrangler, loaded from the project, with a clear message when it is missing. */
+export async function loadWrangler(): Promise<WranglerApi> {
+  let wrangler: WranglerModule;
+  try {
+    wrangler = await import("wrangler");
+  } catch (error) {
+    throw new Error("wrangler 4.x is needed next to weft: npm install --save-dev wrangler", { cause: error });
+  }
+  return {
+    readConfig: (configPath, env) => {
+      const config: unknown = wrangler.unstable_readConfig({ config: configPath, ...(env ? { env } : {}) }, { hideWarnings: true });
+      return WranglerConfig.parse(config);
+    },
+    miniflareWorkerOptions: (configPath, env) => wrangler.unstable_getMiniflareWorkerOptions(configPath, env),
+  };
+}
+
+function patterns(config: WranglerConfig): string[] {
+  const all = [...(config.routes ?? []), ...(config.route ? [config.route] : [])];
+  return all.map((r) => (typeof r === "string" ? r : r.pattern));
+}
+
+/** Reads one worker's config with wrangler. Throws wrangler's own message for a config it refuses. */
+export function readProjectWorker(wrangler: WranglerApi, configPath: string): ProjectWorker {
+  const config = wrangler.readConfig(configPath);
+  if (!config.name) throw new Error(`${configPath}: no \`name\`; a worker needs one to be deployed and bound`);
+  const other = [
+    ...(config.tail_consumers?.length ? ["tail_consumers"] : []),
+    ...(config.browser ? ["browser"] : []),
+    ...(config.dispatch_namespaces?.length ? ["dispatch_namespaces"] : []),
+  ];
+  return {
+    name: config.name,
+    configPath: path.resolve(configPath),
+    main: config.main ? path.resolve(config.main) : undefined,
+    serviceBindings: (config.services ?? []).map((s) => ({ binding: s.binding, service: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}) })),
+    routes: patterns(config),
+    durableObjectScripts: [...new Set((config.durable_objects?.bindings ?? []).flatMap((b) => (b.script_name ? [b.script_name] : [])))],
+    environments: Object.keys(config.env ?? {}),
+    otherBindings: other,
+  };
+}
+
+/** A config that could not be read, and why. */
+export interface UnreadableConfig {
+  configPath: string;
+  reason: string;
+}
+
+/** Every worker of the project under `dir`, read with wrangler; configs it refuses are listed apart. */
+export function readProjectWorkers(wrangler: WranglerApi, dir: string, configs = findWranglerConfigs(dir)): { workers: ProjectWorker[]; unreadable: UnreadableConfig[] } {
+  const workers: ProjectWorker[] = [];
+  const unreadable: UnreadableConfig[] = [];
+  for (const configPath of configs) {
+    if (!existsSync(configPath)) continue;
+    try {
+      workers.push(readProjectWorker(wrangler, configPath));
+    } catch (error) {
+      unreadable.push({ configPath, reason: error instanceof Error ? error.message.split("\n")[0] ?? "" : String(error) });
+    }
+  }
+  return { workers, unreadable };
+}
