@@ -14,6 +14,7 @@ import { generateCommand } from "./commands/generate.ts";
 import { historyCommand, rollbackCommand } from "./commands/history.ts";
 import { initCommand } from "./commands/init.ts";
 import { devCommand } from "./commands/dev.ts";
+import { deployCommand } from "./commands/deploy.ts";
 import { keysCommand } from "./commands/keys.ts";
 import { rolloutCommand } from "./commands/rollout.ts";
 import { splitCommand } from "./commands/split.ts";
@@ -37,6 +38,7 @@ export const COMMANDS: ReadonlyArray<Command> = [
   generateCommand,
   initCommand,
   devCommand,
+  deployCommand,
 ];
 
 /** What the launcher passes in. */

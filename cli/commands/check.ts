@@ -4,9 +4,10 @@
  */
 import { flag, stringOption } from "../args.ts";
 import type { Command } from "../command.ts";
-import { EXIT } from "../errors.ts";
+import { CliError, EXIT } from "../errors.ts";
 import { checkManifest, type Finding } from "../manifest/check.ts";
-import { findManifest, readJsonFile } from "../manifest/load.ts";
+import { findManifest, parseManifest, readJsonFile, type JsonFile } from "../manifest/load.ts";
+import { loadWrangler, readProjectWorkers, type ProjectWorker } from "../project/workers.ts";
 import type { Painter } from "../output.ts";
 import { MANIFEST_OPTION } from "./generate.ts";
 
@@ -54,6 +55,19 @@ export function renderFinding(f: Finding, paint: Painter): string[] {
   return [`${paint("bold", findingPlace(f))}  ${severity}  ${paint("cyan", f.code)}${where ? `  ${paint("dim", where)}` : ""}`, `    ${f.message}`, `    ${paint("green", "fix:")} ${f.fix}`];
 }
 
+/**
+ * The project's workers, read with wrangler, for a manifest Weft was added to with `weft init`
+ * (`files.workers` set); undefined for Weft's own repository layout, which check reads itself.
+ */
+async function projectWorkersFor(json: JsonFile): Promise<ProjectWorker[] | undefined> {
+  const parsed = parseManifest(json);
+  if (!parsed.ok || parsed.loaded.manifest.files.workers === undefined) return undefined;
+  const wrangler = await loadWrangler().catch((error: unknown) => {
+    throw new CliError(EXIT.failed, error instanceof Error ? error.message : String(error));
+  });
+  return readProjectWorkers(wrangler, parsed.loaded.dir).workers;
+}
+
 export const checkCommand: Command = {
   name: "check",
   summary: "find problems in the manifest and the wrangler configs (like istioctl analyze)",
@@ -73,7 +87,7 @@ ${FINDING_CODES.map(([code, text]) => `  ${code.padEnd(22)} ${text}`).join("\n")
   examples: ["weft check", "weft check -f staging.manifest.json --strict", "weft check --json | jq '.findings[] | select(.severity == \"error\")'"],
   run: async (ctx) => {
     const json = readJsonFile(findManifest(stringOption(ctx.args, "file"), ctx.cwd, ctx.root), ctx.cwd);
-    const findings = checkManifest(json, ctx.cwd);
+    const findings = checkManifest(json, ctx.cwd, await projectWorkersFor(json));
     const count = (severity: Finding["severity"]): number => findings.filter((f) => f.severity === severity).length;
     const summary = { errors: count("error"), warnings: count("warning"), infos: count("info") };
     const failed = summary.errors > 0 || (flag(ctx.args, "strict") && summary.warnings > 0);

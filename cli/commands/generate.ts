@@ -7,13 +7,29 @@ import path from "node:path";
 import { flag, stringOption } from "../args.ts";
 import type { Command } from "../command.ts";
 import { CliError, EXIT } from "../errors.ts";
-import { generateFiles } from "../manifest/generate.ts";
-import { findManifest, loadManifest } from "../manifest/load.ts";
+import { generateFiles, type GeneratedFile } from "../manifest/generate.ts";
+import { findManifest, loadManifest, type LoadedManifest } from "../manifest/load.ts";
+import { projectDeployFiles } from "../project/deploy.ts";
+import { loadWrangler, readProjectWorkers } from "../project/workers.ts";
 
 /** `-f <manifest>`, shared by the commands that read the manifest. */
 export const MANIFEST_OPTION = {
   file: { type: "string", short: "f", value: "<manifest>", description: "the mesh manifest (default: weft.manifest.json here or in a parent directory)" },
 } as const;
+
+/**
+ * Every file the manifest generates. In a project Weft was added to (`files.workers`), that includes
+ * the deploy copies of the workers' configs, read with the project's wrangler.
+ */
+export async function generatedFilesOf(loaded: LoadedManifest, cwd: string): Promise<GeneratedFile[]> {
+  const files = generateFiles(loaded, cwd);
+  if (loaded.manifest.files.workers === undefined) return files;
+  const wrangler = await loadWrangler().catch((error: unknown) => {
+    throw new CliError(EXIT.failed, error instanceof Error ? error.message : String(error));
+  });
+  const { workers } = readProjectWorkers(wrangler, loaded.dir);
+  return [...files, ...projectDeployFiles(loaded, workers, (file) => wrangler.readRawConfig(file), cwd)];
+}
 
 export const generateCommand: Command = {
   name: "generate",
@@ -32,7 +48,7 @@ Running it twice changes nothing. Commit the generated files with the manifest.`
   run: async (ctx) => {
     const loaded = loadManifest(findManifest(stringOption(ctx.args, "file"), ctx.cwd, ctx.root), ctx.cwd);
     const check = flag(ctx.args, "check");
-    const files = generateFiles(loaded, ctx.cwd).map((f) => {
+    const files = (await generatedFilesOf(loaded, ctx.cwd)).map((f) => {
       const current = existsSync(f.file) ? readFileSync(f.file, "utf8") : undefined;
       const status = current === f.content ? "unchanged" : check ? "stale" : "written";
       if (status === "written") {
@@ -52,7 +68,7 @@ Running it twice changes nothing. Commit the generated files with the manifest.`
         const label = f.status === "written" ? p("green", "wrote    ") : f.status === "stale" ? p("red", "stale    ") : p("dim", "unchanged");
         ctx.out.line(`  ${label}  ${f.display}  ${p("dim", `(${f.owns})`)}`);
       }
-      if (written.some((f) => f.file.endsWith(".toml"))) {
+      if (loaded.manifest.files.workers === undefined && written.some((f) => f.file.endsWith(".toml"))) {
         ctx.out.line("\nWrangler configs changed: run `npm run types` to update the workers' Env types, then `weft check`.");
       }
     }

@@ -13,6 +13,7 @@ import { deploymentsOf, type Deployment } from "../../scripts/deployments.ts";
 import { CliError } from "../errors.ts";
 import { adminConfigOf, displayPath, parseManifest, problemsOf, type JsonFile, type LoadedManifest, type Problem } from "./load.ts";
 import { lineOf, pointerOf } from "./locate.ts";
+import type { ProjectWorker } from "../project/workers.ts";
 import { generateFiles, isProxyBinding, proxyBindings, sharedScripts, workerBindings, workerDeployments, workerSites } from "./generate.ts";
 import { proxyScript, type Manifest, type ManifestService } from "./schema.ts";
 import { parsePlainToml } from "./toml.ts";
@@ -172,11 +173,16 @@ function validationFinding(out: ManifestFindings, issue: ConfigIssue, where: (p:
   out.add("error", "invalid-config", issue.path, issue.message, "The control plane refuses this config; fix the value at this path.");
 }
 
+/** Reached from the internet: public routes, or marked public (workers.dev; the `weft dev` entry). */
+function isPublic(service: Manifest["services"][number]): boolean {
+  return service.public === true || (service.publicRoutes?.length ?? 0) > 0;
+}
+
 /** Who calls each service: workers' `calls`, mesh backends, and `internet` for services with public routes. */
 export function callersOf(manifest: Manifest): Map<string, Set<string>> {
   const callers = new Map<string, Set<string>>(manifest.services.map((s) => [s.name, new Set<string>()]));
   for (const service of manifest.services) {
-    if (service.publicRoutes?.length) callers.get(service.name)?.add("internet");
+    if (isPublic(service)) callers.get(service.name)?.add("internet");
     for (const backend of service.backends) {
       if (backend.type === "worker") for (const callee of Object.values(backend.calls ?? {})) callers.get(callee)?.add(service.name);
       if (backend.type === "mesh") callers.get(backend.service)?.add(service.name);
@@ -194,7 +200,7 @@ export function originsOf(manifest: Manifest): Map<string, Set<string>> {
   const direct = new Map<string, Set<string>>(manifest.services.map((s) => [s.name, new Set<string>()]));
   const relays = new Map<string, Set<string>>(manifest.services.map((s) => [s.name, new Set<string>()]));
   for (const service of manifest.services) {
-    if (service.publicRoutes?.length) direct.get(service.name)?.add("internet");
+    if (isPublic(service)) direct.get(service.name)?.add("internet");
     for (const backend of service.backends) {
       if (backend.type === "worker") for (const callee of Object.values(backend.calls ?? {})) direct.get(callee)?.add(service.name);
       if (backend.type === "mesh") relays.get(backend.service)?.add(service.name);
@@ -444,6 +450,28 @@ function workerFindings(loaded: LoadedManifest, cwd: string, out: Finding[], man
   }
 }
 
+/** The workers of a project whose configs Weft leaves alone (`files.workers`): names that exist, calls that skip proxies. */
+function projectWorkerFindings(loaded: LoadedManifest, project: ReadonlyArray<ProjectWorker>, out: ManifestFindings): void {
+  const { manifest } = loaded;
+  const byName = new Map(project.map((w) => [w.name, w]));
+  const backendScripts = new Map(manifest.services.flatMap((s) => s.backends.flatMap((b) => (b.type === "worker" ? [[b.script, s.name] as const] : []))));
+  manifest.services.forEach((service, s) => {
+    service.backends.forEach((backend, b) => {
+      if (backend.type !== "worker") return;
+      const worker = byName.get(backend.script);
+      if (!worker) {
+        out.add("error", "unknown-script", ["services", s, "backends", b, "script"], `no wrangler config in this project defines the worker '${backend.script}' (backend ${backend.name} of ${service.name})`, `Check the name (workers here: ${project.map((w) => w.name).join(", ") || "none"}); \`weft dev\` and \`weft deploy\` need its config.`);
+        return;
+      }
+      for (const binding of worker.serviceBindings) {
+        const owner = backendScripts.get(binding.service);
+        if (owner === undefined || owner === service.name || backend.calls?.[binding.binding] !== undefined || binding.entrypoint) continue;
+        out.add("error", "bypasses-proxy", ["services", s, "backends", b, "calls"], `${worker.name} binds ${binding.binding} straight to ${binding.service}, a backend of ${owner}: its calls would skip ${owner}'s proxy (no policy, no identity, no metrics)`, `Add "${binding.binding}": "${owner}" to the "calls" of ${backend.name}.`);
+      }
+    });
+  });
+}
+
 /** Generated files that differ from what the manifest generates now. */
 function staleFindings(loaded: LoadedManifest, cwd: string, out: Finding[]): void {
   let files;
@@ -468,7 +496,7 @@ function staleFindings(loaded: LoadedManifest, cwd: string, out: Finding[]): voi
 }
 
 /** Everything `weft check` finds in a manifest file and the wrangler configs next to it. */
-export function checkManifest(json: JsonFile, cwd: string): Finding[] {
+export function checkManifest(json: JsonFile, cwd: string, project?: ReadonlyArray<ProjectWorker>): Finding[] {
   const raw = typeof json.value === "object" && json.value !== null ? (json.value as Parameters<typeof describePath>[0]) : undefined;
   const parsed = parseManifest(json);
   if (!parsed.ok) {
@@ -486,9 +514,15 @@ export function checkManifest(json: JsonFile, cwd: string): Finding[] {
   }
   else for (const problem of problemsOf(shaped.error.issues)) out.add("error", "invalid-manifest", problem.path, problem.message, fixForShape(problem));
   const files: Finding[] = [];
-  proxyFindings(loaded, cwd, files);
-  workerFindings(loaded, cwd, files, out);
-  staleFindings(loaded, cwd, files);
+  if (loaded.manifest.files.workers !== undefined) {
+    // A project Weft was added to: its generated files live under .weft/ and are written afresh by
+    // every `weft dev` and `weft deploy`, and the workers' own configs are never edited.
+    projectWorkerFindings(loaded, project ?? [], out);
+  } else {
+    proxyFindings(loaded, cwd, files);
+    workerFindings(loaded, cwd, files, out);
+    staleFindings(loaded, cwd, files);
+  }
   return sortFindings([...out.findings, ...files]);
 }
 

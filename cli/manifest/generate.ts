@@ -142,6 +142,8 @@ export function proxyConfig(loaded: LoadedManifest, file: string): string {
     if (service.description) lines.push(...commentLines(service.description));
     lines.push(`[env.${service.name}]`);
     lines.push(`vars = ${inline({ WEFT_SERVICE: service.name, ...proxy.vars, ...service.proxy?.vars })}`);
+    // A public service without routes of its own is reached on its proxy's workers.dev URL.
+    if (service.public && !service.publicRoutes?.length) lines.push("workers_dev = true");
     if (service.publicRoutes?.length) lines.push(`routes = ${inline(service.publicRoutes.map(toToml))}`);
     lines.push(...multilineArray("services", proxyBindings(manifest, service).map(toToml)));
     const objects = [...(proxy.durableObjects ?? []), ...(service.proxy?.durableObjects ?? [])];
@@ -223,6 +225,8 @@ export function generateFiles(loaded: LoadedManifest, cwd: string): GeneratedFil
     { file: configFile, display: displayPath(configFile, cwd), content: adminConfigFile(loaded), owns: "whole file" },
     { file: proxyFile, display: displayPath(proxyFile, cwd), content: proxyConfig(loaded, proxyFile), owns: "whole file" },
   ];
+  // In a project Weft was added to, the workers' configs are not edited: `weft deploy` writes copies.
+  if (loaded.manifest.files.workers !== undefined) return files;
   const deployments = workerDeployments(loaded);
   const byFile = new Map<string, WorkerSite[]>();
   for (const site of workerSites(loaded, deployments)) {

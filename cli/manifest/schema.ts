@@ -93,7 +93,12 @@ export const Manifest = z.strictObject({
     .default({ config: "config/mesh.json", proxy: "workers/proxy/wrangler.toml" }),
   /** The control plane worker every proxy binds to (as CONTROL_PLANE) for its config, signing and telemetry. */
   controlPlane: z
-    .strictObject({ script: ScriptName.default("weft-control-plane"), entrypoint: z.string().min(1).default("ConfigService") })
+    .strictObject({
+      script: ScriptName.default("weft-control-plane"),
+      entrypoint: z.string().min(1).default("ConfigService"),
+      /** Vars of the control plane as `weft deploy` deploys it in a project (e.g. WEFT_PUBLIC_URL), over the package's defaults. */
+      vars: z.record(VarName, z.string()).optional(),
+    })
     .default({ script: "weft-control-plane", entrypoint: "ConfigService" }),
   /** The proxy worker: one deployment per service, `<script>-<service>`. */
   proxy: z.strictObject({

@@ -76,14 +76,18 @@ export function workersToBoot(manifest: Manifest, project: ReadonlyArray<Project
 
 /**
  * Where local data is: the `.wrangler/state` that `wrangler dev` and `wrangler … --local` use. They
- * keep it beside the wrangler config they were run with, so a project with one folder per worker can
- * have several; Miniflare takes one. The project root's is used when it exists, else the one worker
- * folder that has one (where the data was seeded), else the project root's (created).
+ * keep it beside the wrangler config they run with, so a project with one folder per worker keeps a
+ * worker's data in its folder; Miniflare takes one. In order: the project root's when a worker is
+ * configured there, then the folders of workers with storage bindings (KV, D1, R2, queues, Durable
+ * Objects), then the project root; the first that exists, else the first of them (created).
  */
 export function localStateDir(projectDir: string, workers: ReadonlyArray<ProjectWorker>): { dir: string; others: string[] } {
-  const candidates = [projectDir, ...new Set(workers.map((w) => path.dirname(w.configPath)))].map((d) => path.join(d, ".wrangler", "state"));
-  const existing = [...new Set(candidates)].filter((d) => existsSync(path.join(d, "v3")));
-  const dir = existing[0] ?? path.join(projectDir, ".wrangler", "state");
+  const dirOf = (w: ProjectWorker): string => path.dirname(w.configPath);
+  const order = [
+    ...new Set([...(workers.some((w) => dirOf(w) === projectDir) ? [projectDir] : []), ...workers.filter((w) => w.hasStorage).map(dirOf), projectDir]),
+  ].map((d) => path.join(d, ".wrangler", "state"));
+  const existing = order.filter((d) => existsSync(path.join(d, "v3")));
+  const dir = existing[0] ?? order[0] ?? path.join(projectDir, ".wrangler", "state");
   return { dir, others: existing.filter((d) => d !== dir) };
 }
 
@@ -166,6 +170,10 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     }),
   ];
 
+  // Miniflare's exit hook answers Ctrl-C with process.exit(130) before `weft dev` can dispose and say
+  // so; its 'exit' hook (which stops workerd whatever happens) stays, its signal handlers go.
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  const ours = new Map(signals.map((signal) => [signal, new Set(process.listeners(signal))]));
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       host: options.host,
@@ -176,6 +184,9 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     }),
   );
   const url = (await mf.ready).origin;
+  for (const signal of signals) {
+    for (const listener of process.listeners(signal)) if (!ours.get(signal)?.has(listener)) process.removeListener(signal, listener);
+  }
   const adminUrl = (await mf.unsafeGetDirectURL(manifest.controlPlane.script)).origin;
   return {
     mf,

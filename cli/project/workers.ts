@@ -66,6 +66,8 @@ export interface ProjectWorker {
   durableObjectScripts: string[];
   /** Its `[env.*]` names. */
   environments: string[];
+  /** It has bindings with local data (KV, D1, R2, queues, its own Durable Objects): where `wrangler … --local` seeds them matters. */
+  hasStorage: boolean;
   /** Binding kinds Weft does not route through the mesh (they keep working as they are), e.g. `tail_consumers`. */
   otherBindings: string[];
 }
@@ -85,6 +87,10 @@ const WranglerConfig = z.looseObject({
   browser: z.unknown().optional(),
   dispatch_namespaces: z.array(z.unknown()).optional(),
   env: z.record(z.string(), z.unknown()).optional(),
+  kv_namespaces: z.array(z.unknown()).optional(),
+  d1_databases: z.array(z.unknown()).optional(),
+  r2_buckets: z.array(z.unknown()).optional(),
+  queues: z.object({ producers: z.array(z.unknown()).optional() }).optional(),
 });
 export type WranglerConfig = z.infer<typeof WranglerConfig>;
 
@@ -92,6 +98,8 @@ export type WranglerConfig = z.infer<typeof WranglerConfig>;
 export interface WranglerApi {
   /** wrangler's `unstable_readConfig`: a config file read and validated, environment applied. */
   readConfig(configPath: string, env?: string): WranglerConfig;
+  /** wrangler's `experimental_readRawConfig`: a config as written (TOML, JSON or JSONC), environments not applied. */
+  readRawConfig(configPath: string): Record<string, unknown>;
   /** wrangler's `unstable_getMiniflareWorkerOptions`: every binding of a config as Miniflare options. */
   miniflareWorkerOptions(configPath: string, env?: string): Unstable_MiniflareWorkerOptions;
 }
@@ -99,6 +107,9 @@ export interface WranglerApi {
 /** wrangler, loaded from the project, with a clear message when it is missing. */
 export async function loadWrangler(): Promise<WranglerApi> {
   let wrangler: WranglerModule;
+  // wrangler's informational lines ("Using secrets defined in …") would mix into weft's own output
+  // (and break --json); its warnings and errors still show.
+  process.env.WRANGLER_LOG ??= "warn";
   try {
     wrangler = await import("wrangler");
   } catch (error) {
@@ -108,6 +119,10 @@ export async function loadWrangler(): Promise<WranglerApi> {
     readConfig: (configPath, env) => {
       const config: unknown = wrangler.unstable_readConfig({ config: configPath, ...(env ? { env } : {}) }, { hideWarnings: true });
       return WranglerConfig.parse(config);
+    },
+    readRawConfig: (configPath) => {
+      const raw: unknown = wrangler.experimental_readRawConfig({ config: configPath }).rawConfig;
+      return z.record(z.string(), z.unknown()).parse(raw);
     },
     miniflareWorkerOptions: (configPath, env) => wrangler.unstable_getMiniflareWorkerOptions(configPath, env),
   };
@@ -136,6 +151,9 @@ export function readProjectWorker(wrangler: WranglerApi, configPath: string): Pr
     durableObjectScripts: [...new Set((config.durable_objects?.bindings ?? []).flatMap((b) => (b.script_name ? [b.script_name] : [])))],
     environments: Object.keys(config.env ?? {}),
     otherBindings: other,
+    hasStorage:
+      (config.kv_namespaces?.length ?? 0) + (config.d1_databases?.length ?? 0) + (config.r2_buckets?.length ?? 0) + (config.queues?.producers?.length ?? 0) > 0 ||
+      (config.durable_objects?.bindings ?? []).some((b) => !b.script_name),
   };
 }
 
