@@ -94,6 +94,8 @@ const WranglerConfig = z.looseObject({
 });
 export type WranglerConfig = z.infer<typeof WranglerConfig>;
 
+const RawConfigResult = z.object({ rawConfig: z.record(z.string(), z.unknown()) });
+
 /** What Weft uses of wrangler: the project's own wrangler 4.x (a peer dependency of weft). */
 export interface WranglerApi {
   /** wrangler's `unstable_readConfig`: a config file read and validated, environment applied. */
@@ -121,8 +123,11 @@ export async function loadWrangler(): Promise<WranglerApi> {
       return WranglerConfig.parse(config);
     },
     readRawConfig: (configPath) => {
-      const raw: unknown = wrangler.experimental_readRawConfig({ config: configPath }).rawConfig;
-      return z.record(z.string(), z.unknown()).parse(raw);
+      // Re-exported by wrangler from a package it bundles, so its type is not visible: checked here.
+      const read: unknown = Reflect.get(wrangler, "experimental_readRawConfig");
+      if (typeof read !== "function") throw new Error("this wrangler has no experimental_readRawConfig (wrangler 4.x is needed)");
+      const result: unknown = Reflect.apply(read, wrangler, [{ config: configPath }]);
+      return RawConfigResult.parse(result).rawConfig;
     },
     miniflareWorkerOptions: (configPath, env) => wrangler.unstable_getMiniflareWorkerOptions(configPath, env),
   };
