@@ -19,7 +19,7 @@ const BindingName = WorkerBackend.shape.binding;
 export const ScriptName = z
   .string()
   .max(63)
-  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "a worker name: lowercase letters, digits and '-'");
+  .regex(/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/, "a worker name: lowercase letters, digits, '-' and '_'");
 
 /**
  * A worker backend, plus the deploy facts: the worker script its binding points to, and the

@@ -32,6 +32,7 @@ export interface InitPlan {
 }
 
 const NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+const SCRIPT_NAME = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/;
 
 /** A mesh name (a DNS label) for a worker name: lowercase, other characters as '-', at most 63. */
 export function serviceNameOf(worker: string): string {
@@ -55,6 +56,10 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
   const notes: InitNote[] = unreadable.map((u) => ({ worker: path.relative(root, u.configPath), message: `not read: ${u.reason}` }));
   const byName = new Map<string, ProjectWorker>();
   for (const worker of workers) {
+    if (!SCRIPT_NAME.test(worker.name)) {
+      notes.push({ worker: worker.name, message: "not a name Cloudflare deploys (lowercase letters, digits, '-' and '_'): left out" });
+      continue;
+    }
     const seen = byName.get(worker.name);
     if (seen) {
       notes.push({ worker: worker.name, message: `defined twice (${path.relative(root, seen.configPath)} and ${path.relative(root, worker.configPath)}); the first is used` });

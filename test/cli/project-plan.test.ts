@@ -1,0 +1,133 @@
+/**
+ * The pure parts of adding Weft to a project: init's plan from the workers found, where `weft dev`
+ * finds local data, and the deploy copy of a worker's config.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { parseManifest } from "../../cli/manifest/load.ts";
+import { Manifest } from "../../cli/manifest/schema.ts";
+import { workerDeployConfig } from "../../cli/project/deploy.ts";
+import { localStateDir } from "../../cli/project/dev.ts";
+import { bindingNameOf, planInit, serviceNameOf } from "../../cli/project/init.ts";
+import type { ProjectWorker } from "../../cli/project/workers.ts";
+
+const ROOT = "/p";
+function worker(name: string, dir: string, extra: Partial<ProjectWorker> = {}): ProjectWorker {
+  return {
+    name,
+    configPath: path.join(ROOT, dir, "wrangler.toml"),
+    main: path.join(ROOT, dir, "src", "index.ts"),
+    serviceBindings: [],
+    routes: [],
+    durableObjectScripts: [],
+    environments: [],
+    otherBindings: [],
+    hasStorage: false,
+    ...extra,
+  };
+}
+
+describe("weft init's plan", () => {
+  const workers = [
+    worker("web", "web", { routes: ["shop.example.com/*"], serviceBindings: [{ binding: "USERS", service: "users_api" }, { binding: "ADMIN", service: "users_api", entrypoint: "Admin" }, { binding: "MAIL", service: "mailer-elsewhere" }] }),
+    worker("users_api", "users", { otherBindings: ["tail_consumers"], environments: ["staging"] }),
+    worker("cron", "cron"),
+  ];
+  const plan = planInit(ROOT, workers);
+
+  it("makes one valid service per worker, with DNS-label names and binding names", () => {
+    expect(Manifest.safeParse(plan.manifest).success).toBe(true);
+    expect(plan.services.map((s) => s.service)).toEqual(["web", "users-api", "cron"]);
+    expect(serviceNameOf("--My.Worker--")).toBe("my-worker");
+    expect(bindingNameOf("users-api")).toBe("USERS_API");
+    expect(bindingNameOf("9lives")).toBe("W_9LIVES");
+  });
+
+  it("turns plain bindings between project workers into calls; named entrypoints and outside workers stay direct, said why", () => {
+    expect(plan.services.find((s) => s.service === "web")?.calls).toEqual({ USERS: "users-api" });
+    const notes = plan.notes.map((n) => `${n.worker}: ${n.message}`).join("\n");
+    expect(notes).toMatch(/web: binding ADMIN → 'users_api' \(entrypoint Admin\).*RPC/);
+    expect(notes).toMatch(/web: binding MAIL → 'mailer-elsewhere': not a worker of this project/);
+    expect(notes).toMatch(/users_api: tail_consumers: kept as configured/);
+    expect(notes).toMatch(/users_api: environments \(staging\) are not mapped/);
+    expect(notes).toMatch(/users_api: named 'users-api'/);
+  });
+
+  it("marks public the workers with routes or that no other worker calls; their routes move to the proxy", () => {
+    expect(plan.services.map((s) => [s.service, s.public])).toEqual([
+      ["web", true],
+      ["users-api", false],
+      ["cron", true],
+    ]);
+    const web = plan.manifest.services.find((s) => s.name === "web");
+    expect(web?.publicRoutes).toEqual([{ pattern: "shop.example.com/*" }]);
+  });
+
+  it("leaves out a worker whose name Cloudflare would not deploy, with a note", () => {
+    const odd = planInit(ROOT, [worker("Shop API", "a"), worker("ok", "b")]);
+    expect(odd.services.map((s) => s.service)).toEqual(["ok"]);
+    expect(odd.notes[0]?.message).toMatch(/left out/);
+  });
+
+  it("lists a worker defined twice once, with a note", () => {
+    const twice = planInit(ROOT, [worker("a", "a"), worker("a", "b")]);
+    expect(twice.services).toHaveLength(1);
+    expect(twice.notes[0]?.message).toMatch(/defined twice/);
+  });
+});
+
+describe("where weft dev finds local data", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "weft-state-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const at = (d: string, extra: Partial<ProjectWorker> = {}): ProjectWorker => ({ ...worker("w", "w"), configPath: path.join(dir, d, "wrangler.toml"), ...extra });
+
+  it("uses the folder of the worker with storage when the project root has no worker", () => {
+    expect(localStateDir(dir, [at("gateway"), at("api", { hasStorage: true })]).dir).toBe(path.join(dir, "api", ".wrangler", "state"));
+  });
+
+  it("prefers state that exists, and reports the others", () => {
+    mkdirSync(path.join(dir, ".wrangler", "state", "v3"), { recursive: true });
+    mkdirSync(path.join(dir, "api", ".wrangler", "state", "v3"), { recursive: true });
+    const found = localStateDir(dir, [at("gateway"), at("api", { hasStorage: true })]);
+    expect(found.dir).toBe(path.join(dir, "api", ".wrangler", "state"));
+    expect(found.others).toEqual([path.join(dir, ".wrangler", "state")]);
+    // A worker configured at the root (wrangler dev run there) puts the root first.
+    expect(localStateDir(dir, [at(".", { hasStorage: false }), at("api", { hasStorage: true })]).dir).toBe(path.join(dir, ".wrangler", "state"));
+  });
+});
+
+describe("a worker's config as weft deploy deploys it", () => {
+  const manifest = planInit(ROOT, [worker("web", "web", { routes: ["shop.example.com/*"], serviceBindings: [{ binding: "API", service: "api" }] }), worker("api", "api")]).manifest;
+  const parsed = parseManifest({ file: path.join(ROOT, "weft.manifest.json"), display: "weft.manifest.json", text: "", lines: new Map(), value: manifest });
+  if (!parsed.ok) throw new Error("plan is not a manifest");
+  const web = worker("web", "web", { routes: ["shop.example.com/*"] });
+  const raw = {
+    name: "web",
+    main: "src/index.ts",
+    routes: [{ pattern: "shop.example.com/*", zone_name: "example.com" }, "other.example.com/*"],
+    services: [{ binding: "API", service: "api" }, { binding: "LOG", service: "logger" }],
+    assets: { directory: "./public" },
+    d1_databases: [{ binding: "DB", database_id: "x" }],
+    env: { staging: { main: "src/staging.ts" } },
+  };
+  const out = workerDeployConfig({ loaded: parsed.loaded, worker: web, raw, file: path.join(ROOT, ".weft", "deploy", "workers", "web", "wrangler.jsonc") });
+
+  it("binds its calls to the callee's proxy with the caller's identity, and leaves other bindings", () => {
+    expect(out.services).toEqual([{ binding: "API", service: "weft-proxy-api", props: { caller: "web" } }, { binding: "LOG", service: "logger" }]);
+  });
+
+  it("gives its public routes to its proxy and turns workers.dev off", () => {
+    expect(out.routes).toEqual(["other.example.com/*"]);
+    expect(out.workers_dev).toBe(false);
+    expect(out.preview_urls).toBe(false);
+  });
+
+  it("names the same files from its new folder, environments and wrangler's default migrations folder included", () => {
+    expect(out.main).toBe("../../../../web/src/index.ts");
+    expect(out.assets).toEqual({ directory: "../../../../web/public" });
+    expect(out.d1_databases).toEqual([{ binding: "DB", database_id: "x", migrations_dir: "../../../../web/migrations" }]);
+    expect(out.env).toEqual({ staging: { main: "../../../../web/src/staging.ts" } });
+  });
+});
