@@ -24,6 +24,8 @@ export interface AccessRequest {
   peer: string;
   method: string;
   path: string;
+  /** The method of a Workers RPC call (then `method` and `path` are not HTTP's). */
+  rpc?: string;
 }
 
 /** The decision, with the rule that made it (for logs and the 403 body). */
@@ -43,10 +45,20 @@ function methodMatches(listed: string, method: string): boolean {
   return listed === method || (listed === "GET" && method === "HEAD");
 }
 
+/** An RPC method pattern: a name, a `prefix*`, or `*`. */
+export function rpcMethodMatches(pattern: string, method: string): boolean {
+  return pattern.endsWith("*") ? method.startsWith(pattern.slice(0, -1)) : method === pattern;
+}
+
 function ruleMatches(rule: PolicyRule, request: AccessRequest): boolean {
+  if (!identityMatches(rule.from, request.origin) || !identityMatches(rule.peers, request.peer)) return false;
+  // A rule about HTTP methods or paths says nothing about RPC calls, and one about RPC methods nothing about HTTP.
+  if (request.rpc !== undefined) {
+    const method = request.rpc;
+    return !rule.methods && !rule.paths && (!rule.rpc || rule.rpc.some((p) => rpcMethodMatches(p, method)));
+  }
   return (
-    identityMatches(rule.from, request.origin) &&
-    identityMatches(rule.peers, request.peer) &&
+    !rule.rpc &&
     (!rule.methods || rule.methods.some((m) => methodMatches(m, request.method))) &&
     (!rule.paths || rule.paths.some((p) => pathMatches(p, request.path)))
   );

@@ -96,8 +96,22 @@ export const PathPattern = z
   .string()
   .regex(/^\/[^*?#\s]*\*?$/, "must start with '/' and may end with a single '*' (no '?', '#' or inner '*')");
 
+/**
+ * A Workers RPC method name (`getUser`), a prefix pattern (`get*`), or `*` for every method. RPC
+ * calls (`env.USERS.getUser(id)` on a binding to the service's proxy) match routes by method name.
+ */
+export const RpcMethodPattern = z
+  .string()
+  .max(128)
+  .regex(/^(\*|[A-Za-z_$][A-Za-z0-9_$]*\*?)$/, "an RPC method name such as getUser, a prefix such as get*, or *");
+
 export const RouteMatch = z.strictObject({
   path: PathPattern.default("/*"),
+  /**
+   * Makes this an RPC route: it matches Workers RPC calls to these methods and no HTTP requests.
+   * RPC calls no `rpc` route matches take the first catch-all route (path `/*`, no methods or headers).
+   */
+  rpc: RpcMethodPattern.optional(),
   methods: z.array(HttpMethod).min(1).optional(),
   /** Exact header values; names are case-insensitive. */
   headers: z
@@ -200,6 +214,8 @@ export const PolicyRule = z.strictObject({
   peers: z.array(Identity).min(1).optional(),
   methods: z.array(HttpMethod).min(1).optional(),
   paths: z.array(PathPattern).min(1).optional(),
+  /** Workers RPC methods (names or `prefix*`). A rule with `rpc` matches only RPC calls; one with `methods` or `paths` only HTTP requests. */
+  rpc: z.array(RpcMethodPattern).min(1).optional(),
 });
 export type PolicyRule = z.infer<typeof PolicyRule>;
 

@@ -2,6 +2,7 @@
  * Whole-document checks that zod's shape checks cannot express. A config that fails any of them is
  * refused before it is stored, so a proxy never receives a config that cannot work.
  */
+import { rpcMethodMatches } from "./authorize.ts";
 import type { Backend, MeshConfig, RouteMatch, ServiceConfig } from "./config.ts";
 
 /** One refusal, in the shape of a zod issue so clients see a single format. */
@@ -25,6 +26,8 @@ function issue(path: Array<string | number>, message: string): ConfigIssue {
 
 /** Does route `a` match every request route `b` matches? (Then `b`, listed after `a`, is unreachable.) */
 export function routeCovers(a: RouteMatch, b: RouteMatch): boolean {
+  // RPC routes match RPC calls only, by method; HTTP routes never shadow them (nor they HTTP routes).
+  if (a.rpc !== undefined || b.rpc !== undefined) return a.rpc !== undefined && b.rpc !== undefined && rpcMethodMatches(a.rpc, b.rpc.replace(/\*$/, "")) && (a.rpc.endsWith("*") || !b.rpc.endsWith("*"));
   const pathCovered = a.path.endsWith("*")
     ? b.path.replace(/\*$/, "").startsWith(a.path.slice(0, -1))
     : !b.path.endsWith("*") && a.path === b.path;

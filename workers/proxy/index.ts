@@ -11,6 +11,7 @@
  * the one `send` (send.ts), which records each attempt's outcome for outlier detection, rollouts and
  * metrics. Debug headers only add headers to the response; they never change the path taken.
  */
+import { WorkerEntrypoint } from "cloudflare:workers";
 import type { JWTPayload } from "jose";
 import { authorize } from "../../shared/authorize.ts";
 import { canonicalizePath, withCanonicalPath } from "../../shared/path.ts";
@@ -31,6 +32,7 @@ import { ServiceProxy } from "./service.ts";
 import { place, type Placement } from "./split.ts";
 import { beginHop, type Hop, type Trail } from "./telemetry.ts";
 import { webhookStep, webhookVerification } from "./webhook.ts";
+import { serveRpc, withRpcForwarding } from "./rpc.ts";
 
 /** One proxied service per isolate in practice; keyed by service so a misconfigured env cannot mix two. */
 const proxies = new Map<string, ServiceProxy>();
@@ -62,50 +64,72 @@ interface Exchange {
   trail: Trail;
 }
 
-export default {
-  fetch(request, env, ctx): Promise<Response> | Response {
-    const proxy = proxyFor(env);
-    if (proxy instanceof Response) return proxy;
-    // identity: the peer from the binding's props (set by the deployer, else the internet), and the
-    // origin a proxy peer relays
-    const who = identify(ctx.props, request.headers);
-    // trace: continue a mesh caller's trace, or sample one here
-    const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
-    const waitUntil = (promise: Promise<unknown>): void => ctx.waitUntil(promise);
-    const exchange: Exchange = { request, waitUntil, proxy, who, hop, trail: { route: undefined, backend: undefined, attempts: 1, configVersion: undefined } };
-    // telemetry: one record per request, whatever the outcome; its caller is the peer (graph edges are hops)
-    const finish = (status: number): void => proxy.telemetry.finish(hop, request, who.peer, exchange.trail, status, waitUntil);
-    return serve(exchange).then(
-      (response) => {
-        finish(response.status);
-        return response;
-      },
-      (error: unknown) => {
-        finish(500);
-        throw error;
-      },
-    );
-  },
+/** An HTTP request into the service: the chain (see {@link serve}), then telemetry. */
+function handleFetch(request: Request, env: ProxyEnv, ctx: ExecutionContext): Promise<Response> | Response {
+  const proxy = proxyFor(env);
+  if (proxy instanceof Response) return proxy;
+  // identity: the peer from the binding's props (set by the deployer, else the internet), and the
+  // origin a proxy peer relays
+  const who = identify(ctx.props, request.headers);
+  // trace: continue a mesh caller's trace, or sample one here
+  const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
+  const waitUntil = (promise: Promise<unknown>): void => ctx.waitUntil(promise);
+  const exchange: Exchange = { request, waitUntil, proxy, who, hop, trail: { route: undefined, backend: undefined, attempts: 1, configVersion: undefined } };
+  // telemetry: one record per request, whatever the outcome; its caller is the peer (graph edges are hops)
+  const finish = (status: number): void => proxy.telemetry.finish(hop, request, who.peer, exchange.trail, status, waitUntil);
+  return serve(exchange).then(
+    (response) => {
+      finish(response.status);
+      return response;
+    },
+    (error: unknown) => {
+      finish(500);
+      throw error;
+    },
+  );
+}
 
-  /**
-   * The cron trigger (every minute): while a rollout of this service has a probe, send its
-   * synthetic requests to the candidate for most of the minute, so quiet hours still give the
-   * rollout traffic to judge. Cloudflare runs one invocation per trigger, not one per isolate.
-   */
-  async scheduled(_controller, env, ctx): Promise<void> {
-    const proxy = proxyFor(env);
-    if (proxy instanceof Response) return;
-    let first = true;
-    const sliceNow = async (): Promise<CompiledSlice | undefined> => {
-      const state = first ? await proxy.config.fresh() : await proxy.config.current((p) => ctx.waitUntil(p));
-      first = false;
-      return state.kind === "ready" ? state.slice : undefined;
-    };
-    // Probes are the proxy's own calls: to a third party they are signed as the service itself.
-    const sent = await probeCandidate(proxy, sliceNow, (slice) => proxy.egress(slice.service), { until: Date.now() + PROBE_WINDOW_MS, onBatch: () => proxy.telemetry.flush() });
-    if (sent > 0) console.log(JSON.stringify({ event: "rollout-probes", service: env.WEFT_SERVICE, sent }));
-  },
-} satisfies ExportedHandler<ProxyEnv>;
+/**
+ * The cron trigger (every minute): while a rollout of this service has a probe, send its
+ * synthetic requests to the candidate for most of the minute, so quiet hours still give the
+ * rollout traffic to judge. Cloudflare runs one invocation per trigger, not one per isolate.
+ */
+async function handleScheduled(env: ProxyEnv, ctx: ExecutionContext): Promise<void> {
+  const proxy = proxyFor(env);
+  if (proxy instanceof Response) return;
+  let first = true;
+  const sliceNow = async (): Promise<CompiledSlice | undefined> => {
+    const state = first ? await proxy.config.fresh() : await proxy.config.current((p) => ctx.waitUntil(p));
+    first = false;
+    return state.kind === "ready" ? state.slice : undefined;
+  };
+  // Probes are the proxy's own calls: to a third party they are signed as the service itself.
+  const sent = await probeCandidate(proxy, sliceNow, (slice) => proxy.egress(slice.service), { until: Date.now() + PROBE_WINDOW_MS, onBatch: () => proxy.telemetry.flush() });
+  if (sent > 0) console.log(JSON.stringify({ event: "rollout-probes", service: env.WEFT_SERVICE, sent }));
+}
+
+/**
+ * The proxy's entrypoint. `fetch` takes HTTP requests, `scheduled` the cron trigger, and every other
+ * method name is a Workers RPC call into the service (workers/proxy/rpc.ts), forwarded after the
+ * same identity, authorization, route and split steps.
+ */
+export default class ProxyEntrypoint extends WorkerEntrypoint<ProxyEnv> {
+  override fetch(request: Request): Promise<Response> | Response {
+    return handleFetch(request, this.env, this.ctx);
+  }
+
+  override scheduled(): Promise<void> {
+    return handleScheduled(this.env, this.ctx);
+  }
+
+  /** One RPC call (static: not itself a method callers could reach over RPC). */
+  static serveRpc(self: ProxyEntrypoint, method: string, args: unknown[]): Promise<unknown> {
+    const proxy = proxyFor(self.env);
+    if (proxy instanceof Response) return Promise.reject(new Error("weft: proxy misconfigured: deploy it with `--env <service>` so WEFT_SERVICE and CONTROL_PLANE are set"));
+    return serveRpc({ proxy, props: self.ctx.props, method, args, waitUntil: (p) => self.ctx.waitUntil(p) });
+  }
+}
+withRpcForwarding(ProxyEntrypoint, (self, method, args) => ProxyEntrypoint.serveRpc(self, method, args));
 
 /** How long one cron invocation probes: most of the minute until the next one. */
 const PROBE_WINDOW_MS = 55_000;

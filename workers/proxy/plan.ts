@@ -34,6 +34,11 @@ export interface CompiledBackend {
 export interface RoutePlan {
   name: string;
   matches(method: string, path: string, headers: Headers): boolean;
+  /**
+   * Which Workers RPC calls the route takes: `"route"` for an RPC route (`match.rpc`), `"fallback"`
+   * for the catch-all route RPC calls without an RPC route of their own take, `undefined` for none.
+   */
+  rpc: { kind: "route"; pattern: string } | { kind: "fallback" } | undefined;
   /** Slot owners: index = slot, value = backend name. */
   owners: string[];
   weights: Readonly<Record<string, number>>;
@@ -129,6 +134,12 @@ function compileMatch(match: RouteMatch): RoutePlan["matches"] {
     headers.every(([k, v]) => requestHeaders.get(k) === v);
 }
 
+function rpcMatch(match: RouteMatch): RoutePlan["rpc"] {
+  if (match.rpc !== undefined) return { kind: "route", pattern: match.rpc };
+  const catchAll = match.path === "/*" && !match.methods && Object.keys(match.headers ?? {}).length === 0;
+  return catchAll ? { kind: "fallback" } : undefined;
+}
+
 /** Compiles a slice against the proxy's bindings: done once per config version, never per request. */
 export function compileSlice(slice: ServiceSlice, context: CompileContext): CompiledSlice {
   const faults = slice.faults ?? [];
@@ -151,7 +162,9 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
       const reached = [...Object.keys(route.split.weights), ...(route.failover ?? []), ...(route.mirror ? [route.mirror.backend] : [])];
       return {
         name: route.name,
-        matches: compileMatch(route.match),
+        // An RPC route matches no HTTP request.
+        matches: route.match.rpc === undefined ? compileMatch(route.match) : () => false,
+        rpc: rpcMatch(route.match),
         owners: expandLayout(route.layout),
         weights: route.split.weights,
         salt: `${slice.service}/${route.name}`,

@@ -1,0 +1,154 @@
+/**
+ * Workers RPC through the mesh, on a project Weft did not write (test/fixtures/projects/rpc: a web
+ * worker calling a users WorkerEntrypoint): every call shape answers through the proxy exactly as
+ * without it; then a policy refusing one method to web, and a split between two versions of users,
+ * apply to RPC calls; metrics count each method's calls with the caller.
+ */
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions } from "miniflare";
+import { unstable_getMiniflareWorkerOptions } from "wrangler";
+import type { ManifestInput } from "../../cli/manifest/schema.ts";
+import { ROOT } from "../../scripts/deployments.ts";
+import { bundleMains } from "../../scripts/mesh.ts";
+import { spawnWeft, weft, type LiveWeft } from "./run.ts";
+
+const FIXTURE = path.join(ROOT, "test", "fixtures", "projects", "rpc");
+
+let dir: string;
+
+/** web and users as they run without Weft. */
+async function withoutWeft(): Promise<unknown> {
+  const converted = ["web/wrangler.jsonc", "users/wrangler.toml"].map((w) => ({ name: path.dirname(w), ...unstable_getMiniflareWorkerOptions(path.join(dir, w)) }));
+  const code = await bundleMains(converted.map((c) => c.main ?? ""));
+  const workers = converted.map((c): V4WorkerOptions => {
+    const { rootPath: _rootPath, ...options } = c.workerOptions;
+    const main = c.main ?? "";
+    return { ...options, name: c.name, modulesRoot: path.dirname(main), modules: [{ type: "ESModule", path: main, contents: code.get(main) ?? "" }] };
+  });
+  const mf = new Miniflare(convertV4MiniflareOptions({ host: "127.0.0.1", port: 0, workers }));
+  try {
+    return await (await fetch((await mf.ready).href)).json();
+  } finally {
+    await mf.dispose();
+  }
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), "weft-rpc-"));
+  cpSync(FIXTURE, dir, { recursive: true });
+  symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
+  const init = await weft(["init", "--yes", "--json"], { cwd: dir });
+  expect(init.code, init.stderr).toBe(0);
+  // The user's edit after init: users-v2 is the next release of users, not a service of its own.
+  const file = path.join(dir, "weft.manifest.json");
+  const manifest = JSON.parse(readFileSync(file, "utf8")) as ManifestInput;
+  manifest.services = manifest.services.filter((s) => s.name !== "users-v2");
+  const users = manifest.services.find((s) => s.name === "users");
+  if (!users) throw new Error("init made no users service");
+  users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2" });
+  users.routes = [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100, "users-v2": 0 } } }];
+  writeFileSync(file, JSON.stringify(manifest, null, 2));
+}, 60_000);
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("Workers RPC through the mesh", () => {
+  let dev: LiveWeft;
+  let urls: { url: string; admin: string; rewired: string[] };
+  let without: unknown;
+  let token: string;
+
+  beforeAll(async () => {
+    without = await withoutWeft();
+    dev = spawnWeft(["dev", "--json"], { cwd: dir, env: { WEFT_PORT: "0", WEFT_ADMIN_PORT: "0", WEFT_DEBUG_HEADERS: "false" } });
+    await dev.waitFor(/"url":/, "stdout", 60_000);
+    urls = JSON.parse(dev.stdout()) as typeof urls;
+    token = readFileSync(path.join(dir, ".weft", "admin-token"), "utf8").trim();
+  }, 90_000);
+  afterAll(async () => {
+    if (dev) expect(await dev.interrupt()).toBe(0);
+  });
+
+  it("routes web's RPC binding through users' proxy", () => {
+    expect(urls.rewired).toEqual(["web.USERS → weft-proxy-users (caller web)"]);
+  });
+
+  it("answers every call shape exactly as without Weft: values, RpcTarget stubs, callbacks, streams, thrown errors, fetch", async () => {
+    const through: unknown = await (await fetch(urls.url)).json();
+    expect(through).toEqual(without);
+    // What "exactly" covers, spelled out:
+    expect(through).toMatchObject({
+      user: { id: "u1", name: "Ada", version: "v1" },
+      sum: 12,
+      bytes: [7, 7, 7],
+      date: "1970-01-01T00:00:00.000Z",
+      counter: 15,
+      callback: 42,
+      stream: "abc",
+      thrown: { error: "Error: no such user" },
+      typeError: { error: "TypeError: id must be a string" },
+      http: "users v1 ok",
+      admin: { deleted: "u1" },
+    });
+  });
+
+  it("applies the service's policy per method: a refused call throws in the caller, saying why", async () => {
+    const file = path.join(dir, "policy.json");
+    const current = (await (await fetch(`${urls.admin}/admin/config`, { headers: { authorization: `Bearer ${token}` } })).json()) as { version: number; services: Array<{ name: string; policy?: unknown }> };
+    const users = current.services.find((s) => s.name === "users");
+    if (!users) throw new Error("no users service");
+    users.policy = { allow: [{ from: ["web"] }], deny: [{ from: ["web"], rpc: ["delete*"] }] };
+    const { version: _version, ...config } = current;
+    writeFileSync(file, JSON.stringify(config));
+    const applied = await weft(["apply", "-f", file, "--yes"], { cwd: dir });
+    expect(applied.code, applied.stderr).toBe(0);
+    let answer: Record<string, unknown> = {};
+    for (let i = 0; i < 40; i++) {
+      answer = (await (await fetch(urls.url)).json()) as Record<string, unknown>;
+      if (typeof answer.admin === "object" && answer.admin !== null && "error" in answer.admin) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(answer.admin).toEqual({ error: "Error: weft: 'web' may not call deleteUser() on service 'users' (deny-rule)" });
+    expect(answer.user).toMatchObject({ id: "u1" });
+  });
+
+  it("splits RPC calls between two versions in the configured proportion", async () => {
+    const split = await weft(["split", "users", "users=50", "users-v2=50"], { cwd: dir });
+    expect(split.code, split.stderr).toBe(0);
+    // Wait for the new split to reach the proxy, then count 200 calls.
+    for (let i = 0; i < 40; i++) {
+      const user = ((await (await fetch(`${urls.url}/user`)).json()) as { user: { version: string } }).user;
+      if (user.version === "v2") break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const versions = { v1: 0, v2: 0 };
+    for (let i = 0; i < 200; i++) {
+      const { user } = (await (await fetch(`${urls.url}/user`)).json()) as { user: { version: "v1" | "v2" } };
+      versions[user.version]++;
+    }
+    // 50/50 of 200: outside 70..130 happens with probability < 2e-5.
+    expect(versions.v1).toBeGreaterThan(70);
+    expect(versions.v2).toBeGreaterThan(70);
+  });
+
+  it("counts each method's calls with the caller; refusals as 403", async () => {
+    let metrics = "";
+    const count = (route: string, code: string): number =>
+      [...metrics.matchAll(new RegExp(`weft_requests_total\\{service="users",route="${route}",backend="[^"]*",caller="web",code="${code}"\\} (\\d+)`, "g"))].reduce((n, m) => n + Number(m[1]), 0);
+    // Proxies send their counts about once a second: wait for the last calls to arrive.
+    for (let i = 0; i < 30; i++) {
+      metrics = await (await fetch(`${urls.admin}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+      if (count("getUser", "200") >= 200 && count("deleteUser", "403") >= 1) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(count("sum", "200")).toBeGreaterThanOrEqual(2);
+    expect(count("fail", "500")).toBeGreaterThanOrEqual(2);
+    expect(count("deleteUser", "403")).toBeGreaterThanOrEqual(1);
+    expect(count("getUser", "200")).toBeGreaterThanOrEqual(200);
+  });
+});
