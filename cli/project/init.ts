@@ -95,7 +95,7 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
       if (binding.entrypoint) {
         notes.push({
           worker: worker.name,
-          message: `binding ${binding.binding} → '${binding.service}' (entrypoint ${binding.entrypoint}): named entrypoints are Workers RPC, which the proxies do not carry yet; it stays a direct binding`,
+          message: `binding ${binding.binding} → '${binding.service}' (entrypoint ${binding.entrypoint}): a proxy reaches its backend's default entrypoint only, so a binding to a named one stays direct (outside the mesh)`,
         });
         continue;
       }

@@ -48,7 +48,7 @@ describe("weft init's plan", () => {
   it("turns plain bindings between project workers into calls; named entrypoints and outside workers stay direct, said why", () => {
     expect(plan.services.find((s) => s.service === "web")?.calls).toEqual({ USERS: "users-api" });
     const notes = plan.notes.map((n) => `${n.worker}: ${n.message}`).join("\n");
-    expect(notes).toMatch(/web: binding ADMIN → 'users_api' \(entrypoint Admin\).*RPC/);
+    expect(notes).toMatch(/web: binding ADMIN → 'users_api' \(entrypoint Admin\).*stays direct/);
     expect(notes).toMatch(/web: binding MAIL → 'mailer-elsewhere': not a worker of this project/);
     expect(notes).toMatch(/users_api: tail_consumers: kept as configured/);
     expect(notes).toMatch(/users_api: environments \(staging\) are not mapped/);

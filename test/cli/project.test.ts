@@ -1,7 +1,8 @@
 /**
  * Weft added to a project it did not write (test/fixtures/projects/gateway: a gateway worker in
- * wrangler.jsonc in front of an auth worker with a .dev.vars secret and an API worker with KV and
- * D1, seeded with wrangler's own --local commands), as a new user does it: `weft init --yes`,
+ * wrangler.jsonc, with static assets and the API's Durable Object class, in front of an auth worker
+ * with a .dev.vars secret and an API worker with KV and D1, seeded with wrangler's own --local
+ * commands), as a new user does it: `weft init --yes`,
  * `weft check`, `weft dev`, requests on the public entry compared with the same project run without
  * Weft, `weft status`, metrics naming the calling worker, `weft deploy --dry-run`, and the user's
  * files unchanged afterwards.
@@ -26,6 +27,8 @@ const AUTH = { authorization: "Bearer let-me-in" };
 /** The project's documented requests. */
 const REQUESTS: Array<{ path: string; headers?: Record<string, string> }> = [
   { path: "/" },
+  { path: "/about.html" },
+  { path: "/visits" },
   { path: "/products/sku-1", headers: AUTH },
   { path: "/products", headers: AUTH },
   { path: "/products/nope", headers: AUTH },
@@ -149,7 +152,9 @@ describe("weft in a project it did not write", () => {
     });
 
     it("answers every documented request exactly as the project does without Weft", async () => {
-      expect(without[1]?.body).toContain('"currency":"EUR"');
+      expect(without[3]?.body).toContain('"currency":"EUR"');
+      expect(without[1]?.body).toContain("A gateway in front of");
+      expect(without[2]?.body).toBe('{"object":"Visits","last":"gateway"}');
       expect(await ask(urls.url)).toEqual(without);
     });
 
