@@ -193,6 +193,11 @@ export const Route = z.strictObject({
    * on any request, and a backend that ignores it would act twice.
    */
   honoursIdempotencyKey: z.boolean().optional(),
+  /**
+   * Workers RPC calls on this route may be made twice (the methods are idempotent): only then do its
+   * `retries` and `failover` apply to RPC calls. HTTP requests follow their methods' own rules.
+   */
+  idempotent: z.boolean().optional(),
   /** Backends to try, in order, when the chosen one is ejected or out of retries. */
   failover: z.array(Name).min(1).optional(),
   /** Copy a share of requests to another backend (responses discarded, off the response path). */
@@ -275,6 +280,7 @@ export interface RouteConfig {
   failover?: string[];
   mirror?: MirrorPolicy;
   honoursIdempotencyKey?: boolean;
+  idempotent?: boolean;
 }
 /** A service after parsing. */
 export interface ServiceConfig {
@@ -334,6 +340,7 @@ export const RouteResilience = z.strictObject({
   failover: z.array(Name).min(1).optional(),
   mirror: MirrorPolicy.optional(),
   honoursIdempotencyKey: z.boolean().optional(),
+  idempotent: z.boolean().optional(),
 });
 export type RouteResilience = z.infer<typeof RouteResilience>;
 

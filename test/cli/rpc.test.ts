@@ -136,6 +136,38 @@ describe("Workers RPC through the mesh", () => {
     expect(versions.v2).toBeGreaterThan(70);
   });
 
+  it("retries and fails over only methods the route marks idempotent; a timeout bounds every call", async () => {
+    const current = (await (await fetch(`${urls.admin}/admin/config`, { headers: { authorization: `Bearer ${token}` } })).json()) as { version: number; services: Array<{ name: string; routes: unknown[] }> };
+    const users = current.services.find((s) => s.name === "users");
+    if (!users) throw new Error("no users service");
+    const only = { weights: { users: 100, "users-v2": 0 } };
+    users.routes = [
+      { name: "flaky-once", match: { rpc: "flaky" }, split: only, retries: { attempts: 2 }, idempotent: false },
+      { name: "slow", match: { rpc: "slow" }, split: only, timeoutMs: 100 },
+      ...users.routes,
+    ];
+    const { version: _version, ...config } = current;
+    const file = path.join(dir, "resilience.json");
+    writeFileSync(file, JSON.stringify(config));
+    expect((await weft(["apply", "-f", file, "--yes"], { cwd: dir })).code).toBe(0);
+    await new Promise((r) => setTimeout(r, 1_500));
+    // Not idempotent: the failure is the caller's, even with retries configured.
+    const once = (await (await fetch(`${urls.url}/resilience?key=a`)).json()) as Record<string, unknown>;
+    expect(once.flaky).toEqual({ error: "Error: flaky a failed once" });
+    expect(once.slow).toEqual({ error: "Error: weft: backend 'users' of service 'users' did not answer slow() within 100 ms" });
+    // Marked idempotent: the failed first call is made again and succeeds.
+    users.routes[0] = { name: "flaky", match: { rpc: "flaky" }, split: only, retries: { attempts: 2 }, idempotent: true };
+    writeFileSync(file, JSON.stringify(config));
+    expect((await weft(["apply", "-f", file, "--yes"], { cwd: dir })).code).toBe(0);
+    let again: Record<string, unknown> = {};
+    for (let i = 0; i < 20; i++) {
+      again = (await (await fetch(`${urls.url}/resilience?key=b${i}`)).json()) as Record<string, unknown>;
+      if (typeof again.flaky === "object" && again.flaky !== null && "calls" in again.flaky) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(again.flaky).toMatchObject({ calls: 2 });
+  });
+
   it("counts each method's calls with the caller; refusals as 403", async () => {
     let metrics = "";
     const count = (route: string, code: string): number =>

@@ -60,6 +60,8 @@ export interface RoutePlan {
   mirror: MirrorPolicy | undefined;
   /** The backend deduplicates by Idempotency-Key, so keyed POSTs may be sent twice. */
   honoursIdempotencyKey: boolean;
+  /** RPC calls on this route may be made twice: retries and failover apply to them. */
+  idempotent: boolean;
   /** Some backend of this route (split, failover or mirror) is another service's proxy: requests carry `x-weft-origin`. */
   relays: boolean;
 }
@@ -179,6 +181,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
         failover: (route.failover ?? []).flatMap((backend) => backends.get(backend) ?? []),
         mirror: route.mirror,
         honoursIdempotencyKey: route.honoursIdempotencyKey === true,
+        idempotent: route.idempotent === true,
         relays: reached.some((backend) => backends.get(backend)?.mesh === true),
       };
     }),

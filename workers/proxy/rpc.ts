@@ -6,7 +6,8 @@
  * has a path:
  *
  *   identity → authorization (rules with `rpc`) → route (`match.rpc`, else the catch-all route) →
- *   split (weighted; sticky on the calling service) → forward (the backend binding's own method) →
+ *   split (weighted; sticky on the calling service) → resilience (timeout; retries and failover for
+ *   idempotent routes) → forward (the backend binding's own method) →
  *   telemetry (the method as the route; ok as 200, a thrown error as 500)
  *
  * Arguments and results pass untouched — structured-clone values, stubs, `RpcTarget`s, functions,
@@ -15,13 +16,16 @@
  * as the backend threw it (its type and message, as far as Workers RPC carries them). A refused call
  * throws an `Error` whose message says why.
  *
- * Not (yet) applied to RPC: retries, timeouts, failover, faults, rate limits, contracts, and
- * property reads (`await env.USERS.version`): the proxy cannot tell a property from a method, so
- * every name is a method.
+ * The route's timeout bounds each attempt; its retries and failover apply only when the route marks
+ * its methods `idempotent` (a thrown error is then tried again, as a failed idempotent request is).
+ * Not (yet) applied to RPC: faults, rate limits, contracts, and property reads
+ * (`await env.USERS.version`): the proxy cannot tell a property from a method, so every name is a
+ * method.
  */
 import { authorize, rpcMethodMatches } from "../../shared/authorize.ts";
 import { healthyOwners } from "../../shared/resilience.ts";
 import { decideSplit } from "../../shared/split.ts";
+import { deadline, TIMED_OUT } from "./bounded.ts";
 import type { SliceState } from "./config-cache.ts";
 import { identify, INTERNET } from "./identity.ts";
 import type { CompiledSlice, RoutePlan } from "./plan.ts";
@@ -66,6 +70,71 @@ function callBackend(slice: CompiledSlice, backendName: string, method: string, 
   return Reflect.apply(fn, stub, args);
 }
 
+/** What delivering one RPC call needs. */
+interface RpcDelivery {
+  proxy: ServiceProxy;
+  slice: CompiledSlice;
+  route: RoutePlan;
+  backend: string;
+  method: string;
+  args: unknown[];
+  trail: Trail;
+}
+
+/** A stream can be read once: a call carrying one is never made twice. */
+function replayable(args: ReadonlyArray<unknown>): boolean {
+  return !args.some((a) => a instanceof ReadableStream);
+}
+
+/** The backend's answer, or `late()` thrown when it takes longer than `timeoutMs` (the call itself cannot be cancelled). */
+async function within<T>(answer: Promise<T>, timeoutMs: number | undefined, late: () => Error): Promise<T> {
+  if (timeoutMs === undefined) return answer;
+  const timer = deadline(timeoutMs);
+  try {
+    const result = await Promise.race([answer, timer.expired]);
+    if (result === TIMED_OUT) throw late();
+    return result;
+  } finally {
+    timer.clear();
+  }
+}
+
+/**
+ * The resilience step for RPC: the route's timeout bounds every attempt; when the route marks its
+ * methods idempotent, a failed call is tried again (the route's `retries.attempts`, within the
+ * service's retry budget), then on each failover backend. Otherwise the call is made once and its
+ * error is the caller's. Every attempt's outcome is recorded.
+ */
+async function deliver(d: RpcDelivery): Promise<unknown> {
+  const { proxy, slice, route, method, args, trail } = d;
+  const again = route.idempotent && replayable(args);
+  const perBackend = again ? (route.retries?.attempts ?? 1) : 1;
+  const backends = [d.backend, ...(again ? route.failover.map((b) => b.name).filter((name) => name !== d.backend) : [])];
+  proxy.health.budget.recordRequest(Date.now());
+  let attempts = 0;
+  let lastError: unknown;
+  for (const backend of backends) {
+    for (let i = 0; i < perBackend; i++) {
+      if (attempts > 0 && !proxy.health.budget.tryRetry(Date.now())) throw lastError;
+      attempts++;
+      trail.backend = backend;
+      trail.attempts = attempts;
+      const startedAt = Date.now();
+      try {
+        const late = (): Error => refused(`backend '${backend}' of service '${slice.service}' did not answer ${method}() within ${route.timeoutMs ?? 0} ms`);
+        const result = await within(Promise.resolve(callBackend(slice, backend, method, args)), route.timeoutMs, late);
+        proxy.recordOutcome(backend, true, startedAt, Date.now());
+        return result;
+      } catch (error) {
+        proxy.recordOutcome(backend, false, startedAt, Date.now());
+        lastError = error;
+        if (!again) throw error;
+      }
+    }
+  }
+  throw lastError;
+}
+
 /** Serves one RPC call: the steps above, then the backend's own answer. */
 export async function serveRpc(call: RpcCall): Promise<unknown> {
   const { proxy, method, waitUntil } = call;
@@ -101,16 +170,8 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     const backend = decideSplit(owners, route.salt, route.sticky ? who.origin : undefined, Math.random()).backend;
     trail.backend = backend;
 
-    // forward, recording the outcome for outlier detection, rollouts and metrics
-    const startedAt = Date.now();
-    let result: unknown;
-    try {
-      result = await callBackend(slice, backend, method, call.args);
-    } catch (error) {
-      proxy.recordOutcome(backend, false, startedAt, Date.now());
-      throw error;
-    }
-    proxy.recordOutcome(backend, true, startedAt, Date.now());
+    // resilience + forward, recording every attempt's outcome for outlier detection, rollouts and metrics
+    const result = await deliver({ proxy, slice, route, backend, method, args: call.args, trail });
     status = 200;
     return result;
   } finally {
