@@ -168,6 +168,39 @@ describe("Workers RPC through the mesh", () => {
     expect(again.flaky).toMatchObject({ calls: 2 });
   });
 
+  it("applies rate limits keyed by the caller, and injects rehearsal faults, on RPC calls", async () => {
+    const current = (await (await fetch(`${urls.admin}/admin/config`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      version: number;
+      services: Array<{ name: string; routes: unknown[]; rateLimits?: unknown[]; faults?: unknown[] }>;
+    };
+    const users = current.services.find((s) => s.name === "users");
+    if (!users) throw new Error("no users service");
+    users.routes = [
+      { name: "sum", match: { rpc: "sum" }, split: { weights: { users: 100, "users-v2": 0 } } },
+      { name: "echo", match: { rpc: "echo" }, split: { weights: { users: 0, "users-v2": 100 } } },
+      ...users.routes,
+    ];
+    users.rateLimits = [{ name: "sums", key: "caller", limit: 3, periodSeconds: 3600, routes: ["sum"] }];
+    users.faults = [{ backend: "users-v2", abort: { percent: 100, status: 503 } }];
+    const { version: _version, ...config } = current;
+    const file = path.join(dir, "limits.json");
+    writeFileSync(file, JSON.stringify(config));
+    expect((await weft(["apply", "-f", file, "--yes"], { cwd: dir })).code).toBe(0);
+    let answers: Array<Record<string, unknown>> = [];
+    for (let i = 0; i < 20; i++) {
+      const probe = (await (await fetch(`${urls.url}/sum`)).json()) as Record<string, unknown>;
+      if (typeof probe.echo === "object" && probe.echo !== null && "error" in probe.echo) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    answers = [];
+    for (let i = 0; i < 5; i++) answers.push((await (await fetch(`${urls.url}/sum`)).json()) as Record<string, unknown>);
+    const limited = answers.filter((a) => typeof a.sum === "object" && a.sum !== null && /over a rate limit of service 'users' for sum\(\)/.test(JSON.stringify(a.sum)));
+    // 3 per hour for web: the probe above took at least one, so at most 2 of these 5 pass.
+    expect(answers.filter((a) => a.sum === 3).length).toBeLessThanOrEqual(2);
+    expect(limited.length).toBeGreaterThanOrEqual(3);
+    expect(answers.every((a) => JSON.stringify(a.echo) === JSON.stringify({ error: "Error: weft: injected fault on backend 'users-v2' (rehearsal)" }))).toBe(true);
+  });
+
   it("counts each method's calls with the caller; refusals as 403", async () => {
     let metrics = "";
     const count = (route: string, code: string): number =>

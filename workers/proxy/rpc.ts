@@ -6,6 +6,7 @@
  * has a path:
  *
  *   identity → authorization (rules with `rpc`) → route (`match.rpc`, else the catch-all route) →
+ *   rate limit (key: the caller) →
  *   split (weighted; sticky on the calling service) → resilience (timeout; retries and failover for
  *   idempotent routes) → forward (the backend binding's own method) →
  *   telemetry (the method as the route; ok as 200, a thrown error as 500)
@@ -18,14 +19,15 @@
  *
  * The route's timeout bounds each attempt; its retries and failover apply only when the route marks
  * its methods `idempotent` (a thrown error is then tried again, as a failed idempotent request is).
- * Not (yet) applied to RPC: faults, rate limits, contracts, and property reads
+ * Rate limits apply with the caller as key (an RPC call has no IP, headers or claims), and the
+ * backend's rehearsal faults are injected as for HTTP. Not (yet) applied to RPC: contracts, and property reads
  * (`await env.USERS.version`): the proxy cannot tell a property from a method, so every name is a
  * method.
  */
 import { authorize, rpcMethodMatches } from "../../shared/authorize.ts";
-import { healthyOwners } from "../../shared/resilience.ts";
+import { decideFault, healthyOwners } from "../../shared/resilience.ts";
 import { decideSplit } from "../../shared/split.ts";
-import { deadline, TIMED_OUT } from "./bounded.ts";
+import { deadline, sleep, TIMED_OUT } from "./bounded.ts";
 import type { SliceState } from "./config-cache.ts";
 import { identify, INTERNET } from "./identity.ts";
 import type { CompiledSlice, RoutePlan } from "./plan.ts";
@@ -122,7 +124,7 @@ async function deliver(d: RpcDelivery): Promise<unknown> {
       const startedAt = Date.now();
       try {
         const late = (): Error => refused(`backend '${backend}' of service '${slice.service}' did not answer ${method}() within ${route.timeoutMs ?? 0} ms`);
-        const result = await within(Promise.resolve(callBackend(slice, backend, method, args)), route.timeoutMs, late);
+        const result = await within(withFault(slice, backend, () => callBackend(slice, backend, method, args)), route.timeoutMs, late);
         proxy.recordOutcome(backend, true, startedAt, Date.now());
         return result;
       } catch (error) {
@@ -135,6 +137,18 @@ async function deliver(d: RpcDelivery): Promise<unknown> {
   throw lastError;
 }
 
+/**
+ * A call with its backend's rehearsal fault applied first, exactly where a real failure would
+ * happen: a delay counts against the call's time, an abort throws as a failing backend would.
+ */
+async function withFault(slice: CompiledSlice, backendName: string, call: () => unknown): Promise<unknown> {
+  const fault = slice.backends.get(backendName)?.fault;
+  const decision = fault ? decideFault([fault], backendName, Math.random(), Math.random()) : undefined;
+  if (decision?.kind === "delay" || decision?.kind === "delay-then-abort") await sleep(decision.ms);
+  if (decision?.kind === "abort" || decision?.kind === "delay-then-abort") throw refused(`injected fault on backend '${backendName}' (rehearsal)`);
+  return call();
+}
+
 /** Serves one RPC call: the steps above, then the backend's own answer. */
 export async function serveRpc(call: RpcCall): Promise<unknown> {
   const { proxy, method, waitUntil } = call;
@@ -143,7 +157,7 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
   const request = new Request(`https://${proxy.service}.rpc/${method}`, { method: "POST" });
   const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
   const trail: Trail = { route: method, backend: undefined, attempts: 1, configVersion: undefined };
-  // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route, 500 failed.
+  // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route, 429 limited, 500 failed.
   let status = 500;
   try {
     if (!METHOD.test(method)) throw refused(`'${method.slice(0, 64)}' is not an RPC method name`);
@@ -163,6 +177,13 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     if (!route) {
       status = 404;
       throw refused(`service '${slice.service}' has no route for RPC method ${method}() (add a route with "match": {"rpc": "${method}"}, or a catch-all route)`);
+    }
+    // rate limit: keyed by the caller (an RPC call has no IP, headers or claims)
+    const limited = route.rateLimits.length === 0 ? undefined : await proxy.limiter.check(route.rateLimits, request, who.origin, undefined, waitUntil);
+    if (limited?.kind === "deny") {
+      status = 429;
+      const retryAfter = limited.response.headers.get("retry-after");
+      throw refused(`'${who.origin}' is over a rate limit of service '${slice.service}' for ${method}()${retryAfter ? `; retry after ${retryAfter} s` : ""}`);
     }
     // split: weighted; a sticky route keeps each calling service on one backend
     const avoid = proxy.health.avoiding(Date.now());
