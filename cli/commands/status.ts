@@ -252,15 +252,17 @@ come first, then the busiest; a large mesh is cut to --limit services (--all lis
     const limit = listLimit(ctx.args, ctx.command);
     const search = stringOption(ctx.args, "search");
     const api = ctx.api();
-    const versions = api.call<VersionsView>("GET", "/admin/config/versions?limit=1");
-    const overview = only !== undefined ? await serviceOverview(api, only, window) : await meshOverview(api, { window, limit, search, ranking: "attention" });
+    const [versions, overview] = await Promise.all([
+      api.call<VersionsView>("GET", "/admin/config/versions?limit=1"),
+      only !== undefined ? serviceOverview(api, only, window) : meshOverview(api, { window, limit, search, ranking: "attention" }),
+    ]);
     const views = await viewsOf(api, overview.rows.map((r) => r.name));
     const byName = new Map(views.map((v) => [v.name, v]));
     const rows: StatusRow[] = overview.rows.flatMap((r) => {
       const service = byName.get(r.name);
       return service ? [{ service, metrics: r.metrics, health: r.health }] : [];
     });
-    const configVersion = (await versions).body.current;
+    const configVersion = versions.body.current;
     if (ctx.out.json) {
       ctx.out.document({
         url: api.target.url,
