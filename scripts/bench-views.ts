@@ -1,0 +1,240 @@
+/**
+ * The "views" section of `npm run bench` (alone: `npm run bench -- --only views`): how long the
+ * admin views take on the demo mesh (5 services) and on the same mesh after a config with 3,995
+ * generated services is PUT into it (4,000 services), in one run on one workerd.
+ *
+ * Each view is timed once cold (the first call after the config changed) and then `WARM_CALLS`
+ * times; the median of the warm calls is compared. Target: at 4,000 services each view takes at
+ * most 5× its time at 5 services (800× the services). Also measured: the 4,000-service PUT (size,
+ * time), and publishing a change of every service to 4,000 subscribed SliceStore shards.
+ */
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import path from "node:path";
+import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
+import { round, sleep } from "./measure.ts";
+import { demoConfig, freePort, ROOT, secretNamesOf, startMesh, type RunningMesh } from "./mesh.ts";
+
+/** Services at the large end (the demo's plus generated ones). */
+export const VIEWS_SERVICES = 4_000;
+/** Target: the large mesh's view may take this many times the small mesh's. */
+export const VIEWS_TARGET_RATIO = 5;
+const WARM_CALLS = 7;
+
+/** One view's times at one mesh size. */
+export interface ViewTiming {
+  cold_ms: number;
+  warm_median_ms: number;
+  bytes: number;
+}
+
+/** What the views section reports (bench/results.json `views`). */
+export interface ViewsResult {
+  small_services: number;
+  large_services: number;
+  views: Record<string, { small: ViewTiming; large: ViewTiming; ratio: number; met: boolean }>;
+  target_ratio: number;
+  met: boolean;
+  put: { bytes: number; ms: number; changed: number };
+  /** A change to all 4,000 services while every service's SliceStore shard is subscribed. */
+  publish_all: { shards: number; subscribe_ms: number; put_ms: number; published_ms: number } | null;
+}
+
+type View = { name: string; call: () => Promise<number> };
+
+function generatedService(name: string, weight: number): ServiceInput {
+  return {
+    name,
+    backends: [
+      { name: `${name}-v1`, type: "worker", binding: "GEN_V1" },
+      { name: `${name}-v2`, type: "worker", binding: "GEN_V2" },
+    ],
+    routes: [{ name: "all", match: { path: "/*" }, split: { weights: { [`${name}-v1`]: 100 - weight, [`${name}-v2`]: weight } } }],
+  };
+}
+
+function largeConfig(demo: MeshConfigInput, weight: number): MeshConfigInput {
+  const count = VIEWS_SERVICES - demo.services.length;
+  return { services: [...demo.services, ...Array.from({ length: count }, (_, i) => generatedService(`gen-${String(i + 1).padStart(4, "0")}`, weight))] };
+}
+
+async function timed(run: () => Promise<number>): Promise<{ ms: number; bytes: number }> {
+  const started = performance.now();
+  const bytes = await run();
+  return { ms: performance.now() - started, bytes };
+}
+
+async function measure(view: View): Promise<ViewTiming> {
+  const cold = await timed(view.call);
+  const warm: number[] = [];
+  let bytes = cold.bytes;
+  for (let i = 0; i < WARM_CALLS; i++) {
+    const t = await timed(view.call);
+    warm.push(t.ms);
+    bytes = t.bytes;
+  }
+  warm.sort((a, b) => a - b);
+  return { cold_ms: round(cold.ms, 1), warm_median_ms: round(warm[Math.floor(warm.length / 2)] ?? 0, 1), bytes };
+}
+
+/** Runs `weft <args>` (the real bin) against the mesh; resolves to the bytes it printed. */
+function weft(mesh: RunningMesh, token: string, args: ReadonlyArray<string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [path.join(ROOT, "bin", "weft.js"), ...args],
+      { cwd: ROOT, env: { ...process.env, WEFT_URL: mesh.adminUrl, WEFT_ADMIN_TOKEN: token, NO_COLOR: "1" }, maxBuffer: 256 * 1024 * 1024, timeout: 120_000 },
+      (error, stdout, stderr) => (error ? reject(new Error(`weft ${args.join(" ")} failed: ${stderr.slice(0, 500)}`)) : resolve(Buffer.byteLength(stdout))),
+    );
+  });
+}
+
+function views(mesh: RunningMesh, token: string): View[] {
+  const http = (route: string) => async (): Promise<number> => {
+    const res = await fetch(`${mesh.adminUrl}${route}`, { headers: { authorization: `Bearer ${token}` } });
+    const body = await res.arrayBuffer();
+    if (!res.ok) throw new Error(`${route} answered ${res.status}`);
+    return body.byteLength;
+  };
+  return [
+    { name: "/metrics", call: http("/metrics") },
+    { name: "/admin/graph", call: http("/admin/graph?window=60") },
+    { name: "/admin/services", call: http("/admin/services") },
+    { name: "/admin/metrics (list)", call: http("/admin/metrics?active=true&window=60") },
+    { name: "weft status", call: () => weft(mesh, token, ["status"]) },
+    { name: "weft top --once", call: () => weft(mesh, token, ["top", "--once"]) },
+  ];
+}
+
+async function adminJson<T>(mesh: RunningMesh, token: string, route: string, init: RequestInit = {}): Promise<T> {
+  const res = await fetch(`${mesh.adminUrl}${route}`, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) },
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${init.method ?? "GET"} ${route} answered ${res.status}: ${text.slice(0, 300)}`);
+  return JSON.parse(text) as T;
+}
+
+/** Shop traffic, so the views have services with telemetry (the demo's storefront, pim, cart…). */
+async function traffic(mesh: RunningMesh, requests: number): Promise<void> {
+  for (let i = 0; i < requests; i++) {
+    await fetch(`${mesh.shopUrl}/products/sku-${(i % 5) + 1}`).then((r) => r.arrayBuffer());
+  }
+}
+
+async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const started = performance.now();
+  while (performance.now() - started < ms) {
+    if (await check()) return;
+    await sleep(100);
+  }
+  throw new Error(`${what} did not happen within ${ms} ms`);
+}
+
+/**
+ * Subscribes every service's SliceStore shard (as 4,000 running proxies would, by reading their
+ * slice), then changes every service and times until the last shard has the new version.
+ */
+async function publishAll(mesh: RunningMesh, token: string, demo: MeshConfigInput, names: ReadonlyArray<string>): Promise<ViewsResult["publish_all"]> {
+  const configStores = await mesh.mf.getDurableObjectNamespace("CONFIG_STORE", "weft-control-plane");
+  const sliceStores = await mesh.mf.getDurableObjectNamespace("SLICE_STORE", "weft-control-plane");
+  const configStore = configStores.get(configStores.idFromName("mesh")) as unknown as { readSlice(service: string): Promise<unknown> };
+  const subscribed = performance.now();
+  for (const name of names) await configStore.readSlice(name);
+  const subscribeMs = performance.now() - subscribed;
+  const put = await timed(async () => (await adminJson<{ changed: string[] }>(mesh, token, "/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify(largeConfig(demo, 5)) })).changed.length);
+  const sample = names.filter((_, i) => i % 200 === 0 || i === names.length - 1);
+  const target = (await adminJson<{ current: number }>(mesh, token, "/admin/config/versions?limit=1")).current;
+  const started = performance.now() - put.ms;
+  await until(
+    async () => {
+      const versions = await Promise.all(
+        sample.map(async (name) => {
+          const shard = sliceStores.get(sliceStores.idFromName(name)) as unknown as { read(service: string, known: number): Promise<{ status: string; slice?: { version: number } }> };
+          const read = await shard.read(name, -1);
+          return read.slice?.version ?? 0;
+        }),
+      );
+      return versions.every((v) => v >= target);
+    },
+    600_000,
+    "publishing to every shard",
+  );
+  return { shards: names.length, subscribe_ms: round(subscribeMs, 0), put_ms: round(put.ms, 0), published_ms: round(performance.now() - started, 0) };
+}
+
+/** The views section: boots its own fresh mesh, measures, and disposes of it. */
+export async function benchViews(progress: (line: string) => void, options: { publishAll: boolean } = { publishAll: true }): Promise<ViewsResult> {
+  const token = randomBytes(18).toString("base64url");
+  const adminPort = await freePort();
+  const vendorPort = await freePort();
+  progress("views: booting a fresh demo mesh…");
+  const probe = JSON.parse(demoConfig("http://127.0.0.1:1")) as unknown;
+  const secrets = Object.fromEntries(secretNamesOf(probe).map((name) => [name, `bench_${randomBytes(12).toString("hex")}`]));
+  const mesh = await startMesh({ port: 0, adminPort, vendorPort, adminToken: token, secrets, accessLog: "errors", onLog: () => undefined });
+  try {
+    const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
+    await adminJson(mesh, token, "/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify(demo) });
+    await traffic(mesh, 40);
+    await until(async () => (await adminJson<{ active: number }>(mesh, token, "/admin/metrics?active=true&window=60")).active > 0, 30_000, "telemetry from the shop");
+    const small: Record<string, ViewTiming> = {};
+    for (const view of views(mesh, token)) {
+      small[view.name] = await measure(view);
+      progress(`views: ${demo.services.length} services  ${view.name.padEnd(22)} cold ${small[view.name]?.cold_ms} ms, warm ${small[view.name]?.warm_median_ms} ms`);
+    }
+
+    const config = largeConfig(demo, 0);
+    const body = JSON.stringify(config);
+    progress(`views: PUT a ${config.services.length.toLocaleString("en-US")}-service config (${(Buffer.byteLength(body) / 1024).toFixed(0)} KiB)…`);
+    const put = await timed(async () => (await adminJson<{ changed: string[] }>(mesh, token, "/admin/config", { method: "PUT", headers: { "if-match": "*" }, body })).changed.length);
+    await traffic(mesh, 40);
+    const large: Record<string, ViewTiming> = {};
+    for (const view of views(mesh, token)) {
+      large[view.name] = await measure(view);
+      progress(`views: ${config.services.length} services  ${view.name.padEnd(22)} cold ${large[view.name]?.cold_ms} ms, warm ${large[view.name]?.warm_median_ms} ms`);
+    }
+    const compared: ViewsResult["views"] = {};
+    for (const [name, s] of Object.entries(small)) {
+      const l = large[name];
+      if (!l) continue;
+      const ratio = round(l.warm_median_ms / Math.max(0.1, s.warm_median_ms), 2);
+      compared[name] = { small: s, large: l, ratio, met: ratio <= VIEWS_TARGET_RATIO };
+    }
+    let publish: ViewsResult["publish_all"] = null;
+    if (options.publishAll) {
+      progress(`views: subscribing all ${config.services.length.toLocaleString("en-US")} slice shards, then changing every service…`);
+      publish = await publishAll(mesh, token, demo, config.services.map((s) => s.name));
+    }
+    return {
+      small_services: demo.services.length,
+      large_services: config.services.length,
+      views: compared,
+      target_ratio: VIEWS_TARGET_RATIO,
+      met: Object.values(compared).every((v) => v.met),
+      put: { bytes: Buffer.byteLength(body), ms: round(put.ms, 0), changed: put.bytes },
+      publish_all: publish,
+    };
+  } finally {
+    await mesh.dispose();
+  }
+}
+
+/** The section as text, for the bench's table. */
+export function viewsTable(r: ViewsResult): string {
+  const lines = [
+    `views at ${r.small_services} and ${r.large_services.toLocaleString("en-US")} services (warm median of ${WARM_CALLS} calls; target ≤ ${r.target_ratio}×):`,
+    `  ${"view".padEnd(24)}${"cold small".padStart(12)}${"warm small".padStart(12)}${"cold large".padStart(12)}${"warm large".padStart(12)}${"ratio".padStart(8)}  bytes (large)`,
+  ];
+  for (const [name, v] of Object.entries(r.views)) {
+    lines.push(
+      `  ${name.padEnd(24)}${`${v.small.cold_ms}`.padStart(12)}${`${v.small.warm_median_ms}`.padStart(12)}${`${v.large.cold_ms}`.padStart(12)}${`${v.large.warm_median_ms}`.padStart(12)}${`${v.ratio}×`.padStart(8)}  ${v.large.bytes}${v.met ? "" : "  MISSED"}`,
+    );
+  }
+  lines.push(`  PUT of the ${r.large_services.toLocaleString("en-US")}-service config: ${(r.put.bytes / 1024).toFixed(0)} KiB in ${r.put.ms} ms (${r.put.changed} services changed)`);
+  if (r.publish_all) {
+    const p = r.publish_all;
+    lines.push(`  a change to all ${p.shards.toLocaleString("en-US")} services with every slice shard subscribed: PUT ${p.put_ms} ms, every shard had it ${(p.published_ms / 1000).toFixed(1)} s after the PUT began (subscribing took ${(p.subscribe_ms / 1000).toFixed(1)} s)`);
+  }
+  return lines.join("\n");
+}
