@@ -8,7 +8,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { FaultRule, MeshConfig, Policy, RateLimitRule, ServiceConfig, ServiceResilience, SplitUpdate, Weights } from "../shared/config.ts";
 import { defaultRoute, toSlice, type RolloutLock, type SliceRead, type StoredService } from "../shared/slice.ts";
-import { pageNames, type ListFilter, type Page, type PageRequest } from "../shared/paging.ts";
+import { byName, pageNames, type ListFilter, type Page, type PageRequest } from "../shared/paging.ts";
 import { rebalance } from "../shared/split.ts";
 import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
 import { serviceView, type ServiceView } from "../shared/views.ts";
@@ -78,6 +78,8 @@ const MAX_RETRY_DELAY_MS = 60_000;
 export class ConfigStore extends DurableObject<ControlPlaneEnv> {
   private readonly sql: SqlStorage;
   private readonly current = new Map<string, CurrentService>();
+  /** Service names in list order, built on the first list after a change (lists page through it). */
+  private sortedNames: string[] | null = null;
   private head = 0;
 
   constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
@@ -141,13 +143,14 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
    * so a 4,000-service mesh answers a page of 100 without serializing the whole config.
    */
   pageServices(filter: ListFilter, page: PageRequest): Page<ServiceView> {
-    const names = pageNames(this.current.keys(), filter, page);
+    const names = pageNames(this.serviceNames(), filter, page);
     return { ...names, items: this.readServices(names.items) };
   }
 
-  /** The names of every service (any order): what the mesh-wide views page and filter. */
+  /** The names of every service, in list order: what the mesh-wide views page and filter. */
   serviceNames(): string[] {
-    return [...this.current.keys()];
+    this.sortedNames ??= [...this.current.keys()].sort(byName);
+    return this.sortedNames;
   }
 
   /** The named services that exist, in the order given. */
@@ -408,6 +411,7 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
       }
     });
     this.head = version;
+    this.sortedNames = null;
     for (const [name, stored] of changes) {
       if (stored) this.current.set(name, { version, stored });
       else this.current.delete(name);
