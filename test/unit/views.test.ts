@@ -162,9 +162,12 @@ describe("mesh-wide views read only services with recent telemetry", () => {
     expect(graph.active).toBe(2);
     expect(graph.nodes.map((n) => n.id).sort()).toEqual([name(7), "internet", "pim"].sort());
     expect(graph.edges).toEqual(expect.arrayContaining([expect.objectContaining({ source: "pim", target: name(7), requests: 10 }), expect.objectContaining({ source: "internet", target: "pim", requests: 40 })]));
-    const all = await get<{ nodes: unknown[]; total: number; next: string | null }>("/admin/graph?limit=50");
-    expect(all.total).toBe(GENERATED + 2);
+    const all = await get<{ nodes: unknown[]; total: number; next: string | null; activeOnly: boolean }>("/admin/graph?limit=50&active=false");
+    expect(all).toMatchObject({ total: GENERATED + 2, activeOnly: false });
     expect(all.next).not.toBeNull();
+    // By default a mesh larger than the page is drawn with its services that have traffic only.
+    expect(await get<{ activeOnly: boolean; total: number }>("/admin/graph")).toMatchObject({ activeOnly: true, total: 2 });
+    expect(await get<{ activeOnly: boolean; total: number }>("/admin/graph?q=gen-000")).toMatchObject({ activeOnly: false, total: 10 });
   });
 
   it("exposes Prometheus series of active services only", async () => {

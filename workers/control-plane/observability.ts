@@ -28,7 +28,9 @@ const Window = z.coerce.number().int().min(10).max(RETENTION_SECONDS).default(60
 const ActiveOnly = z.enum(["true", "false"]).default("false").transform((v) => v === "true");
 const MetricsQuery = z.object({ service: Name, window: Window });
 const MetricsListQuery = ListQuery.extend({ window: Window, active: ActiveOnly, detail: z.enum(["summary", "full"]).default("summary") });
-const GraphQuery = ListQuery.extend({ window: Window, active: ActiveOnly });
+/** The graph's `?active=`: unset means every service while they fit on one page, else those with traffic. */
+const GraphActive = z.enum(["true", "false"]).optional().transform((v) => (v === undefined ? undefined : v === "true"));
+const GraphQuery = ListQuery.extend({ window: Window, active: GraphActive });
 /** Parameters that turn `/admin/metrics` from one service's metrics into a page of services. */
 const LIST_PARAMS = ["limit", "cursor", "q", "names", "active", "detail"] as const;
 
@@ -78,15 +80,18 @@ export function observabilityApi(): App {
     return c.json(serviceMetrics(service.name, rows, ejections, fromSlot, toSlot, now));
   });
 
-  // The graph of one page of services (default: the first 100 by name; `?active=true` only those
-  // with traffic). Only the page's services with telemetry in the window are read.
+  // The graph of one page of services. A mesh that fits on the page (`?limit=`, default 100) shows
+  // every service; a larger one only the services with traffic in the window, unless `?active=`
+  // says otherwise. Only services with telemetry in the window are read.
   api.get("/graph", async (c) => {
     const query = readQuery(c.req.raw, GraphQuery);
     if (!query.ok) return query.response;
     const now = Date.now();
     const { fromSlot, toSlot } = windowSlots(query.value.window, now);
     const { names, active } = await servicesAndActivity(c, fromSlot * SLOT_SECONDS * 1000);
-    const page = listPage(names, active, query.value, query.value.active);
+    const fits = names.reduce((n, name) => n + (matchesFilter(name, filterOf(query.value)) ? 1 : 0), 0) <= query.value.limit;
+    const activeOnly = query.value.active ?? !fits;
+    const page = listPage(names, active, query.value, activeOnly);
     const views = new Map((await configStoreOf(c.env).readServices(page.items.filter((n) => active.has(n)))).map((v) => [v.name, v]));
     const observed = await pool(page.items, FAN_OUT, async (name) => {
       const view = views.get(name);
@@ -98,7 +103,7 @@ export function observabilityApi(): App {
     });
     // Rates per second that has passed: the window ends in the current, partly filled slot.
     const graph = serviceGraph(observed, Math.max(1, now / 1000 - fromSlot * SLOT_SECONDS));
-    return c.json({ ...graph, total: page.total, active: page.activeCount, next: page.next });
+    return c.json({ ...graph, activeOnly, total: page.total, active: page.activeCount, next: page.next });
   });
 
   api.get("/errors", async (c) => {
