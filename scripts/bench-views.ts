@@ -10,8 +10,10 @@
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
+import type { Browser } from "playwright-core";
 import { pool } from "../shared/pool.ts";
 import { round, sleep } from "./measure.ts";
 import { demoConfig, freePort, ROOT, secretNamesOf, startMesh, type RunningMesh } from "./mesh.ts";
@@ -92,7 +94,40 @@ function weft(mesh: RunningMesh, token: string, args: ReadonlyArray<string>): Pr
   });
 }
 
-function views(mesh: RunningMesh, token: string): View[] {
+/** Debian's Chromium (override with WEFT_CHROMIUM); without it the dashboard is not measured. */
+const CHROMIUM = process.env.WEFT_CHROMIUM ?? "/usr/bin/chromium";
+
+/** A headless browser for the dashboard view, or null when there is no Chromium. */
+async function launchBrowser(): Promise<Browser | null> {
+  if (!existsSync(CHROMIUM)) return null;
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
+}
+
+/**
+ * The dashboard as an operator opens it: a fresh tab, sign in, until the first page of cards is
+ * counted ("Showing 1–…") and the graph is drawn, then a screenshot. Resolves to the PNG's size.
+ */
+function dashboardView(mesh: RunningMesh, token: string, browser: Browser): View {
+  return {
+    name: "dashboard (sign-in → screenshot)",
+    call: async () => {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      try {
+        await page.goto(`${mesh.adminUrl}/`);
+        await page.fill("#token-input", token);
+        await page.click("#signin-button");
+        await page.waitForFunction(() => (document.querySelector("#services-meta")?.textContent ?? "").startsWith("Showing"), undefined, { timeout: 60_000 });
+        await page.waitForSelector('#graph-svg [data-node="internet"]', { timeout: 60_000 });
+        return (await page.screenshot({ timeout: 60_000 })).byteLength;
+      } finally {
+        await page.close();
+      }
+    },
+  };
+}
+
+function views(mesh: RunningMesh, token: string, browser: Browser | null): View[] {
   const http = (route: string) => async (): Promise<number> => {
     const res = await fetch(`${mesh.adminUrl}${route}`, { headers: { authorization: `Bearer ${token}` } });
     const body = await res.arrayBuffer();
@@ -106,6 +141,7 @@ function views(mesh: RunningMesh, token: string): View[] {
     { name: "/admin/metrics (list)", call: http("/admin/metrics?active=true&window=60") },
     { name: "weft status", call: () => weft(mesh, token, ["status"]) },
     { name: "weft top --once", call: () => weft(mesh, token, ["top", "--once"]) },
+    ...(browser ? [dashboardView(mesh, token, browser)] : []),
   ];
 }
 
@@ -181,15 +217,17 @@ export async function benchViews(progress: (line: string) => void, options: { pu
   const probe = JSON.parse(demoConfig("http://127.0.0.1:1")) as unknown;
   const secrets = Object.fromEntries(secretNamesOf(probe).map((name) => [name, `bench_${randomBytes(12).toString("hex")}`]));
   const mesh = await startMesh({ port: 0, adminPort, vendorPort, adminToken: token, secrets, accessLog: "errors", onLog: () => undefined });
+  const browser = await launchBrowser();
+  if (!browser) progress(`views: no Chromium at ${CHROMIUM}: the dashboard is not measured`);
   try {
     const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
     await adminJson(mesh, token, "/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify(demo) });
     await traffic(mesh, 40);
     await until(async () => (await adminJson<{ active: number }>(mesh, token, "/admin/metrics?active=true&window=60")).active > 0, 30_000, "telemetry from the shop");
     const small: Record<string, ViewTiming> = {};
-    for (const view of views(mesh, token)) {
+    for (const view of views(mesh, token, browser)) {
       small[view.name] = await measure(view);
-      progress(`views: ${demo.services.length} services  ${view.name.padEnd(22)} cold ${small[view.name]?.cold_ms} ms, warm ${small[view.name]?.warm_median_ms} ms`);
+      progress(`views: ${demo.services.length} services  ${view.name.padEnd(34)} cold ${small[view.name]?.cold_ms} ms, warm ${small[view.name]?.warm_median_ms} ms`);
     }
 
     const config = largeConfig(demo, 0);
@@ -198,9 +236,9 @@ export async function benchViews(progress: (line: string) => void, options: { pu
     const put = await timed(async () => (await adminJson<{ changed: string[] }>(mesh, token, "/admin/config", { method: "PUT", headers: { "if-match": "*" }, body })).changed.length);
     await traffic(mesh, 40);
     const large: Record<string, ViewTiming> = {};
-    for (const view of views(mesh, token)) {
+    for (const view of views(mesh, token, browser)) {
       large[view.name] = await measure(view);
-      progress(`views: ${config.services.length} services  ${view.name.padEnd(22)} cold ${large[view.name]?.cold_ms} ms, warm ${large[view.name]?.warm_median_ms} ms`);
+      progress(`views: ${config.services.length} services  ${view.name.padEnd(34)} cold ${large[view.name]?.cold_ms} ms, warm ${large[view.name]?.warm_median_ms} ms`);
     }
     const split = await timed(async () => {
       await adminJson(mesh, token, "/admin/services/gen-0001/split", { method: "PUT", body: JSON.stringify({ weights: { "gen-0001-v1": 90, "gen-0001-v2": 10 } }) });
@@ -229,6 +267,7 @@ export async function benchViews(progress: (line: string) => void, options: { pu
       publish_all: publish,
     };
   } finally {
+    await browser?.close();
     await mesh.dispose();
   }
 }
@@ -237,11 +276,11 @@ export async function benchViews(progress: (line: string) => void, options: { pu
 export function viewsTable(r: ViewsResult): string {
   const lines = [
     `views at ${r.small_services} and ${r.large_services.toLocaleString("en-US")} services (warm median of ${WARM_CALLS} calls; target ≤ ${r.target_ratio}×):`,
-    `  ${"view".padEnd(24)}${"cold small".padStart(12)}${"warm small".padStart(12)}${"cold large".padStart(12)}${"warm large".padStart(12)}${"ratio".padStart(8)}  bytes (large)`,
+    `  ${"view".padEnd(36)}${"cold small".padStart(12)}${"warm small".padStart(12)}${"cold large".padStart(12)}${"warm large".padStart(12)}${"ratio".padStart(8)}  bytes (large)`,
   ];
   for (const [name, v] of Object.entries(r.views)) {
     lines.push(
-      `  ${name.padEnd(24)}${`${v.small.cold_ms}`.padStart(12)}${`${v.small.warm_median_ms}`.padStart(12)}${`${v.large.cold_ms}`.padStart(12)}${`${v.large.warm_median_ms}`.padStart(12)}${`${v.ratio}×`.padStart(8)}  ${v.large.bytes}${v.met ? "" : "  MISSED"}`,
+      `  ${name.padEnd(36)}${`${v.small.cold_ms}`.padStart(12)}${`${v.small.warm_median_ms}`.padStart(12)}${`${v.large.cold_ms}`.padStart(12)}${`${v.large.warm_median_ms}`.padStart(12)}${`${v.ratio}×`.padStart(8)}  ${v.large.bytes}${v.met ? "" : "  MISSED"}`,
     );
   }
   lines.push(`  PUT of the ${r.large_services.toLocaleString("en-US")}-service config: ${(r.put.bytes / 1024).toFixed(0)} KiB in ${r.put.ms} ms (${r.put.changed} services changed); one service's split then took ${r.split_ms} ms`);
