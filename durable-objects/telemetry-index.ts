@@ -32,6 +32,25 @@ export function activeSinceFloor(since: number): number {
   return since - REGISTER_EVERY_MS;
 }
 
+/** How long entries live and how many there may be. */
+export interface IndexLimits {
+  ttlMs: number;
+  max: number;
+}
+
+/**
+ * Which services the index forgets at `now`: those silent for longer than the TTL, then, while
+ * more than `max` remain, the longest-silent ones. Pure.
+ */
+export function forgotten(seen: ReadonlyMap<string, number>, now: number, limits: IndexLimits = { ttlMs: INDEX_TTL_MS, max: MAX_INDEXED }): string[] {
+  const expired = [...seen].filter(([, at]) => at < now - limits.ttlMs).map(([service]) => service);
+  const over = seen.size - expired.length - limits.max;
+  if (over <= 0) return expired;
+  const gone = new Set(expired);
+  const oldest = [...seen].filter(([service]) => !gone.has(service)).sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1)).slice(0, over);
+  return [...expired, ...oldest.map(([service]) => service)];
+}
+
 export class TelemetryIndex extends DurableObject<ControlPlaneEnv> {
   private readonly sql: SqlStorage;
   /** service → last registration (ms); mirrors the table so reads never query storage. */
@@ -50,7 +69,7 @@ export class TelemetryIndex extends DurableObject<ControlPlaneEnv> {
     const now = Date.now();
     this.sql.exec("INSERT INTO seen (service, at) VALUES (?, ?) ON CONFLICT (service) DO UPDATE SET at = excluded.at", service, now);
     this.seen.set(service, now);
-    if (this.seen.size > MAX_INDEXED) this.evict(this.seen.size - MAX_INDEXED);
+    if (this.seen.size > MAX_INDEXED) this.forget(forgotten(this.seen, now));
     if (!this.alarmChecked) {
       // Once per instance: an alarm already set is kept, so restarts never postpone the clean-up.
       this.alarmChecked = true;
@@ -66,15 +85,17 @@ export class TelemetryIndex extends DurableObject<ControlPlaneEnv> {
 
   /** Forgets services silent for longer than {@link INDEX_TTL_MS}; runs while anything is left. */
   override async alarm(): Promise<void> {
-    const cutoff = Date.now() - INDEX_TTL_MS;
-    this.sql.exec("DELETE FROM seen WHERE at < ?", cutoff);
-    for (const [service, at] of this.seen) if (at < cutoff) this.seen.delete(service);
+    this.forget(forgotten(this.seen, Date.now()));
     if (this.seen.size > 0) await this.ctx.storage.setAlarm(Date.now() + INDEX_TTL_MS / 4);
   }
 
-  private evict(count: number): void {
-    const oldest = [...this.seen].sort((a, b) => a[1] - b[1]).slice(0, count);
-    for (const [service] of oldest) {
+  /** How many services the index holds (for tests and operators). */
+  size(): number {
+    return this.seen.size;
+  }
+
+  private forget(services: ReadonlyArray<string>): void {
+    for (const service of services) {
       this.sql.exec("DELETE FROM seen WHERE service = ?", service);
       this.seen.delete(service);
     }
