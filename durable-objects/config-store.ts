@@ -8,6 +8,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { FaultRule, MeshConfig, Policy, RateLimitRule, ServiceConfig, ServiceResilience, SplitUpdate, Weights } from "../shared/config.ts";
 import { defaultRoute, toSlice, type RolloutLock, type SliceRead, type StoredService } from "../shared/slice.ts";
+import { byName, pageNames, type ListFilter, type Page, type PageRequest } from "../shared/paging.ts";
 import { rebalance } from "../shared/split.ts";
 import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
 import { serviceView, type ServiceView } from "../shared/views.ts";
@@ -77,6 +78,8 @@ const MAX_RETRY_DELAY_MS = 60_000;
 export class ConfigStore extends DurableObject<ControlPlaneEnv> {
   private readonly sql: SqlStorage;
   private readonly current = new Map<string, CurrentService>();
+  /** Service names in list order, built on the first list after a change (lists page through it). */
+  private sortedNames: string[] | null = null;
   private head = 0;
 
   constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
@@ -133,6 +136,29 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
     return [...this.current.values()]
       .map((s) => serviceView(s.stored, s.version))
       .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * One page of services as the admin API shows them: only the page's views are built and sent,
+   * so a 4,000-service mesh answers a page of 100 without serializing the whole config.
+   */
+  pageServices(filter: ListFilter, page: PageRequest): Page<ServiceView> {
+    const names = pageNames(this.serviceNames(), filter, page);
+    return { ...names, items: this.readServices(names.items) };
+  }
+
+  /** The names of every service, in list order: what the mesh-wide views page and filter. */
+  serviceNames(): string[] {
+    this.sortedNames ??= [...this.current.keys()].sort(byName);
+    return this.sortedNames;
+  }
+
+  /** The named services that exist, in the order given. */
+  readServices(names: ReadonlyArray<string>): ServiceView[] {
+    return names.flatMap((name) => {
+      const entry = this.current.get(name);
+      return entry ? [serviceView(entry.stored, entry.version)] : [];
+    });
   }
 
   /** One service as the admin API shows it, or null. */
@@ -385,6 +411,7 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
       }
     });
     this.head = version;
+    this.sortedNames = null;
     for (const [name, stored] of changes) {
       if (stored) this.current.set(name, { version, stored });
       else this.current.delete(name);

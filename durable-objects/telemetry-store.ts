@@ -7,6 +7,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { BUCKETS, isFailure, SLOT_SECONDS, type AttemptStats, type IngestReply, type SeriesStats, type SlotSeries, type TapEvent, type TelemetryBatch } from "../shared/metrics.ts";
 import { plainStub, type PlainStub } from "./rpc.ts";
+import { REGISTER_EVERY_MS, telemetryIndexOf } from "./telemetry-index.ts";
 
 /** The telemetry shard of `service`. */
 export function telemetryStoreOf(env: ControlPlaneEnv, service: string): PlainStub<TelemetryStore> {
@@ -75,6 +76,8 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
   private readonly recent: TapEvent[] = [];
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private prunedSlot = 0;
+  /** When this shard last told the TelemetryIndex its service has traffic (0: not since it started). */
+  private registeredAt = 0;
 
   constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
     super(ctx, env);
@@ -100,6 +103,7 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
   ingest(batch: TelemetryBatch): IngestReply {
     const slot = Math.floor(batch.at / 1000 / SLOT_SECONDS);
     const now = Date.now();
+    this.register(batch.service, now);
     const applied = this.ctx.storage.transactionSync((): boolean => {
       // The id is recorded in the same transaction as the counts: either both commit or neither.
       if (this.sql.exec("INSERT OR IGNORE INTO batches (id, received_at) VALUES (?, ?)", batch.batchId, now).rowsWritten === 0) return false;
@@ -133,6 +137,24 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
     if (!applied) return { tapping: this.taps.size > 0 };
     for (const event of batch.events) this.publish(event);
     return { tapping: this.taps.size > 0 };
+  }
+
+  /**
+   * Tells the TelemetryIndex that this service has traffic, at most once per REGISTER_EVERY_MS
+   * (never per batch), so the mesh-wide views read only shards with recent telemetry.
+   */
+  private register(service: string, now: number): void {
+    if (now - this.registeredAt < REGISTER_EVERY_MS) return;
+    this.registeredAt = now;
+    this.ctx.waitUntil(
+      telemetryIndexOf(this.env)
+        .record(service)
+        .catch((error: unknown) => {
+          // The next batch tries again; until then the views may leave this service out.
+          this.registeredAt = 0;
+          console.error(`weft: registering '${service}' in the telemetry index failed:`, error instanceof Error ? error.message : String(error));
+        }),
+    );
   }
 
   /** The stored series of the slots [`fromSlot`, `toSlot`] and the ejections in them. */

@@ -16,23 +16,26 @@
  * Prints a table and writes bench/results.json. Exits non-zero if any request failed; speed targets
  * are reported, never enforced.
  */
-import { writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import autocannon from "autocannon";
 import type { Instance, RequestSpec, Result } from "autocannon";
 import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
+import { benchViews, viewsTable, type ViewsResult } from "./bench-views.ts";
 import { cpuTicks, onlyDeployment, round, sleep, workerdPids } from "./measure.ts";
 import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, freePort, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
 
-const USAGE = `Usage: npm run bench [-- --json]
+const USAGE = `Usage: npm run bench [-- --json] [-- --only views]
 
 Measures the Weft proxy on workerd over loopback against a direct call and a bare pass-through proxy,
-then how it behaves in a 4,000-service mesh. Writes bench/results.json.
+then how it behaves in a 4,000-service mesh, then the admin views (/metrics, /admin/graph,
+/admin/services, weft status, weft top) at 5 and at 4,000 services. Writes bench/results.json.
 
 Options:
   --json             print only the results JSON on stdout (progress goes to stderr)
+  --only views       run only the views section; its results replace \`views\` in bench/results.json
   --profile <case>   instead of measuring, take a CPU profile of one case's proxy worker under load
                      (weft, weft-retries, weft-limited, weft-debug, bare) and print where its time goes;
                      the profile is written to bench/<case>.cpuprofile (open it in Chrome DevTools)
@@ -83,6 +86,7 @@ const API_KEYS = 8;
 
 interface Args {
   json: boolean;
+  only: "views" | undefined;
   profile: BenchCase["name"] | undefined;
   seconds: number;
   warmupSeconds: number;
@@ -100,17 +104,19 @@ function positiveSeconds(name: string, fallback: number): number {
 }
 
 function parseCli(): Args | "help" {
-  let values: { json?: boolean; help?: boolean; profile?: string };
+  let values: { json?: boolean; help?: boolean; profile?: string; only?: string };
   try {
-    ({ values } = parseArgs({ options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" }, profile: { type: "string" } }, strict: true }));
+    ({ values } = parseArgs({ options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" }, profile: { type: "string" }, only: { type: "string" } }, strict: true }));
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
   if (values.help) return "help";
   const profiled = PROFILED.find((name) => name === values.profile);
   if (values.profile !== undefined && !profiled) throw new UsageError(`--profile takes one of ${PROFILED.join(", ")}, got '${values.profile}'`);
+  if (values.only !== undefined && values.only !== "views") throw new UsageError(`--only takes 'views', got '${values.only}'`);
   return {
     json: values.json === true,
+    only: values.only === "views" ? "views" : undefined,
     profile: profiled,
     seconds: positiveSeconds("BENCH_SECONDS", 10),
     warmupSeconds: positiveSeconds("BENCH_WARMUP_SECONDS", 2),
@@ -563,6 +569,8 @@ interface Results {
   rate_limit_do_calls_per_request: number | null;
   /** Access log lines the Weft proxies wrote during the whole run (one per proxied request). */
   access_log_lines: number;
+  /** The admin views at 5 and at 4,000 services (scripts/bench-views.ts). */
+  views?: ViewsResult;
   date: string;
 }
 
@@ -604,6 +612,7 @@ function table(results: Results): string {
           ` publishing the slices stalls the whole local workerd, so these times measure that stall.`
         : ""),
     `split check (debug proxy, ${SHOPPERS} shoppers): ${Object.entries(results.split).map(([b, n]) => `${b} ${n}`).join(", ")}`,
+    ...(results.views ? [viewsTable(results.views)] : []),
     `${results.seconds} s per case in ${results.rounds} interleaved rounds after ${results.warmup_seconds} s warm-up, ${results.connections} connections, 1 client thread;` +
       ` ${results.machine.cpus} CPUs, Node ${results.machine.node}. Results in ${path.relative(process.cwd(), RESULTS_PATH)}.`,
   ].join("\n");
@@ -728,6 +737,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     weft_vs_direct: round(rps("weft") / rps("direct"), 3),
     bare_vs_direct: round(rps("bare") / rps("direct"), 3),
   };
+  const views = await benchViews(progress);
   const results: Results = {
     cases: measured,
     ratios,
@@ -742,6 +752,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     split,
     rate_limit_do_calls_per_request: doCallsPerRequest,
     access_log_lines: accessLines,
+    views,
     date: new Date().toISOString(),
   };
   writeFileSync(RESULTS_PATH, `${JSON.stringify(results, null, 2)}\n`);
@@ -755,6 +766,17 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     );
   }
   return failed.length > 0 ? 1 : 0;
+}
+
+/** `--only views`: the views section alone, merged into bench/results.json as `views`. */
+async function onlyViews(args: Args): Promise<number> {
+  const views = await benchViews(progress);
+  const previous: unknown = existsSync(RESULTS_PATH) ? JSON.parse(readFileSync(RESULTS_PATH, "utf8")) : {};
+  const merged = { ...(typeof previous === "object" && previous !== null ? previous : {}), views, views_date: new Date().toISOString() };
+  writeFileSync(RESULTS_PATH, `${JSON.stringify(merged, null, 2)}\n`);
+  if (args.json) process.stdout.write(`${JSON.stringify(views, null, 2)}\n`);
+  else process.stdout.write(`${viewsTable(views)}\n`);
+  return 0;
 }
 
 async function main(): Promise<void> {
@@ -786,7 +808,7 @@ async function main(): Promise<void> {
   });
 
   try {
-    process.exitCode = await bench(args, (m) => (mesh = m));
+    process.exitCode = args.only === "views" ? await onlyViews(args) : await bench(args, (m) => (mesh = m));
   } catch (error) {
     process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     process.exitCode = 1;

@@ -2,13 +2,12 @@
  * `weft top`: golden metrics of every service, refreshed in place on a terminal (as `linkerd viz
  * top`/`stat -w`); one snapshot otherwise.
  */
-import { flag, numberOption, positionals } from "../args.ts";
-import type { ServiceMetrics } from "../api-types.ts";
+import { flag, numberOption, positionals, stringOption } from "../args.ts";
 import type { Command } from "../command.ts";
 import { CliError, EXIT } from "../errors.ts";
 import { formatMs, formatPercent, formatRps, table, type Painter } from "../output.ts";
 import { sleep } from "../sse.ts";
-import { healthOf, listServices, metricsOf, paintHealth, type Health } from "./status.ts";
+import { LISTING_OPTIONS, listLimit, meshOverview, moreLine, paintHealth, serviceArg, serviceOverview, summaryLine, type Health, type MeshOverview, type OverviewRequest } from "./status.ts";
 
 const CLEAR = "\x1b[H\x1b[2J";
 const HIDE_CURSOR = "\x1b[?25l";
@@ -31,25 +30,23 @@ export interface TopRow {
   ejections: number;
 }
 
-/** Rows from metrics, busiest service first; services without readable metrics last. */
-export function topRows(metrics: ReadonlyMap<string, ServiceMetrics | null>): TopRow[] {
-  return [...metrics]
-    .map(([service, m]) => ({
-      service,
-      health: healthOf(m),
-      requests: m?.total.requests ?? 0,
-      rps: m?.total.rps ?? 0,
-      successRate: m?.total.successRate ?? null,
-      p50Ms: m?.total.p50Ms ?? null,
-      p95Ms: m?.total.p95Ms ?? null,
-      p99Ms: m?.total.p99Ms ?? null,
-      status4xx: m?.total.statusClasses["4xx"] ?? 0,
-      status5xx: m?.total.statusClasses["5xx"] ?? 0,
-      retries: m?.total.retries ?? 0,
-      rateLimited: m?.total.rateLimited ?? 0,
-      ejections: m?.total.ejections ?? 0,
-    }))
-    .sort((a, b) => b.rps - a.rps || a.service.localeCompare(b.service));
+/** Rows of `top` from an overview's rows (already ranked), keeping their order. */
+export function topRows(rows: MeshOverview["rows"]): TopRow[] {
+  return rows.map(({ name, health, metrics: m }) => ({
+    service: name,
+    health,
+    requests: m?.requests ?? 0,
+    rps: m?.rps ?? 0,
+    successRate: m?.successRate ?? null,
+    p50Ms: m?.p50Ms ?? null,
+    p95Ms: m?.p95Ms ?? null,
+    p99Ms: m?.p99Ms ?? null,
+    status4xx: m?.statusClasses["4xx"] ?? 0,
+    status5xx: m?.statusClasses["5xx"] ?? 0,
+    retries: m?.retries ?? 0,
+    rateLimited: m?.rateLimited ?? 0,
+    ejections: m?.ejections ?? 0,
+  }));
 }
 
 function render(rows: ReadonlyArray<TopRow>, paint: Painter): string[] {
@@ -90,19 +87,23 @@ export const topCommand: Command = {
   name: "top",
   summary: "live golden metrics per service",
   description: `Requests per second, success rate, latency percentiles, 4xx/5xx, retries and rate-limited
-requests of every service over the last --window seconds, busiest first. On a terminal the table
+requests of the services with traffic over the last --window seconds, busiest first, then idle
+services up to --limit (--all lists every service). On a terminal the table
 refreshes every --interval seconds until Ctrl-C; with --once, or when output goes to a pipe, it
 prints one snapshot. --json prints one JSON document per refresh (JSON lines).`,
   options: {
     once: { type: "boolean", description: "print one snapshot and exit" },
     interval: { type: "string", value: "<seconds>", description: "refresh period (1-60, default 2)" },
     window: { type: "string", value: "<seconds>", description: "metrics window (10-3600, default 60)" },
+    ...LISTING_OPTIONS,
   },
-  examples: ["weft top", "weft top --once", "weft top --json --interval 5 > metrics.jsonl"],
+  examples: ["weft top", "weft top --once", "weft top --search checkout", "weft top --json --interval 5 > metrics.jsonl"],
   run: async (ctx) => {
     positionals(ctx.args, [], ctx.command);
+    const only = serviceArg(ctx.args, undefined, ctx.command);
     const interval = numberOption(ctx.args, "interval", ctx.command, { min: 1, max: 60 }, 2) * 1000;
     const window = numberOption(ctx.args, "window", ctx.command, { min: 10, max: 3600, integer: true }, 60);
+    const request: OverviewRequest = { window, limit: listLimit(ctx.args, ctx.command), search: stringOption(ctx.args, "search"), ranking: "busiest" };
     const live = !flag(ctx.args, "once") && (ctx.out.json || ctx.out.interactive);
     const api = ctx.api();
     const redraw = live && !ctx.out.json;
@@ -112,8 +113,10 @@ prints one snapshot. --json prints one JSON document per refresh (JSON lines).`,
     try {
       do {
         let rows: TopRow[] | undefined;
+        let overview: MeshOverview | undefined;
         try {
-          rows = topRows(await metricsOf(api, await listServices(api, undefined), window));
+          overview = only === undefined ? await meshOverview(api, request) : await serviceOverview(api, only, window);
+          rows = topRows(overview.rows);
           lastError = undefined;
         } catch (error) {
           // Ctrl-C ends a live view normally; the first refresh fails loudly; later ones keep the
@@ -125,11 +128,16 @@ prints one snapshot. --json prints one JSON document per refresh (JSON lines).`,
         refreshed++;
         const at = new Date().toISOString();
         if (ctx.out.json) {
-          ctx.out.document(rows ? { at, url: api.target.url, windowSeconds: window, services: rows } : { at, url: api.target.url, error: lastError });
+          ctx.out.document(
+            rows && overview
+              ? { at, url: api.target.url, windowSeconds: window, total: overview.total, withTraffic: overview.active, health: overview.health, services: rows }
+              : { at, url: api.target.url, error: lastError },
+          );
         } else {
           const p = ctx.out.paint;
           const header = `${p("bold", "weft top")}  ${api.target.url}  window ${window} s  ${at.slice(11, 19)} UTC${live ? p("dim", "  (Ctrl-C to quit)") : ""}`;
-          const body = rows ? render(rows, p) : [];
+          const more = overview ? moreLine(overview) : null;
+          const body = rows && overview ? [summaryLine(overview), "", ...render(rows, p), ...(more ? ["", p("dim", more)] : [])] : [];
           const notice = lastError ? [p("red", `refresh failed: ${lastError}; retrying`)] : [];
           ctx.out.write(`${redraw ? CLEAR : ""}${[header, "", ...notice, ...body].join("\n")}\n`);
         }

@@ -7,7 +7,7 @@ import type { ServiceMetrics } from "../../shared/metrics.ts";
 import { commandWords, globalsOf, parseCommandArgs, positionals, type ParsedArgs } from "../../cli/args.ts";
 import { progressLine, type RolloutStatus } from "../../cli/commands/rollout.ts";
 import { parseWeights } from "../../cli/commands/split.ts";
-import { healthOf } from "../../cli/commands/status.ts";
+import { healthOf, moreLine, rankServices, summaryLine, type MeshOverview } from "../../cli/commands/status.ts";
 import { diffConfigs, renderDiff, summarizeDiff } from "../../cli/diff.ts";
 import { CliError, EXIT } from "../../cli/errors.ts";
 import { originsOf } from "../../cli/manifest/check.ts";
@@ -164,6 +164,24 @@ describe("output", () => {
     expect(healthOf(metrics(100, 0.95))).toBe("degraded");
     expect(healthOf(metrics(100, 0.5))).toBe("failing");
     expect(healthOf(null)).toBe("unknown");
+  });
+});
+
+describe("status and top on a large mesh", () => {
+  const row = (name: string, health: MeshOverview["rows"][number]["health"], rps: number): MeshOverview["rows"][number] => ({ name, health, rps, metrics: null });
+  const rows = [row("idle-b", "idle", 0), row("busy", "ok", 50), row("idle-a", "idle", 0), row("quiet", "ok", 1), row("broken", "failing", 0.5), row("slow", "degraded", 3)];
+
+  it("ranks failing and degraded services first for status, the busiest first for top, idle ones last by name", () => {
+    expect(rankServices(rows, "attention").map((r) => r.name)).toEqual(["broken", "slow", "busy", "quiet", "idle-a", "idle-b"]);
+    expect(rankServices(rows, "busiest").map((r) => r.name)).toEqual(["busy", "slow", "quiet", "broken", "idle-a", "idle-b"]);
+  });
+
+  it("summarizes the whole mesh in one line and says how to see what was left out", () => {
+    const overview: MeshOverview = { total: 4000, active: 4, health: { ok: 2, degraded: 1, failing: 1, idle: 3996, unknown: 0 }, rows: rows.slice(0, 3) };
+    expect(summaryLine(overview)).toBe("4,000 services: 4 with traffic (1 failing, 1 degraded), 3,996 idle");
+    expect(moreLine(overview)).toBe("Showing 3 of 4,000 services (services with traffic first): --limit <n>, --all, --service <name> or --search <text> for others.");
+    expect(moreLine({ ...overview, total: 3 })).toBeNull();
+    expect(summaryLine({ total: 1, active: 0, health: { ok: 0, degraded: 0, failing: 0, idle: 1, unknown: 0 }, rows: [] })).toBe("1 service: 0 with traffic, 1 idle");
   });
 });
 

@@ -10,7 +10,8 @@ import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
 import { counterName } from "../../shared/rate-limit.ts";
 import { resilienceView, type ServiceView } from "../../shared/views.ts";
 import * as z from "zod";
-import { readBody } from "../../shared/body.ts";
+import { readBody, readQuery } from "../../shared/body.ts";
+import { filterOf, ListQuery } from "../../shared/paging.ts";
 import { problemResponse } from "../../shared/problem.ts";
 import { configStoreOf, type WriteResult } from "../../durable-objects/config-store.ts";
 import { configPrecondition, etag, parseIfMatch, refusal, serviceNameOrProblem } from "./write-responses.ts";
@@ -89,9 +90,13 @@ export function adminApi(): Hono<{ Bindings: ControlPlaneEnv }> {
     }),
   );
 
+  // One page of services in name order (`?limit=`, default 100; `?cursor=` from `next`), filtered
+  // by `?service=`, `?names=a,b` or a substring `?q=`. `total` counts every service that matches.
   admin.get("/services", async (c) => {
-    const services = await configStoreOf(c.env).listServices();
-    return c.json({ services });
+    const query = readQuery(c.req.raw, ListQuery);
+    if (!query.ok) return query.response;
+    const page = await configStoreOf(c.env).pageServices(filterOf(query.value), { limit: query.value.limit, after: query.value.cursor });
+    return c.json({ services: page.items, total: page.total, next: page.next });
   });
 
   admin.get("/services/:service", async (c) => {

@@ -15,6 +15,7 @@ export { SliceStore } from "../../durable-objects/slice-store.ts";
 export { JwksRegistry, SigningKeys } from "../../durable-objects/signing-keys.ts";
 export { RateCounter } from "../../durable-objects/rate-counter.ts";
 export { TelemetryStore } from "../../durable-objects/telemetry-store.ts";
+export { TelemetryIndex } from "../../durable-objects/telemetry-index.ts";
 export { RolloutStore } from "../../durable-objects/rollout-store.ts";
 export { ConfigService } from "./config-service.ts";
 export { VendorTokens, WebhookDeliveries } from "../../durable-objects/vendors.ts";
