@@ -186,13 +186,12 @@ describe("Workers RPC through the mesh", () => {
     const file = path.join(dir, "limits.json");
     writeFileSync(file, JSON.stringify(config));
     expect((await weft(["apply", "-f", file, "--yes"], { cwd: dir })).code).toBe(0);
-    let answers: Array<Record<string, unknown>> = [];
     for (let i = 0; i < 20; i++) {
       const probe = (await (await fetch(`${urls.url}/sum`)).json()) as Record<string, unknown>;
       if (typeof probe.echo === "object" && probe.echo !== null && "error" in probe.echo) break;
       await new Promise((r) => setTimeout(r, 250));
     }
-    answers = [];
+    const answers: Array<Record<string, unknown>> = [];
     for (let i = 0; i < 5; i++) answers.push((await (await fetch(`${urls.url}/sum`)).json()) as Record<string, unknown>);
     const limited = answers.filter((a) => typeof a.sum === "object" && a.sum !== null && /over a rate limit of service 'users' for sum\(\)/.test(JSON.stringify(a.sum)));
     // 3 per hour for web: the probe above took at least one, so at most 2 of these 5 pass.
