@@ -132,7 +132,7 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     if (typeof batch.batchId !== "string" || !BATCH_ID.test(batch.batchId)) throw new TypeError("invalid batch id");
     if (batch.series.length > MAX_BATCH_SERIES || batch.events.length > MAX_BATCH_EVENTS) throw new RangeError("telemetry batch too large");
     const reply = await telemetryStoreOf(this.env, batch.service).ingest(batch);
-    const plain = { tapping: reply.tapping };
+    const plain: IngestReply = { tapping: reply.tapping, ...(reply.flushAfterMs !== undefined ? { flushAfterMs: reply.flushAfterMs } : {}) };
     disposeRpcResult(reply);
     return plain;
   }

@@ -1,0 +1,69 @@
+/**
+ * Pacing of telemetry writers: a TelemetryStore tells each proxy isolate, in every reply, how long
+ * to gather before its next batch, so the store's writes per second stay near a fixed budget
+ * whatever the number of isolates. Counts are never dropped or sampled: a slower pace only makes
+ * each batch cover a longer time, so the totals rollouts judge on stay exact and arrive later.
+ */
+
+/** Batches per second one TelemetryStore aims at. */
+export const TELEMETRY_WRITE_BUDGET = 10;
+/** The fastest pace: one batch a second per isolate (the pace before pacing existed). */
+export const MIN_FLUSH_MS = 1_000;
+/**
+ * The slowest pace, and so the longest delay pacing adds before counts reach `/admin/metrics` and
+ * rollout decisions. Past {@link TELEMETRY_WRITE_BUDGET} × 10 = 100 isolates the store's load grows
+ * again, as isolates / 10 per second (100/s at 1,000 isolates), rather than delaying counts further.
+ */
+export const MAX_FLUSH_MS = 10_000;
+/** How long a writer counts as active after its last batch: two slowest periods, so none is missed between batches. */
+export const WRITER_MEMORY_MS = 2 * MAX_FLUSH_MS + 5_000;
+/** Writers remembered at most (ids come from proxies: memory keyed by them is bounded). */
+export const MAX_WRITERS = 10_000;
+const WRITER_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The pace a store hands its writers. */
+export type FlushPace =
+  /** Someone is tapping the service: every second, so the tap stays live. */
+  | { kind: "live"; afterMs: number }
+  /** Spread so that `writers` isolates together send about the budget. */
+  | { kind: "paced"; afterMs: number; writers: number };
+
+/** How long each of `writers` active isolates should gather before its next batch (pure). */
+export function flushPace(writers: number, tapping: boolean, budgetPerSec = TELEMETRY_WRITE_BUDGET): FlushPace {
+  if (tapping) return { kind: "live", afterMs: MIN_FLUSH_MS };
+  const spread = Math.ceil((Math.max(1, writers) * 1000) / Math.max(0.1, budgetPerSec));
+  return { kind: "paced", afterMs: Math.min(MAX_FLUSH_MS, Math.max(MIN_FLUSH_MS, spread)), writers };
+}
+
+/**
+ * The writers a store has heard from recently: a map from writer id to when it last wrote, kept
+ * oldest first (a write moves its writer to the end), so expired writers are dropped from the front.
+ */
+export class RecentWriters {
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly memoryMs = WRITER_MEMORY_MS,
+    private readonly maxWriters = MAX_WRITERS,
+  ) {}
+
+  /** Notes a write by `writer` at `now` (ids that are not plausible writer ids are ignored). */
+  touch(writer: string | undefined, now: number): void {
+    if (writer === undefined || !WRITER_ID.test(writer)) return;
+    this.seen.delete(writer);
+    this.seen.set(writer, now);
+    if (this.seen.size > this.maxWriters) {
+      const oldest = this.seen.keys().next();
+      if (!oldest.done) this.seen.delete(oldest.value);
+    }
+  }
+
+  /** Writers that wrote within the memory before `now`. */
+  active(now: number): number {
+    for (const [writer, at] of this.seen) {
+      if (at > now - this.memoryMs) break;
+      this.seen.delete(writer);
+    }
+    return this.seen.size;
+  }
+}
