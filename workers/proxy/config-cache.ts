@@ -113,11 +113,21 @@ export class SliceCache {
   private failures = 0;
   private background: Promise<void> | undefined;
 
+  /**
+   * @param source only `readSlice` is used (the CONTROL_PLANE binding in production).
+   * @param clock epoch ms; tests pass their own to step through freshness without waiting.
+   */
   constructor(
     private readonly service: string,
-    private readonly source: ControlPlaneApi,
+    private readonly source: Pick<ControlPlaneApi, "readSlice">,
     private readonly compiling: { context: CompileContext; onCompiled: (slice: CompiledSlice) => void },
+    private readonly clock: () => number = Date.now,
   ) {}
+
+  /** The config version this isolate serves (undefined: none loaded yet). */
+  get servedVersion(): number | undefined {
+    return this.version;
+  }
 
   /**
    * The slice to serve this request with: synchronously while the cache is usable (the hot path
@@ -125,7 +135,7 @@ export class SliceCache {
    * background refreshes (and writes to the shared cache) alive.
    */
   current(waitUntil: Defer): SliceState | Promise<SliceState> {
-    const now = Date.now();
+    const now = this.clock();
     if (this.state) {
       const age = now - this.checkedAt;
       if (age < FRESH_MS) return this.state;
@@ -156,9 +166,9 @@ export class SliceCache {
 
   private async refresh(useShared: boolean, defer: Defer | undefined): Promise<void> {
     const shared = useShared ? await this.readShared() : undefined;
-    const decision = decideShared(shared, this.version, Date.now());
+    const decision = decideShared(shared, this.version, this.clock());
     if (decision.kind !== "ask" && this.applyShared(decision)) {
-      this.checkedAt = Date.now();
+      this.checkedAt = this.clock();
       return;
     }
     const known = this.version ?? 0;
@@ -168,7 +178,7 @@ export class SliceCache {
       disposeRpcResult(read);
       this.share = validShare(answer.share) ?? this.share;
       if (answer.status !== "unchanged") this.apply(answer);
-      const now = Date.now();
+      const now = this.clock();
       // What this isolate now serves is the SliceStore's answer (or newer: versions never go back): share it.
       if (this.share && this.raw) {
         const written = this.writeShared(this.share, { read: this.raw, freshUntil: now + this.share.freshForMs });
@@ -181,7 +191,7 @@ export class SliceCache {
       this.retryAt = 0;
     } catch (error) {
       this.failures++;
-      this.retryAt = Date.now() + Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.failures);
+      this.retryAt = this.clock() + Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.failures);
       // No config yet, but the data center has a stale one: better than nothing during an outage.
       if (this.state === undefined && shared !== undefined) this.applyShared({ kind: "adopt", read: shared.read });
       if (this.state?.kind === "ready") {

@@ -206,6 +206,11 @@ export class ServiceTelemetry {
     readonly settings: TelemetrySettings,
   ) {}
 
+  /** How long a batch gathers before it is sent, as the telemetry shard last paced this isolate (ms). */
+  get nextFlushMs(): number {
+    return this.flushAfterMs;
+  }
+
   /**
    * Counts one attempt on one backend. Rollouts judge a candidate on these, so resilience cannot
    * hide a bad release.
