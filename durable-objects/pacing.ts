@@ -6,12 +6,12 @@
  */
 
 /** Batches per second one TelemetryStore aims at. */
-export const TELEMETRY_WRITE_BUDGET = 10;
+export const TELEMETRY_WRITE_BUDGET = 8;
 /** The fastest pace: one batch a second per isolate (the pace before pacing existed). */
 export const MIN_FLUSH_MS = 1_000;
 /**
  * The slowest pace, and so the longest delay pacing adds before counts reach `/admin/metrics` and
- * rollout decisions. Past {@link TELEMETRY_WRITE_BUDGET} × 10 = 100 isolates the store's load grows
+ * rollout decisions. Past {@link TELEMETRY_WRITE_BUDGET} × 10 = 80 isolates the store's load grows
  * again, as isolates / 10 per second (100/s at 1,000 isolates), rather than delaying counts further.
  */
 export const MAX_FLUSH_MS = 10_000;

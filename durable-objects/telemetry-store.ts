@@ -2,7 +2,7 @@
  * TelemetryStore: one object per service (`idFromName(service)`), fed by that service's proxies in
  * batches, never per request. Each reply paces its writer (durable-objects/pacing.ts): one batch a
  * second per isolate while few isolates write, slower as more do, so the writes this object takes
- * stay near 10 a second whatever the number of isolates (up to 100 isolates; then isolates / 10). It keeps the service's golden metrics in
+ * stay near 8 a second whatever the number of isolates (up to 80 isolates; then isolates / 10). It keeps the service's golden metrics in
  * 10-second slots for an hour (for `/admin/metrics` and the graph), running totals (for Prometheus),
  * the recent errors, and the live tap streams.
  */

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { SHARED_FRESH_MS } from "../../durable-objects/slice-store.ts";
 import type { ControlPlaneApi, ServiceSlice } from "../../shared/slice.ts";
-import { decideShared, FRESH_MS, MAX_SHARED_FRESH_MS, SliceCache, validShare, type SharedEntry, type SliceState } from "../../workers/proxy/config-cache.ts";
+import { CLAIM_MS, decideShared, FRESH_MS, MAX_SHARED_FRESH_MS, SliceCache, validShare, type SharedEntry, type SliceState } from "../../workers/proxy/config-cache.ts";
 
 function sliceOf(service: string, version: number, weightA: number): ServiceSlice {
   return {
@@ -33,6 +33,14 @@ describe("decideShared: what a refresh does with its data center's shared entry"
     expect(decideShared({ read: slice3, freshUntil: 1_500 }, 4, 1_000)).toEqual({ kind: "current" });
     const gone: SharedEntry["read"] = { status: "absent", version: 5 };
     expect(decideShared({ read: gone, freshUntil: 1_500 }, 4, 1_000)).toEqual({ kind: "adopt", read: gone });
+  });
+
+  it("waits for another isolate's claimed refresh of a stale entry, unless the claim has run out or is implausible", () => {
+    const stale = { read: slice3, freshUntil: 900 };
+    expect(decideShared({ ...stale, refreshingUntil: 1_500, claim: "c" }, 3, 1_000)).toEqual({ kind: "current" });
+    expect(decideShared({ ...stale, refreshingUntil: 1_500, claim: "c" }, undefined, 1_000)).toEqual({ kind: "adopt", read: slice3 });
+    expect(decideShared({ ...stale, refreshingUntil: 1_000, claim: "c" }, 3, 1_000)).toEqual({ kind: "ask", reason: "stale" });
+    expect(decideShared({ ...stale, refreshingUntil: 1_000 + CLAIM_MS + 1, claim: "c" }, 3, 1_000)).toEqual({ kind: "ask", reason: "stale" });
   });
 
   it("believes only well-formed share settings from the SliceStore", () => {
@@ -129,6 +137,29 @@ describe("isolates of one data center share their SliceStore reads through the C
     const served = await requestEach(isolates);
     expect(isolates.map((c) => c.servedVersion)).toEqual(isolates.map(() => 2));
     expect(served.map(weightOf)).toEqual(isolates.map(() => 10));
+  });
+
+  it("isolates that find the shared entry stale at the same moment make one SliceStore read between them", async () => {
+    const service = "share-c";
+    await sliceStoreOf(env, service).publish({ status: "slice", slice: sliceOf(service, 1, 60) });
+    const { source, reads } = countedControlPlane(service);
+    let now = 3_000_000;
+    const isolates = Array.from({ length: 12 }, () => isolate(service, source, () => now));
+    await requestEach(isolates);
+    const before = reads();
+    for (let round = 1; round <= 3; round++) {
+      now += SHARED_FRESH_MS + 1;
+      // Every isolate refreshes at once (a burst of requests lands on all of them together).
+      const pending: Array<Promise<unknown>> = [];
+      await Promise.all(isolates.map(async (cache) => await cache.current((p) => pending.push(p))));
+      for (let settled = 0; settled < pending.length; ) {
+        const batch = pending.slice(settled);
+        settled = pending.length;
+        await Promise.all(batch);
+      }
+    }
+    expect(reads() - before).toBe(3);
+    expect(isolates.map((c) => c.servedVersion)).toEqual(isolates.map(() => 1));
   });
 
   it("never takes an older shared entry, and serves the last good config when the control plane fails", async () => {

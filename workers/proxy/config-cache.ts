@@ -12,7 +12,9 @@
  *
  * Bounds kept:
  * - a split change is obeyed everywhere within the shared freshness (750 ms) + {@link FRESH_MS}
- *   (250 ms) + one SliceStore read: about 1 s, as before;
+ *   (250 ms) + a claim ({@link CLAIM_SETTLE_MS}) + one SliceStore read: about 1.1 s (0.9 s before);
+ * - isolates that find the shared entry stale together elect one of them to ask (a claim written to
+ *   the cache, last writer wins), so a busy data center still makes one read per period;
  * - a version never goes backwards in an isolate (an older shared entry is ignored);
  * - when the control plane is unreachable the last good slice keeps serving, and an isolate that
  *   has none yet takes a stale shared entry if its data center has one.
@@ -38,6 +40,18 @@ const SHARED_ORIGIN = "https://weft-config.internal/slice/";
  * only bounds how long a stale entry survives to serve as last good config during an outage.
  */
 const SHARED_TTL_SECONDS = 3_600;
+/**
+ * How long a claim to refresh a stale entry holds: the claimant's SliceStore read must land by then,
+ * or the next isolate to look claims it.
+ */
+export const CLAIM_MS = 1_500;
+/**
+ * How long a claimant waits before reading its claim back. Isolates that found the entry stale at
+ * about the same moment all write claims; the last write wins, and after this pause every one of
+ * them reads the same winner, so one SliceStore read per data center and period is made, not one per
+ * isolate that looked in the same few milliseconds.
+ */
+export const CLAIM_SETTLE_MS = 30;
 /** A freshness longer than this, in an answer or an entry, is not believed (clock skew, corruption). */
 export const MAX_SHARED_FRESH_MS = 10_000;
 /** Shared entries above this size are ignored rather than parsed (a slice is a few KiB). */
@@ -55,6 +69,10 @@ export type PublishedRead = Exclude<SliceRead, { status: "unchanged" }>;
 export interface SharedEntry {
   read: PublishedRead;
   freshUntil: number;
+  /** An isolate claimed the refresh of this stale entry until then (epoch ms): the others wait for its answer. */
+  refreshingUntil?: number;
+  /** The claimant's random token (the last claim written wins). */
+  claim?: string;
 }
 
 /** What a refresh does with the shared entry it read. */
@@ -63,7 +81,7 @@ export type SharedDecision =
   | { kind: "adopt"; read: PublishedRead }
   /** Fresh, nothing newer: this isolate is up to date. */
   | { kind: "current" }
-  /** Missing, stale or implausible: ask the SliceStore (and share its answer). */
+  /** Missing, stale or implausible: ask the SliceStore (and share its answer); a stale entry is claimed first. */
   | { kind: "ask"; reason: "missing" | "stale" };
 
 /** The config version a read carries. */
@@ -74,10 +92,15 @@ export function versionOfRead(read: PublishedRead): number {
 /** Decides a refresh from the shared entry (pure). `known` is the version this isolate serves (undefined: none yet). */
 export function decideShared(entry: SharedEntry | undefined, known: number | undefined, now: number): SharedDecision {
   if (entry === undefined) return { kind: "ask", reason: "missing" };
-  if (now >= entry.freshUntil || entry.freshUntil - now > MAX_SHARED_FRESH_MS) return { kind: "ask", reason: "stale" };
-  if (known === undefined || versionOfRead(entry.read) > known) return { kind: "adopt", read: entry.read };
-  return { kind: "current" };
+  const newer = known === undefined || versionOfRead(entry.read) > known;
+  if (now >= entry.freshUntil || entry.freshUntil - now > MAX_SHARED_FRESH_MS) {
+    // Another isolate is asking the SliceStore right now: wait for its answer rather than ask too.
+    const claimed = entry.refreshingUntil !== undefined && entry.refreshingUntil > now && entry.refreshingUntil - now <= CLAIM_MS;
+    if (!claimed) return { kind: "ask", reason: "stale" };
+  }
+  return newer ? { kind: "adopt", read: entry.read } : { kind: "current" };
 }
+
 
 /** The share settings of an answer, if they are well-formed. */
 export function validShare(share: SliceShare | undefined): SliceShare | undefined {
@@ -171,6 +194,18 @@ export class SliceCache {
       this.checkedAt = this.clock();
       return;
     }
+    if (decision.kind === "ask" && decision.reason === "stale" && shared !== undefined && this.share !== undefined) {
+      const claim = await this.claimRefresh(this.share, shared);
+      if (claim.kind === "theirs") {
+        // Another isolate asks the SliceStore (or already has): take what is shared, or keep serving what this isolate has.
+        const now = this.clock();
+        const theirs = decideShared(claim.entry, this.version, now);
+        if (theirs.kind === "adopt") this.applyShared(theirs);
+        else if (this.state === undefined) this.applyShared({ kind: "adopt", read: claim.entry.read });
+        this.checkedAt = now;
+        return;
+      }
+    }
     const known = this.version ?? 0;
     try {
       const read = await withTimeout(this.source.readSlice(this.service, known), REFRESH_TIMEOUT_MS, "control plane");
@@ -257,6 +292,19 @@ export class SliceCache {
       // The cache is an optimisation: any failure means "ask the SliceStore".
       return undefined;
     }
+  }
+
+  /**
+   * Claims the refresh of a stale shared entry: writes a claim, waits {@link CLAIM_SETTLE_MS}, reads
+   * it back. True when this isolate's claim is the one that stuck (or the cache cannot tell).
+   */
+  private async claimRefresh(share: SliceShare, stale: SharedEntry): Promise<{ kind: "mine" } | { kind: "theirs"; entry: SharedEntry }> {
+    const claim = crypto.randomUUID();
+    await this.writeShared(share, { read: stale.read, freshUntil: stale.freshUntil, refreshingUntil: this.clock() + CLAIM_MS, claim });
+    await new Promise((resolve) => setTimeout(resolve, CLAIM_SETTLE_MS));
+    const winner = await this.readShared();
+    // Gone from the cache, or still our claim: ask. Another claim, or a fresh answer already: theirs.
+    return winner === undefined || winner.claim === claim ? { kind: "mine" } : { kind: "theirs", entry: winner };
   }
 
   /** Shares an answer with the data center's other isolates. Never throws. */
