@@ -67,3 +67,49 @@ export class RecentWriters {
     return this.seen.size;
   }
 }
+
+/**
+ * Lease calls per second one rate-limit counter (one key) aims at. Each isolate that serves a key
+ * leases its tokens; with small leases a counter's calls grow with the isolates. The counter
+ * therefore tells its leasers a horizon: lease enough for that long at your own rate. Past the
+ * budget the horizon grows, so the calls per counter stay near it whatever the number of isolates
+ * (each isolate still leases at least once per fixed window, as leased tokens end with it).
+ */
+export const LEASE_CALL_BUDGET = 1;
+/**
+ * The longest horizon: at most this much of an isolate's own traffic is leased ahead (and never
+ * past the counter's window, whose end every lease ends with: a fixed window of 60 s still costs
+ * each isolate one call per window, isolates / 60 per second).
+ */
+export const MAX_LEASE_HORIZON_MS = 60_000;
+/** The horizon is re-decided after this long of calls. */
+export const LEASE_PACE_WINDOW_MS = 5_000;
+/**
+ * Below this share of the limit left, no horizon: near the limit, leased tokens an isolate does not
+ * spend would refuse other isolates' requests, so leases stay small (doubling) as before.
+ */
+export const HORIZON_MIN_HEADROOM = 0.5;
+
+/** How a counter's leasers size their next lease. */
+export type LeaseHorizon =
+  /** Near the limit, or few calls: the isolate's own doubling sizes. */
+  | { kind: "doubling" }
+  /** Lease about `ms` of the isolate's own rate. */
+  | { kind: "horizon"; ms: number };
+
+/**
+ * The next horizon of a counter (pure): from its lease calls per second over the last pace window,
+ * its current horizon (0: none) and the share of its limit left. It grows in one step to what the
+ * calls ask for and shrinks by halves, so it settles within a few windows and does not oscillate.
+ */
+export function leaseHorizon(callsPerSec: number, currentMs: number, headroom: number, budgetPerSec = LEASE_CALL_BUDGET): LeaseHorizon {
+  if (headroom < HORIZON_MIN_HEADROOM) return { kind: "doubling" };
+  const base = Math.max(currentMs, 1_000);
+  if (callsPerSec > budgetPerSec) {
+    return { kind: "horizon", ms: Math.min(MAX_LEASE_HORIZON_MS, Math.round((base * callsPerSec) / budgetPerSec)) };
+  }
+  if (currentMs === 0) return { kind: "doubling" };
+  // Well under budget: shrink, and drop the horizon once it is short.
+  if (callsPerSec < budgetPerSec / 2) return currentMs / 2 < 1_000 ? { kind: "doubling" } : { kind: "horizon", ms: Math.round(currentMs / 2) };
+  return { kind: "horizon", ms: currentMs };
+}

@@ -44,7 +44,7 @@ Options:
 Environment:
   SCALE_RPS              total requests per second, spread over the isolates (default 250)
   SCALE_SECONDS          seconds measured per n (default 20)
-  SCALE_WARMUP_SECONDS   seconds of load before measuring, per n (default 8)
+  SCALE_WARMUP_SECONDS   seconds of load before measuring, per n (default 15: the objects' pacing settles)
 `;
 
 const HOST = "127.0.0.1";
@@ -102,7 +102,7 @@ function parseCli(): Args | "help" {
   if (ns.length === 0 || ns.length > 6 || ns.some((n) => !Number.isInteger(n) || n < 1 || n > 100)) {
     throw new UsageError(`--n takes 1 to 6 comma-separated isolate counts between 1 and 100, got '${values.n ?? ""}'`);
   }
-  return { ns, json: values.json === true, rps: positive("SCALE_RPS", 250), seconds: positive("SCALE_SECONDS", 20), warmupSeconds: positive("SCALE_WARMUP_SECONDS", 8) };
+  return { ns, json: values.json === true, rps: positive("SCALE_RPS", 250), seconds: positive("SCALE_SECONDS", 20), warmupSeconds: positive("SCALE_WARMUP_SECONDS", 15) };
 }
 
 let jsonMode = false;

@@ -1,8 +1,20 @@
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { flushPace, MAX_FLUSH_MS, MIN_FLUSH_MS, RecentWriters, TELEMETRY_WRITE_BUDGET, WRITER_MEMORY_MS } from "../../durable-objects/pacing.ts";
+import {
+  flushPace,
+  HORIZON_MIN_HEADROOM,
+  LEASE_CALL_BUDGET,
+  leaseHorizon,
+  MAX_FLUSH_MS,
+  MAX_LEASE_HORIZON_MS,
+  MIN_FLUSH_MS,
+  RecentWriters,
+  TELEMETRY_WRITE_BUDGET,
+  WRITER_MEMORY_MS,
+} from "../../durable-objects/pacing.ts";
 import { telemetryStoreOf } from "../../durable-objects/telemetry-store.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { leaseSizeFor } from "../../workers/proxy/rate-limit.ts";
 import { beginHop, nextFlushDelay, ServiceTelemetry, type TelemetrySettings } from "../../workers/proxy/telemetry.ts";
 
 describe("flushPace: how a telemetry shard paces its writers", () => {
@@ -89,5 +101,39 @@ describe("paced telemetry through the proxies' RPC entrypoint", () => {
     await Promise.all(deferred);
     const after = await telemetryStoreOf(env, service).totals();
     expect(after.series.reduce((sum, s) => sum + s.count, 0)).toBe(isolates.length * perIsolate);
+  });
+});
+
+describe("leaseHorizon: how a rate-limit counter paces its leasers", () => {
+  it("gives no horizon while the calls are within budget, and one that brings them back to budget when they are not", () => {
+    expect(leaseHorizon(LEASE_CALL_BUDGET, 0, 1)).toEqual({ kind: "doubling" });
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 5, 0, 1)).toEqual({ kind: "horizon", ms: 5_000 });
+    // Calls made at a 5 s horizon still twice the budget: twice the horizon.
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 2, 5_000, 1)).toEqual({ kind: "horizon", ms: 10_000 });
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 1_000, 5_000, 1)).toEqual({ kind: "horizon", ms: MAX_LEASE_HORIZON_MS });
+  });
+
+  it("keeps a horizon that works, halves one that is no longer needed, and drops it once short", () => {
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 0.8, 8_000, 1)).toEqual({ kind: "horizon", ms: 8_000 });
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 0.1, 8_000, 1)).toEqual({ kind: "horizon", ms: 4_000 });
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 0.1, 1_500, 1)).toEqual({ kind: "doubling" });
+  });
+
+  it("never leases ahead near the limit: unspent tokens there would refuse other isolates' requests", () => {
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 50, 20_000, HORIZON_MIN_HEADROOM - 0.01)).toEqual({ kind: "doubling" });
+  });
+});
+
+describe("leaseSizeFor: an isolate's next lease", () => {
+  const spec = { algorithm: "fixed-window", limit: 10_000, periodSeconds: 60 } as const;
+  it("is the doubling size without a horizon or a known rate", () => {
+    expect(leaseSizeFor(4, 0.5, 0, spec)).toBe(4);
+    expect(leaseSizeFor(4, 0, 10_000, spec)).toBe(4);
+  });
+
+  it("lasts the horizon at the isolate's own rate, capped at 5% of the limit", () => {
+    expect(leaseSizeFor(4, 0.002, 10_000, spec)).toBe(20); // 2 requests/s for 10 s
+    expect(leaseSizeFor(64, 0.002, 10_000, spec)).toBe(64);
+    expect(leaseSizeFor(4, 1, 60_000, spec)).toBe(500);
   });
 });

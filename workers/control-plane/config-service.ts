@@ -91,7 +91,7 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     if (typeof counter !== "string" || counter.length > 512 || shardOf(counter) === undefined) throw new TypeError("invalid counter name");
     this.checkCounterOwner(counter);
     const leased = await rateCounterOf(this.env, counter).lease(spec, want, counter);
-    const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining };
+    const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining, ...(leased.horizonMs ? { horizonMs: leased.horizonMs } : {}) };
     disposeRpcResult(leased);
     return plain;
   }
@@ -117,7 +117,7 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
         const leased = await rateCounterOf(this.env, first.counter).leaseMany(indexes.map((i) => asks[i]).filter((a) => a !== undefined));
         for (const [n, index] of indexes.entries()) {
           const one = leased[n];
-          if (one) answers[index] = { granted: one.granted, validUntil: one.validUntil, retryAt: one.retryAt, remaining: one.remaining };
+          if (one) answers[index] = { granted: one.granted, validUntil: one.validUntil, retryAt: one.retryAt, remaining: one.remaining, ...(one.horizonMs ? { horizonMs: one.horizonMs } : {}) };
         }
         disposeRpcResult(leased);
       }),
