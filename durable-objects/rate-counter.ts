@@ -108,8 +108,10 @@ export class RateCounter extends DurableObject<ControlPlaneEnv> {
     );
     this.schedulePrune(next.expires);
     // A token bucket's leased tokens are out of the bucket already; with a horizon they may be spent
-    // over it (else each isolate would have to call every second, however many isolates there are).
-    const validUntil = ask.spec.algorithm === "token-bucket" && pace.horizonMs > 0 ? Math.max(result.validUntil, now + Math.min(pace.horizonMs, ask.spec.periodSeconds * 1000)) : result.validUntil;
+    // over it (else each isolate would call every second, however many isolates there are). An
+    // isolate leases again only when its tokens run out, so it holds at most one lease (≤ 5% of the
+    // limit) unspent: the burst bound stays one lease per isolate, as before.
+    const validUntil = ask.spec.algorithm === "token-bucket" && pace.horizonMs > 0 ? Math.max(result.validUntil, now + pace.horizonMs) : result.validUntil;
     return { granted: result.granted, validUntil, retryAt: result.retryAt, remaining: result.remaining, ...(pace.horizonMs > 0 ? { horizonMs: pace.horizonMs } : {}) };
   }
 

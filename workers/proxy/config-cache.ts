@@ -131,6 +131,12 @@ export class SliceCache {
   /** Learnt from the SliceStore's answers; without it this isolate cannot use the shared cache. */
   private share: SliceShare | undefined;
   private cache: Promise<Cache> | undefined;
+  /**
+   * The entry this isolate last shared. Used when the cache has none (evicted, or a Cache API that
+   * stores nothing, as on workers.dev), so that case costs one SliceStore read per freshness per
+   * isolate, not one per in-memory refresh.
+   */
+  private own: SharedEntry | undefined;
   private checkedAt = 0;
   private retryAt = 0;
   private failures = 0;
@@ -188,7 +194,7 @@ export class SliceCache {
   }
 
   private async refresh(useShared: boolean, defer: Defer | undefined): Promise<void> {
-    const shared = useShared ? await this.readShared() : undefined;
+    const shared = useShared ? ((await this.readShared()) ?? this.own) : undefined;
     const decision = decideShared(shared, this.version, this.clock());
     if (decision.kind !== "ask" && this.applyShared(decision)) {
       this.checkedAt = this.clock();
@@ -309,6 +315,7 @@ export class SliceCache {
 
   /** Shares an answer with the data center's other isolates. Never throws. */
   private async writeShared(share: SliceShare, entry: SharedEntry): Promise<void> {
+    if (entry.claim === undefined) this.own = entry;
     try {
       const response = new Response(JSON.stringify(entry), {
         headers: { "content-type": "application/json", "cache-control": `max-age=${SHARED_TTL_SECONDS}` },
