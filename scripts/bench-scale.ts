@@ -7,7 +7,10 @@
  * through the n isolates, spread evenly, and reports calls per second per object over the measured
  * window, after a warm-up (so each isolate's first config read, which it must make to learn the
  * shared cache key, and the objects' pacing settling are not in them). `rateLeasesPerSec` is the
- * busiest RateCounter shard.
+ * busiest RateCounter shard; the bench's limit is a fixed window as long as the measured window
+ * (20 s), so each measurement holds exactly one window boundary, where every isolate must lease
+ * each key again (leased tokens end with their window): the figure is the long-run rate, not an
+ * accident of where the boundary fell.
  *
  * One workerd is one data center (Miniflare gives all its workers one Cache API store), so
  * `configReadsPerSec` is the SliceStore's load from one data center; production multiplies it by
@@ -37,7 +40,7 @@ Options:
 
 Environment:
   SCALE_RPS              total requests per second, spread over the isolates (default 250)
-  SCALE_SECONDS          seconds measured per n (default 20)
+  SCALE_SECONDS          seconds measured per n, also the rate limit's window (default 20)
   SCALE_WARMUP_SECONDS   seconds of load before measuring, per n (default 15: the objects' pacing settles)
 `;
 
@@ -156,7 +159,9 @@ function rates(before: Record<string, number>, after: Record<string, number>, se
 
 async function measure(n: number, args: Args): Promise<Figures> {
   progress(`n = ${n}: booting the control plane, the upstream and ${n} proxy isolate${n === 1 ? "" : "s"}…`);
-  const scale = await bootScaleMesh({ isolates: n, adminToken: ADMIN_TOKEN });
+  // The limit's window is as long as the measured window: every measured window then holds exactly
+  // one window boundary (where each isolate leases each key again), as the long run does.
+  const scale = await bootScaleMesh({ isolates: n, adminToken: ADMIN_TOKEN, limitPeriodSeconds: Math.max(1, Math.round(args.seconds)) });
   const { urls } = scale;
   try {
     await waitServing(urls);

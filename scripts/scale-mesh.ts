@@ -99,15 +99,18 @@ function proxyInstance(base: Deployment, i: number, upstream: string): Deploymen
   };
 }
 
-/** The service: a split sticky per shopper (90/10 unless given) and a per-API-key limit that counts but is never reached. */
-export function scaleConfig(weights: Readonly<Record<string, number>> = { [SCALE_BACKENDS[0]]: 90, [SCALE_BACKENDS[1]]: 10 }): MeshConfigInput {
+/**
+ * The service: a split sticky per shopper (90/10 unless given) and a per-API-key fixed-window limit
+ * (`periodSeconds` long) that counts but is never reached.
+ */
+export function scaleConfig(weights: Readonly<Record<string, number>> = { [SCALE_BACKENDS[0]]: 90, [SCALE_BACKENDS[1]]: 10 }, periodSeconds = 60): MeshConfigInput {
   return {
     services: [
       {
         name: SCALE_SERVICE,
         backends: SCALE_BACKENDS.map((name, i) => ({ name, type: "worker" as const, binding: `SCALE_V${i + 1}` })),
         routes: [{ name: "products", match: { path: "/*" }, split: { weights: { ...weights }, sticky: "cookie:shopper" } }],
-        rateLimits: [{ name: LIMIT_NAME, key: "header:x-api-key", limit: 1_000_000, periodSeconds: 60 }],
+        rateLimits: [{ name: LIMIT_NAME, key: "header:x-api-key", limit: 1_000_000, periodSeconds }],
       },
     ],
   };
@@ -131,6 +134,8 @@ export interface ScaleMeshOptions {
   adminToken: string;
   /** x-weft-backend and friends on responses (they only add headers). */
   debugHeaders?: boolean;
+  /** The rate limit's window (default 60 s). */
+  limitPeriodSeconds?: number;
 }
 
 /** Boots the control plane, the upstream, the counting worker and `isolates` proxy instances; seeds the service's config. */
@@ -158,7 +163,7 @@ export async function bootScaleMesh(options: ScaleMeshOptions): Promise<ScaleMes
     return fetch(`${mesh.adminUrl}${route}`, { ...init, headers });
   };
   try {
-    const seeded = await adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*", "x-weft-reason": "scale mesh" }, body: JSON.stringify(scaleConfig()) });
+    const seeded = await adminFetch("/admin/config", { method: "PUT", headers: { "if-match": "*", "x-weft-reason": "scale mesh" }, body: JSON.stringify(scaleConfig(undefined, options.limitPeriodSeconds)) });
     if (!seeded.ok) throw new Error(`PUT /admin/config answered ${seeded.status}: ${(await seeded.text()).slice(0, 500)}`);
     const urls = await Promise.all(proxies.map(async (p) => await mesh.mf.unsafeGetDirectURL(p.name)));
     return {

@@ -16,8 +16,8 @@
  * - isolates that find the shared entry stale together elect one of them to ask (a claim written to
  *   the cache, last writer wins), so a busy data center still makes one read per period;
  * - a version never goes backwards in an isolate (an older shared entry is ignored);
- * - when the control plane is unreachable the last good slice keeps serving, and an isolate that
- *   has none yet takes a stale shared entry if its data center has one.
+ * - when the control plane is unreachable the last good slice keeps serving (an isolate that has
+ *   none yet cannot read the shared entry either: it learns the cache key from its first answer).
  *
  * The cache key is a secret the SliceStore gives only to this service's proxies (the Cache API is
  * shared by every Worker of a zone): another service's proxy can neither read this slice nor plant one.
@@ -203,11 +203,10 @@ export class SliceCache {
     if (decision.kind === "ask" && decision.reason === "stale" && shared !== undefined && this.share !== undefined) {
       const claim = await this.claimRefresh(this.share, shared);
       if (claim.kind === "theirs") {
-        // Another isolate asks the SliceStore (or already has): take what is shared, or keep serving what this isolate has.
+        // Another isolate asks the SliceStore (or already has): take what it shared if newer, else keep serving what this isolate has.
         const now = this.clock();
         const theirs = decideShared(claim.entry, this.version, now);
         if (theirs.kind === "adopt") this.applyShared(theirs);
-        else if (this.state === undefined) this.applyShared({ kind: "adopt", read: claim.entry.read });
         this.checkedAt = now;
         return;
       }
@@ -233,8 +232,6 @@ export class SliceCache {
     } catch (error) {
       this.failures++;
       this.retryAt = this.clock() + Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.failures);
-      // No config yet, but the data center has a stale one: better than nothing during an outage.
-      if (this.state === undefined && shared !== undefined) this.applyShared({ kind: "adopt", read: shared.read });
       if (this.state?.kind === "ready") {
         if (this.failures === 1) {
           console.warn(
