@@ -90,6 +90,9 @@ export const LEASE_PACE_WINDOW_MS = 5_000;
  */
 export const HORIZON_MIN_HEADROOM = 0.5;
 
+/** What a horizon is multiplied by after a pace window with few calls. */
+export const HORIZON_SHRINK = 0.8;
+
 /** How a counter's leasers size their next lease. */
 export type LeaseHorizon =
   /** Near the limit, or few calls: the isolate's own doubling sizes. */
@@ -100,7 +103,8 @@ export type LeaseHorizon =
 /**
  * The next horizon of a counter (pure): from its lease calls per second over the last pace window,
  * its current horizon (0: none) and the share of its limit left. It grows in one step to what the
- * calls ask for and shrinks by halves, so it settles within a few windows and does not oscillate.
+ * calls ask for and shrinks by a fifth per quiet window, so it settles within a few windows and
+ * survives the quiet between two window boundaries.
  */
 export function leaseHorizon(callsPerSec: number, currentMs: number, headroom: number, budgetPerSec = LEASE_CALL_BUDGET): LeaseHorizon {
   if (headroom < HORIZON_MIN_HEADROOM) return { kind: "doubling" };
@@ -109,7 +113,11 @@ export function leaseHorizon(callsPerSec: number, currentMs: number, headroom: n
     return { kind: "horizon", ms: Math.min(MAX_LEASE_HORIZON_MS, Math.round((base * callsPerSec) / budgetPerSec)) };
   }
   if (currentMs === 0) return { kind: "doubling" };
-  // Well under budget: shrink, and drop the horizon once it is short.
-  if (callsPerSec < budgetPerSec / 2) return currentMs / 2 < 1_000 ? { kind: "doubling" } : { kind: "horizon", ms: Math.round(currentMs / 2) };
+  // Well under budget: shrink slowly (calls come in bursts at window boundaries, when every isolate
+  // leases again, and are rare in between: halving would undo the horizon between two bursts).
+  if (callsPerSec < budgetPerSec / 2) {
+    const shrunk = Math.round(currentMs * HORIZON_SHRINK);
+    return shrunk < 1_000 ? { kind: "doubling" } : { kind: "horizon", ms: shrunk };
+  }
   return { kind: "horizon", ms: currentMs };
 }

@@ -39,7 +39,7 @@ Options:
   --help       print this help
 
 Environment:
-  SCALE_RPS              total requests per second, spread over the isolates (default 250)
+  SCALE_RPS              total requests per second, spread over the isolates (default 200)
   SCALE_SECONDS          seconds measured per n, also the rate limit's window (default 20)
   SCALE_WARMUP_SECONDS   seconds of load before measuring, per n (default 15: the objects' pacing settles)
 `;
@@ -90,7 +90,7 @@ function parseCli(): Args | "help" {
   if (ns.length === 0 || ns.length > 6 || ns.some((n) => !Number.isInteger(n) || n < 1 || n > 100)) {
     throw new UsageError(`--n takes 1 to 6 comma-separated isolate counts between 1 and 100, got '${values.n ?? ""}'`);
   }
-  return { ns, json: values.json === true, rps: positive("SCALE_RPS", 250), seconds: positive("SCALE_SECONDS", 20), warmupSeconds: positive("SCALE_WARMUP_SECONDS", 15) };
+  return { ns, json: values.json === true, rps: positive("SCALE_RPS", 200), seconds: positive("SCALE_SECONDS", 20), warmupSeconds: positive("SCALE_WARMUP_SECONDS", 15) };
 }
 
 let jsonMode = false;

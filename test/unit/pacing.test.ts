@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import {
   flushPace,
   HORIZON_MIN_HEADROOM,
+  HORIZON_SHRINK,
   LEASE_CALL_BUDGET,
   leaseHorizon,
   MAX_FLUSH_MS,
@@ -113,10 +114,17 @@ describe("leaseHorizon: how a rate-limit counter paces its leasers", () => {
     expect(leaseHorizon(LEASE_CALL_BUDGET * 1_000, 5_000, 1)).toEqual({ kind: "horizon", ms: MAX_LEASE_HORIZON_MS });
   });
 
-  it("keeps a horizon that works, halves one that is no longer needed, and drops it once short", () => {
+  it("keeps a horizon that works, shrinks one that is no longer needed slowly, and drops it once short", () => {
     expect(leaseHorizon(LEASE_CALL_BUDGET * 0.8, 8_000, 1)).toEqual({ kind: "horizon", ms: 8_000 });
-    expect(leaseHorizon(LEASE_CALL_BUDGET * 0.1, 8_000, 1)).toEqual({ kind: "horizon", ms: 4_000 });
-    expect(leaseHorizon(LEASE_CALL_BUDGET * 0.1, 1_500, 1)).toEqual({ kind: "doubling" });
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 0.1, 8_000, 1)).toEqual({ kind: "horizon", ms: 8_000 * HORIZON_SHRINK });
+    expect(leaseHorizon(LEASE_CALL_BUDGET * 0.1, 1_100, 1)).toEqual({ kind: "doubling" });
+    // Between two window boundaries (quiet pace windows) a long horizon survives: 60 s → still ≥ 20 s after four.
+    let ms = MAX_LEASE_HORIZON_MS;
+    for (let quiet = 0; quiet < 4; quiet++) {
+      const next = leaseHorizon(0, ms, 1);
+      ms = next.kind === "horizon" ? next.ms : 0;
+    }
+    expect(ms).toBeGreaterThanOrEqual(20_000);
   });
 
   it("never leases ahead near the limit: unspent tokens there would refuse other isolates' requests", () => {
