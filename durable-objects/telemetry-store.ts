@@ -2,9 +2,9 @@
  * TelemetryStore: one object per service (`idFromName(service)`), fed by that service's proxies in
  * batches, never per request. Each reply paces its writer (durable-objects/pacing.ts): one batch a
  * second per isolate while few isolates write, slower as more do, so the writes this object takes
- * stay near 8 a second whatever the number of isolates (up to 80 isolates; then isolates / 10). It keeps the service's golden metrics in
- * 10-second slots for an hour (for `/admin/metrics` and the graph), running totals (for Prometheus),
- * the recent errors, and the live tap streams.
+ * stay near 8 a second whatever the number of isolates (up to 80 isolates; then isolates / 10).
+ * It keeps the service's golden metrics in 10-second slots for an hour (for `/admin/metrics` and the
+ * graph), running totals (for Prometheus), the recent errors, and the live tap streams.
  */
 import { DurableObject } from "cloudflare:workers";
 import { BUCKETS, isFailure, SLOT_SECONDS, type AttemptStats, type IngestReply, type SeriesStats, type SlotSeries, type TapEvent, type TelemetryBatch } from "../shared/metrics.ts";
