@@ -1,6 +1,9 @@
 /**
  * RateCounter: one object per (scope, limit, shard) — `idFromName("pim/api-key/#7")` — holding the
- * counters of every key whose digest falls in that shard (shared/rate-limit.ts `shardOf`). The number
+ * counters of every key whose digest falls in that shard (shared/rate-limit.ts `shardOf`). Each key
+ * paces its leasers: once its lease calls pass a small budget, its answers carry a horizon that
+ * makes every isolate lease for longer (durable-objects/pacing.ts `leaseHorizon`), so its calls do
+ * not grow with the number of isolates while the limit is far. The number
  * of objects per limit is fixed (`RATE_SHARDS`) whatever values the keys take, and each
  * counter row expires with its window: an alarm deletes expired rows, so storage holds only the keys
  * seen within the current window(s). Proxies lease tokens in small batches, so an object sees a
@@ -12,6 +15,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { expiresAt, grant, initialState, shardOf, type CounterState, type Grant, type LeaseAsk, type LimitSpec } from "../shared/rate-limit.ts";
+import { HORIZON_MIN_HEADROOM, LEASE_PACE_WINDOW_MS, leaseHorizon } from "./pacing.ts";
 import { plainStub, type PlainStub } from "./rpc.ts";
 
 /** Live keys one shard stores before new keys share its overflow counter (RATE_SHARDS × this per limit). */
@@ -34,6 +38,14 @@ interface Row {
   state: CounterState;
   leases: number;
   expires: number;
+  /** Lease calls since `since` and the horizon handed out (memory only: after eviction it starts over). */
+  pace?: Pace;
+}
+
+interface Pace {
+  since: number;
+  calls: number;
+  horizonMs: number;
 }
 
 /** The shard object that holds `counter` (`scope/limit/digest`); throws on a name `counterName` would not make. */
@@ -81,7 +93,8 @@ export class RateCounter extends DurableObject<ControlPlaneEnv> {
     }
     const current = row && row.spec === specKey ? row.state : initialState(ask.spec, now);
     const result = grant(ask.spec, current, Math.max(0, Math.floor(ask.want)), now);
-    const next: Row = { spec: specKey, state: result.state, leases: (row?.leases ?? 0) + 1, expires: expiresAt(ask.spec, result.state) };
+    const pace = this.paced(row?.pace, now, result.remaining / Math.max(1, ask.spec.limit));
+    const next: Row = { spec: specKey, state: result.state, leases: (row?.leases ?? 0) + 1, expires: expiresAt(ask.spec, result.state), pace };
     if (row === undefined) this.liveKeys++;
     this.remember(key, next);
     // Written without awaiting: the output gate holds the reply until it is durable.
@@ -94,7 +107,26 @@ export class RateCounter extends DurableObject<ControlPlaneEnv> {
       next.expires,
     );
     this.schedulePrune(next.expires);
-    return { granted: result.granted, validUntil: result.validUntil, retryAt: result.retryAt, remaining: result.remaining };
+    // A token bucket's leased tokens are out of the bucket already; with a horizon they may be spent
+    // over it (else each isolate would call every second, however many isolates there are). An
+    // isolate leases again only when its tokens run out, so it holds at most one lease (≤ 5% of the
+    // limit) unspent: the burst bound stays one lease per isolate, as before.
+    const validUntil = ask.spec.algorithm === "token-bucket" && pace.horizonMs > 0 ? Math.max(result.validUntil, now + pace.horizonMs) : result.validUntil;
+    return { granted: result.granted, validUntil, retryAt: result.retryAt, remaining: result.remaining, ...(pace.horizonMs > 0 ? { horizonMs: pace.horizonMs } : {}) };
+  }
+
+  /** Counts one lease call of a key and re-decides its horizon once per pace window (or at once when the limit is near). */
+  private paced(previous: Pace | undefined, now: number, headroom: number): Pace {
+    const pace = previous ?? { since: now, calls: 0, horizonMs: 0 };
+    pace.calls++;
+    const elapsed = now - pace.since;
+    if (elapsed >= LEASE_PACE_WINDOW_MS || headroom < HORIZON_MIN_HEADROOM) {
+      const next = leaseHorizon((pace.calls * 1000) / Math.max(1, elapsed), pace.horizonMs, headroom);
+      pace.horizonMs = next.kind === "horizon" ? next.ms : 0;
+      pace.since = now;
+      pace.calls = 0;
+    }
+    return pace;
   }
 
   private sharedSpec(spec: string): string {

@@ -1,11 +1,14 @@
 /**
- * TelemetryStore: one object per service (`idFromName(service)`), fed by that service's proxies
- * about once a second per isolate, never per request. It keeps the service's golden metrics in
- * 10-second slots for an hour (for `/admin/metrics` and the graph), running totals (for Prometheus),
- * the recent errors, and the live tap streams.
+ * TelemetryStore: one object per service (`idFromName(service)`), fed by that service's proxies in
+ * batches, never per request. Each reply paces its writer (durable-objects/pacing.ts): one batch a
+ * second per isolate while few isolates write, slower as more do, so the writes this object takes
+ * stay near 8 a second whatever the number of isolates (up to 80 isolates; then isolates / 10).
+ * It keeps the service's golden metrics in 10-second slots for an hour (for `/admin/metrics` and the
+ * graph), running totals (for Prometheus), the recent errors, and the live tap streams.
  */
 import { DurableObject } from "cloudflare:workers";
 import { BUCKETS, isFailure, SLOT_SECONDS, type AttemptStats, type IngestReply, type SeriesStats, type SlotSeries, type TapEvent, type TelemetryBatch } from "../shared/metrics.ts";
+import { flushPace, RecentWriters } from "./pacing.ts";
 import { plainStub, type PlainStub } from "./rpc.ts";
 import { REGISTER_EVERY_MS, telemetryIndexOf } from "./telemetry-index.ts";
 
@@ -78,6 +81,8 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
   private prunedSlot = 0;
   /** When this shard last told the TelemetryIndex its service has traffic (0: not since it started). */
   private registeredAt = 0;
+  /** Isolates that sent a batch recently (in memory: after a restart the pace starts over at one a second). */
+  private readonly writers = new RecentWriters();
 
   constructor(ctx: DurableObjectState, env: ControlPlaneEnv) {
     super(ctx, env);
@@ -134,9 +139,15 @@ export class TelemetryStore extends DurableObject<ControlPlaneEnv> {
       }
       return true;
     });
-    if (!applied) return { tapping: this.taps.size > 0 };
-    for (const event of batch.events) this.publish(event);
-    return { tapping: this.taps.size > 0 };
+    if (applied) for (const event of batch.events) this.publish(event);
+    return this.reply(batch.writer, now);
+  }
+
+  /** Whether anyone taps, and when the writer should send next. */
+  private reply(writer: string | undefined, now: number): IngestReply {
+    this.writers.touch(writer, now);
+    const tapping = this.taps.size > 0;
+    return { tapping, flushAfterMs: flushPace(this.writers.active(now), tapping).afterMs };
   }
 
   /**

@@ -89,11 +89,21 @@ export interface TelemetryBatch {
   events: TapEvent[];
   /** Attempts per backend (what rollouts judge candidates on). */
   attempts: Array<AttemptStats & { backend: string }>;
+  /**
+   * A random id of the sending isolate (the same on all its batches), so the shard can count its
+   * writers and pace them; absent from proxies older than pacing.
+   */
+  writer?: string;
 }
 
-/** The shard's answer: whether anyone is tapping the service (then proxies send more events). */
+/** The shard's answer: whether anyone is tapping the service (then proxies send more events), and when to send the next batch. */
 export interface IngestReply {
   tapping: boolean;
+  /**
+   * How long the writer should gather before its next batch (ms), chosen by the shard so that its
+   * writes per second stay near a fixed budget whatever the number of isolates; absent from older shards.
+   */
+  flushAfterMs?: number;
 }
 
 /** True for responses that count as failures in the success rate (as Linkerd: 5xx only). */

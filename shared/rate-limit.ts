@@ -88,6 +88,12 @@ export interface Grant {
   /** Tokens still available after this grant (for RateLimit headers). */
   remaining: number;
   state: CounterState;
+  /**
+   * Set by the counter when many isolates lease it: size the next lease to last about this long at
+   * the isolate's own rate (ms), so the counter's calls do not grow with the isolates
+   * (durable-objects/pacing.ts `leaseHorizon`). Absent: the usual doubling sizes.
+   */
+  horizonMs?: number;
 }
 
 /** A fresh counter. */

@@ -107,11 +107,23 @@ export interface VendorTokenRequest {
   rejected?: string;
 }
 
+/**
+ * How the isolates of one data center share a slice read through the Cache API (see
+ * workers/proxy/config-cache.ts): under which secret cache key, and how long the entry is fresh.
+ * Set by the service's SliceStore; absent from control planes older than shared reads.
+ */
+export interface SliceShare {
+  /** 128-bit random hex, handed only to the service's own bound proxies: other workers of the zone can neither read nor overwrite the entry. */
+  key: string;
+  /** How long after the SliceStore answered the shared entry may be used without asking it again. */
+  freshForMs: number;
+}
+
 /** Answer to "give me my slice if it changed since `knownVersion`". */
 export type SliceRead =
-  | { status: "unchanged"; version: number }
-  | { status: "slice"; slice: ServiceSlice }
-  | { status: "absent"; version: number };
+  | { status: "unchanged"; version: number; share?: SliceShare }
+  | { status: "slice"; slice: ServiceSlice; share?: SliceShare }
+  | { status: "absent"; version: number; share?: SliceShare };
 
 /**
  * The route `PUT /admin/services/{service}/split` changes when no route is named, and whose split

@@ -367,7 +367,7 @@ describe("publication to proxies", () => {
     expect(first.status).toBe("slice");
     const res = await admin("/admin/services/pim/split", { method: "PUT", body: json({ weights: { "pim-v1": 75, "pim-v2": 25, "pim-v3": 0 } }) });
     const { version } = await res.json<ServiceView>();
-    expect(await shard.read("pim", version)).not.toEqual({ status: "unchanged", version }); // not pushed yet
+    expect((await shard.read("pim", version)).status).not.toBe("unchanged"); // not pushed yet
     expect(await runDurableObjectAlarm(store())).toBe(true);
     const read = await shard.read("pim", 0);
     expect(read.status).toBe("slice");
@@ -375,7 +375,7 @@ describe("publication to proxies", () => {
       expect(read.slice.version).toBe(version);
       expect(read.slice.routes[0]?.split.weights).toEqual({ "pim-v1": 75, "pim-v2": 25, "pim-v3": 0 });
     }
-    expect(await shard.read("pim", version)).toEqual({ status: "unchanged", version });
+    expect(await shard.read("pim", version)).toMatchObject({ status: "unchanged", version });
   });
 
   it("serves proxies only their own service (the ConfigService entrypoint)", async () => {

@@ -91,7 +91,7 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     if (typeof counter !== "string" || counter.length > 512 || shardOf(counter) === undefined) throw new TypeError("invalid counter name");
     this.checkCounterOwner(counter);
     const leased = await rateCounterOf(this.env, counter).lease(spec, want, counter);
-    const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining };
+    const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining, ...(leased.horizonMs ? { horizonMs: leased.horizonMs } : {}) };
     disposeRpcResult(leased);
     return plain;
   }
@@ -117,7 +117,7 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
         const leased = await rateCounterOf(this.env, first.counter).leaseMany(indexes.map((i) => asks[i]).filter((a) => a !== undefined));
         for (const [n, index] of indexes.entries()) {
           const one = leased[n];
-          if (one) answers[index] = { granted: one.granted, validUntil: one.validUntil, retryAt: one.retryAt, remaining: one.remaining };
+          if (one) answers[index] = { granted: one.granted, validUntil: one.validUntil, retryAt: one.retryAt, remaining: one.remaining, ...(one.horizonMs ? { horizonMs: one.horizonMs } : {}) };
         }
         disposeRpcResult(leased);
       }),
@@ -132,7 +132,7 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
     if (typeof batch.batchId !== "string" || !BATCH_ID.test(batch.batchId)) throw new TypeError("invalid batch id");
     if (batch.series.length > MAX_BATCH_SERIES || batch.events.length > MAX_BATCH_EVENTS) throw new RangeError("telemetry batch too large");
     const reply = await telemetryStoreOf(this.env, batch.service).ingest(batch);
-    const plain = { tapping: reply.tapping };
+    const plain: IngestReply = { tapping: reply.tapping, ...(reply.flushAfterMs !== undefined ? { flushAfterMs: reply.flushAfterMs } : {}) };
     disposeRpcResult(reply);
     return plain;
   }

@@ -2,7 +2,8 @@
  * The rate-limit step. Counters are global (RateCounter objects, a fixed number of shards per limit,
  * keyed by a digest of the key value), but a request rarely waits on one: each isolate leases a few
  * tokens at a time (doubling while it keeps needing more, capped at 5% of the limit, or as many as
- * requests are waiting) and spends them locally. Once a counter has said "no more until t", the
+ * requests are waiting; when the counter is leased by many isolates it answers with a horizon, and
+ * leases then last that long at the isolate's own rate) and spends them locally. Once a counter has said "no more until t", the
  * isolate refuses locally until t, so a flood costs the counter nothing.
  *
  * Keys are outside values (a header, a claim, an IP), so everything keyed by them is bounded:
@@ -57,6 +58,23 @@ interface Lease {
   pendingSince: number;
   /** Requests waiting for `pending`: the next lease asks for enough tokens for all of them. */
   waiting: number;
+  /** The counter's horizon from its last answer (0: none): lease this long of our own rate. */
+  horizonMs: number;
+  /** Tokens spent here in all, and when the last lease landed and how many had been spent then (our rate). */
+  spent: number;
+  leasedAt: number;
+  spentAtLease: number;
+}
+
+/**
+ * The size of the next lease (pure): the doubling size, or, when the counter gave a horizon, enough
+ * for that long at this isolate's own rate (tokens per ms), capped as doubling sizes are (5% of the
+ * limit) so few tokens are ever stranded.
+ */
+export function leaseSizeFor(doubling: number, ratePerMs: number, horizonMs: number, spec: LimitSpec): number {
+  if (horizonMs <= 0 || !(ratePerMs > 0)) return doubling;
+  const cap = Math.max(1, Math.floor(spec.limit / 20));
+  return Math.max(doubling, Math.min(cap, Math.ceil(ratePerMs * horizonMs)));
 }
 
 /** The outcome: continue (with any RateLimit headers to add) or the 429/503 to send. */
@@ -113,7 +131,7 @@ function settleable(): { promise: Promise<LeaseResult>; resolve: (result: LeaseR
 }
 
 function emptyLease(): Lease {
-  return { remaining: 0, validUntil: 0, size: 0, counterRemaining: 0, exhaustedUntil: 0, owed: 0, pending: undefined, pendingSince: 0, waiting: 0 };
+  return { remaining: 0, validUntil: 0, size: 0, counterRemaining: 0, exhaustedUntil: 0, owed: 0, pending: undefined, pendingSince: 0, waiting: 0, horizonMs: 0, spent: 0, leasedAt: 0, spentAtLease: 0 };
 }
 
 function tooMany(name: string, spec: LimitSpec, retryAt: number, now: number): Response {
@@ -145,6 +163,7 @@ function applyGrant(lease: Lease, answer: Omit<Grant, "state">, owed: number, si
   lease.counterRemaining = answer.remaining;
   const exhausted = size > 0 ? usable <= 0 : answer.granted < owed;
   lease.exhaustedUntil = exhausted ? answer.retryAt : 0;
+  lease.horizonMs = answer.horizonMs ?? 0;
 }
 
 /**
@@ -249,6 +268,7 @@ export class RateLimiter {
     if (now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
     if (this.inFlight(lease, now) || now >= lease.validUntil || lease.remaining <= 0) return { kind: "ask" };
     lease.remaining--;
+    lease.spent++;
     return { kind: "token", lease };
   }
 
@@ -260,6 +280,7 @@ export class RateLimiter {
       if (now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
       if (lease.remaining > 0 && now < lease.validUntil && !this.inFlight(lease, now)) {
         lease.remaining--;
+        lease.spent++;
         return { kind: "token", lease };
       }
       const result = this.inFlight(lease, now) ? await this.wait(lease) : await this.fetchLease(c, lease);
@@ -286,8 +307,10 @@ export class RateLimiter {
   private async fetchLease(c: Counter, lease: Lease): Promise<LeaseResult> {
     const now = Date.now();
     const sameWindow = now < lease.validUntil;
-    // Enough for every request waiting, or the usual doubling size, whichever is larger.
-    const size = Math.max(nextLeaseSize(sameWindow ? lease.size : 0, c.spec), Math.min(lease.waiting + 1, c.spec.limit));
+    // Enough for every request waiting, or the usual doubling size, whichever is larger; longer when the counter asks for fewer calls.
+    const doubling = Math.max(nextLeaseSize(sameWindow ? lease.size : 0, c.spec), Math.min(lease.waiting + 1, c.spec.limit));
+    const rate = lease.leasedAt > 0 && now > lease.leasedAt ? (lease.spent - lease.spentAtLease) / (now - lease.leasedAt) : 0;
+    const size = leaseSizeFor(doubling, rate, lease.horizonMs, c.spec);
     const owed = lease.owed;
     const { promise, resolve } = settleable();
     lease.pending = promise;
@@ -295,9 +318,11 @@ export class RateLimiter {
     let result: LeaseResult = "failed";
     try {
       const granted = await withTimeout(this.controlPlane.leaseTokens(c.counter, c.spec, owed + size), LEASE_TIMEOUT_MS, "rate-limit counter");
-      const answer = { granted: granted.granted, validUntil: granted.validUntil, retryAt: granted.retryAt, remaining: granted.remaining };
+      const answer = { granted: granted.granted, validUntil: granted.validUntil, retryAt: granted.retryAt, remaining: granted.remaining, horizonMs: granted.horizonMs };
       disposeRpcResult(granted);
       applyGrant(lease, answer, owed, size);
+      lease.leasedAt = Date.now();
+      lease.spentAtLease = lease.spent;
       result = "ok";
     } catch (error) {
       this.logFailure(c, error);
@@ -347,6 +372,7 @@ export class RateLimiter {
         const answer = reply[index];
         if (answer === undefined) item.lease.owed += item.want;
         else if (answer.granted < item.want) item.lease.exhaustedUntil = Math.max(item.lease.exhaustedUntil, answer.retryAt);
+        if (answer !== undefined) item.lease.horizonMs = answer.horizonMs ?? 0;
       }
       disposeRpcResult(reply);
     } catch (error) {

@@ -1,7 +1,8 @@
 /**
  * The telemetry step: every proxied request becomes a metric sample, an access log line, a tap event
  * (when someone watches or it failed) and, when sampled, a span. Requests only push a small record;
- * everything else (aggregation, log lines, spans) happens in a batch about once a second, in
+ * everything else (aggregation, log lines, spans) happens in a batch every 1-10 s (as the service's
+ * telemetry shard paces this isolate, so the shard's load does not grow with the isolate count), in
  * `waitUntil` after responses have gone out, so telemetry stays off the response path. Batches go to
  * the service's telemetry shard over the CONTROL_PLANE binding, spans to the OTLP collector if one is
  * configured, data points to Analytics Engine if it is bound.
@@ -22,8 +23,21 @@ import { formatTraceparent, parseTraceparent, randomHex } from "../../shared/tra
 import { pathAndQuery, sleep, withTimeout } from "./bounded.ts";
 import { otlpSpans, type FinishedSpan, type OtlpExporter } from "./otlp.ts";
 
-/** A batch is sent this long after its first request. */
+/** A batch is sent this long after its first request, until the telemetry shard paces this isolate otherwise. */
 const FLUSH_MS = 1_000;
+/** The pace a shard may set is believed within these bounds (waitUntil keeps an isolate ~30 s after its last response). */
+const MIN_PACE_MS = 250;
+const MAX_PACE_MS = 20_000;
+
+/**
+ * How long to gather before the next batch, from the shard's reply (pure): the shard paces its
+ * writers so its load does not grow with the isolate count (durable-objects/pacing.ts); a reply
+ * from an older shard, or an implausible pace, means the default second.
+ */
+export function nextFlushDelay(flushAfterMs: number | undefined): number {
+  if (flushAfterMs === undefined || !Number.isFinite(flushAfterMs)) return FLUSH_MS;
+  return Math.min(MAX_PACE_MS, Math.max(MIN_PACE_MS, Math.round(flushAfterMs)));
+}
 /** Pending records are absorbed in chunks of about this many. */
 const ABSORB_AT = 128;
 const MAX_EVENTS_PER_BATCH = 1_000;
@@ -181,12 +195,21 @@ export class ServiceTelemetry {
   private absorbing = false;
   /** The shard said someone is tapping this service: send more events. */
   private tapping = false;
+  /** How long a batch gathers, as the shard last said. */
+  private flushAfterMs = FLUSH_MS;
+  /** This isolate's id in its batches: the shard counts its writers by it to pace them. */
+  private readonly writer = crypto.randomUUID();
 
   constructor(
     private readonly service: string,
     private readonly controlPlane: ControlPlaneApi,
     readonly settings: TelemetrySettings,
   ) {}
+
+  /** How long a batch gathers before it is sent, as the telemetry shard last paced this isolate (ms). */
+  get nextFlushMs(): number {
+    return this.flushAfterMs;
+  }
 
   /**
    * Counts one attempt on one backend. Rollouts judge a candidate on these, so resilience cannot
@@ -211,7 +234,7 @@ export class ServiceTelemetry {
     this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts, configVersion: trail.configVersion });
     if (!this.scheduled) {
       this.scheduled = true;
-      waitUntil(sleep(FLUSH_MS).then(() => this.flush()));
+      waitUntil(sleep(this.flushAfterMs).then(() => this.flush()));
     } else if (this.records.length >= ABSORB_AT && !this.absorbing) {
       // Busy isolate: absorb in small chunks after the responses went out, not in one long pause.
       this.absorbing = true;
@@ -249,6 +272,7 @@ export class ServiceTelemetry {
       ejectedBackends: ejected,
       events: this.events,
       attempts: [...this.attempts].map(([backend, stats]) => ({ backend, ...stats })),
+      writer: this.writer,
     };
     this.series = new Map();
     this.attempts = new Map();
@@ -337,6 +361,7 @@ export class ServiceTelemetry {
     try {
       const reply = await withTimeout(this.controlPlane.recordTelemetry(batch), SHARD_TIMEOUT_MS, "telemetry shard");
       this.tapping = reply.tapping;
+      this.flushAfterMs = nextFlushDelay(reply.flushAfterMs);
     } catch (error) {
       // Counts survive a control-plane outage: the batch goes again, unchanged, with the next flush (bounded).
       this.unsent.push(batch);
