@@ -100,8 +100,9 @@ class Findings {
   list_(value: unknown, at: string, max: number): unknown[] | undefined {
     if (value === undefined) return [];
     if (!Array.isArray(value)) return this.invalid(at, "must be a list");
-    if (value.length > max) return this.invalid(at, `at most ${max} entries`);
-    return value;
+    const list: unknown[] = value;
+    if (list.length > max) return this.invalid(at, `at most ${max} entries`);
+    return list;
   }
 
   string(value: unknown, at: string, max = 1024): string | undefined {
@@ -182,7 +183,7 @@ function importMatch(value: unknown, at: string, f: Findings): RouteMatch | unde
   }
   if (match.method !== undefined) {
     const method = HttpMethod.safeParse(match.method);
-    if (!method.success) return f.unsupported(`${at}.method`, `${String(match.method)} is not proxied by Weft (Workers do not receive CONNECT or TRACE)`);
+    if (!method.success) return f.unsupported(`${at}.method`, `${typeof match.method === "string" ? match.method : "this method"} is not proxied by Weft (Workers do not receive CONNECT or TRACE)`);
     out.methods = [method.data];
   }
   const headers = f.list_(match.headers, `${at}.headers`, 16);
