@@ -45,6 +45,8 @@ async function build() {
     write: false,
     metafile: true,
     logLevel: "error",
+    // CommonJS dependencies (yaml) require Node built-ins; an ESM bundle has no `require` of its own.
+    banner: { js: 'import { createRequire as __weftCreateRequire } from "node:module"; const require = __weftCreateRequire(import.meta.url);' },
   });
   const inputs = {};
   for (const file of [...Object.keys(result.metafile.inputs).filter((f) => !f.startsWith("node_modules/")), DEPENDENCIES]) {
