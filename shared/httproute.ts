@@ -67,7 +67,11 @@ function isRecord(value: unknown): value is Json {
 /** Collects findings for one HTTPRoute. */
 class Findings {
   readonly list: HttpRouteFinding[] = [];
-  constructor(readonly route: string) {}
+  readonly route: string;
+
+  constructor(route: string) {
+    this.route = route;
+  }
 
   add(field: string, reason: FindingReason, message: string): void {
     this.list.push({ route: this.route, field, reason, message });

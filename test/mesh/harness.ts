@@ -40,7 +40,11 @@ export const RELAYED_ECHO_SERVICE = {
 /** What the test fixture's echo backend answers: which backend it is and the request it received. */
 export interface EchoReply {
   backend: string;
+  method: string;
+  /** The Host the backend saw (URL authority), and the query string with its `?`. */
+  host: string;
   path: string;
+  query: string;
   headers: Record<string, string>;
 }
 
