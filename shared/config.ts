@@ -320,8 +320,26 @@ export const UrlRewrite = z
   .refine((f) => f.hostname !== undefined || f.path !== undefined, "a URLRewrite needs 'hostname' or 'path'");
 export type UrlRewrite = z.infer<typeof UrlRewrite>;
 
-/** A route's filters, run in the proxy after the route matched (see workers/proxy/filters.ts). */
-export const RouteFilter = z.union([RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, UrlRewrite]);
+/**
+ * Gateway API `HTTPRequestMirrorFilter`: a copy of a share of the requests (`percent`, or
+ * `fraction` numerator/denominator; all when neither) goes to another backend of the service, its
+ * answer discarded. Like the route's `mirror`, requests that may not be sent twice (a POST without
+ * Idempotency-Key) are not copied unless `unsafe` is set. A route may have several.
+ */
+export const RequestMirror = z
+  .strictObject({
+    type: z.literal("RequestMirror"),
+    backend: Name,
+    percent: z.number().min(0).max(100).optional(),
+    fraction: z.strictObject({ numerator: z.int().min(0), denominator: z.int().min(1).max(1_000_000).default(100) }).optional(),
+    unsafe: z.boolean().optional(),
+  })
+  .refine((f) => f.percent === undefined || f.fraction === undefined, "give 'percent' or 'fraction', not both")
+  .refine((f) => f.fraction === undefined || f.fraction.numerator <= f.fraction.denominator, "a fraction's numerator may not exceed its denominator");
+export type RequestMirror = z.infer<typeof RequestMirror>;
+
+/** A route's filters, run in the proxy after the route matched (workers/proxy/index.ts). */
+export const RouteFilter = z.union([RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, UrlRewrite, RequestMirror]);
 export type RouteFilter = z.infer<typeof RouteFilter>;
 
 /** Filters that may be given per backend (applied only when that backend is chosen). */
@@ -339,7 +357,8 @@ function checkFilters(route: { match?: RouteMatch | undefined; matches?: RouteMa
   const filters = route.filters ?? [];
   const seen = new Set<string>();
   filters.forEach((filter, i) => {
-    if (seen.has(filter.type)) ctx.addIssue({ code: "custom", path: ["filters", i, "type"], message: `at most one ${filter.type} filter per route` });
+    // Several mirrors are allowed; every other filter type at most once (as the Gateway API says).
+    if (seen.has(filter.type) && filter.type !== "RequestMirror") ctx.addIssue({ code: "custom", path: ["filters", i, "type"], message: `at most one ${filter.type} filter per route` });
     seen.add(filter.type);
     if (filter.type !== "RequestRedirect" && filter.type !== "URLRewrite") return;
     if (filter.path?.type !== "ReplacePrefixMatch") return;

@@ -3,7 +3,7 @@
  * URL rewrites computed from the canonical request path and the prefix the route matched. The proxy
  * (workers/proxy/index.ts) runs them as steps of its chain; nothing here touches a Request.
  */
-import type { HeaderModifier, PathModifier, RequestRedirect, UrlRewrite } from "./config.ts";
+import type { HeaderModifier, PathModifier, RequestMirror, RequestRedirect, UrlRewrite } from "./config.ts";
 import { segmentPrefix } from "./route-match.ts";
 
 /** Where header changes go: the proxy's HeaderEdits on the way in, a response's Headers on the way out. */
@@ -80,4 +80,10 @@ export function rewrittenUrl(filter: UrlRewrite, request: FilterRequest): string
   const host = filter.hostname ?? request.url.host;
   const path = filter.path ? modifiedPath(filter.path, request.path, request.prefix) : request.path;
   return `${request.url.protocol}//${host}${path}${request.url.search}`;
+}
+
+/** The share of requests (0-100) a RequestMirror filter copies: its percent, its fraction, or all. */
+export function mirrorPercent(filter: Pick<RequestMirror, "percent" | "fraction">): number {
+  if (filter.fraction) return (filter.fraction.numerator * 100) / filter.fraction.denominator;
+  return filter.percent ?? 100;
 }

@@ -284,6 +284,7 @@ const FILTER_FIELDS: Readonly<Record<string, string>> = {
   ResponseHeaderModifier: "responseHeaderModifier",
   RequestRedirect: "requestRedirect",
   URLRewrite: "urlRewrite",
+  RequestMirror: "requestMirror",
 };
 
 /** One Gateway API filter as a Weft filter. */
@@ -295,7 +296,6 @@ function importFilter(value: unknown, at: string, f: Findings): RouteFilter | un
   const field = FILTER_FIELDS[type];
   if (field === undefined) {
     const why: Record<string, string> = {
-      RequestMirror: "RequestMirror is not supported by Weft's HTTPRoute import yet: use the route's 'mirror' in Weft's config",
       CORS: "CORS filters are not supported by Weft yet",
       ExtensionRef: "Weft has no extension filters",
       ExternalAuth: "Weft's end-user authentication is the route's 'auth' setting, not an external auth filter",
@@ -340,6 +340,7 @@ function importFilter(value: unknown, at: string, f: Findings): RouteFilter | un
     }
     return redirect;
   }
+  if (type === "RequestMirror") return importMirror(spec, where, f);
   f.fields(spec, where, ["hostname", "path"]);
   const rewrite: Extract<RouteFilter, { type: "URLRewrite" }> = { type: "URLRewrite" };
   if (spec.hostname !== undefined) {
@@ -353,6 +354,36 @@ function importFilter(value: unknown, at: string, f: Findings): RouteFilter | un
     rewrite.path = path;
   }
   return rewrite;
+}
+
+/** `requestMirror`: a backendRef of the service and the share copied (percent, fraction, or all). */
+function importMirror(spec: Json, where: string, f: Findings): RouteFilter | undefined {
+  f.fields(spec, where, ["backendRef", "percent", "fraction"]);
+  const ref = f.record(spec.backendRef, `${where}.backendRef`);
+  if (!ref) return undefined;
+  f.fields(ref, `${where}.backendRef`, ["group", "kind", "name", "namespace", "port"]);
+  if ((ref.kind !== undefined && ref.kind !== "Service") || (ref.group !== undefined && ref.group !== "" && ref.group !== "core")) {
+    return f.unsupported(`${where}.backendRef.kind`, "a mirror names one of the service's backends (kind Service)");
+  }
+  const backend = f.string(ref.name, `${where}.backendRef.name`, 63);
+  if (backend === undefined) return undefined;
+  if (ref.port !== undefined && f.integer(ref.port, `${where}.backendRef.port`, 1, 65_535) === undefined) return undefined;
+  const mirror: Extract<RouteFilter, { type: "RequestMirror" }> = { type: "RequestMirror", backend };
+  if (spec.percent !== undefined) {
+    const percent = f.integer(spec.percent, `${where}.percent`, 0, 100);
+    if (percent === undefined) return undefined;
+    mirror.percent = percent;
+  }
+  if (spec.fraction !== undefined) {
+    const fraction = f.record(spec.fraction, `${where}.fraction`);
+    if (!fraction) return undefined;
+    f.fields(fraction, `${where}.fraction`, ["numerator", "denominator"]);
+    const numerator = f.integer(fraction.numerator, `${where}.fraction.numerator`, 0, 1_000_000);
+    const denominator = fraction.denominator === undefined ? 100 : f.integer(fraction.denominator, `${where}.fraction.denominator`, 1, 1_000_000);
+    if (numerator === undefined || denominator === undefined) return undefined;
+    mirror.fraction = { numerator, denominator };
+  }
+  return mirror;
 }
 
 /** A parentRef naming a Weft service, or undefined after reporting why it cannot. */
@@ -698,6 +729,18 @@ function quoteRe2(text: string): string {
 }
 
 function exportFilter(filter: RouteFilter): Json {
+  if (filter.type === "RequestMirror") {
+    // HTTPRoute's percent is an integer: a fractional one is written as a fraction.
+    const percent = filter.percent;
+    const share = filter.fraction
+      ? { fraction: filter.fraction }
+      : percent === undefined
+        ? {}
+        : Number.isInteger(percent)
+          ? { percent }
+          : { fraction: { numerator: Math.round(percent * 10_000), denominator: 1_000_000 } };
+    return { type: filter.type, requestMirror: { backendRef: { name: filter.backend }, ...share } };
+  }
   const { type, ...body } = filter;
   const field = FILTER_FIELDS[type] ?? type;
   return { type, [field]: body };
@@ -743,7 +786,10 @@ export function exportHttpRoute(service: ServiceConfig): Json {
   };
   const back = importHttpRoutes([doc], [service]);
   const overrides: Record<string, Json> = {};
-  if (back.kind === "ok") {
+  if (back.kind !== "ok") {
+    // Cannot happen for a valid service; if it does, carry every route whole rather than lose one.
+    for (const route of service.routes) overrides[route.name] = { ...route };
+  } else {
     const imported = back.services[0]?.routes ?? [];
     service.routes.forEach((route, i) => {
       const diff = routeDifference(imported[i], route);

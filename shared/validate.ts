@@ -215,6 +215,11 @@ function checkService(service: ServiceConfig, index: number, options: ValidateOp
     if (total !== 100) {
       issues.push(issue(at("routes", r, "split", "weights"), `weights must sum to 100, got ${total}`));
     }
+    (route.filters ?? []).forEach((filter, f) => {
+      if (filter.type === "RequestMirror" && !backendNames.has(filter.backend)) {
+        issues.push(issue(at("routes", r, "filters", f, "backend"), `mirror backend '${filter.backend}' is not a backend of service '${service.name}'`));
+      }
+    });
     if (route.mirror && !backendNames.has(route.mirror.backend)) {
       issues.push(issue(at("routes", r, "mirror", "backend"), `mirror backend '${route.mirror.backend}' is not a backend of service '${service.name}'`));
     }

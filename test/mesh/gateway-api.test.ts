@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { importInto, readHttpRouteFile } from "../../cli/httproute-file.ts";
 import { ROOT } from "../../scripts/deployments.ts";
 import type { MeshConfigInput } from "../../shared/config.ts";
-import { bootTestMesh, servedVersion, type EchoReply, type TestMesh } from "./harness.ts";
+import { bootTestMesh, servedVersion, waitFor, type EchoReply, type TestMesh } from "./harness.ts";
 
 /** The upstream commit the manifests and request tables come from (main, after the monthly-2026.06 tag). */
 const UPSTREAM = "kubernetes-sigs/gateway-api@4564255ac2c35d582249b3cdf261bdf51c8bca32";
@@ -50,11 +50,24 @@ interface Case {
 
 let t: TestMesh;
 let link: string;
+/** The direct URLs of echo-v2 and echo-v3, which list the mirrored (shadow) requests they received. */
+let shadowsOf: Record<string, string>;
 
 beforeAll(async () => {
   t = await bootTestMesh({ services: [GAMMA_ECHO] });
   link = (await t.mesh.mf.unsafeGetDirectURL("weft-test-link")).origin;
+  shadowsOf = {
+    "echo-v2": (await t.mesh.mf.unsafeGetDirectURL("weft-test-echo-b")).origin,
+    "echo-v3": (await t.mesh.mf.unsafeGetDirectURL("weft-test-echo-c")).origin,
+  };
 });
+
+/** How many mirrored copies of `GET path` a backend has received so far. */
+async function shadowCount(backend: string, path: string): Promise<number> {
+  const res = await fetch(`${shadowsOf[backend] ?? ""}/_shadows`);
+  const { shadows } = (await res.json()) as { shadows: string[] };
+  return shadows.filter((s) => s === `GET ${path}`).length;
+}
 afterAll(async () => {
   await t?.dispose();
 });
@@ -339,6 +352,41 @@ describe(`Gateway API HTTPRoute conformance (${UPSTREAM})`, () => {
     { path: "/request-timeout?delay=1s", status: 504 },
     { path: "/disable-request-timeout?delay=1s", backend: "echo-v1" },
   ]);
+
+  /** Upstream's mirror tests: the answer comes from echo-v1, and each mirror backend gets a copy. */
+  async function mirrored(path: string, mirrors: string[], headers: Record<string, string> = {}, expected: Case["request"] = {}): Promise<void> {
+    const before = await Promise.all(mirrors.map((m) => shadowCount(m, path)));
+    await check({ path, headers, backend: "echo-v1", request: expected });
+    await waitFor(async () => (await Promise.all(mirrors.map((m) => shadowCount(m, path)))).every((n, i) => n > (before[i] ?? 0)), 5_000, 50);
+  }
+  const MODIFIED = { headers: { "X-Header-Remove": "remove-val", "X-Header-Add-Append": "append-val-1" }, request: { headers: { "X-Header-Set": "set-overwrites-values", "X-Header-Add": "header-val-1", "X-Header-Add-Append": "append-val-1,header-val-2" }, absent: ["X-Header-Remove"] } };
+
+  it("HTTPRouteRequestMirror (httproute-request-mirror.yaml)", async () => {
+    await applyManifest("httproute-request-mirror.yaml");
+    await mirrored("/mirror", ["echo-v2"]);
+    await mirrored("/mirror-and-modify-headers", ["echo-v2"], MODIFIED.headers, MODIFIED.request);
+  });
+
+  it("HTTPRouteRequestMultipleMirrors (httproute-request-multiple-mirrors.yaml)", async () => {
+    await applyManifest("httproute-request-multiple-mirrors.yaml");
+    await mirrored("/multi-mirror", ["echo-v2", "echo-v3"]);
+    await mirrored("/multi-mirror-and-modify-request-headers", ["echo-v2", "echo-v3"], MODIFIED.headers, MODIFIED.request);
+  });
+
+  it("HTTPRouteRequestPercentageMirror (httproute-request-percentage-mirror.yaml): 500 requests, mirrored share within 3 binomial standard deviations", async () => {
+    await applyManifest("httproute-request-percentage-mirror.yaml");
+    for (const [path, share] of [["/percent-mirror", 0.2], ["/percent-mirror-fraction", 0.5], ["/percent-mirror-and-modify-headers", 0.35]] as const) {
+      const before = await shadowCount("echo-v2", path);
+      for (let batch = 0; batch < 50; batch++) {
+        await Promise.all(Array.from({ length: 10 }, async () => (await fetch(`${link}/call${path}`, { headers: { "x-call-host": "echo" } })).body?.cancel()));
+      }
+      const margin = 3 * Math.sqrt(500 * share * (1 - share));
+      // Mirrors run after the answer (waitUntil): wait until the count is inside the band, or fail after 5 s.
+      await waitFor(async () => (await shadowCount("echo-v2", path)) - before >= 500 * share - margin, 5_000, 100);
+      const copies = (await shadowCount("echo-v2", path)) - before;
+      expect(copies, path).toBeLessThanOrEqual(500 * share + margin);
+    }
+  });
 
   it("MeshHTTPRouteWeight (mesh-httproute-weight.yaml): 70/30 within ±5 points over 500 requests, up to 10 tries", async () => {
     await applyManifest("mesh-httproute-weight.yaml");

@@ -117,7 +117,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     deployments,
     ...(options.persistTo ? { persistTo: options.persistTo } : {}),
     ...(options.debugHeaders === false ? { debugHeaders: false } : {}),
-    directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0 },
+    directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0, "weft-test-echo-c": 0 },
     overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2", WEFT_TRACE_SAMPLE_RATE: "0", ...options.vars } },
     onLog: (log) => {
       logLines.push(log.message);

@@ -199,7 +199,8 @@ async function serve(exchange: Exchange): Promise<Response> {
   const forwarded = backendRequest(request, edits, outbound);
   // A third party's token names the service the call is for: the origin when it is one.
   const egress = proxy.egress(who.origin);
-  if (route.mirror) mirror(route, slice.backends, forwarded, egress, waitUntil);
+  if (route.mirror) mirror(route.mirror, route, slice.backends, forwarded, egress, waitUntil);
+  for (const target of filters?.mirrors ?? []) mirror(target, route, slice.backends, forwarded, egress, waitUntil);
   const delivery = await send(proxy, route, backend, forwarded, { egress, deadlineAt: deadlineOf(request, who, route.timeoutMs, Date.now()) });
   trail.backend = delivery.backend.name;
   trail.attempts = delivery.attempts;

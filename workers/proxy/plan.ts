@@ -12,8 +12,10 @@ import { OriginBalancer } from "../../shared/balancer.ts";
 import { egressBase } from "../../shared/egress.ts";
 import type { LimitSpec } from "../../shared/rate-limit.ts";
 import type { ProbeSlice, ServiceSlice } from "../../shared/slice.ts";
+import { mirrorPercent } from "../../shared/filters.ts";
 import { compileMatch, orderMatches, type CompiledMatch, type MatchInput } from "../../shared/route-match.ts";
 import { expandLayout } from "../../shared/split.ts";
+import type { MirrorTarget } from "./send.ts";
 
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
 export type Target =
@@ -41,6 +43,8 @@ export interface HeaderFilters {
 export interface RouteFilters extends HeaderFilters {
   redirect: RequestRedirect | undefined;
   rewrite: UrlRewrite | undefined;
+  /** RequestMirror filters (several may copy the same request). */
+  mirrors: MirrorTarget[];
   /** Header filters of one backend, applied when the split picks it. */
   perBackend: ReadonlyMap<string, HeaderFilters>;
 }
@@ -162,7 +166,8 @@ function compileFilters(route: RouteConfig): RouteFilters | undefined {
     if (filter.type === "URLRewrite") rewrite = filter;
   }
   const perBackend = new Map(Object.entries(route.backendFilters ?? {}).map(([backend, list]) => [backend, headerFilters(list)]));
-  return { ...headerFilters(filters), redirect, rewrite, perBackend };
+  const mirrors = filters.flatMap((f) => (f.type === "RequestMirror" ? [{ backend: f.backend, percent: mirrorPercent(f), unsafe: f.unsafe === true }] : []));
+  return { ...headerFilters(filters), redirect, rewrite, mirrors, perBackend };
 }
 
 /** The route and match taking a request, or undefined (404). */
@@ -183,7 +188,8 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
   );
   const routes = slice.routes.map((route): RoutePlan => {
       const [from, name] = route.split.sticky?.split(":", 2) ?? [];
-      const reached = [...Object.keys(route.split.weights), ...(route.failover ?? []), ...(route.mirror ? [route.mirror.backend] : [])];
+      const mirrored = (route.filters ?? []).flatMap((f) => (f.type === "RequestMirror" ? [f.backend] : []));
+      const reached = [...Object.keys(route.split.weights), ...(route.failover ?? []), ...(route.mirror ? [route.mirror.backend] : []), ...mirrored];
       return {
         name: route.name,
         filters: compileFilters(route),
