@@ -399,6 +399,11 @@ export const Route = z.strictObject({
    * platform already bounds every invocation.
    */
   timeoutMs: z.int().min(1).max(300_000).optional(),
+  /**
+   * How long one attempt may take (the Gateway API's `timeouts.backendRequest`): an attempt that
+   * takes longer ends with 504 and, when the route retries 504, is retried within `timeoutMs`.
+   */
+  attemptTimeoutMs: z.int().min(1).max(300_000).optional(),
   /** Retries of requests that may be sent twice (GET, HEAD, OPTIONS, PUT, DELETE; see `honoursIdempotencyKey`). */
   retries: RetryPolicy.optional(),
   /**
@@ -416,6 +421,9 @@ export const Route = z.strictObject({
     ctx.addIssue({ code: "custom", path: ["match"], message: "give 'match' or 'matches' (when both are given, 'match' must equal the first of 'matches')" });
   }
   checkFilters(route, ctx);
+  if (route.attemptTimeoutMs !== undefined && route.timeoutMs !== undefined && route.attemptTimeoutMs > route.timeoutMs) {
+    ctx.addIssue({ code: "custom", path: ["attemptTimeoutMs"], message: "an attempt's timeout may not exceed the request's (timeoutMs)" });
+  }
 });
 export type RouteInput = z.input<typeof Route>;
 
@@ -499,6 +507,7 @@ export interface RouteConfig {
   contract?: RouteContract;
   webhook?: RouteWebhook;
   timeoutMs?: number;
+  attemptTimeoutMs?: number;
   retries?: RetryPolicy;
   failover?: string[];
   mirror?: MirrorPolicy;

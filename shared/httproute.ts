@@ -544,13 +544,15 @@ function importRule(value: unknown, at: string, f: Findings, context: { httpRout
   if (rule.timeouts !== undefined) {
     const timeouts = f.record(rule.timeouts, `${at}.timeouts`);
     if (timeouts) {
-      f.fields(timeouts, `${at}.timeouts`, ["request"], { backendRequest: "Weft's timeout covers the whole request (every attempt); a per-attempt timeout is not supported yet" });
-      if (timeouts.request !== undefined) {
-        const text = f.string(timeouts.request, `${at}.timeouts.request`, 32);
+      f.fields(timeouts, `${at}.timeouts`, ["request", "backendRequest"]);
+      for (const [field, key] of [["request", "timeoutMs"], ["backendRequest", "attemptTimeoutMs"]] as const) {
+        if (timeouts[field] === undefined) continue;
+        const text = f.string(timeouts[field], `${at}.timeouts.${field}`, 32);
         const ms = text === undefined ? undefined : parseDuration(text);
-        if (ms === undefined) f.invalid(`${at}.timeouts.request`, "must be a duration such as 10s or 500ms");
-        else if (ms > 300_000) f.unsupported(`${at}.timeouts.request`, "at most 300s (5m)");
-        else if (ms > 0) route.timeoutMs = ms;
+        // "0s" turns the timeout off, which is Weft's default (no setting).
+        if (ms === undefined) f.invalid(`${at}.timeouts.${field}`, "must be a duration such as 10s or 500ms");
+        else if (ms > 300_000) f.unsupported(`${at}.timeouts.${field}`, "at most 300s (5m)");
+        else if (ms > 0) route[key] = ms;
       }
     }
   }
@@ -606,6 +608,7 @@ function fieldOf(path: ReadonlyArray<string>): string {
   if (head === "match" || head === "matches") return `.matches${tail}`;
   if (head === "split" || head === "backendFilters") return `.backendRefs${tail}`;
   if (head === "timeoutMs") return ".timeouts.request";
+  if (head === "attemptTimeoutMs") return ".timeouts.backendRequest";
   if (head === "retries") return `.retry${tail}`;
   return head === undefined ? "" : `.${head}${tail}`;
 }
@@ -763,7 +766,12 @@ function exportRule(route: RouteConfig): Json {
     const [kind, name] = route.split.sticky.split(":", 2);
     rule.sessionPersistence = { sessionName: name, type: kind === "cookie" ? "Cookie" : "Header" };
   }
-  if (route.timeoutMs !== undefined) rule.timeouts = { request: formatDuration(route.timeoutMs) };
+  if (route.timeoutMs !== undefined || route.attemptTimeoutMs !== undefined) {
+    rule.timeouts = {
+      ...(route.timeoutMs !== undefined ? { request: formatDuration(route.timeoutMs) } : {}),
+      ...(route.attemptTimeoutMs !== undefined ? { backendRequest: formatDuration(route.attemptTimeoutMs) } : {}),
+    };
+  }
   if (route.retries) {
     const backoff = route.retries.backoff;
     rule.retry = { attempts: route.retries.attempts - 1, codes: route.retries.statuses, ...(backoff === "adaptive" ? {} : { backoff: formatDuration(backoff.baseMs) }) };

@@ -353,6 +353,12 @@ describe(`Gateway API HTTPRoute conformance (${UPSTREAM})`, () => {
     { path: "/disable-request-timeout?delay=1s", backend: "echo-v1" },
   ]);
 
+  suite("HTTPRouteBackendRequestTimeout", "httproute-timeout-backend-request.yaml", [
+    { path: "/backend-timeout", backend: "echo-v1" },
+    { path: "/backend-timeout?delay=1s", status: 504 },
+    { path: "/disable-backend-timeout?delay=1s", backend: "echo-v1" },
+  ]);
+
   /** Upstream's mirror tests: the answer comes from echo-v1, and each mirror backend gets a copy. */
   async function mirrored(path: string, mirrors: string[], headers: Record<string, string> = {}, expected: Case["request"] = {}): Promise<void> {
     const before = await Promise.all(mirrors.map((m) => shadowCount(m, path)));

@@ -63,7 +63,7 @@ describe("HTTPRoute import", () => {
             { name: "echo-v3", weight: 1 },
           ],
           sessionPersistence: { sessionName: "shopper", type: "Cookie" },
-          timeouts: { request: "1500ms" },
+          timeouts: { request: "1500ms", backendRequest: "500ms" },
           retry: { attempts: 2, codes: [503], backoff: "100ms" },
         },
         { name: "old", matches: [{ path: { type: "PathPrefix", value: "/old" } }], filters: [{ type: "RequestRedirect", requestRedirect: { scheme: "https", statusCode: 301, path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/new" } } }] },
@@ -74,6 +74,7 @@ describe("HTTPRoute import", () => {
     expect(api?.backendFilters?.["echo-v1"]).toEqual([{ type: "ResponseHeaderModifier", add: [{ name: "X-Backend", value: "v1" }] }]);
     expect(api?.filters?.[1]).toEqual({ type: "URLRewrite", hostname: "api.internal" });
     expect(api?.timeoutMs).toBe(1500);
+    expect(api?.attemptTimeoutMs).toBe(500);
     expect(api?.retries).toEqual({ attempts: 3, statuses: [503], backoff: { baseMs: 100, capMs: 1000 } });
     expect(api?.matches?.[0]).toMatchObject({ pathRegex: "/v[0-9]+/.*", methods: ["GET"], query: [{ name: "q", type: "RegularExpression", value: "[a-z]+" }] });
     expect(old?.filters).toEqual([{ type: "RequestRedirect", scheme: "https", statusCode: 301, path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/new" } }]);
@@ -114,7 +115,7 @@ describe("HTTPRoute refusals name the field", () => {
             matches: [{ path: { type: "PathPrefix", value: "/x" }, method: "CONNECT" }],
             filters: [{ type: "ExtensionRef", extensionRef: { group: "x", kind: "y", name: "z" } }],
             backendRefs: [{ name: "echo-v1" }],
-            timeouts: { backendRequest: "1s" },
+            timeouts: { request: "1s", backendRequest: "2s", idle: "1s" },
             sessionPersistence: { sessionName: "s", idleTimeout: "1h" },
             mystery: true,
           },
@@ -128,7 +129,9 @@ describe("HTTPRoute refusals name the field", () => {
       "spec.rules[0].matches[0].method UnsupportedValue",
       "spec.rules[0].filters[0].type UnsupportedValue",
       "spec.rules[0].sessionPersistence.idleTimeout UnsupportedValue",
-      "spec.rules[0].timeouts.backendRequest UnsupportedValue",
+      "spec.rules[0].timeouts.idle UnsupportedValue",
+      // backendRequest longer than request: refused as the Gateway API's validation does.
+      "spec.rules[0].timeouts.backendRequest Invalid",
     ]);
   });
 

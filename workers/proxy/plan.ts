@@ -67,6 +67,8 @@ export interface RoutePlan {
   webhook: RouteWebhook | undefined;
   contract: CompiledContract | undefined;
   timeoutMs: number | undefined;
+  /** One attempt's timeout (within `timeoutMs`). */
+  attemptTimeoutMs: number | undefined;
   retries: RetryPolicy | undefined;
   /** Backend statuses worth another attempt. */
   retryStatuses: ReadonlySet<number>;
@@ -202,6 +204,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
         webhook: route.webhook,
         contract: route.contract ? compileContract(route.contract) : undefined,
         timeoutMs: route.timeoutMs,
+        attemptTimeoutMs: route.attemptTimeoutMs,
         retries: route.retries,
         retryStatuses: new Set(route.retries?.statuses ?? DEFAULT_RETRY_STATUSES),
         failover: (route.failover ?? []).flatMap((backend) => backends.get(backend) ?? []),

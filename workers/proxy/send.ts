@@ -145,8 +145,10 @@ export async function send(sender: Sender, route: RoutePlan, chosen: CompiledBac
       await last?.response.body?.cancel(); // the failed answer is replaced by this attempt's
       attempts++;
       const startedAt = Date.now();
-      // The route's timeout is part of the deadline: it bounds the whole request, retries included.
-      const result = await attempt(backend, requestFor(remaining), call.egress, remaining);
+      // The route's timeout is part of the deadline: it bounds the whole request, retries included;
+      // an attempt timeout bounds each attempt within it.
+      const limit = route.attemptTimeoutMs === undefined ? remaining : Math.min(remaining ?? route.attemptTimeoutMs, route.attemptTimeoutMs);
+      const result = await attempt(backend, requestFor(limit), call.egress, limit);
       const verdict = judge(result, route.retryStatuses);
       sender.recordOutcome(backend.name, !verdict.failed, startedAt, Date.now());
       last = { response: result.response, backend, attempts, fromBackend: result.kind === "response" };
