@@ -338,8 +338,31 @@ export const RequestMirror = z
   .refine((f) => f.fraction === undefined || f.fraction.numerator <= f.fraction.denominator, "a fraction's numerator may not exceed its denominator");
 export type RequestMirror = z.infer<typeof RequestMirror>;
 
+const CorsOrigin = z
+  .string()
+  .max(253)
+  .regex(/^(\*|https?:\/\/(\*|\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?)$/, "must be '*' or scheme://host[:port], the host optionally starting with '*.'");
+const CorsToken = z.string().min(1).max(256).regex(/^(\*|[A-Za-z0-9!#$%&'*+.^_`|~-]+)$/, "must be '*' or an HTTP token");
+
+/**
+ * Gateway API `HTTPCORSFilter`: the proxy answers preflights for allowed origins itself and adds
+ * `Access-Control-Allow-Origin` (always the request's origin, never `*`) to their answers.
+ */
+export const Cors = z
+  .strictObject({
+    type: z.literal("CORS"),
+    allowOrigins: z.array(CorsOrigin).min(1).max(64),
+    allowCredentials: z.boolean().optional(),
+    allowMethods: z.array(CorsToken).min(1).max(16).optional(),
+    allowHeaders: z.array(CorsToken).min(1).max(64).optional(),
+    exposeHeaders: z.array(CorsToken).min(1).max(64).optional(),
+    maxAge: z.int().min(1).max(86_400).optional(),
+  })
+  .refine((f) => !(f.allowOrigins.includes("*") && f.allowOrigins.length > 1), "'*' may not be listed with other origins");
+export type Cors = z.infer<typeof Cors>;
+
 /** A route's filters, run in the proxy after the route matched (workers/proxy/index.ts). */
-export const RouteFilter = z.union([RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, UrlRewrite, RequestMirror]);
+export const RouteFilter = z.union([RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, UrlRewrite, RequestMirror, Cors]);
 export type RouteFilter = z.infer<typeof RouteFilter>;
 
 /** Filters that may be given per backend (applied only when that backend is chosen). */

@@ -9,7 +9,7 @@
  * settings that HTTPRoute has no field for (authentication, contracts, failover…) travel in the
  * annotation {@link OVERRIDES_ANNOTATION}, so `import(export(service))` gives the service's routes back.
  */
-import { HttpMethod, Route, type HeaderModifier, type PathModifier, type RouteConfig, type RouteFilter, type RouteInput, type RouteMatch, type ServiceConfig } from "./config.ts";
+import { Cors, HttpMethod, Route, type HeaderModifier, type PathModifier, type RouteConfig, type RouteFilter, type RouteInput, type RouteMatch, type ServiceConfig } from "./config.ts";
 
 export const API_VERSION = "gateway.networking.k8s.io/v1";
 /** Route settings the HTTPRoute form cannot carry, as JSON: `{ "<route>": { "<field>": value | null } }` (null: absent). */
@@ -285,6 +285,7 @@ const FILTER_FIELDS: Readonly<Record<string, string>> = {
   RequestRedirect: "requestRedirect",
   URLRewrite: "urlRewrite",
   RequestMirror: "requestMirror",
+  CORS: "cors",
 };
 
 /** One Gateway API filter as a Weft filter. */
@@ -296,7 +297,6 @@ function importFilter(value: unknown, at: string, f: Findings): RouteFilter | un
   const field = FILTER_FIELDS[type];
   if (field === undefined) {
     const why: Record<string, string> = {
-      CORS: "CORS filters are not supported by Weft yet",
       ExtensionRef: "Weft has no extension filters",
       ExternalAuth: "Weft's end-user authentication is the route's 'auth' setting, not an external auth filter",
     };
@@ -341,6 +341,13 @@ function importFilter(value: unknown, at: string, f: Findings): RouteFilter | un
     return redirect;
   }
   if (type === "RequestMirror") return importMirror(spec, where, f);
+  if (type === "CORS") {
+    // Same field names as Weft's CORS filter; the route schema checks the values.
+    f.fields(spec, where, ["allowOrigins", "allowCredentials", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge"]);
+    const cors = Cors.safeParse({ type: "CORS", ...spec });
+    if (!cors.success) return f.invalid(`${where}.${cors.error.issues[0]?.path.join(".") ?? ""}`.replace(/\.$/, ""), cors.error.issues[0]?.message ?? "invalid");
+    return cors.data;
+  }
   f.fields(spec, where, ["hostname", "path"]);
   const rewrite: Extract<RouteFilter, { type: "URLRewrite" }> = { type: "URLRewrite" };
   if (spec.hostname !== undefined) {

@@ -124,14 +124,14 @@ describe("weft apply/diff -f routes.yaml", () => {
     const before = await configVersion();
     const bad = file(
       "bad.yaml",
-      ROUTES.replace("- { name: echo-b, port: 8080 }", "- { name: echo-z, port: 8080 }").replace("set: [{ name: X-Header-Set", "set: [{ name: X-Weft-Caller").concat("  - name: mirrored\n    filters: [{ type: CORS, cors: { allowOrigins: ['*'] } }]\n    backendRefs: [{ name: echo-a }]\n"),
+      ROUTES.replace("- { name: echo-b, port: 8080 }", "- { name: echo-z, port: 8080 }").replace("set: [{ name: X-Header-Set", "set: [{ name: X-Weft-Caller").concat("  - name: extended\n    filters: [{ type: ExtensionRef, extensionRef: { group: example.com, kind: Auth, name: x } }]\n    backendRefs: [{ name: echo-a }]\n"),
     );
     const run = await weft(["apply", "-f", bad, "--yes"]);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/not accepted \(nothing applied\)/);
     expect(run.stderr).toMatch(/HTTPRoute shop\/echo-matching › spec.rules\[1\].backendRefs\[0\].name: \[BackendNotFound\] service 'echo' has no backend 'echo-z'/);
     expect(run.stderr).toMatch(/HTTPRoute shop\/echo-headers › spec.rules\[0\].filters\[0\] \(set.0.name\): \[Invalid\]/);
-    expect(run.stderr).toMatch(/spec.rules\[1\].filters\[0\].type: \[UnsupportedValue\] CORS/);
+    expect(run.stderr).toMatch(/spec.rules\[1\].filters\[0\].type: \[UnsupportedValue\] Weft has no extension filters/);
     expect(await configVersion()).toBe(before);
     const yaml = await weft(["apply", "-f", file("broken.yaml", "kind: HTTPRoute\n  bad: [indent"), "--yes"]);
     expect(yaml.code).toBe(1);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MeshConfig, normalizeService, RouteMatch, type MeshConfigInput, type RouteInput } from "../../shared/config.ts";
+import { isPreflight, originAllowed, preflightHeaders, responseHeaders } from "../../shared/cors.ts";
 import { applyHeaderModifier, redirectLocation, replacePrefix, rewrittenUrl } from "../../shared/filters.ts";
 import { compileMatch, comparePrecedence, orderMatches, type MatchInput } from "../../shared/route-match.ts";
 import { routeCovers, validateMesh } from "../../shared/validate.ts";
@@ -213,5 +214,41 @@ describe("filters", () => {
     const headers = new Headers({ "x-keep": "1", "x-set": "old", "x-add": "first", "x-drop": "bye" });
     applyHeaderModifier({ set: [{ name: "X-Set", value: "new" }], add: [{ name: "x-add", value: "second" }, { name: "x-new", value: "n" }], remove: ["x-drop"] }, headers);
     expect(Object.fromEntries(headers)).toEqual({ "x-keep": "1", "x-set": "new", "x-add": "first, second", "x-new": "n" });
+  });
+});
+
+describe("CORS", () => {
+  const policy = { allowOrigins: ["https://www.foo.com", "https://*.bar.com", "http://local.test:8080"], allowMethods: ["GET", "OPTIONS"], allowHeaders: ["x-a"], exposeHeaders: ["x-b"], allowCredentials: true, maxAge: 600 };
+
+  it("matches origins exactly, by left wildcard (whole labels), and with default ports made explicit", () => {
+    expect(originAllowed(policy, "https://www.foo.com")).toBe(true);
+    expect(originAllowed(policy, "https://www.foo.com:443")).toBe(true);
+    expect(originAllowed(policy, "http://www.foo.com")).toBe(false);
+    expect(originAllowed(policy, "https://a.b.bar.com")).toBe(true);
+    expect(originAllowed(policy, "https://bar.com")).toBe(false);
+    expect(originAllowed(policy, "https://foobar.com")).toBe(false);
+    expect(originAllowed(policy, "http://local.test:8080")).toBe(true);
+    expect(originAllowed(policy, "http://local.test")).toBe(false);
+    expect(originAllowed({ allowOrigins: ["*"] }, "https://anything.example:1234")).toBe(true);
+    expect(originAllowed({ allowOrigins: ["*"] }, "null")).toBe(false);
+  });
+
+  it("answers preflights for allowed origins only, echoing the origin and (for wildcards) what was asked", () => {
+    const ask = new Headers({ origin: "https://x.bar.com", "access-control-request-method": "GET", "access-control-request-headers": "x-a" });
+    expect(isPreflight("OPTIONS", ask)).toBe(true);
+    expect(Object.fromEntries(preflightHeaders(policy, ask) ?? [])).toEqual({
+      "access-control-allow-origin": "https://x.bar.com",
+      vary: "Origin",
+      "access-control-allow-methods": "GET, OPTIONS",
+      "access-control-allow-headers": "x-a",
+      "access-control-expose-headers": "x-b",
+      "access-control-max-age": "600",
+      "access-control-allow-credentials": "true",
+    });
+    expect(preflightHeaders(policy, new Headers({ origin: "https://evil.example", "access-control-request-method": "GET" }))).toBeUndefined();
+    const wildcard = preflightHeaders({ allowOrigins: ["*"], allowMethods: ["*"], allowHeaders: ["*"] }, new Headers({ origin: "https://o.example", "access-control-request-method": "PUT", "access-control-request-headers": "x-y" }));
+    expect(Object.fromEntries(wildcard ?? [])).toMatchObject({ "access-control-allow-origin": "https://o.example", "access-control-allow-methods": "PUT", "access-control-allow-headers": "x-y", "access-control-max-age": "5" });
+    expect(responseHeaders(policy, "https://evil.example")).toEqual([]);
+    expect(responseHeaders(policy, null)).toEqual([]);
   });
 });

@@ -14,6 +14,7 @@
  */
 import type { JWTPayload } from "jose";
 import { authorize } from "../../shared/authorize.ts";
+import { isPreflight, preflightHeaders, responseHeaders as corsResponseHeaders } from "../../shared/cors.ts";
 import { applyHeaderModifier, redirectLocation, rewrittenUrl, type FilterRequest } from "../../shared/filters.ts";
 import { canonicalizePath, withCanonicalPath } from "../../shared/path.ts";
 import { problemResponse } from "../../shared/problem.ts";
@@ -144,8 +145,9 @@ async function serve(exchange: Exchange): Promise<Response> {
   const filters = route.filters;
   const matched: FilterRequest | undefined = filters ? { url: new URL(request.url), path, prefix: entry.match.prefix } : undefined;
 
-  // redirect: the route answers itself; nothing is forwarded
+  // redirect and CORS preflight: the route answers itself; nothing is forwarded
   if (filters?.redirect && matched) return redirected(filters.redirect.statusCode, redirectLocation(filters.redirect, matched), filters.response);
+  if (filters?.cors && isPreflight(request.method, request.headers)) return new Response(null, { status: 204, headers: preflightHeaders(filters.cors, request.headers) ?? [] });
   const edits = backendHeaders(exchange, route);
 
   // authentication: a verified end-user token, whose claims reach the service in x-weft-claims
@@ -211,7 +213,8 @@ async function serve(exchange: Exchange): Promise<Response> {
 
   // response headers
   const modifiers = filters ? [filters.response, filters.perBackend.get(delivery.backend.name)?.response].filter((m) => m !== undefined) : [];
-  return respond(response, { proxy, slice, route, delivery, placement, rateHeaders: limited?.headers ?? [], modifiers });
+  const corsHeaders = filters?.cors ? corsResponseHeaders(filters.cors, request.headers.get("origin")) : [];
+  return respond(response, { proxy, slice, route, delivery, placement, extraHeaders: [...(limited?.headers ?? []), ...corsHeaders], modifiers });
 }
 
 /** A route's redirect: no body, the Location, and the route's response header filter. */
@@ -240,7 +243,8 @@ interface Decoration {
   route: RoutePlan;
   delivery: Delivery & { backend: CompiledBackend };
   placement: Placement;
-  rateHeaders: ReadonlyArray<[string, string]>;
+  /** RateLimit headers and the route's CORS headers. */
+  extraHeaders: ReadonlyArray<[string, string]>;
   /** The route's and the chosen backend's ResponseHeaderModifier filters. */
   modifiers: ReadonlyArray<HeaderModifier>;
 }
@@ -250,10 +254,12 @@ interface Decoration {
  * shopper's sticky cookie, and debug headers when on (after the filters, so no filter hides them).
  */
 function respond(response: Response, d: Decoration): Response {
-  if ((!d.proxy.debugHeaders && !d.placement.setCookie && d.rateHeaders.length === 0 && d.modifiers.length === 0) || response.webSocket) return response;
+  if ((!d.proxy.debugHeaders && !d.placement.setCookie && d.extraHeaders.length === 0 && d.modifiers.length === 0) || response.webSocket) return response;
   const decorated = new Response(response.body, response);
   for (const modifier of d.modifiers) applyHeaderModifier(modifier, decorated.headers);
-  for (const [name, value] of d.rateHeaders) decorated.headers.set(name, value);
+  // Vary lists what the answer depends on: the backend's reasons stay, the mesh's are added.
+  for (const [name, value] of d.extraHeaders) if (name === "vary") decorated.headers.append(name, value);
+  else decorated.headers.set(name, value);
   if (d.placement.setCookie) decorated.headers.append("set-cookie", d.placement.setCookie);
   if (d.proxy.debugHeaders) {
     decorated.headers.set("x-weft-backend", d.delivery.backend.name);

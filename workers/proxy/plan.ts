@@ -12,6 +12,7 @@ import { OriginBalancer } from "../../shared/balancer.ts";
 import { egressBase } from "../../shared/egress.ts";
 import type { LimitSpec } from "../../shared/rate-limit.ts";
 import type { ProbeSlice, ServiceSlice } from "../../shared/slice.ts";
+import type { CorsPolicy } from "../../shared/cors.ts";
 import { mirrorPercent } from "../../shared/filters.ts";
 import { compileMatch, orderMatches, type CompiledMatch, type MatchInput } from "../../shared/route-match.ts";
 import { expandLayout } from "../../shared/split.ts";
@@ -45,6 +46,7 @@ export interface RouteFilters extends HeaderFilters {
   rewrite: UrlRewrite | undefined;
   /** RequestMirror filters (several may copy the same request). */
   mirrors: MirrorTarget[];
+  cors: CorsPolicy | undefined;
   /** Header filters of one backend, applied when the split picks it. */
   perBackend: ReadonlyMap<string, HeaderFilters>;
 }
@@ -163,13 +165,15 @@ function compileFilters(route: RouteConfig): RouteFilters | undefined {
   const filters = route.filters ?? [];
   let redirect: RequestRedirect | undefined;
   let rewrite: UrlRewrite | undefined;
+  let cors: CorsPolicy | undefined;
   for (const filter of filters) {
     if (filter.type === "RequestRedirect") redirect = filter;
     if (filter.type === "URLRewrite") rewrite = filter;
+    if (filter.type === "CORS") cors = filter;
   }
   const perBackend = new Map(Object.entries(route.backendFilters ?? {}).map(([backend, list]) => [backend, headerFilters(list)]));
   const mirrors = filters.flatMap((f) => (f.type === "RequestMirror" ? [{ backend: f.backend, percent: mirrorPercent(f), unsafe: f.unsafe === true }] : []));
-  return { ...headerFilters(filters), redirect, rewrite, mirrors, perBackend };
+  return { ...headerFilters(filters), redirect, rewrite, mirrors, cors, perBackend };
 }
 
 /** The route and match taking a request, or undefined (404). */
