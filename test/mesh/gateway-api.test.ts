@@ -460,9 +460,31 @@ describe(`Gateway API HTTPRoute conformance (${UPSTREAM})`, () => {
     }
   });
 
-  it("MeshHTTPRouteWeight (mesh-httproute-weight.yaml): 70/30 within ±5 points over 500 requests, up to 10 tries", async () => {
-    await applyManifest("mesh-httproute-weight.yaml");
-    const wanted: Record<string, number> = { "echo-v1": 0.7, "echo-v2": 0.3 };
+  it("sessionPersistence (weft-session-persistence.yaml): a cookie session or a header keeps every request of a client on one backend of a 50/50 split", async () => {
+    await applyManifest("weft-session-persistence.yaml");
+    // From the internet (the shop's public route to echo), as a browser: the first answer sets the cookie.
+    const first = await fetch(`${t.shop}/echo/sticky/a`);
+    const cookie = first.headers.get("set-cookie") ?? "";
+    expect(cookie).toMatch(/^shop-session=[^;]+; Path=\//);
+    const backend = ((await first.json()) as EchoReply).backend;
+    const session = cookie.split(";")[0] ?? "";
+    for (let i = 0; i < 20; i++) {
+      const res = await fetch(`${t.shop}/echo/sticky/page-${i}`, { headers: { cookie: session } });
+      expect(res.headers.get("set-cookie")).toBeNull();
+      expect(((await res.json()) as EchoReply).backend).toBe(backend);
+    }
+    // Header sessions: each session id always gets the same backend, and both backends get some.
+    const seen = new Set<string>();
+    for (let s = 0; s < 40; s++) {
+      const replies = await Promise.all([0, 1, 2].map(async () => ((await (await fetch(`${t.shop}/echo/by-header/x`, { headers: { "x-session": `s-${s}` } })).json()) as EchoReply).backend));
+      expect(new Set(replies).size, `session s-${s}`).toBe(1);
+      seen.add(replies[0] ?? "");
+    }
+    expect([...seen].sort()).toEqual(["echo-a", "echo-b"]);
+  });
+
+  /** Upstream's weight check: 500 requests, each backend's share within ±5 points, up to 10 tries. */
+  async function weights(wanted: Readonly<Record<string, number>>): Promise<void> {
     let last = "";
     for (let attempt = 0; attempt < 10; attempt++) {
       const counts: Record<string, number> = {};
@@ -476,9 +498,28 @@ describe(`Gateway API HTTPRoute conformance (${UPSTREAM})`, () => {
         for (const backend of replies) counts[backend] = (counts[backend] ?? 0) + 1;
       }
       const off = Object.entries(wanted).filter(([backend, share]) => Math.abs((counts[backend] ?? 0) / 500 - share) > 0.05);
-      if (off.length === 0 && Object.keys(counts).every((b) => b in wanted)) return;
+      if (off.length === 0 && Object.keys(counts).every((b) => (wanted[b] ?? 0) > 0)) return;
       last = JSON.stringify(counts);
     }
     throw new Error(`weights out of tolerance in 10 tries; last counts ${last}`);
+  }
+
+  it("MeshHTTPRouteWeight (mesh-httproute-weight.yaml): 70/30 within ±5 points over 500 requests, up to 10 tries", async () => {
+    await applyManifest("mesh-httproute-weight.yaml");
+    await weights({ "echo-v1": 0.7, "echo-v2": 0.3 });
+  });
+
+  it("HTTPRouteWeight (httproute-weight.yaml): 70/30/0 within ±5 points over 500 requests, up to 10 tries", async () => {
+    await applyManifest("httproute-weight.yaml");
+    await weights({ "echo-v1": 0.7, "echo-v2": 0.3, "echo-v3": 0 });
+  });
+
+  it("HTTPRouteRequestHeaderModifierBackendWeights (httproute-request-header-modifier-backend-weights.yaml): each backend's own filter, 100 requests", async () => {
+    await applyManifest("httproute-request-header-modifier-backend-weights.yaml");
+    for (let i = 0; i < 100; i++) {
+      const res = await fetch(`${link}/call/`, { headers: { "x-call-host": "echo" } });
+      const body = (await res.json()) as EchoReply;
+      expect(body.headers.backend, `request ${i}`).toBe(VERSION_OF[body.backend]);
+    }
   });
 });
