@@ -136,3 +136,11 @@ export function orderMatches<R extends { match: RouteMatch; matches?: RouteMatch
   // Array.prototype.sort is stable, so equal precedence keeps the listed order.
   return all.sort((a, b) => comparePrecedence(a.match, b.match));
 }
+
+/** A match in a few words for terminals: `GET,HEAD prefix /v2 +2 headers +1 query`. */
+export function describeMatch(match: RouteMatch): string {
+  const path = match.pathRegex !== undefined ? `regex ${match.pathRegex}` : match.pathPrefix !== undefined ? `prefix ${match.pathPrefix}` : match.path;
+  const headers = headerConditions(match).length;
+  const query = match.query?.length ?? 0;
+  return [match.methods ? match.methods.join(",") : "", path, headers > 0 ? `+${headers} header${headers === 1 ? "" : "s"}` : "", query > 0 ? `+${query} query` : ""].filter(Boolean).join(" ");
+}

@@ -94,6 +94,9 @@ describe("weft apply/diff -f routes.yaml", () => {
     expect(JSON.parse(applied.stdout)).toMatchObject({ applied: true, kind: "httproute", changed: ["echo"] });
     const again = await weft(["diff", "-f", routes]);
     expect(again.code, again.stdout + again.stderr).toBe(0);
+    const status = await weft(["status"]);
+    expect(status.stdout).toMatch(/echo\/v2 +prefix \/echo\/v2 \(or 1 more\)/);
+    expect(status.stdout).toMatch(/echo\/set-header +\/echo\/set /);
 
     // The proxy serves the new routes: precedence puts /echo/v2 (longer prefix) before /, and the
     // header match (prefix / and one header) before the bare catch-all (prefix /, no header).
