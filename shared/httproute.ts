@@ -498,8 +498,9 @@ function importRetry(value: unknown, at: string, f: Findings): RouteInput["retri
   f.fields(retry, at, ["codes", "attempts", "backoff"]);
   const out: NonNullable<RouteInput["retries"]> = {};
   if (retry.attempts !== undefined) {
-    const attempts = f.integer(retry.attempts, `${at}.attempts`, 0, 4);
+    const attempts = f.integer(retry.attempts, `${at}.attempts`, 0, 1_000);
     if (attempts === undefined) return undefined;
+    if (attempts > 4) return f.unsupported(`${at}.attempts`, "Weft retries at most 4 times (5 attempts in all), so that retries cannot multiply load on a failing backend");
     out.attempts = attempts + 1;
   }
   if (retry.codes !== undefined) {

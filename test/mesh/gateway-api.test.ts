@@ -483,6 +483,39 @@ describe(`Gateway API HTTPRoute conformance (${UPSTREAM})`, () => {
     expect([...seen].sort()).toEqual(["echo-a", "echo-b"]);
   });
 
+  /** Upstream's retry simulation: the backend fails the first `succeedAfter` attempts of one uuid. */
+  async function simulateRetries(path: string, simulation: Record<string, string>, status: number): Promise<void> {
+    const query = new URLSearchParams({ ...simulation, uuid: crypto.randomUUID() });
+    const res = await fetch(`${link}/call${path}?${query.toString()}`, { headers: { "x-call-host": "echo" } });
+    expect(res.status, `${path} ${JSON.stringify(simulation)}`).toBe(status);
+    await res.body?.cancel();
+  }
+
+  it("HTTPRouteRetry (httproute-retry.yaml): retries the listed codes up to `attempts` times, and no others", async () => {
+    await applyManifest("httproute-retry.yaml");
+    const table: Array<[string, number, number, number]> = [
+      ["/retry/code-500-attempts-3", 500, 2, 200],
+      ["/retry/code-500-attempts-3", 500, 4, 500],
+      ["/retry/code-500-attempts-3", 503, 2, 503],
+      ["/retry/code-all-attempts-2", 500, 1, 200],
+      ["/retry/code-all-attempts-2", 500, 3, 500],
+      ["/retry/code-all-attempts-2", 502, 1, 200],
+      ["/retry/code-all-attempts-2", 502, 3, 502],
+      ["/retry/code-all-attempts-2", 503, 1, 200],
+      ["/retry/code-all-attempts-2", 503, 3, 503],
+      ["/retry/code-all-attempts-2", 504, 1, 200],
+      ["/retry/code-all-attempts-2", 504, 3, 504],
+    ];
+    for (const [path, code, succeedAfter, status] of table) await simulateRetries(path, { responseCode: String(code), succeedAfter: String(succeedAfter) }, status);
+  });
+
+  it("HTTPRouteRetryWithTimeouts (httproute-retry-with-timeouts.yaml): refused, naming `retry.attempts: 5` (Weft retries at most 4 times)", () => {
+    const routes = readHttpRouteFile(path.join(ROOT, "test", "fixtures", "gateway-api", "httproute-retry-with-timeouts.yaml"), "retry-with-timeouts", 1);
+    if (!routes) throw new Error("no HTTPRoutes");
+    const outcome = importInto(routes, { services: [GAMMA_ECHO] });
+    expect(outcome).toEqual({ kind: "refused", issues: [{ path: "HTTPRoute gateway-conformance-infra/retries-with-timeouts › spec.rules[1].retry.attempts", message: expect.stringMatching(/^\[UnsupportedValue\] Weft retries at most 4 times/) as unknown }] });
+  });
+
   /** Upstream's weight check: 500 requests, each backend's share within ±5 points, up to 10 tries. */
   async function weights(wanted: Readonly<Record<string, number>>): Promise<void> {
     let last = "";
