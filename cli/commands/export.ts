@@ -22,7 +22,8 @@ export const exportCommand: Command = {
   description: `Writes each service's routes (or one service's) as a Gateway API HTTPRoute
 (gateway.networking.k8s.io/v1), the GAMMA way: the parentRef is the service, backendRefs are its
 backends, one rule per route in the service's order. YAML documents separated by '---' (with
---json, one JSON document {"items": [...]}). Weft settings HTTPRoute cannot express (authentication,
+--json, one JSON document {"apiVersion": "v1", "kind": "List", "items": [...]}, which
+\`weft apply -f\` reads too). Weft settings HTTPRoute cannot express (authentication,
 contracts, failover, Weft's raw path prefixes…) are kept in the annotation weft.dev/route-overrides,
 so \`weft apply -f\` of the output changes nothing.`,
   options: {
@@ -42,7 +43,9 @@ so \`weft apply -f\` of the output changes nothing.`,
       throw new CliError(EXIT.failed, `no service '${only}'`, `Services: ${parsed.data.services.map((s) => s.name).join(", ")}.`);
     }
     const items = services.map(exportHttpRoute);
-    const text = ctx.out.json ? `${JSON.stringify({ items }, null, 2)}\n` : items.map((item) => stringify(item, { lineWidth: 0 })).join("---\n");
+    // With --json, a Kubernetes List: one JSON document that `weft apply -f` and kubectl both read.
+    const list = { apiVersion: "v1", kind: "List", items };
+    const text = ctx.out.json ? `${JSON.stringify(list, null, 2)}\n` : items.map((item) => stringify(item, { lineWidth: 0 })).join("---\n");
     const output = stringOption(ctx.args, "output");
     if (output) {
       writeFileSync(path.resolve(ctx.cwd, output), text);
@@ -50,7 +53,7 @@ so \`weft apply -f\` of the output changes nothing.`,
       else ctx.out.document({ file: output, items: items.length });
       return EXIT.ok;
     }
-    if (ctx.out.json) ctx.out.document({ items });
+    if (ctx.out.json) ctx.out.document(list);
     else ctx.out.line(text.trimEnd());
     return EXIT.ok;
   },

@@ -118,6 +118,11 @@ describe("weft apply/diff -f routes.yaml", () => {
     expect(exported.code, exported.stderr).toBe(0);
     const diff = await weft(["diff", "-f", out]);
     expect(diff.code, diff.stdout + diff.stderr).toBe(0);
+    // The --json form is a Kubernetes List, which apply reads as well.
+    const json = await weft(["export", "--format", "httproute", "--json"]);
+    expect(JSON.parse(json.stdout)).toMatchObject({ apiVersion: "v1", kind: "List" });
+    const jsonDiff = await weft(["diff", "-f", file("exported.json", json.stdout)]);
+    expect(jsonDiff.code, jsonDiff.stdout + jsonDiff.stderr).toBe(0);
     const one = await weft(["export", "--format", "httproute", "echo"]);
     expect(one.stdout).toMatch(/^apiVersion: gateway.networking.k8s.io\/v1\nkind: HTTPRoute\n/);
     expect(one.stdout).toMatch(/name: echo-matching-0|name: catch-all/);
