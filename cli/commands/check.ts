@@ -100,7 +100,7 @@ ${FINDING_CODES.map(([code, text]) => `  ${code.padEnd(22)} ${text}`).join("\n")
     const summary = { errors: count("error"), warnings: count("warning"), infos: count("info") };
     const failed = summary.errors > 0 || (flag(ctx.args, "strict") && summary.warnings > 0);
     if (ctx.out.json) {
-      ctx.out.document({ manifest: json.display, ok: !failed, summary, findings });
+      ctx.out.document({ manifest: json.display, ...(routes ? { httpRoutes: routes.display } : {}), ok: !failed, summary, findings });
       return failed ? EXIT.failed : EXIT.ok;
     }
     const p = ctx.out.paint;
@@ -109,8 +109,9 @@ ${FINDING_CODES.map(([code, text]) => `  ${code.padEnd(22)} ${text}`).join("\n")
       ctx.out.line();
     }
     const parts = [`${summary.errors} error${summary.errors === 1 ? "" : "s"}`, `${summary.warnings} warning${summary.warnings === 1 ? "" : "s"}`];
-    if (findings.length === 0) ctx.out.line(`${p("green", "✔")} ${json.display}: no problems found.`);
-    else ctx.out.line(`${failed ? p("red", "✖") : p("yellow", "!")} ${json.display}: ${parts.join(", ")}.`);
+    const checked = routes ? `${routes.display} (against ${json.display})` : json.display;
+    if (findings.length === 0) ctx.out.line(`${p("green", "✔")} ${checked}: no problems found.`);
+    else ctx.out.line(`${failed ? p("red", "✖") : p("yellow", "!")} ${checked}: ${parts.join(", ")}.`);
     return failed ? EXIT.failed : EXIT.ok;
   },
 };

@@ -2,7 +2,7 @@
  * HTTPRoute files through the real weft bin against a running mesh: apply, diff, export and the
  * round trip apply(export(x)) = x, refusals that name the field, and `weft check -f routes.yaml`.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -155,5 +155,8 @@ describe("weft apply/diff -f routes.yaml", () => {
     expect(run.code).toBe(1);
     expect(run.stdout).toMatch(/httproute-not-accepted/);
     expect(run.stdout).toMatch(/spec.rules\[0\].backendRefs\[1\].name/);
+    const good = await weft(["check", "-f", file("pim-good.yaml", readFileSync(routes, "utf8").replace("pim-v9", "pim-v2"))]);
+    expect(good.code, good.stdout).toBe(0);
+    expect(good.stdout).toMatch(/pim-good.yaml \(against .*weft.manifest.json\): no problems found/);
   });
 });
