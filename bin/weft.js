@@ -50,6 +50,8 @@ async function build() {
     write: false,
     metafile: true,
     logLevel: "error",
+    // CommonJS dependencies (yaml) require Node built-ins; an ESM bundle has no `require` of its own.
+    banner: { js: 'import { createRequire as __weftCreateRequire } from "node:module"; const require = __weftCreateRequire(import.meta.url);' },
   });
   const inputs = {};
   // Installed as a package, weft has no lockfile of its own: its dependencies change only with it.

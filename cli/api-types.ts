@@ -21,6 +21,8 @@ export interface BackendView {
 export interface RouteView {
   name: string;
   match: RouteMatch;
+  /** Every match of a route with several (the first is `match`). */
+  matches?: RouteMatch[];
   split: Record<string, number>;
   sticky: string | null;
 }

@@ -10,6 +10,7 @@ import { CliError, EXIT, usageError } from "./errors.ts";
 import { createOutput, type Output } from "./output.ts";
 import { applyCommand, diffCommand } from "./commands/apply.ts";
 import { checkCommand } from "./commands/check.ts";
+import { exportCommand } from "./commands/export.ts";
 import { generateCommand } from "./commands/generate.ts";
 import { historyCommand, rollbackCommand } from "./commands/history.ts";
 import { initCommand } from "./commands/init.ts";
@@ -29,6 +30,7 @@ export const COMMANDS: ReadonlyArray<Command> = [
   rolloutCommand,
   applyCommand,
   diffCommand,
+  exportCommand,
   historyCommand,
   rollbackCommand,
   keysCommand,

@@ -5,6 +5,23 @@
  */
 import * as z from "zod";
 import { EgressDataPolicy, RouteAuth, RouteContract, RouteWebhook, VendorAuth } from "./policy-schemas.ts";
+import { regexProblem } from "./regex.ts";
+
+/** Adds an issue when a `RegularExpression` value is not valid RE2. */
+function regexValue(m: { type: "Exact" | "RegularExpression"; value: string }, ctx: z.RefinementCtx): void {
+  if (m.type !== "RegularExpression") return;
+  const problem = m.value.length > MAX_REGEX_LENGTH ? `longer than ${MAX_REGEX_LENGTH} characters` : regexProblem(m.value);
+  if (problem) ctx.addIssue({ code: "custom", path: ["value"], message: `not a valid RE2 regular expression: ${problem}` });
+}
+
+/** Adds an issue for each name listed twice (the Gateway API ignores repeats; Weft refuses them). */
+function duplicates(names: string[], path: Array<string | number>, ctx: z.RefinementCtx): void {
+  const seen = new Set<string>();
+  names.forEach((name, i) => {
+    if (seen.has(name)) ctx.addIssue({ code: "custom", path: [...path, i, "name"], message: `'${name}' is matched twice` });
+    seen.add(name);
+  });
+}
 
 /** Names of services, backends and routes: DNS-label-like so they are safe in URLs, metrics and logs. */
 export const Name = z
@@ -105,19 +122,90 @@ export const RpcMethodPattern = z
   .max(128)
   .regex(/^(\*|[A-Za-z_$][A-Za-z0-9_$]*\*?)$/, "an RPC method name such as getUser, a prefix such as get*, or *");
 
-export const RouteMatch = z.strictObject({
-  path: PathPattern.default("/*"),
-  /**
-   * Makes this an RPC route: it matches Workers RPC calls to these methods and no HTTP requests.
-   * RPC calls no `rpc` route matches take the first catch-all route (path `/*`, no methods or headers).
-   */
-  rpc: RpcMethodPattern.optional(),
-  methods: z.array(HttpMethod).min(1).optional(),
-  /** Exact header values; names are case-insensitive. */
-  headers: z
-    .record(z.string().regex(/^[A-Za-z0-9-]+$/, "must be an HTTP header name"), z.string().max(256))
-    .optional(),
-});
+/** Longest regular expression accepted in a match (RE2 syntax, compiled once per config version). */
+export const MAX_REGEX_LENGTH = 1024;
+
+/**
+ * A regular expression in RE2 syntax (the dialect Envoy and the Gateway API's implementations use):
+ * matched in linear time, so an admin's pattern cannot make a request backtrack for seconds. Matched
+ * against the whole value (full match), as Envoy's `safe_regex` does.
+ */
+export const Regex = z
+  .string()
+  .min(1)
+  .max(MAX_REGEX_LENGTH)
+  .superRefine((source, ctx) => {
+    const problem = regexProblem(source);
+    if (problem) ctx.addIssue({ code: "custom", message: `not a valid RE2 regular expression: ${problem}` });
+  });
+
+/** How a header or query parameter value is compared: exactly, or as an RE2 full match. */
+export const ValueMatchType = z.enum(["Exact", "RegularExpression"]);
+
+/** One header condition of a match. Header names are case-insensitive. */
+export const HeaderMatch = z
+  .strictObject({
+    name: z.string().min(1).max(256).regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, "must be an HTTP header name"),
+    type: ValueMatchType.default("Exact"),
+    value: z.string().max(4096),
+  })
+  .superRefine((m, ctx) => regexValue(m, ctx));
+export type HeaderMatch = z.infer<typeof HeaderMatch>;
+
+/** One query parameter condition of a match. Names are case-sensitive; the first value of the name is compared. */
+export const QueryParamMatch = z
+  .strictObject({
+    name: z.string().min(1).max(256).regex(/^[^\s&=#]+$/, "must be a query parameter name"),
+    type: ValueMatchType.default("Exact"),
+    value: z.string().max(4096),
+  })
+  .superRefine((m, ctx) => regexValue(m, ctx));
+export type QueryParamMatch = z.infer<typeof QueryParamMatch>;
+
+/** A path written for the Gateway API's `Exact` and `PathPrefix` kinds: absolute, without query, fragment or `//`. */
+const MatchPath = z
+  .string()
+  .max(1024)
+  .regex(/^\/[^?#\s]*$/, "must be an absolute path without '?', '#' or spaces")
+  .refine((p) => !p.includes("//") && !/\/\.\.?(\/|$)/.test(p), "must not contain '//', '/./' or '/../' (requests are matched on their canonical path)");
+
+/**
+ * Which requests a route takes. Every condition given must hold. The path is one of: `path` (an
+ * exact path, or a raw prefix ending in `*`), `pathPrefix` (whole segments: `/abc` matches `/abc`
+ * and `/abc/def`, not `/abcd`) or `pathRegex` (RE2, full match).
+ */
+export const RouteMatch = z
+  .strictObject({
+    path: PathPattern.default("/*"),
+    /**
+     * Makes this an RPC route: it matches Workers RPC calls to these methods and no HTTP requests.
+     * RPC calls no `rpc` route matches take the first catch-all route (path `/*`, no other conditions).
+     */
+    rpc: RpcMethodPattern.optional(),
+    /** Gateway API `PathPrefix`: matches whole path segments. */
+    pathPrefix: MatchPath.optional(),
+    /** Gateway API `RegularExpression` on the path (RE2, full match against the canonical path). */
+    pathRegex: Regex.optional(),
+    methods: z.array(HttpMethod).min(1).optional(),
+    /**
+     * Header conditions: an object of exact values (`{"x-env": "canary"}`), or a list of
+     * `{name, type, value}` with `type` `Exact` or `RegularExpression`. Names are case-insensitive.
+     */
+    headers: z
+      .union([
+        z.record(z.string().regex(/^[A-Za-z0-9-]+$/, "must be an HTTP header name"), z.string().max(256)),
+        z.array(HeaderMatch).min(1).max(16),
+      ])
+      .optional(),
+    /** Query parameter conditions (`Exact` or `RegularExpression`). */
+    query: z.array(QueryParamMatch).min(1).max(16).optional(),
+  })
+  .superRefine((m, ctx) => {
+    const kinds = [m.path !== "/*", m.pathPrefix !== undefined, m.pathRegex !== undefined].filter(Boolean).length;
+    if (kinds > 1) ctx.addIssue({ code: "custom", path: ["path"], message: "give one of 'path', 'pathPrefix' and 'pathRegex'" });
+    if (Array.isArray(m.headers)) duplicates(m.headers.map((h) => h.name.toLowerCase()), ["headers"], ctx);
+    if (m.query) duplicates(m.query.map((q) => q.name), ["query"], ctx);
+  });
 export type RouteMatch = z.infer<typeof RouteMatch>;
 
 /** `cookie:NAME` or `header:NAME`; absent means every request is placed independently. */
@@ -168,10 +256,173 @@ export const MirrorPolicy = z.strictObject({
 });
 export type MirrorPolicy = z.infer<typeof MirrorPolicy>;
 
+/**
+ * Headers no route filter may set, add or remove: the mesh's own (`x-weft-*`: caller identity,
+ * verified claims, deadlines), the trace context the proxy manages, and the framing headers the
+ * runtime owns. A filter that could write `x-weft-caller` would let a route forge an identity.
+ */
+export function protectedHeader(name: string): boolean {
+  const lower = name.toLowerCase();
+  return lower.startsWith("x-weft-") || PROTECTED_HEADERS.has(lower);
+}
+const PROTECTED_HEADERS = new Set([
+  "traceparent",
+  "tracestate",
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "upgrade",
+  "te",
+  "trailer",
+  "proxy-connection",
+]);
+
+const ModifiedHeaderName = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, "must be an HTTP header name")
+  .refine((name) => !protectedHeader(name), "x-weft-*, trace context, Host and framing headers are the mesh's: a filter may not change them");
+
+const HeaderValue = z.strictObject({ name: ModifiedHeaderName, value: z.string().max(4096).regex(/^[^\r\n\0]*$/, "no CR, LF or NUL in header values") });
+
+/** Gateway API `HTTPHeaderFilter`: set (replace), add (append) and remove headers, applied in that order's spirit: remove, then set, then add. */
+const HeaderModifierShape = {
+  set: z.array(HeaderValue).min(1).max(16).optional(),
+  add: z.array(HeaderValue).min(1).max(16).optional(),
+  remove: z.array(ModifiedHeaderName).min(1).max(16).optional(),
+};
+
+/** A hostname a redirect or rewrite may send to: a DNS name, without port or wildcard. */
+const FilterHostname = z
+  .string()
+  .max(253)
+  .regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, "must be a DNS hostname (no port, no wildcard)");
+
+/** Gateway API `HTTPPathModifier`. `ReplacePrefixMatch` needs the route to match by path prefix. */
+export const PathModifier = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("ReplaceFullPath"), replaceFullPath: MatchPath }),
+  z.strictObject({ type: z.literal("ReplacePrefixMatch"), replacePrefixMatch: MatchPath }),
+]);
+export type PathModifier = z.infer<typeof PathModifier>;
+
+export const RequestHeaderModifier = z.strictObject({ type: z.literal("RequestHeaderModifier"), ...HeaderModifierShape });
+export const ResponseHeaderModifier = z.strictObject({ type: z.literal("ResponseHeaderModifier"), ...HeaderModifierShape });
+/** Header changes of one filter. */
+export type HeaderModifier = Omit<z.infer<typeof RequestHeaderModifier>, "type">;
+
+/** Gateway API `HTTPRequestRedirectFilter`: answer with a redirect instead of forwarding. */
+export const RequestRedirect = z.strictObject({
+  type: z.literal("RequestRedirect"),
+  scheme: z.enum(["http", "https"]).optional(),
+  hostname: FilterHostname.optional(),
+  port: z.int().min(1).max(65_535).optional(),
+  path: PathModifier.optional(),
+  statusCode: z.union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)]).default(302),
+});
+export type RequestRedirect = z.infer<typeof RequestRedirect>;
+
+/** Gateway API `HTTPURLRewriteFilter`: the backend receives another host and/or path. */
+export const UrlRewrite = z
+  .strictObject({
+    type: z.literal("URLRewrite"),
+    hostname: FilterHostname.optional(),
+    path: PathModifier.optional(),
+  })
+  .refine((f) => f.hostname !== undefined || f.path !== undefined, "a URLRewrite needs 'hostname' or 'path'");
+export type UrlRewrite = z.infer<typeof UrlRewrite>;
+
+/**
+ * Gateway API `HTTPRequestMirrorFilter`: a copy of a share of the requests (`percent`, or
+ * `fraction` numerator/denominator; all when neither) goes to another backend of the service, its
+ * answer discarded. Like the route's `mirror`, requests that may not be sent twice (a POST without
+ * Idempotency-Key) are not copied unless `unsafe` is set. A route may have several.
+ */
+export const RequestMirror = z
+  .strictObject({
+    type: z.literal("RequestMirror"),
+    backend: Name,
+    percent: z.number().min(0).max(100).optional(),
+    fraction: z.strictObject({ numerator: z.int().min(0), denominator: z.int().min(1).max(1_000_000).default(100) }).optional(),
+    unsafe: z.boolean().optional(),
+  })
+  .refine((f) => f.percent === undefined || f.fraction === undefined, "give 'percent' or 'fraction', not both")
+  .refine((f) => f.fraction === undefined || f.fraction.numerator <= f.fraction.denominator, "a fraction's numerator may not exceed its denominator");
+export type RequestMirror = z.infer<typeof RequestMirror>;
+
+const CorsOrigin = z
+  .string()
+  .max(253)
+  .regex(/^(\*|https?:\/\/(\*|\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?)$/, "must be '*' or scheme://host[:port], the host optionally starting with '*.'");
+const CorsToken = z.string().min(1).max(256).regex(/^(\*|[A-Za-z0-9!#$%&'*+.^_`|~-]+)$/, "must be '*' or an HTTP token");
+
+/**
+ * Gateway API `HTTPCORSFilter`: the proxy answers preflights for allowed origins itself and adds
+ * `Access-Control-Allow-Origin` (always the request's origin, never `*`) to their answers.
+ */
+export const Cors = z
+  .strictObject({
+    type: z.literal("CORS"),
+    allowOrigins: z.array(CorsOrigin).min(1).max(64),
+    allowCredentials: z.boolean().optional(),
+    allowMethods: z.array(CorsToken).min(1).max(16).optional(),
+    allowHeaders: z.array(CorsToken).min(1).max(64).optional(),
+    exposeHeaders: z.array(CorsToken).min(1).max(64).optional(),
+    maxAge: z.int().min(1).max(86_400).optional(),
+  })
+  .refine((f) => !(f.allowOrigins.includes("*") && f.allowOrigins.length > 1), "'*' may not be listed with other origins");
+export type Cors = z.infer<typeof Cors>;
+
+/** A route's filters, run in the proxy after the route matched (workers/proxy/index.ts). */
+export const RouteFilter = z.union([RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, UrlRewrite, RequestMirror, Cors]);
+export type RouteFilter = z.infer<typeof RouteFilter>;
+
+/** Filters that may be given per backend (applied only when that backend is chosen). */
+export const BackendFilter = z.union([RequestHeaderModifier, ResponseHeaderModifier]);
+export type BackendFilter = z.infer<typeof BackendFilter>;
+
+/** Whether a match selects a path prefix, so that `ReplacePrefixMatch` has a prefix to replace. */
+export function matchPrefix(match: RouteMatch): string | undefined {
+  if (match.pathPrefix !== undefined) return match.pathPrefix;
+  if (match.pathRegex === undefined && match.path.endsWith("*")) return match.path.slice(0, -1);
+  return undefined;
+}
+
+function checkFilters(route: { match?: RouteMatch | undefined; matches?: RouteMatch[] | undefined; filters?: RouteFilter[] | undefined }, ctx: z.RefinementCtx): void {
+  const filters = route.filters ?? [];
+  const seen = new Set<string>();
+  filters.forEach((filter, i) => {
+    // Several mirrors are allowed; every other filter type at most once (as the Gateway API says).
+    if (seen.has(filter.type) && filter.type !== "RequestMirror") ctx.addIssue({ code: "custom", path: ["filters", i, "type"], message: `at most one ${filter.type} filter per route` });
+    seen.add(filter.type);
+    if (filter.type !== "RequestRedirect" && filter.type !== "URLRewrite") return;
+    if (filter.path?.type !== "ReplacePrefixMatch") return;
+    const matches = route.matches ?? [route.match ?? { path: "/*" }];
+    if (!matches.every((m) => matchPrefix(m) !== undefined)) {
+      ctx.addIssue({ code: "custom", path: ["filters", i, "path"], message: "ReplacePrefixMatch needs every match of the route to be a path prefix ('pathPrefix' or a 'path' ending in '*')" });
+    }
+  });
+  if (seen.has("RequestRedirect") && seen.has("URLRewrite")) {
+    ctx.addIssue({ code: "custom", path: ["filters"], message: "a route may not both redirect and rewrite (the Gateway API forbids it)" });
+  }
+}
+
 export const Route = z.strictObject({
   /** Stable identity of the route across config versions (sticky layouts follow it). */
   name: Name.optional(),
-  match: RouteMatch.default({ path: "/*" }),
+  /** Which requests the route takes (default: every path). */
+  match: RouteMatch.optional(),
+  /**
+   * Several matches, any of which selects the route (the Gateway API's `matches`). When `match` is
+   * given too it must equal the first, as the stored form has both.
+   */
+  matches: z.array(RouteMatch).min(1).max(16).optional(),
+  /** Request and response changes, redirects and rewrites, in the Gateway API's terms. */
+  filters: z.array(RouteFilter).min(1).max(16).optional(),
+  /** Filters applied only when the split picks that backend. */
+  backendFilters: z.record(Name, z.array(BackendFilter).min(1).max(4)).optional(),
   split: Split,
   /** End-user JWT authentication for this route. */
   auth: RouteAuth.optional(),
@@ -185,6 +436,11 @@ export const Route = z.strictObject({
    * platform already bounds every invocation.
    */
   timeoutMs: z.int().min(1).max(300_000).optional(),
+  /**
+   * How long one attempt may take (the Gateway API's `timeouts.backendRequest`): an attempt that
+   * takes longer ends with 504 and, when the route retries 504, is retried within `timeoutMs`.
+   */
+  attemptTimeoutMs: z.int().min(1).max(300_000).optional(),
   /** Retries of requests that may be sent twice (GET, HEAD, OPTIONS, PUT, DELETE; see `honoursIdempotencyKey`). */
   retries: RetryPolicy.optional(),
   /**
@@ -202,6 +458,14 @@ export const Route = z.strictObject({
   failover: z.array(Name).min(1).optional(),
   /** Copy a share of requests to another backend (responses discarded, off the response path). */
   mirror: MirrorPolicy.optional(),
+}).superRefine((route, ctx) => {
+  if (route.match && route.matches && JSON.stringify(route.match) !== JSON.stringify(route.matches[0])) {
+    ctx.addIssue({ code: "custom", path: ["match"], message: "give 'match' or 'matches' (when both are given, 'match' must equal the first of 'matches')" });
+  }
+  checkFilters(route, ctx);
+  if (route.attemptTimeoutMs !== undefined && route.timeoutMs !== undefined && route.attemptTimeoutMs > route.timeoutMs) {
+    ctx.addIssue({ code: "custom", path: ["attemptTimeoutMs"], message: "an attempt's timeout may not exceed the request's (timeoutMs)" });
+  }
 });
 export type RouteInput = z.input<typeof Route>;
 
@@ -259,6 +523,12 @@ export const Service = z.strictObject({
   policy: Policy.optional(),
   faults: z.array(FaultRule).optional(),
   rateLimits: z.array(RateLimitRule).max(16).optional(),
+  /**
+   * How a request's route is chosen: `listed` (default) takes the first route in the list that
+   * matches; `gateway-api` orders every match by the Gateway API's HTTPRoute precedence (exact path,
+   * then longest prefix, method, most headers, most query parameters; ties in list order).
+   */
+  precedence: z.enum(["listed", "gateway-api"]).optional(),
 });
 export type ServiceInput = z.input<typeof Service>;
 
@@ -270,12 +540,18 @@ export type MeshConfigInput = z.input<typeof MeshConfig>;
 /** A route after parsing: defaults applied and a name always present. */
 export interface RouteConfig {
   name: string;
+  /** The route's (first) match. */
   match: RouteMatch;
+  /** Every match of a route with several (the first equals `match`); absent for one. */
+  matches?: RouteMatch[];
+  filters?: RouteFilter[];
+  backendFilters?: Record<string, BackendFilter[]>;
   split: Split;
   auth?: RouteAuth;
   contract?: RouteContract;
   webhook?: RouteWebhook;
   timeoutMs?: number;
+  attemptTimeoutMs?: number;
   retries?: RetryPolicy;
   failover?: string[];
   mirror?: MirrorPolicy;
@@ -290,6 +566,7 @@ export interface ServiceConfig {
   policy?: Policy;
   faults?: FaultRule[];
   rateLimits?: RateLimitRule[];
+  precedence?: "listed" | "gateway-api";
 }
 /** A whole mesh after parsing. */
 export interface MeshConfig {
@@ -298,7 +575,7 @@ export interface MeshConfig {
 
 /** The name a route gets when the operator gave none: readable and stable while its match is. */
 export function defaultRouteName(match: RouteMatch, index: number): string {
-  const slug = match.path
+  const slug = (match.pathPrefix ?? (match.pathRegex !== undefined ? "regex" : match.path))
     .toLowerCase()
     .replace(/\*/g, "")
     .replace(/[^a-z0-9]+/g, "-")
@@ -311,13 +588,20 @@ export function normalizeService(service: z.infer<typeof Service>): ServiceConfi
   return {
     name: service.name,
     backends: service.backends,
-    routes: service.routes.map((route, i) => ({
-      ...route,
-      name: route.name ?? defaultRouteName(route.match, i),
-    })),
+    routes: service.routes.map((route, i) => {
+      const { match, matches, ...rest } = route;
+      const first = match ?? matches?.[0] ?? { path: "/*" };
+      return {
+        ...rest,
+        name: route.name ?? defaultRouteName(first, i),
+        match: first,
+        ...(matches && matches.length > 1 ? { matches } : {}),
+      };
+    }),
     ...(service.policy ? { policy: service.policy } : {}),
     ...(service.faults ? { faults: service.faults } : {}),
     ...(service.rateLimits ? { rateLimits: service.rateLimits.map((rule, i) => ({ ...rule, name: rule.name ?? `limit-${i}` })) } : {}),
+    ...(service.precedence ? { precedence: service.precedence } : {}),
   };
 }
 

@@ -47,6 +47,8 @@ export interface ServiceSlice {
   faults?: FaultRule[];
   rateLimits?: RateLimitRule[];
   probe?: ProbeSlice;
+  /** How the proxy orders the routes' matches (absent: as listed). */
+  precedence?: "listed" | "gateway-api";
 }
 
 /** Builds the slice a proxy receives from a stored service. */
@@ -59,6 +61,7 @@ export function toSlice(stored: StoredService, version: number): ServiceSlice {
     ...(stored.config.policy ? { policy: stored.config.policy } : {}),
     ...(stored.config.faults ? { faults: stored.config.faults } : {}),
     ...(stored.config.rateLimits ? { rateLimits: stored.config.rateLimits } : {}),
+    ...(stored.config.precedence ? { precedence: stored.config.precedence } : {}),
     ...(stored.rollout?.probe ? { probe: { ...stored.rollout.probe, rollout: stored.rollout.id, backend: stored.rollout.backend } } : {}),
   };
 }
@@ -131,7 +134,7 @@ export type SliceRead =
  */
 export function defaultRoute<R extends RouteConfig>(routes: ReadonlyArray<R>): R | undefined {
   return (
-    routes.find((r) => r.match.path === "/*" && !r.match.methods && !r.match.headers) ?? routes[0]
+    routes.find((r) => r.match.path === "/*" && !r.matches && !r.match.pathPrefix && !r.match.pathRegex && !r.match.methods && !r.match.headers && !r.match.query) ?? routes[0]
   );
 }
 

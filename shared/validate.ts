@@ -4,6 +4,7 @@
  */
 import { rpcMethodMatches } from "./authorize.ts";
 import type { Backend, MeshConfig, RouteMatch, ServiceConfig } from "./config.ts";
+import { headerConditions, orderMatches, segmentPrefix, underPrefix } from "./route-match.ts";
 
 /** One refusal, in the shape of a zod issue so clients see a single format. */
 export interface ConfigIssue {
@@ -24,63 +25,99 @@ function issue(path: Array<string | number>, message: string): ConfigIssue {
   return { code: "custom", path, message };
 }
 
-/** Does route `a` match every request route `b` matches? (Then `b`, listed after `a`, is unreachable.) */
+/** Does path condition of `a` take every path `b`'s does? Conservative: false when unsure (regular expressions). */
+function pathCovers(a: RouteMatch, b: RouteMatch): boolean {
+  if (a.pathRegex !== undefined) return b.pathRegex === a.pathRegex;
+  if (a.pathPrefix !== undefined) {
+    const p = segmentPrefix(a.pathPrefix);
+    if (p === "") return true;
+    if (b.pathRegex !== undefined) return false;
+    if (b.pathPrefix !== undefined) return underPrefix(segmentPrefix(b.pathPrefix), p);
+    return b.path.endsWith("*") ? b.path.slice(0, -1).startsWith(`${p}/`) : underPrefix(b.path, p);
+  }
+  if (a.path.endsWith("*")) {
+    const raw = a.path.slice(0, -1);
+    if (raw === "/" || raw === "") return true;
+    if (b.pathRegex !== undefined) return false;
+    if (b.pathPrefix !== undefined) return (segmentPrefix(b.pathPrefix) || "/").startsWith(raw);
+    return b.path.replace(/\*$/, "").startsWith(raw);
+  }
+  return b.pathRegex === undefined && b.pathPrefix === undefined && !b.path.endsWith("*") && a.path === b.path;
+}
+
+/** Each of `a`'s conditions is also one of `b`'s (same name, kind and value). */
+function conditionsCovered(a: ReadonlyArray<{ name: string; type: string; value: string }>, b: ReadonlyArray<{ name: string; type: string; value: string }>): boolean {
+  return a.every((ca) => b.some((cb) => cb.name === ca.name && cb.type === ca.type && cb.value === ca.value));
+}
+
+/** Does match `a` take every request match `b` takes? (Then `b`, tried after `a`, never wins.) Conservative. */
 export function routeCovers(a: RouteMatch, b: RouteMatch): boolean {
   // RPC routes match RPC calls only, by method; HTTP routes never shadow them (nor they HTTP routes).
   if (a.rpc !== undefined || b.rpc !== undefined) return a.rpc !== undefined && b.rpc !== undefined && rpcMethodMatches(a.rpc, b.rpc.replace(/\*$/, "")) && (a.rpc.endsWith("*") || !b.rpc.endsWith("*"));
-  const pathCovered = a.path.endsWith("*")
-    ? b.path.replace(/\*$/, "").startsWith(a.path.slice(0, -1))
-    : !b.path.endsWith("*") && a.path === b.path;
-  if (!pathCovered) return false;
+  if (!pathCovers(a, b)) return false;
   if (a.methods && !(b.methods && b.methods.every((m) => a.methods?.includes(m)))) return false;
-  const bHeaders = new Map(Object.entries(b.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
-  return Object.entries(a.headers ?? {}).every(([k, v]) => bHeaders.get(k.toLowerCase()) === v);
+  if (!conditionsCovered(headerConditions(a), headerConditions(b))) return false;
+  return conditionsCovered(a.query ?? [], b.query ?? []);
 }
 
+/** The literal path a match's paths all start with, for indexing: `undefined` for a regular expression. */
+function literalPrefix(match: RouteMatch): { text: string; exact: boolean } | undefined {
+  if (match.pathRegex !== undefined) return undefined;
+  if (match.pathPrefix !== undefined) return { text: segmentPrefix(match.pathPrefix), exact: false };
+  return match.path.endsWith("*") ? { text: match.path.slice(0, -1), exact: false } : { text: match.path, exact: true };
+}
+
+type Indexed = { order: number; route: ServiceConfig["routes"][number]; match: RouteMatch };
+
 /**
- * The routes seen so far, indexed by path so that finding one that shadows a new route looks only
- * at routes whose path could cover it (same exact path, or a prefix of it), not at every earlier
- * route: validation stays linear in the number of routes for real configs (8,000 routes included).
+ * The matches seen so far, indexed by path so that finding one that covers a new match looks only
+ * at matches whose path could cover it (same exact path, a prefix of it, or the same regular
+ * expression), not at every earlier one: validation stays linear in the number of routes for real
+ * configs (8,000 routes included).
  */
 class RouteIndex {
-  private readonly exact = new Map<string, Array<{ order: number; route: ServiceConfig["routes"][number] }>>();
-  private readonly prefixes = new Map<string, Array<{ order: number; route: ServiceConfig["routes"][number] }>>();
+  private readonly exact = new Map<string, Indexed[]>();
+  private readonly prefixes = new Map<string, Indexed[]>();
+  private readonly regexes = new Map<string, Indexed[]>();
   /** Distinct prefix lengths in `prefixes`, so a lookup tries only lengths some route uses. */
   private readonly prefixLengths = new Set<number>();
   private count = 0;
 
-  add(route: ServiceConfig["routes"][number]): void {
-    const entry = { order: this.count++, route };
-    const { path } = route.match;
-    if (path.endsWith("*")) {
-      const prefix = path.slice(0, -1);
-      this.prefixLengths.add(prefix.length);
-      const list = this.prefixes.get(prefix);
+  add(route: ServiceConfig["routes"][number], match: RouteMatch): void {
+    const entry = { order: this.count++, route, match };
+    const literal = literalPrefix(match);
+    const push = (map: Map<string, Indexed[]>, key: string): void => {
+      const list = map.get(key);
       if (list) list.push(entry);
-      else this.prefixes.set(prefix, [entry]);
-    } else {
-      const list = this.exact.get(path);
-      if (list) list.push(entry);
-      else this.exact.set(path, [entry]);
+      else map.set(key, [entry]);
+    };
+    if (literal === undefined) push(this.regexes, match.pathRegex ?? "");
+    else if (literal.exact) push(this.exact, literal.text);
+    else {
+      this.prefixLengths.add(literal.text.length);
+      push(this.prefixes, literal.text);
     }
   }
 
-  /** The first route added that matches every request `match` does (see {@link routeCovers}). */
-  firstCovering(match: RouteMatch): ServiceConfig["routes"][number] | undefined {
-    let best: { order: number; route: ServiceConfig["routes"][number] } | undefined;
-    const consider = (list: ReadonlyArray<{ order: number; route: ServiceConfig["routes"][number] }> | undefined): void => {
+  /** The first match added that takes every request `match` does (see {@link routeCovers}). */
+  firstCovering(match: RouteMatch): Indexed | undefined {
+    let best: Indexed | undefined;
+    const consider = (list: ReadonlyArray<Indexed> | undefined): void => {
       for (const candidate of list ?? []) {
         if (best && candidate.order >= best.order) return;
-        if (routeCovers(candidate.route.match, match)) {
+        if (routeCovers(candidate.match, match)) {
           best = candidate;
           return;
         }
       }
     };
-    const bare = match.path.replace(/\*$/, "");
-    if (!match.path.endsWith("*")) consider(this.exact.get(match.path));
-    for (const length of this.prefixLengths) if (length <= bare.length) consider(this.prefixes.get(bare.slice(0, length)));
-    return best?.route;
+    const literal = literalPrefix(match);
+    if (literal === undefined) consider(this.regexes.get(match.pathRegex ?? ""));
+    if (literal?.exact) consider(this.exact.get(literal.text));
+    const bare = literal?.text ?? "";
+    // A root prefix is indexed as "" (pathPrefix "/") or "/" (path "/*"): both cover everything.
+    for (const length of this.prefixLengths) if (length <= Math.max(bare.length, 1)) consider(this.prefixes.get((bare || "/").slice(0, length)));
+    return best;
   }
 }
 
@@ -111,6 +148,34 @@ function checkExternalOrigin(
   });
 }
 
+/**
+ * Routes no request can reach: every match of the route is taken by an earlier match (in the order
+ * the proxy tries them, see orderMatches) of another route.
+ */
+function checkShadows(service: ServiceConfig, at: (...rest: Array<string | number>) => Array<string | number>): ConfigIssue[] {
+  const earlier = new RouteIndex();
+  const shadowedBy = new Map<number, { left: number; by: string }>();
+  service.routes.forEach((route, r) => shadowedBy.set(r, { left: (route.matches ?? [route.match]).length, by: "" }));
+  for (const entry of orderMatches(service.routes, service.precedence)) {
+    const cover = earlier.firstCovering(entry.match);
+    earlier.add(entry.route, entry.match);
+    const state = shadowedBy.get(entry.routeIndex);
+    if (cover && cover.route !== entry.route && state) {
+      state.left--;
+      state.by ||= cover.route.name;
+    }
+  }
+  const issues: ConfigIssue[] = [];
+  service.routes.forEach((route, r) => {
+    const state = shadowedBy.get(r);
+    if (state && state.left === 0) {
+      const what = service.precedence === "gateway-api" ? "takes precedence and matches" : "before it matches";
+      issues.push(issue(at("routes", r, "match"), `route '${route.name}' is unreachable: route '${state.by}' ${what} every request it would`));
+    }
+  });
+  return issues;
+}
+
 function checkService(service: ServiceConfig, index: number, options: ValidateOptions): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const at = (...rest: Array<string | number>) => ["services", index, ...rest];
@@ -127,21 +192,16 @@ function checkService(service: ServiceConfig, index: number, options: ValidateOp
   });
 
   const routeNames = new Set<string>();
-  const earlier = new RouteIndex();
+  issues.push(...checkShadows(service, at));
   service.routes.forEach((route, r) => {
     if (routeNames.has(route.name)) {
       issues.push(issue(at("routes", r, "name"), `duplicate route name '${route.name}' in service '${service.name}'`));
     }
     routeNames.add(route.name);
-    const shadow = earlier.firstCovering(route.match);
-    earlier.add(route);
-    if (shadow) {
-      issues.push(
-        issue(
-          at("routes", r, "match"),
-          `route '${route.name}' is unreachable: route '${shadow.name}' before it matches every request it would`,
-        ),
-      );
+    for (const backend of Object.keys(route.backendFilters ?? {})) {
+      if (!(backend in route.split.weights)) {
+        issues.push(issue(at("routes", r, "backendFilters", backend), `backend filters for '${backend}', which is not in the route's split`));
+      }
     }
     let total = 0;
     for (const [backend, weight] of Object.entries(route.split.weights)) {
@@ -158,6 +218,11 @@ function checkService(service: ServiceConfig, index: number, options: ValidateOp
     if (total !== 100) {
       issues.push(issue(at("routes", r, "split", "weights"), `weights must sum to 100, got ${total}`));
     }
+    (route.filters ?? []).forEach((filter, f) => {
+      if (filter.type === "RequestMirror" && !backendNames.has(filter.backend)) {
+        issues.push(issue(at("routes", r, "filters", f, "backend"), `mirror backend '${filter.backend}' is not a backend of service '${service.name}'`));
+      }
+    });
     if (route.mirror && !backendNames.has(route.mirror.backend)) {
       issues.push(issue(at("routes", r, "mirror", "backend"), `mirror backend '${route.mirror.backend}' is not a backend of service '${service.name}'`));
     }

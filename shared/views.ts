@@ -8,7 +8,7 @@ export interface ServiceView {
   backends: Backend[];
   split: Weights;
   sticky: StickyKey | null;
-  routes: Array<{ name: string; match: RouteMatch; split: Weights; sticky: StickyKey | null } & RouteResilience>;
+  routes: Array<{ name: string; match: RouteMatch; matches?: RouteMatch[]; split: Weights; sticky: StickyKey | null } & RouteResilience>;
   /** The authorization policy, or null when every caller is allowed. */
   policy: Policy | null;
   /** Injected faults (rehearsals); empty in normal operation. */
@@ -33,6 +33,7 @@ export function serviceView(stored: StoredService, version: number): ServiceView
     routes: config.routes.map((r) => ({
       name: r.name,
       match: r.match,
+      ...(r.matches ? { matches: r.matches } : {}),
       split: r.split.weights,
       sticky: r.split.sticky ?? null,
       ...(r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}),

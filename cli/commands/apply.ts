@@ -8,12 +8,23 @@ import type { AdminClient } from "../client.ts";
 import type { Command, Context } from "../command.ts";
 import { diffConfigs, isEmpty, renderDiff, summarizeDiff, type ConfigDiff } from "../diff.ts";
 import { CliError, EXIT, type ExitCode } from "../errors.ts";
-import { findManifest, readDesiredConfig, type DesiredConfig } from "../manifest/load.ts";
+import type { MeshConfig as ParsedMeshConfig } from "../../shared/config.ts";
+import { importInto, readHttpRouteFile } from "../httproute-file.ts";
+import { displayPath, findManifest, readDesiredConfig } from "../manifest/load.ts";
 import { MANIFEST_OPTION } from "./generate.ts";
 
 const FILE_OPTION = {
-  file: { ...MANIFEST_OPTION.file, description: "a mesh manifest or an admin config (default: weft.manifest.json here or in a parent directory)" },
+  file: { ...MANIFEST_OPTION.file, description: "a mesh manifest, an admin config, or Gateway API HTTPRoutes (YAML or JSON; default: weft.manifest.json here or in a parent directory)" },
 } as const;
+
+/** What the file asks for, whichever kind of file it is. */
+interface Desired {
+  display: string;
+  kind: "manifest" | "config" | "httproute";
+  config: ParsedMeshConfig;
+  /** For HTTPRoute files: the services whose routes the file replaces. */
+  services?: string[];
+}
 
 /** The live config: its version (0 before the first write) and services, as stored. */
 export interface LiveConfig {
@@ -22,9 +33,24 @@ export interface LiveConfig {
 }
 
 /** Reads the file and the live config, and compares them. */
-async function compare(ctx: Context, api: AdminClient, invalidExit: ExitCode): Promise<{ desired: DesiredConfig; live: LiveConfig; diff: ConfigDiff }> {
-  const desired = readDesiredConfig(findManifest(stringOption(ctx.args, "file"), ctx.cwd, ctx.root), ctx.cwd, invalidExit);
+async function compare(ctx: Context, api: AdminClient, invalidExit: ExitCode): Promise<{ desired: Desired; live: LiveConfig; diff: ConfigDiff }> {
+  const file = findManifest(stringOption(ctx.args, "file"), ctx.cwd, ctx.root);
+  const routes = readHttpRouteFile(file, displayPath(file, ctx.cwd), invalidExit);
+  let desired: Desired | undefined;
+  if (!routes) {
+    const read = readDesiredConfig(file, ctx.cwd, invalidExit);
+    desired = { display: read.source.display, kind: read.kind, config: read.config };
+  }
   const { body } = await api.call<LiveConfig>("GET", "/admin/config");
+  if (routes) {
+    // HTTPRoutes replace the routes of the services they name, in the config that runs now.
+    const outcome = importInto(routes, { services: body.services });
+    if (outcome.kind === "refused") {
+      throw new CliError(invalidExit, `${routes.display}: not accepted (nothing applied)`, "Each line names the HTTPRoute field and why; fix or remove it. `weft check -f <file>` checks a file against the manifest without a control plane.", { issues: outcome.issues });
+    }
+    desired = { display: routes.display, kind: "httproute", config: outcome.config, services: outcome.services.map((s) => s.service) };
+  }
+  if (!desired) throw new CliError(invalidExit, "nothing to compare");
   // The desired side goes through JSON like the live one did, so absent and undefined compare equal.
   const wanted = JSON.parse(JSON.stringify(desired.config)) as LiveConfig;
   return { desired, live: body, diff: diffConfigs({ services: body.services }, wanted) };
@@ -42,13 +68,13 @@ export const diffCommand: Command = {
   name: "diff",
   summary: "show what applying a manifest would change",
   usage: "[-f <file>]",
-  description: `Compares a mesh manifest (or an admin config such as config/mesh.json) with the config the
-control plane runs, service by service. Changes nothing.
+  description: `Compares a mesh manifest (or an admin config such as config/mesh.json, or a file of Gateway API
+HTTPRoutes) with the config the control plane runs, service by service. Changes nothing.
 
 Exit codes (as diff and kubectl diff): 0 no differences, 1 differences, 2 the file is invalid or the
 command line is wrong, 3 the control plane could not be used.`,
   options: FILE_OPTION,
-  examples: ["weft diff", "weft diff -f weft.manifest.json", "weft diff -f config/mesh.json --json"],
+  examples: ["weft diff", "weft diff -f weft.manifest.json", "weft diff -f config/mesh.json --json", "weft diff -f routes.yaml"],
   run: async (ctx) => {
     const api = ctx.api();
     let result;
@@ -61,15 +87,15 @@ command line is wrong, 3 the control plane could not be used.`,
     }
     const { desired, live, diff } = result;
     if (ctx.out.json) {
-      ctx.out.document({ file: desired.source.display, kind: desired.kind, url: api.target.url, version: live.version, differences: !isEmpty(diff), ...diff });
+      ctx.out.document({ file: desired.display, kind: desired.kind, url: api.target.url, version: live.version, differences: !isEmpty(diff), ...diff });
       return isEmpty(diff) ? EXIT.ok : EXIT.failed;
     }
     if (isEmpty(diff)) {
-      ctx.out.line(`No differences: ${api.target.url} runs ${desired.source.display} (config version ${live.version}).`);
+      ctx.out.line(`No differences: ${api.target.url} runs ${desired.display} (config version ${live.version}).`);
       return EXIT.ok;
     }
-    printDiff(ctx, api, desired.source.display, live, diff);
-    ctx.out.line(`${summarizeDiff(diff)}. \`weft apply -f ${desired.source.display}\` applies them.`);
+    printDiff(ctx, api, desired.display, live, diff);
+    ctx.out.line(`${summarizeDiff(diff)}. \`weft apply -f ${desired.display}\` applies them.`);
     return EXIT.failed;
   },
 };
@@ -81,23 +107,30 @@ export const applyCommand: Command = {
   description: `Validates a mesh manifest (or an admin config) with the control plane's own rules, shows what
 would change, asks for confirmation, then replaces the config with If-Match on the version the
 diff was computed against: if anybody changed the mesh in between, nothing is applied (exit 1)
-and you re-run to see the new diff. Without a terminal to ask on, --yes is required.`,
+and you re-run to see the new diff. Without a terminal to ask on, --yes is required.
+
+HTTPRoute files (kind: HTTPRoute, apiVersion: gateway.networking.k8s.io/v1, one or many YAML or
+JSON documents) are read the GAMMA way: a parentRef of kind Service names a Weft service, its
+backendRefs name that service's backends, each rule becomes a route, and the service's routes are
+ordered by the Gateway API's precedence. The routes of the services the file names are replaced;
+other services are untouched. A field Weft cannot honour is reported with its path and reason,
+and nothing is applied.`,
   options: {
     ...FILE_OPTION,
     yes: { type: "boolean", short: "y", description: "apply without asking" },
     reason: { type: "string", value: "<text>", description: "recorded in the config history (default: weft apply -f <file>)" },
   },
-  examples: ["weft apply -f weft.manifest.json", "weft apply -f weft.manifest.json --yes --reason 'pim-v2 at 30%'"],
+  examples: ["weft apply -f weft.manifest.json", "weft apply -f weft.manifest.json --yes --reason 'pim-v2 at 30%'", "weft apply -f routes.yaml --yes"],
   run: async (ctx) => {
     const api = ctx.api();
     const { desired, live, diff } = await compare(ctx, api, EXIT.failed);
-    const base = { file: desired.source.display, kind: desired.kind, url: api.target.url, fromVersion: live.version };
+    const base = { file: desired.display, kind: desired.kind, url: api.target.url, fromVersion: live.version };
     if (isEmpty(diff)) {
       if (ctx.out.json) ctx.out.document({ ...base, applied: false, version: live.version, ...diff });
-      else ctx.out.line(`No changes: ${api.target.url} already runs ${desired.source.display} (config version ${live.version}).`);
+      else ctx.out.line(`No changes: ${api.target.url} already runs ${desired.display} (config version ${live.version}).`);
       return EXIT.ok;
     }
-    if (!ctx.out.json) printDiff(ctx, api, desired.source.display, live, diff);
+    if (!ctx.out.json) printDiff(ctx, api, desired.display, live, diff);
     if (!flag(ctx.args, "yes")) {
       if (!ctx.canPrompt || ctx.out.json) {
         throw new CliError(EXIT.usage, "not applied: confirmation needed, and there is no terminal to ask on", "Review the diff (`weft diff -f <file>`), then pass --yes to apply without asking.");
@@ -107,7 +140,7 @@ and you re-run to see the new diff. Without a terminal to ask on, --yes is requi
         return EXIT.failed;
       }
     }
-    const reason = stringOption(ctx.args, "reason") ?? `weft apply -f ${desired.source.display}`;
+    const reason = stringOption(ctx.args, "reason") ?? `weft apply -f ${desired.display}`;
     const written = await api.call<{ version: number; changed: string[] }>("PUT", "/admin/config", {
       body: desired.config,
       ifMatch: live.version,

@@ -6,7 +6,8 @@ import { flag, stringOption } from "../args.ts";
 import type { Command } from "../command.ts";
 import { CliError, EXIT } from "../errors.ts";
 import { checkManifest, type Finding } from "../manifest/check.ts";
-import { findManifest, parseManifest, readJsonFile, type JsonFile } from "../manifest/load.ts";
+import { importInto, readHttpRouteFile } from "../httproute-file.ts";
+import { adminConfigOf, displayPath, findManifest, parseManifest, readJsonFile, type JsonFile } from "../manifest/load.ts";
 import { loadWrangler, readProjectWorkers, type ProjectWorker } from "../project/workers.ts";
 import type { Painter } from "../output.ts";
 import { MANIFEST_OPTION } from "./generate.ts";
@@ -40,8 +41,27 @@ export const FINDING_CODES: ReadonlyArray<[string, string]> = [
   ["unknown-script", "a worker backend whose script no wrangler config here deploys (warning)"],
   ["missing-proxy", "a service without its [env] in the proxy config"],
   ["stale-generated", "a generated file differs from what the manifest generates"],
+  ["httproute-not-accepted", "an HTTPRoute field Weft cannot honour or that is invalid (field, reason), checked against the manifest's services"],
   ["not-generated", "a generated file does not exist"],
 ];
+
+/**
+ * `weft check -f routes.yaml`: the HTTPRoutes applied to the manifest's services, as apply would
+ * apply them to the live config; every refusal is a finding naming the HTTPRoute field.
+ */
+function httpRouteFindings(routes: NonNullable<ReturnType<typeof readHttpRouteFile>>, manifest: ReturnType<typeof readJsonFile>): Finding[] {
+  const loaded = parseManifest(manifest);
+  const base = loaded.ok ? adminConfigOf(loaded.loaded.raw) : manifest.value;
+  const outcome = importInto(routes, base);
+  if (outcome.kind === "ok") return [];
+  return outcome.issues.map((issue) => ({
+    severity: "error",
+    code: "httproute-not-accepted",
+    location: { file: routes.display, where: issue.path },
+    message: issue.message,
+    fix: "Change or remove the field; Weft accepts an HTTPRoute whole or not at all.",
+  }));
+}
 
 /** `file:line` of a finding. */
 export function findingPlace(f: Finding): string {
@@ -86,13 +106,15 @@ ${FINDING_CODES.map(([code, text]) => `  ${code.padEnd(22)} ${text}`).join("\n")
   },
   examples: ["weft check", "weft check -f staging.manifest.json --strict", "weft check --json | jq '.findings[] | select(.severity == \"error\")'"],
   run: async (ctx) => {
-    const json = readJsonFile(findManifest(stringOption(ctx.args, "file"), ctx.cwd, ctx.root), ctx.cwd);
-    const findings = checkManifest(json, ctx.cwd, await projectWorkersFor(json));
+    const file = findManifest(stringOption(ctx.args, "file"), ctx.cwd, ctx.root);
+    const routes = readHttpRouteFile(file, displayPath(file, ctx.cwd), EXIT.failed);
+    const json = readJsonFile(routes ? findManifest(undefined, ctx.cwd, ctx.root) : file, ctx.cwd);
+    const findings = routes ? httpRouteFindings(routes, json) : checkManifest(json, ctx.cwd, await projectWorkersFor(json));
     const count = (severity: Finding["severity"]): number => findings.filter((f) => f.severity === severity).length;
     const summary = { errors: count("error"), warnings: count("warning"), infos: count("info") };
     const failed = summary.errors > 0 || (flag(ctx.args, "strict") && summary.warnings > 0);
     if (ctx.out.json) {
-      ctx.out.document({ manifest: json.display, ok: !failed, summary, findings });
+      ctx.out.document({ manifest: json.display, ...(routes ? { httpRoutes: routes.display } : {}), ok: !failed, summary, findings });
       return failed ? EXIT.failed : EXIT.ok;
     }
     const p = ctx.out.paint;
@@ -101,8 +123,9 @@ ${FINDING_CODES.map(([code, text]) => `  ${code.padEnd(22)} ${text}`).join("\n")
       ctx.out.line();
     }
     const parts = [`${summary.errors} error${summary.errors === 1 ? "" : "s"}`, `${summary.warnings} warning${summary.warnings === 1 ? "" : "s"}`];
-    if (findings.length === 0) ctx.out.line(`${p("green", "✔")} ${json.display}: no problems found.`);
-    else ctx.out.line(`${failed ? p("red", "✖") : p("yellow", "!")} ${json.display}: ${parts.join(", ")}.`);
+    const checked = routes ? `${routes.display} (against ${json.display})` : json.display;
+    if (findings.length === 0) ctx.out.line(`${p("green", "✔")} ${checked}: no problems found.`);
+    else ctx.out.line(`${failed ? p("red", "✖") : p("yellow", "!")} ${checked}: ${parts.join(", ")}.`);
     return failed ? EXIT.failed : EXIT.ok;
   },
 };

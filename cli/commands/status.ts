@@ -3,6 +3,7 @@
  * from the last minute's golden metrics.
  */
 import { pool } from "../../shared/pool.ts";
+import { describeMatch } from "../../shared/route-match.ts";
 import { flag, numberOption, positionals, stringOption } from "../args.ts";
 import type { ServiceMetrics, ServiceView, VersionsView } from "../api-types.ts";
 import type { AdminClient } from "../client.ts";
@@ -278,7 +279,7 @@ come first, then the busiest; a large mesh is cut to --limit services (--all lis
           health,
           metrics: m ? { requests: m.requests, rps: m.rps, successRate: m.successRate, p50Ms: m.p50Ms, p99Ms: m.p99Ms, ejections: m.ejections } : null,
           backends: service.backends.map((b) => ({ name: b.name, type: b.type })),
-          routes: service.routes.map((r) => ({ name: r.name, path: r.match.path, methods: r.match.methods ?? null, split: r.split, sticky: r.sticky })),
+          routes: service.routes.map((r) => ({ name: r.name, path: r.match.path, methods: r.match.methods ?? null, match: describeMatch(r.match), matches: (r.matches ?? [r.match]).length, split: r.split, sticky: r.sticky })),
           policy: service.policy !== null,
         })),
       });
@@ -312,7 +313,7 @@ come first, then the busiest; a large mesh is cut to --limit services (--all lis
       rows.flatMap(({ service }) =>
         service.routes.map((r) => [
           `${service.name}/${r.name}`,
-          `${r.match.methods ? `${r.match.methods.join(",")} ` : ""}${r.match.path}${r.match.headers ? " +headers" : ""}`,
+          `${describeMatch(r.match)}${r.matches && r.matches.length > 1 ? ` (or ${r.matches.length - 1} more)` : ""}`,
           weightsText(r.split, p),
           r.sticky ?? "-",
         ]),

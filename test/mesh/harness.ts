@@ -40,7 +40,11 @@ export const RELAYED_ECHO_SERVICE = {
 /** What the test fixture's echo backend answers: which backend it is and the request it received. */
 export interface EchoReply {
   backend: string;
+  method: string;
+  /** The Host the backend saw (URL authority), and the query string with its `?`. */
+  host: string;
   path: string;
+  query: string;
   headers: Record<string, string>;
 }
 
@@ -113,7 +117,7 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     deployments,
     ...(options.persistTo ? { persistTo: options.persistTo } : {}),
     ...(options.debugHeaders === false ? { debugHeaders: false } : {}),
-    directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0 },
+    directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0, "weft-test-echo-c": 0 },
     overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2", WEFT_TRACE_SAMPLE_RATE: "0", ...options.vars } },
     onLog: (log) => {
       logLines.push(log.message);

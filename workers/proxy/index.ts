@@ -2,8 +2,9 @@
  * The Weft proxy: one code base, deployed once per service (`wrangler deploy --env <service>`).
  * Every call into the service passes this chain, top to bottom, in this order:
  *
- *   identity → trace → authorization → route → authentication → rate limit → contract → split →
- *   resilience + forward → response contract → response headers → telemetry
+ *   identity → trace → authorization → route → redirect → authentication → rate limit → contract →
+ *   rewrite + request headers → split → resilience + forward → response contract → response
+ *   headers → telemetry
  *
  * Each step is one concern with one result shape: it continues with a value, or stops the chain
  * with a problem response. What a route needs is decided once per config version (plan.ts); a step
@@ -14,8 +15,11 @@
 import { WorkerEntrypoint } from "cloudflare:workers";
 import type { JWTPayload } from "jose";
 import { authorize } from "../../shared/authorize.ts";
+import { isPreflight, preflightHeaders, responseHeaders as corsResponseHeaders } from "../../shared/cors.ts";
+import { applyHeaderModifier, redirectLocation, rewrittenUrl, type FilterRequest } from "../../shared/filters.ts";
 import { canonicalizePath, withCanonicalPath } from "../../shared/path.ts";
 import { problemResponse } from "../../shared/problem.ts";
+import type { HeaderModifier } from "../../shared/config.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { CLAIMS_HEADER, encodeClaims } from "../../shared/user-auth.ts";
 import { healthyOwners } from "../../shared/resilience.ts";
@@ -25,7 +29,7 @@ import type { SliceState } from "./config-cache.ts";
 import { MAX_REQUEST_BYTES } from "./forward.ts";
 import { deadlineOf, identify, identityEdits, INTERNET, type Identity } from "./identity.ts";
 import { backendRequest, HeaderEdits, type Outbound } from "./outbound.ts";
-import type { CompiledBackend, CompiledSlice, RoutePlan } from "./plan.ts";
+import { findRoute, type CompiledBackend, type CompiledSlice, type RoutePlan } from "./plan.ts";
 import { checkHealth, probeCandidate } from "./probes.ts";
 import { mirror, send, type Delivery } from "./send.ts";
 import { ServiceProxy } from "./service.ts";
@@ -156,10 +160,18 @@ async function serve(exchange: Exchange): Promise<Response> {
     return problemResponse(403, "forbidden", "Forbidden", { detail: `'${who.origin}'${through} may not ${request.method} ${path} on service '${slice.service}'`, reason: decision.reason });
   }
 
-  // route
-  const route = slice.routes.find((r) => r.matches(request.method, path, request.headers));
-  if (!route) return problemResponse(404, "no-route", "No route", { detail: `service '${slice.service}' has no route for ${request.method} ${path}` });
+  // route: the first match of the route table (listed order, or the Gateway API's precedence)
+  let query: URLSearchParams | undefined;
+  const entry = findRoute(slice, { method: request.method, path, headers: request.headers, query: () => (query ??= new URL(request.url).searchParams) });
+  if (!entry) return problemResponse(404, "no-route", "No route", { detail: `service '${slice.service}' has no route for ${request.method} ${path}` });
+  const route = entry.route;
   trail.route = route.name;
+  const filters = route.filters;
+  const matched: FilterRequest | undefined = filters ? { url: new URL(request.url), path, prefix: entry.match.prefix } : undefined;
+
+  // redirect and CORS preflight: the route answers itself; nothing is forwarded
+  if (filters?.redirect && matched) return redirected(filters.redirect.statusCode, redirectLocation(filters.redirect, matched), filters.response);
+  if (filters?.cors && isPreflight(request.method, request.headers)) return new Response(null, { status: 204, headers: preflightHeaders(filters.cors, request.headers) ?? [] });
   const edits = backendHeaders(exchange, route);
 
   // authentication: a verified end-user token, whose claims reach the service in x-weft-claims
@@ -191,6 +203,10 @@ async function serve(exchange: Exchange): Promise<Response> {
     outbound.body = checked.value;
   }
 
+  // rewrite + request headers: the backend gets the rewritten URL; header filters edit its copy
+  if (filters?.rewrite && matched) outbound.url = rewrittenUrl(filters.rewrite, matched);
+  if (filters?.request) applyHeaderModifier(filters.request, edits);
+
   // split: the route's weighted, sticky split; ejected backends' slots lent to healthy ones
   const avoid = proxy.health.avoiding(Date.now());
   const owners = avoid.size === 0 ? route.owners : healthyOwners(route.owners, route.weights, avoid);
@@ -198,6 +214,8 @@ async function serve(exchange: Exchange): Promise<Response> {
   const backend = slice.backends.get(placement.decision.backend);
   if (!backend) return problemResponse(502, "no-backend", "No backend", { detail: `route '${route.name}' has no backend for this request` });
   trail.backend = backend.name;
+  const backendFilters = filters?.perBackend.get(backend.name);
+  if (backendFilters?.request) applyHeaderModifier(backendFilters.request, edits);
 
   // resilience + forward: deadline, retries, failover, faults, outlier detection, mirroring
   // A chunked body (no Content-Length) is capped as it flows.
@@ -207,7 +225,8 @@ async function serve(exchange: Exchange): Promise<Response> {
   const forwarded = backendRequest(request, edits, outbound);
   // A third party's token names the service the call is for: the origin when it is one.
   const egress = proxy.egress(who.origin);
-  if (route.mirror) mirror(route, slice.backends, forwarded, egress, waitUntil);
+  if (route.mirror) mirror(route.mirror, route, slice.backends, forwarded, egress, waitUntil);
+  for (const target of filters?.mirrors ?? []) mirror(target, route, slice.backends, forwarded, egress, waitUntil);
   const delivery = await send(proxy, route, backend, forwarded, { egress, deadlineAt: deadlineOf(request, who, route.timeoutMs, Date.now()) });
   trail.backend = delivery.backend.name;
   trail.attempts = delivery.attempts;
@@ -217,7 +236,16 @@ async function serve(exchange: Exchange): Promise<Response> {
   const response = route.contract && delivery.fromBackend ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
 
   // response headers
-  return respond(response, { proxy, slice, route, delivery, placement, rateHeaders: limited?.headers ?? [] });
+  const modifiers = filters ? [filters.response, filters.perBackend.get(delivery.backend.name)?.response].filter((m) => m !== undefined) : [];
+  const corsHeaders = filters?.cors ? corsResponseHeaders(filters.cors, request.headers.get("origin")) : [];
+  return respond(response, { proxy, slice, route, delivery, placement, extraHeaders: [...(limited?.headers ?? []), ...corsHeaders], modifiers });
+}
+
+/** A route's redirect: no body, the Location, and the route's response header filter. */
+function redirected(status: number, location: string, modifier: HeaderModifier | undefined): Response {
+  const headers = new Headers({ location });
+  if (modifier) applyHeaderModifier(modifier, headers);
+  return new Response(null, { status, headers });
 }
 
 /** The backend's headers so far: the identity step's (see identityEdits) and the trace step's, when the trace changed. */
@@ -239,14 +267,23 @@ interface Decoration {
   route: RoutePlan;
   delivery: Delivery & { backend: CompiledBackend };
   placement: Placement;
-  rateHeaders: ReadonlyArray<[string, string]>;
+  /** RateLimit headers and the route's CORS headers. */
+  extraHeaders: ReadonlyArray<[string, string]>;
+  /** The route's and the chosen backend's ResponseHeaderModifier filters. */
+  modifiers: ReadonlyArray<HeaderModifier>;
 }
 
-/** The response headers step: RateLimit headers, a new shopper's sticky cookie, and debug headers when on. */
+/**
+ * The response headers step: the route's response header filters, RateLimit headers, a new
+ * shopper's sticky cookie, and debug headers when on (after the filters, so no filter hides them).
+ */
 function respond(response: Response, d: Decoration): Response {
-  if ((!d.proxy.debugHeaders && !d.placement.setCookie && d.rateHeaders.length === 0) || response.webSocket) return response;
+  if ((!d.proxy.debugHeaders && !d.placement.setCookie && d.extraHeaders.length === 0 && d.modifiers.length === 0) || response.webSocket) return response;
   const decorated = new Response(response.body, response);
-  for (const [name, value] of d.rateHeaders) decorated.headers.set(name, value);
+  for (const modifier of d.modifiers) applyHeaderModifier(modifier, decorated.headers);
+  // Vary lists what the answer depends on: the backend's reasons stay, the mesh's are added.
+  for (const [name, value] of d.extraHeaders) if (name === "vary") decorated.headers.append(name, value);
+  else decorated.headers.set(name, value);
   if (d.placement.setCookie) decorated.headers.append("set-cookie", d.placement.setCookie);
   if (d.proxy.debugHeaders) {
     decorated.headers.set("x-weft-backend", d.delivery.backend.name);

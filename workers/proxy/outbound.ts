@@ -8,17 +8,27 @@ import { MESH_HEADER_PREFIX } from "./identity.ts";
 
 /** Header changes collected by the chain's steps, applied once. */
 export class HeaderEdits {
-  private edits: Array<[string, string | undefined]> | undefined;
+  private edits: Array<[string, string | undefined, "set" | "append"]> | undefined;
   private stripMesh = false;
 
   /** Sets `name` to `value` on the backend's copy. */
   set(name: string, value: string): void {
-    (this.edits ??= []).push([name, value]);
+    (this.edits ??= []).push([name, value, "set"]);
+  }
+
+  /** Adds a value of `name` on the backend's copy, keeping the values it has (a route's `add` filter). */
+  append(name: string, value: string): void {
+    (this.edits ??= []).push([name, value, "append"]);
   }
 
   /** Removes `name` from the backend's copy. */
   remove(name: string): void {
-    (this.edits ??= []).push([name, undefined]);
+    (this.edits ??= []).push([name, undefined, "set"]);
+  }
+
+  /** The same as {@link remove}, under the name the route filters' header sink uses. */
+  delete(name: string): void {
+    this.remove(name);
   }
 
   /** Removes every `x-weft-*` header the caller sent (the internet may not set the mesh's headers). */
@@ -36,8 +46,9 @@ export class HeaderEdits {
     if (!this.edits && !this.stripMesh) return undefined;
     const headers = new Headers(source);
     if (this.stripMesh) for (const name of source.keys()) if (name.startsWith(MESH_HEADER_PREFIX)) headers.delete(name);
-    for (const [name, value] of this.edits ?? []) {
+    for (const [name, value, how] of this.edits ?? []) {
       if (value === undefined) headers.delete(name);
+      else if (how === "append") headers.append(name, value);
       else headers.set(name, value);
     }
     return headers;

@@ -5,14 +5,18 @@
  * varies per request: its caller, ejected backends, a new shopper's cookie, the caller's deadline.
  */
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
-import type { Backend, FaultRule, HealthCheck, MirrorPolicy, Policy, RateLimitRule, RetryPolicy, RouteMatch } from "../../shared/config.ts";
+import type { Backend, FaultRule, HeaderModifier, HealthCheck, MirrorPolicy, Policy, RateLimitRule, RequestRedirect, RetryPolicy, RouteConfig, RouteFilter, UrlRewrite } from "../../shared/config.ts";
 import { compileContract, type CompiledContract } from "../../shared/contract.ts";
 import type { EgressDataPolicy, RouteAuth, RouteWebhook, VendorAuth } from "../../shared/policy-schemas.ts";
 import { OriginBalancer } from "../../shared/balancer.ts";
 import { egressBase } from "../../shared/egress.ts";
 import type { LimitSpec } from "../../shared/rate-limit.ts";
 import type { ProbeSlice, ServiceSlice } from "../../shared/slice.ts";
+import type { CorsPolicy } from "../../shared/cors.ts";
+import { mirrorPercent } from "../../shared/filters.ts";
+import { compileMatch, orderMatches, type CompiledMatch, type MatchInput } from "../../shared/route-match.ts";
 import { expandLayout } from "../../shared/split.ts";
+import type { MirrorTarget } from "./send.ts";
 
 /** Where a backend's traffic goes, resolved against this proxy's bindings. */
 export type Target =
@@ -30,15 +34,33 @@ export interface CompiledBackend {
   mesh: boolean;
 }
 
+/** Header changes for the request and the response (a route's, or one backend's). */
+export interface HeaderFilters {
+  request: HeaderModifier | undefined;
+  response: HeaderModifier | undefined;
+}
+
+/** A route's filters, sorted by the step that runs them. */
+export interface RouteFilters extends HeaderFilters {
+  redirect: RequestRedirect | undefined;
+  rewrite: UrlRewrite | undefined;
+  /** RequestMirror filters (several may copy the same request). */
+  mirrors: MirrorTarget[];
+  cors: CorsPolicy | undefined;
+  /** Header filters of one backend, applied when the split picks it. */
+  perBackend: ReadonlyMap<string, HeaderFilters>;
+}
+
 /** Everything the request path needs to know about one route, fixed for a config version. */
 export interface RoutePlan {
   name: string;
-  matches(method: string, path: string, headers: Headers): boolean;
   /**
    * Which Workers RPC calls the route takes: `"route"` for an RPC route (`match.rpc`), `"fallback"`
    * for the catch-all route RPC calls without an RPC route of their own take, `undefined` for none.
    */
   rpc: { kind: "route"; pattern: string } | { kind: "fallback" } | undefined;
+  /** The route's filters; undefined when it has none (the common case: the steps cost a property read). */
+  filters: RouteFilters | undefined;
   /** Slot owners: index = slot, value = backend name. */
   owners: string[];
   weights: Readonly<Record<string, number>>;
@@ -52,6 +74,8 @@ export interface RoutePlan {
   webhook: RouteWebhook | undefined;
   contract: CompiledContract | undefined;
   timeoutMs: number | undefined;
+  /** One attempt's timeout (within `timeoutMs`). */
+  attemptTimeoutMs: number | undefined;
   retries: RetryPolicy | undefined;
   /** Backend statuses worth another attempt. */
   retryStatuses: ReadonlySet<number>;
@@ -66,10 +90,18 @@ export interface RoutePlan {
   relays: boolean;
 }
 
+/** One match of the route table, in the order matches are tried. */
+export interface TableEntry {
+  route: RoutePlan;
+  match: CompiledMatch;
+}
+
 export interface CompiledSlice {
   service: string;
   version: number;
   routes: RoutePlan[];
+  /** Every route's matches in the order they are tried (listed, or Gateway API precedence). */
+  table: TableEntry[];
   backends: Map<string, CompiledBackend>;
   policy: Policy | undefined;
   /** A running rollout's synthetic requests to its candidate. */
@@ -125,20 +157,49 @@ function compileTarget(service: string, backend: Backend, context: CompileContex
       };
 }
 
-function compileMatch(match: RouteMatch): RoutePlan["matches"] {
-  const prefix = match.path.endsWith("*") ? match.path.slice(0, -1) : undefined;
-  const exact = match.path;
-  const methods = match.methods ? new Set<string>(match.methods) : undefined;
-  const headers = Object.entries(match.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const);
-  return (method, path, requestHeaders) =>
-    (prefix === undefined ? path === exact : path.startsWith(prefix)) &&
-    (methods === undefined || methods.has(method)) &&
-    headers.every(([k, v]) => requestHeaders.get(k) === v);
+function headerFilters(filters: ReadonlyArray<RouteFilter>): HeaderFilters {
+  let request: HeaderModifier | undefined;
+  let response: HeaderModifier | undefined;
+  for (const filter of filters) {
+    if (filter.type === "RequestHeaderModifier") request = filter;
+    if (filter.type === "ResponseHeaderModifier") response = filter;
+  }
+  return { request, response };
 }
 
-function rpcMatch(match: RouteMatch): RoutePlan["rpc"] {
+function compileFilters(route: RouteConfig): RouteFilters | undefined {
+  if (!route.filters && !route.backendFilters) return undefined;
+  const filters = route.filters ?? [];
+  let redirect: RequestRedirect | undefined;
+  let rewrite: UrlRewrite | undefined;
+  let cors: CorsPolicy | undefined;
+  for (const filter of filters) {
+    if (filter.type === "RequestRedirect") redirect = filter;
+    if (filter.type === "URLRewrite") rewrite = filter;
+    if (filter.type === "CORS") cors = filter;
+  }
+  const perBackend = new Map(Object.entries(route.backendFilters ?? {}).map(([backend, list]) => [backend, headerFilters(list)]));
+  const mirrors = filters.flatMap((f) => (f.type === "RequestMirror" ? [{ backend: f.backend, percent: mirrorPercent(f), unsafe: f.unsafe === true }] : []));
+  return { ...headerFilters(filters), redirect, rewrite, mirrors, cors, perBackend };
+}
+
+/** The route and match taking a request, or undefined (404). */
+export function findRoute(slice: CompiledSlice, input: MatchInput): TableEntry | undefined {
+  for (const entry of slice.table) if (entry.match.test(input)) return entry;
+  return undefined;
+}
+
+function rpcMatch(route: RouteConfig): RoutePlan["rpc"] {
+  const { match } = route;
   if (match.rpc !== undefined) return { kind: "route", pattern: match.rpc };
-  const catchAll = match.path === "/*" && !match.methods && Object.keys(match.headers ?? {}).length === 0;
+  const catchAll =
+    (route.matches === undefined || route.matches.length <= 1) &&
+    match.path === "/*" &&
+    match.pathPrefix === undefined &&
+    match.pathRegex === undefined &&
+    !match.methods &&
+    !match.query &&
+    (match.headers === undefined || (Array.isArray(match.headers) ? match.headers.length === 0 : Object.keys(match.headers).length === 0));
   return catchAll ? { kind: "fallback" } : undefined;
 }
 
@@ -152,21 +213,14 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
       { name: b.name, target: compileTarget(slice.service, b, context), healthCheck: b.healthCheck, fault: faults.find((f) => f.backend === b.name), mesh: b.type === "mesh" },
     ]),
   );
-  return {
-    service: slice.service,
-    version: slice.version,
-    policy: slice.policy,
-    probe: slice.probe,
-    backends,
-    checked: [...backends.values()].filter((b) => b.healthCheck !== undefined),
-    routes: slice.routes.map((route) => {
+  const routes = slice.routes.map((route): RoutePlan => {
       const [from, name] = route.split.sticky?.split(":", 2) ?? [];
-      const reached = [...Object.keys(route.split.weights), ...(route.failover ?? []), ...(route.mirror ? [route.mirror.backend] : [])];
+      const mirrored = (route.filters ?? []).flatMap((f) => (f.type === "RequestMirror" ? [f.backend] : []));
+      const reached = [...Object.keys(route.split.weights), ...(route.failover ?? []), ...(route.mirror ? [route.mirror.backend] : []), ...mirrored];
       return {
         name: route.name,
-        // An RPC route matches no HTTP request.
-        matches: route.match.rpc === undefined ? compileMatch(route.match) : () => false,
-        rpc: rpcMatch(route.match),
+        rpc: rpcMatch(route),
+        filters: compileFilters(route),
         owners: expandLayout(route.layout),
         weights: route.split.weights,
         salt: `${slice.service}/${route.name}`,
@@ -176,6 +230,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
         webhook: route.webhook,
         contract: route.contract ? compileContract(route.contract) : undefined,
         timeoutMs: route.timeoutMs,
+        attemptTimeoutMs: route.attemptTimeoutMs,
         retries: route.retries,
         retryStatuses: new Set(route.retries?.statuses ?? DEFAULT_RETRY_STATUSES),
         failover: (route.failover ?? []).flatMap((backend) => backends.get(backend) ?? []),
@@ -184,6 +239,19 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
         idempotent: route.idempotent === true,
         relays: reached.some((backend) => backends.get(backend)?.mesh === true),
       };
+    });
+  return {
+    service: slice.service,
+    version: slice.version,
+    policy: slice.policy,
+    probe: slice.probe,
+    backends,
+    checked: [...backends.values()].filter((b) => b.healthCheck !== undefined),
+    routes,
+    // An RPC route's match takes RPC calls only: HTTP requests never see it.
+    table: orderMatches(slice.routes, slice.precedence).flatMap((entry) => {
+      const route = routes[entry.routeIndex];
+      return route && entry.match.rpc === undefined ? [{ route, match: compileMatch(entry.match) }] : [];
     }),
   };
 }

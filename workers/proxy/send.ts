@@ -145,8 +145,10 @@ export async function send(sender: Sender, route: RoutePlan, chosen: CompiledBac
       await last?.response.body?.cancel(); // the failed answer is replaced by this attempt's
       attempts++;
       const startedAt = Date.now();
-      // The route's timeout is part of the deadline: it bounds the whole request, retries included.
-      const result = await attempt(backend, requestFor(remaining), call.egress, remaining);
+      // The route's timeout is part of the deadline: it bounds the whole request, retries included;
+      // an attempt timeout bounds each attempt within it.
+      const limit = route.attemptTimeoutMs === undefined ? remaining : Math.min(remaining ?? route.attemptTimeoutMs, route.attemptTimeoutMs);
+      const result = await attempt(backend, requestFor(limit), call.egress, limit);
       const verdict = judge(result, route.retryStatuses);
       sender.recordOutcome(backend.name, !verdict.failed, startedAt, Date.now());
       last = { response: result.response, backend, attempts, fromBackend: result.kind === "response" };
@@ -156,13 +158,20 @@ export async function send(sender: Sender, route: RoutePlan, chosen: CompiledBac
   return last ?? { response: problemResponse(502, "no-backend", "No backend"), backend: chosen, attempts, fromBackend: false };
 }
 
+/** One mirror of a route: its `mirror` setting, or one of its RequestMirror filters. */
+export interface MirrorTarget {
+  backend: string;
+  /** Share of requests copied, 0-100. */
+  percent: number;
+  unsafe: boolean;
+}
+
 /**
- * Copies the request to the route's mirror backend when this request is drawn (and may be sent
- * twice). Runs in `waitUntil`, off the response path; the mirror's answer is read and dropped.
+ * Copies the request to a mirror backend when this request is drawn (and may be sent twice). Runs
+ * in `waitUntil`, off the response path; the mirror's answer is read and dropped.
  */
-export function mirror(route: RoutePlan, backends: ReadonlyMap<string, CompiledBackend>, request: Request, egress: EgressContext, waitUntil: (promise: Promise<unknown>) => void): void {
-  const policy = route.mirror;
-  if (!policy || Math.random() * 100 >= policy.percent) return;
+export function mirror(policy: MirrorTarget, route: RoutePlan, backends: ReadonlyMap<string, CompiledBackend>, request: Request, egress: EgressContext, waitUntil: (promise: Promise<unknown>) => void): void {
+  if (Math.random() * 100 >= policy.percent) return;
   if (!policy.unsafe && !mayRepeat(route, request)) return;
   const backend = backends.get(policy.backend);
   if (!backend) return;
