@@ -139,6 +139,7 @@ export function orderMatches<R extends { match: RouteMatch; matches?: RouteMatch
 
 /** A match in a few words for terminals: `GET,HEAD prefix /v2 +2 headers +1 query`. */
 export function describeMatch(match: RouteMatch): string {
+  if (match.rpc !== undefined) return `rpc ${match.rpc}`;
   const path = match.pathRegex !== undefined ? `regex ${match.pathRegex}` : match.pathPrefix !== undefined ? `prefix ${match.pathPrefix}` : match.path;
   const headers = headerConditions(match).length;
   const query = match.query?.length ?? 0;

@@ -103,7 +103,10 @@ export const Manifest = z.strictObject({
   /** The proxy worker: one deployment per service, `<script>-<service>`. */
   proxy: z.strictObject({
     script: ScriptName.default("weft-proxy"),
-    /** Entry module, relative to the generated proxy config (default: the proxy of the installed weft package). */
+    /**
+     * Entry module, relative to the generated proxy config. Default: with `files.workers` (a project
+     * Weft was added to) the installed weft package's proxy, else `index.ts`.
+     */
     main: z.string().min(1).optional(),
     compatibilityDate: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "a date such as 2026-11-01"),
     compatibilityFlags: z.array(z.string().min(1)).optional(),

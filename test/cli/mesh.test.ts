@@ -79,7 +79,7 @@ describe("weft status", () => {
       { name: "pim-v3", type: "worker" },
       { name: "pim-vendor", type: "external" },
     ]);
-    expect(pim?.routes).toEqual([{ name: "products", path: "/*", methods: null, split: { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 }, sticky: "cookie:shopper" }]);
+    expect(pim?.routes).toEqual([{ name: "products", path: "/*", methods: null, match: "/*", matches: 1, split: { "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 }, sticky: "cookie:shopper" }]);
     expect(["ok", "idle"]).toContain(pim?.health);
     expect(status.configVersion).toBeGreaterThan(0);
   });

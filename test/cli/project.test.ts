@@ -161,7 +161,7 @@ describe("weft in a project it did not write", () => {
     it("status lists one service per worker; the callee's metrics name the calling worker", async () => {
       const status = await weft(["status", "--json"], { cwd: dir });
       expect(status.code, status.stderr).toBe(0);
-      expect((JSON.parse(status.stdout) as { services: Array<{ name: string }> }).services.map((s) => s.name)).toEqual(["api", "auth", "gateway"]);
+      expect((JSON.parse(status.stdout) as { services: Array<{ name: string }> }).services.map((s) => s.name).sort()).toEqual(["api", "auth", "gateway"]);
       const token = readFileSync(path.join(dir, ".weft", "admin-token"), "utf8").trim();
       let metrics = "";
       for (let i = 0; i < 20 && !/service="api"[^\n]*caller="gateway"/.test(metrics); i++) {
