@@ -57,8 +57,9 @@ const TARGETS = {
   weft_limited_vs_bare: { min: 0.85 },
   weft_debug_vs_bare: { min: 0.8 },
   weft_p99_vs_bare: { max: 1.5 },
+  weft_rpc_vs_bare_rpc: { min: 0.85 },
 } as const;
-type Ratios = Record<"weft_vs_bare" | "weft_4000_vs_bare" | "weft_retries_vs_bare" | "weft_limited_vs_bare" | "weft_debug_vs_bare" | "weft_p99_vs_bare" | "weft_vs_direct" | "bare_vs_direct", number>;
+type Ratios = Record<"weft_rpc_vs_bare_rpc" | "weft_vs_bare" | "weft_4000_vs_bare" | "weft_retries_vs_bare" | "weft_limited_vs_bare" | "weft_debug_vs_bare" | "weft_p99_vs_bare" | "weft_vs_direct" | "bare_vs_direct", number>;
 
 /** Is `ratio` within its target (true when it has none)? */
 function meets(name: keyof Ratios, value: number): boolean {
@@ -71,6 +72,8 @@ const RESULTS_PATH = path.join(ROOT, "bench", "results.json");
 
 const UPSTREAM_CONFIG = path.join(ROOT, "bench", "workers", "upstream", "wrangler.toml");
 const BARE_CONFIG = path.join(ROOT, "bench", "workers", "bare-proxy", "wrangler.toml");
+const RPC_FORWARDER_CONFIG = path.join(ROOT, "bench", "workers", "rpc-forwarder", "wrangler.toml");
+const RPC_CALLER_CONFIG = path.join(ROOT, "bench", "workers", "rpc-caller", "wrangler.toml");
 const PROXY_CONFIG = path.join(ROOT, "workers", "proxy", "wrangler.toml");
 
 /** The service every bench proxy but the 4k one fronts, and the one the 4k proxy fronts. */
@@ -134,12 +137,12 @@ function progress(line: string): void {
 // The workers
 
 interface BenchCase {
-  name: "direct" | "bare" | "weft" | "weft-retries" | "weft-limited" | "weft-debug" | "weft-4000";
+  name: "direct" | "bare" | "weft" | "weft-retries" | "weft-limited" | "weft-debug" | "weft-4000" | "rpc-bare" | "rpc-weft";
   worker: string;
 }
 
 /** Cases whose worker `--profile` can profile. */
-const PROFILED = ["weft", "weft-retries", "weft-limited", "weft-debug", "bare"] as const satisfies ReadonlyArray<BenchCase["name"]>;
+const PROFILED = ["weft", "weft-retries", "weft-limited", "weft-debug", "bare", "rpc-weft", "rpc-bare"] as const satisfies ReadonlyArray<BenchCase["name"]>;
 
 
 /** A Weft proxy instance as a `[env.*]` of workers/proxy/wrangler.toml would declare it. */
@@ -634,7 +637,17 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     proxyDeployment(proxyBase, "weft-proxy-bench-retries", RETRIES_SERVICE, false, upstream.name),
     proxyDeployment(proxyBase, "weft-proxy-bench-limited", LIMITED_SERVICE, false, upstream.name),
   ];
+  // Workers RPC: one caller per case, its TARGET bound to the bare RPC forwarder or to Weft's proxy
+  // (as a worker of the mesh whose `calls` name the bench service: props.caller).
+  const rpcForwarder = onlyDeployment(RPC_FORWARDER_CONFIG);
+  const rpcCaller = onlyDeployment(RPC_CALLER_CONFIG);
+  const rpcCallers = [
+    { ...rpcCaller, name: "weft-bench-rpc-caller-bare", services: [{ binding: "TARGET", service: rpcForwarder.name }] },
+    { ...rpcCaller, name: "weft-bench-rpc-caller-weft", services: [{ binding: "TARGET", service: "weft-proxy-bench", props: { caller: "bench-client" } }] },
+  ];
   const cases: BenchCase[] = [
+    { name: "rpc-bare", worker: "weft-bench-rpc-caller-bare" },
+    { name: "rpc-weft", worker: "weft-bench-rpc-caller-weft" },
     { name: "direct", worker: upstream.name },
     { name: "bare", worker: bare.name },
     { name: "weft", worker: "weft-proxy-bench" },
@@ -647,7 +660,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   // The bench workers are extra workers rather than `deployments` because startMesh's local
   // overrides would force WEFT_DEBUG_HEADERS="true" on every proxy; each gets its own direct socket.
   progress(`booting workerd (control plane, upstream, bare proxy, ${proxies.length} Weft proxies)…`);
-  const extra = [upstream, bare, ...proxies];
+  const extra = [upstream, bare, rpcForwarder, ...rpcCallers, ...proxies];
   const all = [...controlPlane, ...extra];
   const code = await bundleMains(extra.map((d) => d.main));
   const token = crypto.randomUUID();
@@ -705,6 +718,9 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   }
   const measured = await measureRounds((["direct", "bare", "weft", "weft-retries", "weft-limited", "weft-debug"] as const).map(caseNamed), requests, args);
 
+  // RPC through the proxy against the bare RPC forwarder, side by side.
+  measured.push(...(await measureRounds((["rpc-bare", "rpc-weft"] as const).map(caseNamed), requests, args)));
+
   const scale = await scaleUp(mesh, token, urlOf("weft-4000"), urlOf("direct"), probe);
   progress(
     `PUT took ${scale.put_ms.toFixed(0)} ms; weft-4000 served from it after ${scale.first_request_ms.toFixed(0)} ms; ` +
@@ -734,6 +750,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     weft_limited_vs_bare: round(rps("weft-limited") / rps("bare"), 3),
     weft_debug_vs_bare: round(rps("weft-debug") / rps("bare"), 3),
     weft_p99_vs_bare: round(p99("weft") / p99("bare"), 3),
+    weft_rpc_vs_bare_rpc: round(rps("rpc-weft") / rps("rpc-bare"), 3),
     weft_vs_direct: round(rps("weft") / rps("direct"), 3),
     bare_vs_direct: round(rps("bare") / rps("direct"), 3),
   };
