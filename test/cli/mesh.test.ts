@@ -274,7 +274,7 @@ describe("weft tap and top", () => {
   });
 
   it("top --once --json is one snapshot of every service's golden metrics", async () => {
-    await waitFor(async () => (await adminJson<{ total: { requests: number } }>("/admin/metrics?service=pim&window=60")).total.requests >= 3, 5_000, 100);
+    await waitFor(async () => (await adminJson<{ total: { requests: number } }>("/admin/metrics?service=pim&window=60")).total.requests >= 3, 15_000, 100);
     const run = await weft(["top", "--once", "--json"]);
     expect(run.code, run.stderr).toBe(0);
     const docs = jsonLines<{ services: Array<{ service: string; requests: number; successRate: number | null; health: string }> }>(run.stdout);

@@ -78,7 +78,7 @@ describe("Workers RPC through the mesh", () => {
     expect(urls.rewired).toEqual(["web.USERS → weft-proxy-users (caller web)"]);
   });
 
-  it("answers every call shape exactly as without Weft: values, RpcTarget stubs, callbacks, streams, thrown errors, fetch", async () => {
+  it("answers every call shape exactly as without Weft: values, RpcTarget stubs, callbacks, streams, thrown errors, fetch, scheduled", async () => {
     const through: unknown = await (await fetch(urls.url)).json();
     expect(through).toEqual(without);
     // What "exactly" covers, spelled out:
@@ -93,6 +93,7 @@ describe("Workers RPC through the mesh", () => {
       thrown: { error: "Error: no such user" },
       typeError: { error: "TypeError: id must be a string" },
       http: "users v1 ok",
+      scheduled: "*/5 * * * *",
       admin: { deleted: "u1" },
     });
   });

@@ -223,7 +223,8 @@ describe("compared with the baseline", () => {
         analysis: { maxErrorRate: 0.5, minRequests: 30, maxErrorRateIncrease: 0.05 },
       });
       expect(res.status).toBe(201);
-      done = await until("pim", ["promoted", "rolled-back", "aborted"], 20_000);
+      // Two 3-second steps, each judged once its telemetry has arrived; generous on a loaded machine.
+      done = await until("pim", ["promoted", "rolled-back", "aborted"], 40_000);
     } finally {
       await traffic.stop();
     }
@@ -232,7 +233,7 @@ describe("compared with the baseline", () => {
     const last = done.events[done.events.length - 1];
     expect(last?.baseline?.requests).toBeGreaterThanOrEqual(30);
     expect(await pimWeights()).toEqual({ "pim-v1": 100, "pim-v2": 0, "pim-v3": 0, "pim-vendor": 0 });
-  });
+  }, 60_000);
 });
 
 describe("blue-green with synthetic probes", () => {

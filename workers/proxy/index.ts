@@ -122,8 +122,18 @@ export default class ProxyEntrypoint extends WorkerEntrypoint<ProxyEnv> {
     return handleFetch(request, this.env, this.ctx);
   }
 
-  override scheduled(): Promise<void> {
-    return handleScheduled(this.env, this.ctx);
+  /**
+   * The cron trigger has no caller; `scheduled()` called on a binding to this proxy (a mesh worker's
+   * `env.API.scheduled({ cron })`) does, and is forwarded to the backend like any RPC call.
+   */
+  override async scheduled(controller: ScheduledController): Promise<void> {
+    if (identify(this.ctx.props, new Headers()).peer === INTERNET) return handleScheduled(this.env, this.ctx);
+    // A cron controller carries a number; an RPC caller passes its own object (often just { cron }).
+    const at: unknown = controller.scheduledTime;
+    const forwarded = { cron: controller.cron, ...(typeof at === "number" ? { scheduledTime: new Date(at) } : {}) };
+    const result: unknown = await ProxyEntrypoint.serveRpc(this, "scheduled", [forwarded]);
+    // The backend's handler failed: so does this one, and the caller sees the same outcome.
+    if (typeof result === "object" && result !== null && "outcome" in result && result.outcome !== "ok") throw new Error(`weft: the backend's scheduled handler ended with ${String(result.outcome)}`);
   }
 
   /** One RPC call (static: not itself a method callers could reach over RPC). */
