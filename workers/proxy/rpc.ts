@@ -204,17 +204,19 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
 export type RpcServer<T> = (self: T, method: string, args: unknown[]) => Promise<unknown>;
 
 /**
- * Gives `Entrypoint` a prototype that answers every method name it does not define with a
- * forwarder to `serve`. workerd looks RPC methods up on the instance's prototype chain, so an
- * unknown name finds the forwarder; the entrypoint's own methods (`fetch`, `scheduled`) are found
- * first and keep their meaning.
+ * Answers every method name no class of `Entrypoint`'s chain defines with a forwarder to `serve`.
+ * workerd looks RPC methods up on the instance's prototype chain, so an unknown name ends at the
+ * forwarder. It sits at the bottom of the chain (below WorkerEntrypoint's own prototype), so every
+ * name that exists — the entrypoint's `fetch` and `scheduled`, the runtime's `env` and `ctx` — is
+ * found before it and costs nothing extra on the HTTP path.
  */
 export function withRpcForwarding<T extends object>(Entrypoint: abstract new (...args: never[]) => T, serve: RpcServer<T>): void {
-  const own: unknown = Reflect.get(Entrypoint, "prototype");
-  if (typeof own !== "object" || own === null) return;
-  const parent: unknown = Object.getPrototypeOf(own);
-  if (typeof parent !== "object" || parent === null) return;
-  const forwarding = new Proxy(parent, {
+  let bottom: unknown = Reflect.get(Entrypoint, "prototype");
+  // The last prototype before Object.prototype: WorkerEntrypoint's.
+  while (typeof bottom === "object" && bottom !== null && Object.getPrototypeOf(bottom) !== Object.prototype) bottom = Object.getPrototypeOf(bottom);
+  if (typeof bottom !== "object" || bottom === null) return;
+  // An empty object over Object.prototype: workerd requires the chain to end in Object.
+  const forwarding = new Proxy(Object.create(Object.prototype) as object, {
     get(target, property, receiver: T): unknown {
       if (typeof property !== "string" || RESERVED.has(property) || property in target) return Reflect.get(target, property, receiver);
       return function forward(this: T, ...args: unknown[]): Promise<unknown> {
@@ -222,5 +224,5 @@ export function withRpcForwarding<T extends object>(Entrypoint: abstract new (..
       };
     },
   });
-  Object.setPrototypeOf(own, forwarding);
+  Object.setPrototypeOf(bottom, forwarding);
 }
