@@ -13,7 +13,7 @@ const ISOLATES = 12;
 const SHARED_FRESH_MS = 750;
 /**
  * The stated bound for a split change (workers/proxy/config-cache.ts): shared freshness 750 ms +
- * in-memory freshness 500 ms + a claim and a read, about 1.3 s, plus the control plane's own
+ * in-memory freshness 250 ms + a claim and a read, about 1.1 s, plus the control plane's own
  * publication to the SliceStore; 2.5 s leaves room for a loaded 2-core machine.
  */
 const SPLIT_BOUND_MS = 2_500;

@@ -12,7 +12,7 @@
  *
  * Bounds kept:
  * - a split change is obeyed everywhere within the shared freshness (750 ms) + {@link FRESH_MS}
- *   (500 ms) + a claim ({@link CLAIM_SETTLE_MS}) + one SliceStore read: about 1.3 s (0.9 s before);
+ *   (250 ms) + a claim ({@link CLAIM_SETTLE_MS}) + one SliceStore read: about 1.1 s (0.9 s before);
  * - isolates that find the shared entry stale together elect one of them to ask (a claim written to
  *   the cache, last writer wins), so a busy data center still makes one read per period;
  * - a version never goes backwards in an isolate (an older shared entry is ignored);
@@ -27,12 +27,7 @@ import { withTimeout } from "./bounded.ts";
 import { compileSlice, type CompileContext, type CompiledSlice } from "./plan.ts";
 
 /** Below this age the in-memory slice is used as is; above it, the shared entry is read (in the background). */
-/**
- * 500 ms rather than less: each refresh reads the Cache API, and on this machine a 250 ms period cost
- * the proxy about a tenth of its throughput locally (Weft 0.61-0.77 of the bare proxy at 250 ms,
- * 0.78-0.83 at 500 ms, 0.82-0.87 without refreshes; short runs), for 0.25 s of propagation.
- */
-export const FRESH_MS = 500;
+export const FRESH_MS = 250;
 /** Above this age a request waits for a refresh (bounded by {@link REFRESH_TIMEOUT_MS}); in between, it refreshes in the background. */
 export const MAX_AGE_MS = 900;
 const REFRESH_TIMEOUT_MS = 1_000;
