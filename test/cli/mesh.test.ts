@@ -274,6 +274,8 @@ describe("weft tap and top", () => {
   });
 
   it("top --once --json is one snapshot of every service's golden metrics", async () => {
+    // Fresh traffic, so the 60-second window still holds it when top runs (earlier tests' requests slide out).
+    for (const sku of ["sku-1", "sku-2", "sku-3"]) await fetch(`${t.shop}/products/${sku}`).then((r) => r.arrayBuffer());
     await waitFor(async () => (await adminJson<{ total: { requests: number } }>("/admin/metrics?service=pim&window=60")).total.requests >= 3, 15_000, 100);
     const run = await weft(["top", "--once", "--json"]);
     expect(run.code, run.stderr).toBe(0);
