@@ -153,10 +153,12 @@ async function withFault(slice: CompiledSlice, backendName: string, call: () => 
 export async function serveRpc(call: RpcCall): Promise<unknown> {
   const { proxy, method, waitUntil } = call;
   const who = identify(call.props, new Headers());
-  // Telemetry sees an RPC call as a POST to /<method> (access log, tap, traces), its route as the method.
-  const request = new Request(`https://${proxy.service}.rpc/${method}`, { method: "POST" });
+  // Telemetry sees an RPC call as a POST to /<method> (access log, tap, traces), its route as the
+  // method: a bounded label, since callers choose method names.
+  const label = METHOD.test(method) ? proxy.rpcRouteLabel(method) : "(other)";
+  const request = new Request(`https://${proxy.service}.rpc/${encodeURIComponent(label)}`, { method: "POST" });
   const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
-  const trail: Trail = { route: method, backend: undefined, attempts: 1, configVersion: undefined };
+  const trail: Trail = { route: label, backend: undefined, attempts: 1, configVersion: undefined };
   // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route, 429 limited, 500 failed.
   let status = 500;
   try {

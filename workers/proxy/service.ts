@@ -14,6 +14,17 @@ import { RateLimiter } from "./rate-limit.ts";
 import type { Sender } from "./send.ts";
 import { ServiceTelemetry, telemetrySettings } from "./telemetry.ts";
 
+/** `name` while fewer than `max` distinct names were seen (remembering it), else `(other)`. */
+export function boundedLabel(seen: Set<string>, name: string, max: number): string {
+  if (seen.has(name)) return name;
+  if (seen.size >= max) return "(other)";
+  seen.add(name);
+  return name;
+}
+
+/** Distinct RPC method names an isolate reports as metric routes before it folds the rest into `(other)`. */
+export const MAX_RPC_LABELS = 256;
+
 /** A proxied service: everything the request path keeps between requests. */
 export class ServiceProxy implements Sender {
   readonly health = new ServiceHealth();
@@ -22,6 +33,8 @@ export class ServiceProxy implements Sender {
   readonly telemetry: ServiceTelemetry;
   /** Debug headers only add information to responses; they never change which code runs. */
   readonly debugHeaders: boolean;
+  /** RPC method names used as metric routes: bounded, since callers choose them (see {@link rpcRouteLabel}). */
+  private readonly rpcLabels = new Set<string>();
   /** Remote JWKS and origin balancers outlive config versions, so their caches and latency estimates survive changes. */
   private readonly keySets = new Map<string, JWTVerifyGetKey>();
   private readonly balancers = new Map<string, OriginBalancer>();
@@ -48,6 +61,15 @@ export class ServiceProxy implements Sender {
       this.telemetry.countEjection(backend);
       console.warn(JSON.stringify({ event: "backend-ejected", service: this.service, backend, until: new Date(change.until).toISOString(), ejections: change.ejections }));
     }
+  }
+
+  /**
+   * The metric route of an RPC call: its method, for the first {@link MAX_RPC_LABELS} method names
+   * this isolate sees, then `(other)`. Callers choose method names, and each label is a series kept by
+   * the service's TelemetryStore, so the names are bounded like any other value from outside.
+   */
+  rpcRouteLabel(method: string): string {
+    return boundedLabel(this.rpcLabels, method, MAX_RPC_LABELS);
   }
 
   /** Who a call to a third party is made for (the egress token's subject). */
