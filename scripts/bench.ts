@@ -36,6 +36,8 @@ then how it behaves in a 4,000-service mesh, then the admin views (/metrics, /ad
 Options:
   --json             print only the results JSON on stdout (progress goes to stderr)
   --only views       run only the views section; its results replace \`views\` in bench/results.json
+  --compare <case>   measure only the bare proxy and one case (weft, weft-retries, weft-limited,
+                     weft-debug), interleaved, and print the ratio; nothing is written
   --profile <case>   instead of measuring, take a CPU profile of one case's proxy worker under load
                      (weft, weft-retries, weft-limited, weft-debug, bare) and print where its time goes;
                      the profile is written to bench/<case>.cpuprofile (open it in Chrome DevTools)
@@ -91,6 +93,8 @@ interface Args {
   json: boolean;
   only: "views" | undefined;
   profile: BenchCase["name"] | undefined;
+  /** Measure only the bare proxy and this case, interleaved; print the ratio, write nothing. */
+  compare: BenchCase["name"] | undefined;
   seconds: number;
   warmupSeconds: number;
   rounds: number;
@@ -107,20 +111,23 @@ function positiveSeconds(name: string, fallback: number): number {
 }
 
 function parseCli(): Args | "help" {
-  let values: { json?: boolean; help?: boolean; profile?: string; only?: string };
+  let values: { json?: boolean; help?: boolean; profile?: string; only?: string; compare?: string };
   try {
-    ({ values } = parseArgs({ options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" }, profile: { type: "string" }, only: { type: "string" } }, strict: true }));
+    ({ values } = parseArgs({ options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" }, profile: { type: "string" }, only: { type: "string" }, compare: { type: "string" } }, strict: true }));
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
   if (values.help) return "help";
   const profiled = PROFILED.find((name) => name === values.profile);
   if (values.profile !== undefined && !profiled) throw new UsageError(`--profile takes one of ${PROFILED.join(", ")}, got '${values.profile}'`);
+  const compared = PROFILED.find((name) => name === values.compare && name !== "bare");
+  if (values.compare !== undefined && !compared) throw new UsageError(`--compare takes one of ${PROFILED.filter((n) => n !== "bare").join(", ")}, got '${values.compare}'`);
   if (values.only !== undefined && values.only !== "views") throw new UsageError(`--only takes 'views', got '${values.only}'`);
   return {
     json: values.json === true,
     only: values.only === "views" ? "views" : undefined,
     profile: profiled,
+    compare: compared,
     seconds: positiveSeconds("BENCH_SECONDS", 10),
     warmupSeconds: positiveSeconds("BENCH_WARMUP_SECONDS", 2),
     rounds: Math.max(1, Math.round(positiveSeconds("BENCH_ROUNDS", 3))),
@@ -714,6 +721,14 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   if (args.profile && inspectorPort !== undefined) {
     const { benchCase, url } = caseNamed(args.profile);
     await profileCase(benchCase, url, requests, { inspectorPort, seconds: args.seconds, warmupSeconds: args.warmupSeconds });
+    return 0;
+  }
+  if (args.compare) {
+    // A quick A/B while working on the proxy: the two cases side by side, nothing written.
+    const pair = await measureRounds([caseNamed("bare"), caseNamed(args.compare)], requests, args);
+    const [bareRun, other] = pair;
+    for (const m of pair) progress(`${m.name}: ${m.rps.toFixed(0)} req/s, p99 ${m.p99_ms} ms`);
+    if (bareRun && other) progress(`${other.name} vs bare: ${round(other.rps / bareRun.rps, 3)} (p99 ${round(other.p99_ms / bareRun.p99_ms, 2)}×)`);
     return 0;
   }
   const measured = await measureRounds((["direct", "bare", "weft", "weft-retries", "weft-limited", "weft-debug"] as const).map(caseNamed), requests, args);

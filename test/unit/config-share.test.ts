@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { SHARED_FRESH_MS } from "../../durable-objects/slice-store.ts";
 import type { ControlPlaneApi, ServiceSlice } from "../../shared/slice.ts";
-import { CLAIM_MS, decideShared, FRESH_MS, MAX_SHARED_FRESH_MS, SliceCache, validShare, type SharedEntry, type SliceState } from "../../workers/proxy/config-cache.ts";
+import { CLAIM_MS, decideShared, FRESH_MS, MAX_SHARED_FRESH_MS, SliceCache, validShare, WRITER_GRACE_MS, type SharedEntry, type SliceState } from "../../workers/proxy/config-cache.ts";
 
 function sliceOf(service: string, version: number, weightA: number): ServiceSlice {
   return {
@@ -41,6 +41,20 @@ describe("decideShared: what a refresh does with its data center's shared entry"
     expect(decideShared({ ...stale, refreshingUntil: 1_500, claim: "c" }, undefined, 1_000)).toEqual({ kind: "adopt", read: slice3 });
     expect(decideShared({ ...stale, refreshingUntil: 1_000, claim: "c" }, 3, 1_000)).toEqual({ kind: "ask", reason: "stale" });
     expect(decideShared({ ...stale, refreshingUntil: 1_000 + CLAIM_MS + 1, claim: "c" }, 3, 1_000)).toEqual({ kind: "ask", reason: "stale" });
+  });
+
+  it("the writer renews its own stale entry without a claim; the others leave it to the writer for a grace period", () => {
+    const stale: SharedEntry = { read: slice3, freshUntil: 1_000, writer: "w" };
+    expect(decideShared(stale, 3, 1_000, "w")).toEqual({ kind: "ask", reason: "renew" });
+    expect(decideShared(stale, 3, 1_000, "other")).toEqual({ kind: "current" });
+    expect(decideShared(stale, 2, 1_000 + WRITER_GRACE_MS - 1, "other")).toEqual({ kind: "adopt", read: slice3 });
+    // The writer has gone quiet: past the grace another isolate claims the refresh.
+    expect(decideShared(stale, 3, 1_000 + WRITER_GRACE_MS, "other")).toEqual({ kind: "ask", reason: "stale" });
+    // An implausible freshness is never left to anyone, its writer included.
+    const skewed: SharedEntry = { read: slice3, freshUntil: 1_000 + MAX_SHARED_FRESH_MS + 1, writer: "w" };
+    expect(decideShared(skewed, 3, 1_000, "w")).toEqual({ kind: "ask", reason: "stale" });
+    // While fresh the entry is read as any other, by its writer too.
+    expect(decideShared({ ...stale, freshUntil: 1_500 }, 3, 1_000, "w")).toEqual({ kind: "current" });
   });
 
   it("believes only well-formed share settings from the SliceStore", () => {
@@ -181,6 +195,33 @@ describe("isolates of one data center share their SliceStore reads through the C
     expect(reads() - before).toBeLessThanOrEqual(Math.ceil((12 * (FRESH_MS + 1)) / SHARED_FRESH_MS));
   });
 
+  it("when the isolate that wrote the shared entry stops serving, another takes over its renewal after the grace period", async () => {
+    const service = "share-e";
+    await sliceStoreOf(env, service).publish({ status: "slice", slice: sliceOf(service, 1, 40) });
+    const { source, reads } = countedControlPlane(service);
+    let now = 9_000_000;
+    const [quiet, busy] = [isolate(service, source, () => now), isolate(service, source, () => now)];
+    await requestEach([busy, quiet]); // `quiet` wrote last: the shared entry is its to renew
+    const before = reads();
+    await sliceStoreOf(env, service).publish({ status: "slice", slice: sliceOf(service, 2, 20) });
+    // Only `busy` serves requests from now on. Just past the entry's freshness it waits for the writer…
+    now += SHARED_FRESH_MS + 1;
+    await requestEach([busy]);
+    expect(reads() - before).toBe(0);
+    expect(busy.servedVersion).toBe(1);
+    // …and past the grace it claims the refresh itself, reads once, and serves the change.
+    now += WRITER_GRACE_MS;
+    await requestEach([busy]);
+    expect(reads() - before).toBe(1);
+    expect(busy.servedVersion).toBe(2);
+    // From then on `busy` is the writer: one read per freshness, however often it serves.
+    for (let step = 0; step < 9; step++) {
+      now += FRESH_MS + 1;
+      await requestEach([busy]);
+    }
+    expect(reads() - before).toBeLessThanOrEqual(1 + Math.ceil((9 * (FRESH_MS + 1)) / SHARED_FRESH_MS));
+  });
+
   it("never takes an older shared entry, and serves the last good config when the control plane fails", async () => {
     const service = "share-b";
     await sliceStoreOf(env, service).publish({ status: "slice", slice: sliceOf(service, 4, 70) });
@@ -202,7 +243,8 @@ describe("isolates of one data center share their SliceStore reads through the C
     const key = read.share?.key ?? "";
     const older: SharedEntry = { read: { status: "slice", slice: sliceOf(service, 3, 0) }, freshUntil: now + 5_000 };
     await (await caches.open("weft-config")).put(`https://weft-config.internal/slice/${key}`, new Response(JSON.stringify(older), { headers: { "cache-control": "max-age=60" } }));
-    now += FRESH_MS + 1;
+    // Past its own entry's freshness, `a` reads the shared entry again and finds the older one.
+    now += SHARED_FRESH_MS + 1;
     await requestEach([a]);
     expect(a.servedVersion).toBe(4);
 

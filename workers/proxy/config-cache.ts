@@ -2,19 +2,28 @@
  * The proxy's view of its service's config, cached in isolate memory and shared by the isolates of
  * one data center through the Cache API.
  *
- * Requests never wait on the control plane while the in-memory slice is fresh ({@link FRESH_MS}).
- * A refresh first reads the data center's shared entry (a local cache read, no Durable Object
- * call); only when that is missing or stale does it ask the service's SliceStore, and then it
- * writes the answer back for the other isolates. So the SliceStore sees about one read per data
- * center per freshness period (`SHARED_FRESH_MS`, set by the SliceStore), however many isolates
- * serve the service there. A Worker cannot keep a connection across requests, so the control plane
- * cannot push; polling a shared cache is the cheapest pull.
+ * Requests never wait on the control plane while the in-memory slice is fresh. A refresh first
+ * reads the data center's shared entry (a local cache read, no Durable Object call); only when that
+ * is missing or stale does it ask the service's SliceStore, and then it writes the answer back for
+ * the other isolates. So the SliceStore sees about one read per data center per freshness period
+ * (`SHARED_FRESH_MS`, set by the SliceStore), however many isolates serve the service there. A
+ * Worker cannot keep a connection across requests, so the control plane cannot push; polling a
+ * shared cache is the cheapest pull.
+ *
+ * The isolate that wrote the shared entry (its writer) renews it: it needs no cache read while the
+ * entry is fresh (the cache holds what it wrote) and asks the SliceStore when the entry goes stale,
+ * without a claim. The other isolates re-read the shared entry every {@link FRESH_MS}, and leave a
+ * stale entry to its writer for {@link WRITER_GRACE_MS} before one of them claims the refresh. So a
+ * quiet service, served by one isolate, costs one SliceStore read per freshness and no cache reads
+ * or claims; a busy data center costs the same one read, and its other isolates a local cache read
+ * each per {@link FRESH_MS}.
  *
  * Bounds kept:
  * - a split change is obeyed everywhere within the shared freshness (750 ms) + {@link FRESH_MS}
- *   (250 ms) + a claim ({@link CLAIM_SETTLE_MS}) + one SliceStore read: about 1.1 s (0.9 s before);
- * - isolates that find the shared entry stale together elect one of them to ask (a claim written to
- *   the cache, last writer wins), so a busy data center still makes one read per period;
+ *   (250 ms) + one SliceStore read: about 1 s. If the writer stops serving (its isolate evicted),
+ *   add {@link WRITER_GRACE_MS} and a claim ({@link CLAIM_SETTLE_MS}) once: about 1.3 s;
+ * - isolates that find an abandoned entry stale together elect one of them to ask (a claim written
+ *   to the cache, last writer wins), so a busy data center still makes one read per period;
  * - a version never goes backwards in an isolate (an older shared entry is ignored);
  * - when the control plane is unreachable the last good slice keeps serving (an isolate that has
  *   none yet cannot read the shared entry either: it learns the cache key from its first answer).
@@ -52,6 +61,11 @@ export const CLAIM_MS = 1_500;
  * isolate that looked in the same few milliseconds.
  */
 export const CLAIM_SETTLE_MS = 30;
+/**
+ * How long past its freshness an entry is left to its writer to renew before another isolate
+ * claims the refresh. One in-memory freshness: a writer that still serves requests renews sooner.
+ */
+export const WRITER_GRACE_MS = FRESH_MS;
 /** A freshness longer than this, in an answer or an entry, is not believed (clock skew, corruption). */
 export const MAX_SHARED_FRESH_MS = 10_000;
 /** Shared entries above this size are ignored rather than parsed (a slice is a few KiB). */
@@ -73,6 +87,8 @@ export interface SharedEntry {
   refreshingUntil?: number;
   /** The claimant's random token (the last claim written wins). */
   claim?: string;
+  /** The random id of the isolate that wrote this answer: it renews the entry when it goes stale. */
+  writer?: string;
 }
 
 /** What a refresh does with the shared entry it read. */
@@ -81,22 +97,32 @@ export type SharedDecision =
   | { kind: "adopt"; read: PublishedRead }
   /** Fresh, nothing newer: this isolate is up to date. */
   | { kind: "current" }
-  /** Missing, stale or implausible: ask the SliceStore (and share its answer); a stale entry is claimed first. */
-  | { kind: "ask"; reason: "missing" | "stale" };
+  /**
+   * Ask the SliceStore (and share its answer): the entry is missing, or stale and abandoned by its
+   * writer (claimed first), or stale and this isolate's own (renewed without a claim).
+   */
+  | { kind: "ask"; reason: "missing" | "stale" | "renew" };
 
 /** The config version a read carries. */
 export function versionOfRead(read: PublishedRead): number {
   return read.status === "slice" ? read.slice.version : read.version;
 }
 
-/** Decides a refresh from the shared entry (pure). `known` is the version this isolate serves (undefined: none yet). */
-export function decideShared(entry: SharedEntry | undefined, known: number | undefined, now: number): SharedDecision {
+/**
+ * Decides a refresh from the shared entry (pure). `known` is the version this isolate serves
+ * (undefined: none yet); `self` is this isolate's writer id.
+ */
+export function decideShared(entry: SharedEntry | undefined, known: number | undefined, now: number, self?: string): SharedDecision {
   if (entry === undefined) return { kind: "ask", reason: "missing" };
   const newer = known === undefined || versionOfRead(entry.read) > known;
-  if (now >= entry.freshUntil || entry.freshUntil - now > MAX_SHARED_FRESH_MS) {
-    // Another isolate is asking the SliceStore right now: wait for its answer rather than ask too.
+  const implausible = entry.freshUntil - now > MAX_SHARED_FRESH_MS;
+  if (now >= entry.freshUntil || implausible) {
+    const mine = self !== undefined && entry.writer === self;
+    if (mine && !implausible) return { kind: "ask", reason: "renew" };
+    // Its writer renews it shortly, or another isolate is asking right now: wait for that answer rather than ask too.
+    const writerRenews = !implausible && entry.writer !== undefined && now < entry.freshUntil + WRITER_GRACE_MS;
     const claimed = entry.refreshingUntil !== undefined && entry.refreshingUntil > now && entry.refreshingUntil - now <= CLAIM_MS;
-    if (!claimed) return { kind: "ask", reason: "stale" };
+    if (!writerRenews && !claimed) return { kind: "ask", reason: "stale" };
   }
   return newer ? { kind: "adopt", read: entry.read } : { kind: "current" };
 }
@@ -137,7 +163,11 @@ export class SliceCache {
    * isolate, not one per in-memory refresh.
    */
   private own: SharedEntry | undefined;
+  /** This isolate's writer id in the entries it shares. */
+  private readonly id = crypto.randomUUID();
+  /** When the slice was last confirmed current, and until when that confirmation holds. */
   private checkedAt = 0;
+  private freshUntil = 0;
   private retryAt = 0;
   private failures = 0;
   private background: Promise<void> | undefined;
@@ -166,8 +196,8 @@ export class SliceCache {
   current(waitUntil: Defer): SliceState | Promise<SliceState> {
     const now = this.clock();
     if (this.state) {
+      if (now < this.freshUntil) return this.state;
       const age = now - this.checkedAt;
-      if (age < FRESH_MS) return this.state;
       // Wait only when the config may be stale and the control plane is believed healthy; during an
       // outage requests are served from the last good config without ever waiting on it.
       if (age < MAX_AGE_MS || this.failures > 0) {
@@ -194,10 +224,12 @@ export class SliceCache {
   }
 
   private async refresh(useShared: boolean, defer: Defer | undefined): Promise<void> {
-    const shared = useShared ? ((await this.readShared()) ?? this.own) : undefined;
-    const decision = decideShared(shared, this.version, this.clock());
+    // The writer of a fresh entry needs no cache read: the cache holds what it wrote.
+    const own = this.own !== undefined && this.own.freshUntil > this.clock() ? this.own : undefined;
+    const shared = useShared ? (own ?? (await this.readShared()) ?? this.own) : undefined;
+    const decision = decideShared(shared, this.version, this.clock(), this.id);
     if (decision.kind !== "ask" && this.applyShared(decision)) {
-      this.checkedAt = this.clock();
+      this.checked(this.clock(), FRESH_MS);
       return;
     }
     if (decision.kind === "ask" && decision.reason === "stale" && shared !== undefined && this.share !== undefined) {
@@ -207,7 +239,7 @@ export class SliceCache {
         const now = this.clock();
         const theirs = decideShared(claim.entry, this.version, now);
         if (theirs.kind === "adopt") this.applyShared(theirs);
-        this.checkedAt = now;
+        this.checked(now, FRESH_MS);
         return;
       }
     }
@@ -221,12 +253,13 @@ export class SliceCache {
       const now = this.clock();
       // What this isolate now serves is the SliceStore's answer (or newer: versions never go back): share it.
       if (this.share && this.raw) {
-        const written = this.writeShared(this.share, { read: this.raw, freshUntil: now + this.share.freshForMs });
+        const written = this.writeShared(this.share, { read: this.raw, freshUntil: now + this.share.freshForMs, writer: this.id });
         if (defer) defer(written);
         else await written;
       }
       if (this.failures > 0) console.log(`weft proxy ${this.service}: control plane reachable again (config version ${this.version ?? 0})`);
-      this.checkedAt = now;
+      // Just read from the SliceStore: current for as long as the entry it shared is fresh.
+      this.checked(now, Math.max(FRESH_MS, this.share?.freshForMs ?? 0));
       this.failures = 0;
       this.retryAt = 0;
     } catch (error) {
@@ -242,6 +275,12 @@ export class SliceCache {
         console.error(`weft proxy ${this.service}: cannot load config: ${String(error)}`);
       }
     }
+  }
+
+  /** The slice was confirmed current at `now`; the next check is due after `freshForMs`. */
+  private checked(now: number, freshForMs: number): void {
+    this.checkedAt = now;
+    this.freshUntil = now + freshForMs;
   }
 
   /** Takes a shared entry's decision; false when the entry could not be used (it is then treated as missing). */
