@@ -11,6 +11,7 @@ import { defaultRoute, toSlice, type RolloutLock, type SliceRead, type StoredSer
 import { byName, pageNames, type ListFilter, type Page, type PageRequest } from "../shared/paging.ts";
 import { rebalance } from "../shared/split.ts";
 import { validateMesh, type ConfigIssue } from "../shared/validate.ts";
+import { compileProgram } from "../shared/regex.ts";
 import { serviceView, type ServiceView } from "../shared/views.ts";
 import { plainStub, type PlainStub } from "./rpc.ts";
 import type { SliceStore } from "./slice-store.ts";
@@ -176,7 +177,7 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
     this.sql.exec("INSERT OR IGNORE INTO subscribers (service) VALUES (?)", service);
     const entry = this.current.get(service);
     return entry
-      ? { status: "slice", slice: toSlice(entry.stored, entry.version) }
+      ? { status: "slice", slice: toSlice(entry.stored, entry.version, compileProgram) }
       : { status: "absent", version: this.head };
   }
 
@@ -474,7 +475,7 @@ export class ConfigStore extends DurableObject<ControlPlaneEnv> {
 
   private async publish(service: string, version: number): Promise<void> {
     const entry = this.current.get(service);
-    await sliceStoreOf(this.env, service).publish(entry ? { status: "slice", slice: toSlice(entry.stored, entry.version) } : { status: "absent", version });
+    await sliceStoreOf(this.env, service).publish(entry ? { status: "slice", slice: toSlice(entry.stored, entry.version, compileProgram) } : { status: "absent", version });
   }
 }
 

@@ -727,7 +727,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     // A quick A/B while working on the proxy: the two cases side by side, nothing written.
     const pair = await measureRounds([caseNamed("bare"), caseNamed(args.compare)], requests, args);
     const [bareRun, other] = pair;
-    for (const m of pair) progress(`${m.name}: ${m.rps.toFixed(0)} req/s, p99 ${m.p99_ms} ms`);
+    for (const m of pair) progress(`${m.name}: ${m.rps.toFixed(0)} req/s, p99 ${m.p99_ms} ms, workerd CPU ${m.workerd_cpu_us_per_req ?? "n/a"} µs/req`);
     if (bareRun && other) progress(`${other.name} vs bare: ${round(other.rps / bareRun.rps, 3)} (p99 ${round(other.p99_ms / bareRun.p99_ms, 2)}×)`);
     return 0;
   }

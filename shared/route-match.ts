@@ -4,7 +4,33 @@
  * precedence). Pure: the proxy and the validator share it.
  */
 import type { RouteMatch } from "./config.ts";
-import { compileFullMatch } from "./regex.ts";
+import { isRegexProgram, matchesFully, type RegexProgram } from "./regex-program.ts";
+
+/**
+ * The compiled programs of a slice's regular expressions, by source (the control plane compiles
+ * them with re2js: shared/regex.ts; the proxy only runs them).
+ */
+export type RegexPrograms = Readonly<Record<string, RegexProgram>>;
+
+/** The program for `source`, checked; throws when the slice lacks it (a slice from an older control plane). */
+function programFor(programs: RegexPrograms, source: string): RegexProgram {
+  const program: unknown = Object.hasOwn(programs, source) ? programs[source] : undefined;
+  if (!isRegexProgram(program)) throw new Error(`the slice carries no compiled program for the regular expression '${source.slice(0, 64)}' (apply the config again to republish it)`);
+  return program;
+}
+
+/** Every regular expression a route's matches use: what a slice must carry compiled. */
+export function regexSources(routes: ReadonlyArray<{ match: RouteMatch; matches?: RouteMatch[] | undefined }>): string[] {
+  const sources = new Set<string>();
+  for (const route of routes) {
+    for (const match of route.matches ?? [route.match]) {
+      if (match.pathRegex !== undefined) sources.add(match.pathRegex);
+      for (const h of headerConditions(match)) if (h.type === "RegularExpression") sources.add(h.value);
+      for (const q of match.query ?? []) if (q.type === "RegularExpression") sources.add(q.value);
+    }
+  }
+  return [...sources];
+}
 
 /** What a match looks at. `query` is parsed only when some match needs it. */
 export interface MatchInput {
@@ -24,10 +50,10 @@ export interface CompiledMatch {
 
 type ValueTest = (value: string | null) => boolean;
 
-function valueTest(type: "Exact" | "RegularExpression", expected: string): ValueTest {
+function valueTest(type: "Exact" | "RegularExpression", expected: string, programs: RegexPrograms): ValueTest {
   if (type === "Exact") return (value) => value === expected;
-  const pattern = compileFullMatch(expected);
-  return (value) => value !== null && pattern.test(value);
+  const program = programFor(programs, expected);
+  return (value) => value !== null && matchesFully(program, value);
 }
 
 /** `/abc/` and `/abc` select the same segments; the root prefix is `""` (every path). */
@@ -40,10 +66,10 @@ export function underPrefix(path: string, prefix: string): boolean {
   return prefix === "" || path === prefix || (path.startsWith(prefix) && path.charCodeAt(prefix.length) === 0x2f);
 }
 
-function pathTest(match: RouteMatch): { test: (path: string) => boolean; prefix: string | undefined } {
+function pathTest(match: RouteMatch, programs: RegexPrograms): { test: (path: string) => boolean; prefix: string | undefined } {
   if (match.pathRegex !== undefined) {
-    const pattern = compileFullMatch(match.pathRegex);
-    return { test: (path) => pattern.test(path), prefix: undefined };
+    const program = programFor(programs, match.pathRegex);
+    return { test: (path) => matchesFully(program, path), prefix: undefined };
   }
   if (match.pathPrefix !== undefined) {
     const prefix = segmentPrefix(match.pathPrefix);
@@ -66,12 +92,12 @@ export function headerConditions(match: RouteMatch): Array<{ name: string; type:
   return Object.entries(headers).map(([name, value]) => ({ name: name.toLowerCase(), type: "Exact" as const, value }));
 }
 
-/** Compiles one match; every condition it has must hold. */
-export function compileMatch(match: RouteMatch): CompiledMatch {
-  const path = pathTest(match);
+/** Compiles one match; every condition it has must hold. Its regular expressions come compiled in `programs`. */
+export function compileMatch(match: RouteMatch, programs: RegexPrograms): CompiledMatch {
+  const path = pathTest(match, programs);
   const methods = match.methods ? new Set<string>(match.methods) : undefined;
-  const headers = headerConditions(match).map((h) => ({ name: h.name, test: valueTest(h.type, h.value) }));
-  const query = (match.query ?? []).map((q) => ({ name: q.name, test: valueTest(q.type, q.value) }));
+  const headers = headerConditions(match).map((h) => ({ name: h.name, test: valueTest(h.type, h.value, programs) }));
+  const query = (match.query ?? []).map((q) => ({ name: q.name, test: valueTest(q.type, q.value, programs) }));
   return {
     prefix: path.prefix,
     test: (input) => {

@@ -6,6 +6,8 @@ import type { Backend, FaultRule, Policy, RateLimitRule, RouteConfig, ServiceCon
 import type { IngestReply, TelemetryBatch } from "./metrics.ts";
 import type { Grant, LeaseAsk, LimitSpec } from "./rate-limit.ts";
 import type { RolloutProbe } from "./rollout.ts";
+import type { RegexProgram } from "./regex-program.ts";
+import { regexSources } from "./route-match.ts";
 import type { Layout } from "./split.ts";
 
 /** A service as stored: the operator's config plus the sticky slot layout of every route. */
@@ -49,10 +51,16 @@ export interface ServiceSlice {
   probe?: ProbeSlice;
   /** How the proxy orders the routes' matches (absent: as listed). */
   precedence?: "listed" | "gateway-api";
+  /** The routes' regular expressions compiled, by source: the proxy runs these and never parses a pattern. */
+  regexes?: Record<string, RegexProgram>;
 }
 
-/** Builds the slice a proxy receives from a stored service. */
-export function toSlice(stored: StoredService, version: number): ServiceSlice {
+/**
+ * Builds the slice a proxy receives from a stored service. `compileRegex` is shared/regex.ts's
+ * `compileProgram` (passed in so that this module, which the proxy imports, does not pull re2js in).
+ */
+export function toSlice(stored: StoredService, version: number, compileRegex: (source: string) => RegexProgram): ServiceSlice {
+  const sources = regexSources(stored.config.routes);
   return {
     service: stored.config.name,
     version,
@@ -62,6 +70,7 @@ export function toSlice(stored: StoredService, version: number): ServiceSlice {
     ...(stored.config.faults ? { faults: stored.config.faults } : {}),
     ...(stored.config.rateLimits ? { rateLimits: stored.config.rateLimits } : {}),
     ...(stored.config.precedence ? { precedence: stored.config.precedence } : {}),
+    ...(sources.length > 0 ? { regexes: Object.fromEntries(sources.map((source) => [source, compileRegex(source)])) } : {}),
     ...(stored.rollout?.probe ? { probe: { ...stored.rollout.probe, rollout: stored.rollout.id, backend: stored.rollout.backend } } : {}),
   };
 }

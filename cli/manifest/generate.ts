@@ -133,8 +133,10 @@ export function proxyConfig(loaded: LoadedManifest, file: string): string {
     `compatibility_date = ${inline(proxy.compatibilityDate)}`,
     ...(proxy.compatibilityFlags ? [`compatibility_flags = ${inline(proxy.compatibilityFlags)}`] : []),
     "workers_dev = false",
-    "# The proxy is on every request's path: a smaller script starts faster in a cold isolate.",
+    "# The proxy is on every request's path: a smaller script starts faster in a cold isolate. Without",
+    "# keep_names (~4 KiB gzip of name-keeping calls): the proxy never reads a function's name.",
     "minify = true",
+    "keep_names = false",
   ];
   if (proxy.crons) {
     lines.push(

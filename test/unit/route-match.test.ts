@@ -2,11 +2,18 @@ import { describe, expect, it } from "vitest";
 import { MeshConfig, normalizeService, RouteMatch, type MeshConfigInput, type RouteInput } from "../../shared/config.ts";
 import { isPreflight, originAllowed, preflightHeaders, responseHeaders } from "../../shared/cors.ts";
 import { applyHeaderModifier, redirectLocation, replacePrefix, rewrittenUrl } from "../../shared/filters.ts";
-import { compileMatch, comparePrecedence, orderMatches, type MatchInput } from "../../shared/route-match.ts";
+import { compileProgram } from "../../shared/regex.ts";
+import { compileMatch as compileWithPrograms, comparePrecedence, orderMatches, regexSources, type MatchInput } from "../../shared/route-match.ts";
 import { routeCovers, validateMesh } from "../../shared/validate.ts";
 
 function input(path: string, init: { method?: string; headers?: Record<string, string>; query?: string } = {}): MatchInput {
   return { method: init.method ?? "GET", path, headers: new Headers(init.headers), query: () => new URLSearchParams(init.query ?? "") };
+}
+
+/** Compiles a match as the proxy does: with its regular expressions compiled by the control plane's compiler. */
+function compileMatch(match: RouteMatch): ReturnType<typeof compileWithPrograms> {
+  const programs = Object.fromEntries(regexSources([{ match }]).map((source) => [source, compileProgram(source)]));
+  return compileWithPrograms(match, programs);
 }
 
 function matches(match: RouteInput["match"], request: MatchInput): boolean {
@@ -77,6 +84,12 @@ describe("header, query and method matches", () => {
     expect(matches(match, input("/", { query: "animal=whale&id=12" }))).toBe(false);
     expect(matches(match, input("/", { query: "ANIMAL=whale&id=123" }))).toBe(false);
     expect(matches(match, input("/", { query: "animal=dolphin&animal=whale&id=123" }))).toBe(false);
+  });
+
+  it("refuses to compile a regular expression the slice does not carry compiled (a slice from an older control plane)", () => {
+    expect(() => compileWithPrograms(RouteMatch.parse({ pathRegex: "/v[0-9]+" }), {})).toThrow(/no compiled program for the regular expression '\/v\[0-9\]\+'/);
+    // A prototype name is a source like any other: never read off Object.prototype.
+    expect(() => compileWithPrograms(RouteMatch.parse({ pathRegex: "__proto__" }), {})).toThrow(/no compiled program/);
   });
 
   it("parses the query string only when a match needs it", () => {

@@ -251,7 +251,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
     // An RPC route's match takes RPC calls only: HTTP requests never see it.
     table: orderMatches(slice.routes, slice.precedence).flatMap((entry) => {
       const route = routes[entry.routeIndex];
-      return route && entry.match.rpc === undefined ? [{ route, match: compileMatch(entry.match) }] : [];
+      return route && entry.match.rpc === undefined ? [{ route, match: compileMatch(entry.match, slice.regexes ?? {}) }] : [];
     }),
   };
 }
