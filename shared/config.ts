@@ -516,8 +516,15 @@ export type RateLimitRule = z.infer<typeof RateLimitRule>;
 /** The body of `PUT /admin/services/{service}/ratelimit`. */
 export const RateLimitsUpdate = z.strictObject({ limits: z.array(RateLimitRule).max(16) });
 
+/**
+ * A service's name: a {@link Name} other than `internet`, which is the identity the mesh gives every
+ * caller from outside (policies' `from: ["internet"]`): a service of that name would be
+ * indistinguishable from the internet in policies, metrics and the service graph.
+ */
+const ServiceName = Name.refine((name) => name !== "internet", { message: "'internet' is reserved: it names callers from outside the mesh" });
+
 export const Service = z.strictObject({
-  name: Name,
+  name: ServiceName,
   backends: z.array(Backend).min(1, "a service needs at least one backend"),
   routes: z.array(Route).min(1, "a service needs at least one route"),
   policy: Policy.optional(),

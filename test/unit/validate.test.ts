@@ -105,6 +105,11 @@ describe("mesh config validation", () => {
     expect(found.join("\n")).toMatch(message);
   });
 
+  it("refuses a service named 'internet': that name is the identity of every caller from outside", () => {
+    expect(refusals({ services: [pim({ name: "internet" })] }).join("\n")).toMatch(/'internet' is reserved/);
+    expect(refusals({ services: [pim({ name: "internet-gateway" })] })).toEqual([]);
+  });
+
   it("accepts http://localhost origins in development only", () => {
     const input = { services: [pim({ backends: [{ name: "vendor", type: "external", origin: "http://127.0.0.1:9000" }], routes: [{ split: { weights: { vendor: 100 } } }] })] } satisfies MeshConfigInput;
     expect(refusals(input, DEV)).toEqual([]);
