@@ -1,6 +1,8 @@
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { MeshConfigInput } from "../../shared/config.ts";
+import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { compileSlice, findRoute } from "../../workers/proxy/plan.ts";
 
 const TOKEN = "test-admin-token";
 
@@ -36,6 +38,32 @@ describe("the control plane refuses routes that cannot work, before storing them
     const mirror = await put(echo({ name: "r", filters: [{ type: "RequestMirror", backend: "nope", percent: 10 }], split: { weights: { a: 100 } } }));
     expect(mirror.status).toBe(422);
     expect((await mirror.json<{ issues: Array<{ path: unknown[] }> }>()).issues[0]?.path).toEqual(["services", 0, "routes", 0, "filters", 0, "backend"]);
+  });
+
+  it("publishes every route regex compiled in the service's slice, and the proxy routes by those programs", async () => {
+    const res = await put({
+      services: [
+        {
+          name: "echo",
+          backends: [{ name: "a", type: "worker", binding: "A" }],
+          routes: [
+            { name: "items", matches: [{ pathRegex: "/items/[0-9]+", headers: [{ name: "x-tenant", type: "RegularExpression", value: "(?i)shop-[a-z]+" }] }], split: { weights: { a: 100 } } },
+            { name: "rest", match: { path: "/*" }, split: { weights: { a: 100 } } },
+          ],
+        },
+      ],
+    });
+    expect(res.status).toBe(200);
+    const configService = exports.ConfigService as unknown as (options: { props: { service: string } }) => ControlPlaneApi;
+    const read = await configService({ props: { service: "echo" } }).readSlice("echo", 0);
+    if (read.status !== "slice") throw new Error(`no slice: ${read.status}`);
+    expect(Object.keys(read.slice.regexes ?? {}).sort()).toEqual(["(?i)shop-[a-z]+", "/items/[0-9]+"]);
+    const slice = compileSlice(structuredClone(read.slice), { bindings: {}, keySets: new Map(), balancers: new Map() });
+    const routeOf = (path: string, tenant: string): string | undefined =>
+      findRoute(slice, { method: "GET", path, headers: new Headers({ "x-tenant": tenant }), query: () => new URLSearchParams() })?.route.name;
+    expect(routeOf("/items/42", "SHOP-north")).toBe("items");
+    expect(routeOf("/items/42x", "shop-north")).toBe("rest");
+    expect(routeOf("/items/42", "shop-42")).toBe("rest");
   });
 
   it("stores routes with several matches and filters, and serves them back as written", async () => {
