@@ -9,7 +9,9 @@
  *   rate limit (key: the caller) →
  *   split (weighted; sticky on the calling service) → resilience (timeout; retries and failover for
  *   idempotent routes) → forward (the backend binding's own method) →
- *   telemetry (the method as the route; ok as 200, a thrown error as 500)
+ *   telemetry (the method as the route; `outcome` ok/error and the error's name as labels, see
+ *   `rpcSeriesCode` in shared/metrics.ts; the HTTP-equivalent `code` stays: 200 answered, 403
+ *   refused, 404 no route, 429 rate-limited, 500 thrown or timed out)
  *
  * Arguments and results pass untouched — structured-clone values, stubs, `RpcTarget`s, functions,
  * streams — because the proxy hands the caller's arguments to the backend's stub and returns the
@@ -25,6 +27,7 @@
  * method.
  */
 import { authorize, rpcMethodMatches } from "../../shared/authorize.ts";
+import { rpcErrorName, rpcSeriesCode } from "../../shared/metrics.ts";
 import { decideFault, healthyOwners } from "../../shared/resilience.ts";
 import { decideSplit } from "../../shared/split.ts";
 import { deadline, sleep, TIMED_OUT } from "./bounded.ts";
@@ -159,8 +162,10 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
   const request = new Request(`https://${proxy.service}.rpc/${encodeURIComponent(label)}`, { method: "POST" });
   const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
   const trail: Trail = { route: label, backend: undefined, attempts: 1, configVersion: undefined };
-  // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route, 429 limited, 500 failed.
+  // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route,
+  // 429 limited, 500 failed; with the outcome (ok/error) and the error's name (bounded) as labels.
   let status = 500;
+  let failure: unknown;
   try {
     if (!METHOD.test(method)) throw refused(`'${method.slice(0, 64)}' is not an RPC method name`);
     const state: SliceState = await proxy.config.current(waitUntil);
@@ -197,7 +202,11 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     const result = await deliver({ proxy, slice, route, backend, method, args: call.args, trail });
     status = 200;
     return result;
+  } catch (error) {
+    failure = error;
+    throw error;
   } finally {
+    trail.seriesCode = rpcSeriesCode(status, status === 200 ? undefined : rpcErrorName(failure));
     proxy.telemetry.finish(hop, request, who.peer, trail, status, waitUntil);
   }
 }
