@@ -98,6 +98,12 @@ describe("Workers RPC through the mesh", () => {
     });
   });
 
+  it("makes a known number of ok and failing calls (counted at the end)", async () => {
+    // Here, before later tests change routes and inject faults: every call reaches users v1.
+    const tally = (await (await fetch(`${urls.url}/tally?ok=7&fail=3`)).json()) as { answered: number; thrown: number };
+    expect(tally).toEqual({ answered: 7, thrown: 3 });
+  });
+
   it("applies the service's policy per method: a refused call throws in the caller, saying why", async () => {
     const file = path.join(dir, "policy.json");
     const current = (await (await fetch(`${urls.admin}/admin/config`, { headers: { authorization: `Bearer ${token}` } })).json()) as { version: number; services: Array<{ name: string; policy?: unknown }> };
@@ -201,19 +207,32 @@ describe("Workers RPC through the mesh", () => {
     expect(answers.every((a) => JSON.stringify(a.echo) === JSON.stringify({ error: "Error: weft: injected fault on backend 'users-v2' (rehearsal)" }))).toBe(true);
   });
 
-  it("counts each method's calls with the caller; refusals as 403", async () => {
+  it("counts each method's calls with the caller, outcome and error name; refusals as 403", async () => {
     let metrics = "";
-    const count = (route: string, code: string): number =>
-      [...metrics.matchAll(new RegExp(`weft_requests_total\\{service="users",route="${route}",backend="[^"]*",caller="web",code="${code}"\\} (\\d+)`, "g"))].reduce((n, m) => n + Number(m[1]), 0);
+    /** The sum of `weft_requests_total` of users' series for `route` from web whose remaining labels are `rest` exactly. */
+    const count = (route: string, rest: string): number =>
+      [...metrics.matchAll(new RegExp(`weft_requests_total\\{service="users",route="${route}",backend="[^"]*",caller="web",${rest}\\} (\\d+)`, "g"))].reduce((n, m) => n + Number(m[1]), 0);
+    const histogramCount = (route: string, rest: string): number =>
+      [...metrics.matchAll(new RegExp(`weft_request_duration_seconds_count\\{service="users",route="${route}",backend="[^"]*",caller="web",${rest}\\} (\\d+)`, "g"))].reduce((n, m) => n + Number(m[1]), 0);
     // Proxies send their counts about once a second: wait for the last calls to arrive.
-    for (let i = 0; i < 30; i++) {
+    for (let i = 0; i < 40; i++) {
       metrics = await (await fetch(`${urls.admin}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
-      if (count("getUser", "200") >= 200 && count("deleteUser", "403") >= 1) break;
+      if (count("getUser", 'code="200",outcome="ok"') >= 200 && count("tally", 'code="200",outcome="ok"') + count("tally", 'code="500",outcome="error",error="RangeError"') >= 10) break;
       await new Promise((r) => setTimeout(r, 500));
     }
-    expect(count("sum", "200")).toBeGreaterThanOrEqual(2);
-    expect(count("fail", "500")).toBeGreaterThanOrEqual(2);
-    expect(count("deleteUser", "403")).toBeGreaterThanOrEqual(1);
-    expect(count("getUser", "200")).toBeGreaterThanOrEqual(200);
+    // Exactly the calls made: 7 answered, 3 thrown as RangeError, nothing else on that method.
+    expect(count("tally", 'code="200",outcome="ok"')).toBe(7);
+    expect(count("tally", 'code="500",outcome="error",error="RangeError"')).toBe(3);
+    expect(count("tally", '[^}]*')).toBe(10);
+    expect(histogramCount("tally", 'outcome="ok"')).toBe(7);
+    expect(histogramCount("tally", 'outcome="error",error="RangeError"')).toBe(3);
+    // The earlier scenarios: thrown errors by type, refusals by the mesh as 403 Errors.
+    expect(count("sum", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
+    expect(count("fail", 'code="500",outcome="error",error="Error"')).toBeGreaterThanOrEqual(2);
+    expect(count("failType", 'code="500",outcome="error",error="TypeError"')).toBeGreaterThanOrEqual(2);
+    expect(count("deleteUser", 'code="403",outcome="error",error="Error"')).toBeGreaterThanOrEqual(1);
+    expect(count("getUser", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(200);
+    // HTTP calls on the same service keep their old labels: no outcome on them.
+    expect(metrics).toMatch(/weft_requests_total\{service="users",route="all",backend="users",caller="web",code="200"\} \d+/);
   });
 });
