@@ -5,6 +5,8 @@
  * apply to RPC calls; metrics count each method's calls with the caller.
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +20,32 @@ import { spawnWeft, weft, type LiveWeft } from "./run.ts";
 const FIXTURE = path.join(ROOT, "test", "fixtures", "projects", "rpc");
 
 let dir: string;
+
+/** One span as the proxies export it over OTLP/HTTP JSON, with its service. */
+interface CollectedSpan {
+  service: string;
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  attributes: Record<string, string>;
+}
+
+/** A local OTLP collector: every span the proxies export. */
+const collected: CollectedSpan[] = [];
+let collector: Server;
+
+function collect(body: string): void {
+  type Attr = { key: string; value: { stringValue?: string; intValue?: string } };
+  const parsed = JSON.parse(body) as {
+    resourceSpans: Array<{ resource: { attributes: Attr[] }; scopeSpans: Array<{ spans: Array<Omit<CollectedSpan, "service" | "attributes"> & { attributes: Attr[] }> }> }>;
+  };
+  const flat = (attrs: Attr[]): Record<string, string> => Object.fromEntries(attrs.map((a) => [a.key, a.value.stringValue ?? a.value.intValue ?? ""]));
+  for (const rs of parsed.resourceSpans) {
+    const service = flat(rs.resource.attributes)["service.name"] ?? "";
+    for (const ss of rs.scopeSpans) for (const span of ss.spans) collected.push({ ...span, service, attributes: flat(span.attributes) });
+  }
+}
 
 /** web and users as they run without Weft. */
 async function withoutWeft(): Promise<unknown> {
@@ -37,6 +65,17 @@ async function withoutWeft(): Promise<unknown> {
 }
 
 beforeAll(async () => {
+  collector = createServer((req, res) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk: string) => (body += chunk));
+    req.on("end", () => {
+      collect(body);
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+  });
+  await new Promise<void>((resolve) => collector.listen(0, "127.0.0.1", resolve));
+  const { port } = collector.address() as AddressInfo;
   dir = mkdtempSync(path.join(tmpdir(), "weft-rpc-"));
   cpSync(FIXTURE, dir, { recursive: true });
   symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
@@ -50,11 +89,23 @@ beforeAll(async () => {
   if (!users) throw new Error("init made no users service");
   users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2" });
   users.routes = [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100, "users-v2": 0 } } }];
+  // web's second binding to users goes through an edge service first: edge's proxy relays to users' proxy.
+  const web = manifest.services.find((s) => s.name === "web")?.backends[0];
+  if (web?.type !== "worker" || !web.calls) throw new Error("init made no web service with calls");
+  web.calls.USERS_EDGE = "edge";
+  manifest.services.push({
+    name: "edge",
+    backends: [{ name: "users", type: "mesh", service: "users", binding: "USERS_MESH" }],
+    routes: [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100 } } }],
+  });
+  // Every call traced, spans to the collector above.
+  manifest.proxy = { ...manifest.proxy, vars: { WEFT_TRACE_SAMPLE_RATE: "1", WEFT_OTLP_ENDPOINT: `http://127.0.0.1:${port}/v1/traces` } };
   writeFileSync(file, JSON.stringify(manifest, null, 2));
 }, 60_000);
 
-afterAll(() => {
+afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
+  await new Promise((resolve) => collector.close(resolve));
 });
 
 describe("Workers RPC through the mesh", () => {
@@ -75,7 +126,7 @@ describe("Workers RPC through the mesh", () => {
   });
 
   it("routes web's RPC binding through users' proxy", () => {
-    expect(urls.rewired).toEqual(["web.USERS → weft-proxy-users (caller web)"]);
+    expect(urls.rewired).toEqual(["web.USERS → weft-proxy-users (caller web)", "web.USERS_EDGE → weft-proxy-edge (caller web)"]);
   });
 
   it("answers every call shape exactly as without Weft: values, RpcTarget stubs, callbacks, streams, thrown errors, fetch, scheduled", async () => {
@@ -104,6 +155,26 @@ describe("Workers RPC through the mesh", () => {
     expect(tally).toEqual({ answered: 7, thrown: 3 });
   });
 
+  it("relays RPC calls between proxies with their trace context: the next proxy's span continues the relaying proxy's trace", async () => {
+    const answer = (await (await fetch(`${urls.url}/edge`)).json()) as Record<string, unknown>;
+    expect(answer).toEqual({ user: { id: "u2", name: "Ada", version: "v1" }, admin: { deleted: "u2" } });
+    // Spans leave each proxy about once a second.
+    const find = (): { edge: CollectedSpan | undefined; users: CollectedSpan | undefined } => {
+      const edge = collected.find((s) => s.service === "edge" && s.name === "RPC getUser");
+      return { edge, users: edge ? collected.find((s) => s.service === "users" && s.name === "RPC getUser" && s.traceId === edge.traceId) : undefined };
+    };
+    for (let i = 0; i < 40 && !find().users; i++) await new Promise((r) => setTimeout(r, 250));
+    const { edge, users } = find();
+    // edge's span: called by web's code, which RPC gives no way to pass its trace: a new trace there.
+    expect(edge?.parentSpanId).toBeUndefined();
+    expect(edge).toMatchObject({ attributes: { "rpc.system": "cloudflare_workers_rpc", "rpc.method": "getUser", "weft.rpc.outcome": "ok", "weft.caller": "web", "weft.backend": "users" } });
+    // users' span: relayed by edge's proxy, so the same trace, parented to edge's span.
+    expect(users).toMatchObject({ traceId: edge?.traceId, parentSpanId: edge?.spanId, attributes: { "rpc.method": "getUser", "weft.caller": "edge", "weft.backend": "users" } });
+    // A failing call's span names the error.
+    const failed = collected.find((s) => s.service === "users" && s.name === "RPC failType");
+    expect(failed?.attributes).toMatchObject({ "weft.rpc.outcome": "error", "error.type": "TypeError" });
+  });
+
   it("applies the service's policy per method: a refused call throws in the caller, saying why", async () => {
     const file = path.join(dir, "policy.json");
     const current = (await (await fetch(`${urls.admin}/admin/config`, { headers: { authorization: `Bearer ${token}` } })).json()) as { version: number; services: Array<{ name: string; policy?: unknown }> };
@@ -122,6 +193,9 @@ describe("Workers RPC through the mesh", () => {
     }
     expect(answer.admin).toEqual({ error: "Error: weft: 'web' may not call deleteUser() on service 'users' (deny-rule)" });
     expect(answer.user).toMatchObject({ id: "u1" });
+    // Through edge, the call is still web's (the relayed origin): allowed where edge itself is not, refused where web is.
+    const relayed = (await (await fetch(`${urls.url}/edge`)).json()) as Record<string, unknown>;
+    expect(relayed).toEqual({ user: { id: "u2", name: "Ada", version: "v1" }, admin: { error: "Error: weft: 'web' may not call deleteUser() on service 'users' (deny-rule)" } });
   });
 
   it("splits RPC calls between two versions in the configured proportion", async () => {

@@ -25,6 +25,23 @@
  * backend's rehearsal faults are injected as for HTTP. Not (yet) applied to RPC: contracts, and property reads
  * (`await env.USERS.version`): the proxy cannot tell a property from a method, so every name is a
  * method.
+ *
+ * Trace context. Workers RPC carries no headers, and the runtime gives a callee nothing of its
+ * caller's invocation, so:
+ * - every RPC call is one hop of the proxy's telemetry (metric series, access log line, tap event)
+ *   and, when sampled, one span `RPC <method>` (OpenTelemetry RPC attributes: `rpc.system`,
+ *   `rpc.method`, plus `weft.rpc.outcome`, `error.type`, caller, backend, attempts);
+ * - a call from a worker's code starts a new trace at the callee's proxy (sampled at
+ *   `WEFT_TRACE_SAMPLE_RATE`): it is NOT parented to the trace of the HTTP request the calling
+ *   worker is serving, even when a Weft proxy delivered that request — the worker's code would have
+ *   to pass the context, and an RPC call has no place for it that works without Weft;
+ * - a call one proxy relays to another service's proxy (a `mesh` backend) IS continued: the relaying
+ *   proxy calls `__weftRelay(context, method, args)` ({@link RELAY_METHOD}) on the next proxy, with
+ *   its own span as `traceparent` and the call's origin, what an HTTP hop sends as `traceparent` and
+ *   `x-weft-origin`. The next proxy believes the trace from any mesh peer and the origin only from
+ *   a proxy peer, as over HTTP ({@link unwrapRelay}); its span is a child of the relaying proxy's.
+ * - the hop from a proxy to its backend worker carries no context (the worker's code sees a plain
+ *   call), so calls the worker makes in turn start new traces at their proxies.
  */
 import { authorize, rpcMethodMatches } from "../../shared/authorize.ts";
 import { rpcErrorName, rpcSeriesCode } from "../../shared/metrics.ts";
@@ -32,16 +49,72 @@ import { decideFault, healthyOwners } from "../../shared/resilience.ts";
 import { decideSplit } from "../../shared/split.ts";
 import { deadline, sleep, TIMED_OUT } from "./bounded.ts";
 import type { SliceState } from "./config-cache.ts";
-import { identify, INTERNET } from "./identity.ts";
+import { formatTraceparent } from "../../shared/trace-context.ts";
+import { identify, INTERNET, isIdentity, ORIGIN_HEADER, peerOf, type Identity, type Peer } from "./identity.ts";
 import type { CompiledSlice, RoutePlan } from "./plan.ts";
 import type { ServiceProxy } from "./service.ts";
-import { beginHop, type Trail } from "./telemetry.ts";
+import { beginHop, type Hop, type Trail } from "./telemetry.ts";
 
 /** Names a forwarder never answers: the entrypoint's own handlers and what runtimes probe objects for. */
 const RESERVED = new Set(["then", "catch", "finally", "constructor", "toJSON", "fetch", "connect", "scheduled", "queue", "tail", "trace", "email", "alarm", "test", "env", "ctx", "dup", "onRpcBroken"]);
 
 /** A method name worth forwarding: an identifier, bounded. */
 const METHOD = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
+
+/**
+ * The method a proxy calls on the next service's proxy (a `mesh` backend) to relay an RPC call with
+ * its context, since Workers RPC carries no headers: `__weftRelay(context, method, args)`. The next
+ * proxy unwraps it ({@link unwrapRelay}) and serves `method(...args)` as if called directly.
+ */
+export const RELAY_METHOD = "__weftRelay";
+
+/** What a relayed RPC call carries besides its method and arguments: what HTTP hops send as headers. */
+export interface RelayContext {
+  /** On whose behalf the call is made (`x-weft-origin` over HTTP); believed from proxy peers only. */
+  origin?: string;
+  /** The relaying hop's W3C `traceparent` (its span as the parent); believed from mesh peers, as over HTTP. */
+  traceparent?: string;
+}
+
+/** Longest `traceparent` a relay may carry (version 00 is 55 characters; later versions may append). */
+const MAX_TRACEPARENT = 256;
+
+/** A relayed call, unwrapped: the call itself and the context believed from this peer; or why it is refused. */
+export type Unwrapped =
+  | { kind: "call"; method: string; args: unknown[]; origin: string | undefined; traceparent: string | undefined }
+  | { kind: "refused"; reason: string };
+
+/**
+ * Unwraps `__weftRelay(context, method, args)` (pure). The internet cannot relay (it has no binding
+ * to a proxy's RPC anyway); the origin is believed only from a proxy peer, as `x-weft-origin` is,
+ * so worker code cannot call on behalf of another service; the trace context from any mesh peer,
+ * as `traceparent` is over HTTP. Malformed or oversized context is ignored, not refused.
+ */
+export function unwrapRelay(peer: Peer, args: ReadonlyArray<unknown>): Unwrapped {
+  if (peer.kind === "internet") return { kind: "refused", reason: `${RELAY_METHOD}() is for Weft proxies: only mesh peers relay calls` };
+  const [context, method, inner] = args;
+  if (typeof method !== "string" || !METHOD.test(method) || method === RELAY_METHOD || !Array.isArray(inner)) {
+    return { kind: "refused", reason: `${RELAY_METHOD}() takes (context, method, args)` };
+  }
+  const ctx: Record<string, unknown> = typeof context === "object" && context !== null ? { ...context } : {};
+  const origin = peer.kind === "proxy" && isIdentity(ctx.origin) ? ctx.origin : undefined;
+  const traceparent = typeof ctx.traceparent === "string" && ctx.traceparent.length <= MAX_TRACEPARENT ? ctx.traceparent : undefined;
+  const list: unknown[] = inner;
+  return { kind: "call", method, args: list, origin, traceparent };
+}
+
+/**
+ * The context a call relayed to the next proxy carries (pure): the origin (unless the internet),
+ * and this hop's trace — its own span when sampled, else the caller's unsampled context, passed on
+ * so the next hop follows the same sampling decision.
+ */
+export function relayContext(who: Identity, hop: Hop): RelayContext {
+  const traceparent = hop.traceparent ?? (hop.traceId !== undefined && hop.parentId !== undefined ? formatTraceparent(hop.traceId, hop.parentId, false) : undefined);
+  return { ...(who.origin !== INTERNET ? { origin: who.origin } : {}), ...(traceparent ? { traceparent } : {}) };
+}
+
+/** No headers: an RPC call's identity comes from the binding's props alone (shared, never changed). */
+const NO_HEADERS = new Headers();
 
 /** One RPC call into the service. */
 export interface RpcCall {
@@ -63,13 +136,22 @@ function refused(message: string): Error {
   return new Error(`weft: ${message}`);
 }
 
-/** Calls `method` on the backend's binding (its stub), with the caller's arguments. */
-function callBackend(slice: CompiledSlice, backendName: string, method: string, args: unknown[]): unknown {
+/**
+ * Calls `method` on the backend's binding (its stub), with the caller's arguments; on another
+ * service's proxy (a `mesh` backend) through {@link RELAY_METHOD}, with the call's context.
+ */
+function callBackend(d: RpcDelivery, backendName: string): unknown {
+  const { slice, method, args } = d;
   const backend = slice.backends.get(backendName);
   if (!backend || backend.target.kind !== "binding") {
     throw refused(`backend '${backendName}' of service '${slice.service}' is not a worker reachable over RPC`);
   }
   const stub: object = backend.target.fetcher;
+  if (backend.mesh) {
+    const relay: unknown = Reflect.get(stub, RELAY_METHOD);
+    if (typeof relay !== "function") throw refused(`backend '${backendName}' of service '${slice.service}' is not a Weft proxy that relays RPC`);
+    return Reflect.apply(relay, stub, [relayContext(d.who, d.hop), method, args]);
+  }
   const fn: unknown = Reflect.get(stub, method);
   if (typeof fn !== "function") throw refused(`backend '${backendName}' of service '${slice.service}' has no RPC method '${method}'`);
   return Reflect.apply(fn, stub, args);
@@ -84,6 +166,9 @@ interface RpcDelivery {
   method: string;
   args: unknown[];
   trail: Trail;
+  /** Who called and this hop's trace: what a relay to another service's proxy carries on. */
+  who: Identity;
+  hop: Hop;
 }
 
 /** A stream can be read once: a call carrying one is never made twice. */
@@ -127,7 +212,7 @@ async function deliver(d: RpcDelivery): Promise<unknown> {
       const startedAt = Date.now();
       try {
         const late = (): Error => refused(`backend '${backend}' of service '${slice.service}' did not answer ${method}() within ${route.timeoutMs ?? 0} ms`);
-        const result = await within(withFault(slice, backend, () => callBackend(slice, backend, method, args)), route.timeoutMs, late);
+        const result = await within(withFault(slice, backend, () => callBackend(d, backend)), route.timeoutMs, late);
         proxy.recordOutcome(backend, true, startedAt, Date.now());
         return result;
       } catch (error) {
@@ -154,12 +239,24 @@ async function withFault(slice: CompiledSlice, backendName: string, call: () => 
 
 /** Serves one RPC call: the steps above, then the backend's own answer. */
 export async function serveRpc(call: RpcCall): Promise<unknown> {
-  const { proxy, method, waitUntil } = call;
-  const who = identify(call.props, new Headers());
+  const { proxy, waitUntil } = call;
+  let { method, args } = call;
+  let who: Identity;
+  let traceparent: string | undefined;
+  if (method === RELAY_METHOD) {
+    // Another proxy relays a call: its context arrives as the first argument (RPC carries no headers).
+    const unwrapped = unwrapRelay(peerOf(call.props), args);
+    if (unwrapped.kind === "refused") throw refused(unwrapped.reason);
+    ({ method, args, traceparent } = unwrapped);
+    who = identify(call.props, unwrapped.origin ? new Headers({ [ORIGIN_HEADER]: unwrapped.origin }) : NO_HEADERS);
+  } else {
+    who = identify(call.props, NO_HEADERS);
+  }
   // Telemetry sees an RPC call as a POST to /<method> (access log, tap, traces), its route as the
-  // method: a bounded label, since callers choose method names.
+  // method: a bounded label, since callers choose method names. A relayed call's trace context is
+  // its traceparent, so the hop continues the relaying proxy's trace.
   const label = METHOD.test(method) ? proxy.rpcRouteLabel(method) : "(other)";
-  const request = new Request(`https://${proxy.service}.rpc/${encodeURIComponent(label)}`, { method: "POST" });
+  const request = new Request(`https://${proxy.service}.rpc/${encodeURIComponent(label)}`, traceparent ? { method: "POST", headers: { traceparent } } : { method: "POST" });
   const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
   const trail: Trail = { route: label, backend: undefined, attempts: 1, configVersion: undefined };
   // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route,
@@ -199,7 +296,7 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     trail.backend = backend;
 
     // resilience + forward, recording every attempt's outcome for outlier detection, rollouts and metrics
-    const result = await deliver({ proxy, slice, route, backend, method, args: call.args, trail });
+    const result = await deliver({ proxy, slice, route, backend, method, args, trail, who, hop });
     status = 200;
     return result;
   } catch (error) {

@@ -383,6 +383,29 @@ function seriesId(route: string, backend: string, caller: string, code: number):
 function spanOf(r: Finished): FinishedSpan | undefined {
   const { traceId, spanId } = r.hop;
   if (traceId === undefined || spanId === undefined) return undefined;
+  const rpc = r.code === r.status ? undefined : seriesOutcome(r.code);
+  if (rpc?.kind === "rpc") {
+    // An RPC call (workers/proxy/rpc.ts): OpenTelemetry's RPC conventions, the method as the name.
+    return {
+      traceId,
+      spanId,
+      parentId: r.hop.parentId,
+      name: `RPC ${r.route || "(no route)"}`,
+      startMs: r.hop.startedAt,
+      endMs: r.endedAt,
+      status: r.status,
+      attributes: {
+        "rpc.system": "cloudflare_workers_rpc",
+        "rpc.method": r.route,
+        "weft.rpc.outcome": rpc.outcome,
+        ...(rpc.outcome === "error" ? { "error.type": rpc.error } : {}),
+        "weft.rpc.status": r.status,
+        "weft.caller": r.caller,
+        "weft.backend": r.backend,
+        "weft.attempts": r.attempts,
+      },
+    };
+  }
   return {
     traceId,
     spanId,

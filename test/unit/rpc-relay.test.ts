@@ -1,0 +1,68 @@
+/**
+ * RPC calls relayed between proxies (a `mesh` backend): RPC carries no headers, so the relaying
+ * proxy passes the origin and trace context as the first argument of `__weftRelay`, and the next
+ * proxy believes each part only from the peers the HTTP path believes its header from.
+ */
+import { describe, expect, it } from "vitest";
+import { parseTraceparent } from "../../shared/trace-context.ts";
+import { RELAY_METHOD, relayContext, unwrapRelay } from "../../workers/proxy/rpc.ts";
+import { beginHop } from "../../workers/proxy/telemetry.ts";
+
+const TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+describe("unwrapRelay", () => {
+  it("serves the relayed method with its arguments, believing origin and trace from a proxy peer", () => {
+    const args = [1, { a: 2 }];
+    expect(unwrapRelay({ kind: "proxy", service: "edge" }, [{ origin: "web", traceparent: TRACEPARENT }, "getUser", args])).toEqual({
+      kind: "call",
+      method: "getUser",
+      args,
+      origin: "web",
+      traceparent: TRACEPARENT,
+    });
+  });
+
+  it("takes the trace but not the origin from worker code, which may not call on behalf of another service", () => {
+    expect(unwrapRelay({ kind: "worker", service: "web" }, [{ origin: "admin", traceparent: TRACEPARENT }, "getUser", []])).toEqual({
+      kind: "call",
+      method: "getUser",
+      args: [],
+      origin: undefined,
+      traceparent: TRACEPARENT,
+    });
+  });
+
+  it("refuses the internet and malformed relays, and ignores malformed or oversized context", () => {
+    expect(unwrapRelay({ kind: "internet" }, [{}, "getUser", []]).kind).toBe("refused");
+    expect(unwrapRelay({ kind: "proxy", service: "edge" }, [{}, "get-user", []]).kind).toBe("refused");
+    expect(unwrapRelay({ kind: "proxy", service: "edge" }, [{}, RELAY_METHOD, []]).kind).toBe("refused");
+    expect(unwrapRelay({ kind: "proxy", service: "edge" }, [{}, "getUser", "not a list"]).kind).toBe("refused");
+    expect(unwrapRelay({ kind: "proxy", service: "edge" }, [{ origin: "Not A Service", traceparent: "x".repeat(10_000) }, "getUser", []])).toEqual({
+      kind: "call",
+      method: "getUser",
+      args: [],
+      origin: undefined,
+      traceparent: undefined,
+    });
+    expect(unwrapRelay({ kind: "proxy", service: "edge" }, [null, "getUser", []])).toMatchObject({ kind: "call", origin: undefined, traceparent: undefined });
+  });
+});
+
+describe("relayContext", () => {
+  const rpcRequest = (traceparent?: string): Request => new Request("https://users.rpc/getUser", traceparent ? { method: "POST", headers: { traceparent } } : { method: "POST" });
+
+  it("carries the origin and this hop's own span as the parent when the call is sampled", () => {
+    const hop = beginHop(rpcRequest(TRACEPARENT), true, 0, 0);
+    const context = relayContext({ peer: "edge", origin: "web" }, hop);
+    expect(context.origin).toBe("web");
+    const relayed = parseTraceparent(context.traceparent);
+    expect(relayed).toEqual({ traceId: "4bf92f3577b34da6a3ce929d0e0e4736", parentId: hop.spanId, sampled: true });
+    expect(hop.spanId).not.toBe("00f067aa0ba902b7");
+  });
+
+  it("passes an unsampled context on unchanged, so the next hop follows the same decision; no trace, no traceparent", () => {
+    const unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    expect(relayContext({ peer: "web", origin: "web" }, beginHop(rpcRequest(unsampled), true, 1, 0))).toEqual({ origin: "web", traceparent: unsampled });
+    expect(relayContext({ peer: "internet", origin: "internet" }, beginHop(rpcRequest(), false, 0, 0))).toEqual({});
+  });
+});
