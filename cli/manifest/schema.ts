@@ -29,6 +29,16 @@ export const ScriptName = z
 export const ManifestWorkerBackend = WorkerBackend.extend({
   script: ScriptName,
   calls: z.record(BindingName, Name).optional(),
+  /**
+   * Named entrypoints of the worker (`export class Admin extends WorkerEntrypoint`) that callers
+   * reach through the proxy: the proxy gets a binding `<binding>__<Entrypoint>` to each, and a
+   * caller's binding with `entrypoint = "Admin"` is rewired to the proxy with `props.entrypoint`.
+   */
+  entrypoints: z
+    .array(z.string().regex(/^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/, "an exported class name such as Admin"))
+    .max(32)
+    .refine((names) => !names.includes("default"), "the default entrypoint is the backend itself")
+    .optional(),
 });
 
 export const ManifestBackend = z.discriminatedUnion("type", [ManifestWorkerBackend, MeshBackend, ExternalBackend]);

@@ -161,8 +161,10 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
         Object.entries(converted.workerOptions.serviceBindings ?? {}).map(([binding, target]) => {
           const callee = owner?.calls[binding];
           if (!owner || !callee) return [binding, target];
-          rewired.push(`${worker.name}.${binding} → ${proxyScript(manifest, callee)} (caller ${owner.service})`);
-          return [binding, { name: proxyScript(manifest, callee), props: callerProps(owner.service, "worker") }];
+          // A binding to a named entrypoint reaches the callee proxy's default one, with props.entrypoint saying which.
+          const entrypoint = namedEntrypointOf(target);
+          rewired.push(`${worker.name}.${binding} → ${proxyScript(manifest, callee)} (caller ${owner.service}${entrypoint ? `, entrypoint ${entrypoint}` : ""})`);
+          return [binding, { name: proxyScript(manifest, callee), props: callerProps(owner.service, "worker", entrypoint) }];
         }),
       );
       // The proxy now takes the worker's public routes; the worker itself is reached through it.
@@ -200,6 +202,13 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     ],
     dispose: () => mf.dispose(),
   };
+}
+
+/** The named entrypoint a converted service binding targets (`{ name, entrypoint }`), if any. */
+export function namedEntrypointOf(target: unknown): string | undefined {
+  if (typeof target !== "object" || target === null || !("entrypoint" in target)) return undefined;
+  const entrypoint = target.entrypoint;
+  return typeof entrypoint === "string" && entrypoint !== "default" && entrypoint !== "" ? entrypoint : undefined;
 }
 
 function withEnv<T>(vars: Record<string, string>, run: () => T): T {

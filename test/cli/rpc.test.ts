@@ -87,7 +87,7 @@ beforeAll(async () => {
   manifest.services = manifest.services.filter((s) => s.name !== "users-v2");
   const users = manifest.services.find((s) => s.name === "users");
   if (!users) throw new Error("init made no users service");
-  users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2" });
+  users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2", entrypoints: ["Admin"] });
   users.routes = [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100, "users-v2": 0 } } }];
   // web's second binding to users goes through an edge service first: edge's proxy relays to users' proxy.
   const web = manifest.services.find((s) => s.name === "web")?.backends[0];
@@ -126,7 +126,11 @@ describe("Workers RPC through the mesh", () => {
   });
 
   it("routes web's RPC binding through users' proxy", () => {
-    expect(urls.rewired).toEqual(["web.USERS → weft-proxy-users (caller web)", "web.USERS_EDGE → weft-proxy-edge (caller web)"]);
+    expect(urls.rewired).toEqual([
+      "web.USERS → weft-proxy-users (caller web)",
+      "web.USERS_EDGE → weft-proxy-edge (caller web)",
+      "web.USERS_ADMIN → weft-proxy-users (caller web, entrypoint Admin)",
+    ]);
   });
 
   it("answers every call shape exactly as without Weft: values, RpcTarget stubs, callbacks, streams, thrown errors, fetch, scheduled", async () => {
@@ -146,6 +150,8 @@ describe("Workers RPC through the mesh", () => {
       http: "users v1 ok",
       scheduled: "*/5 * * * *",
       admin: { deleted: "u1" },
+      named: { purged: "u1", by: "Admin" },
+      namedHttp: "admin /status",
     });
   });
 
@@ -180,7 +186,7 @@ describe("Workers RPC through the mesh", () => {
     const current = (await (await fetch(`${urls.admin}/admin/config`, { headers: { authorization: `Bearer ${token}` } })).json()) as { version: number; services: Array<{ name: string; policy?: unknown }> };
     const users = current.services.find((s) => s.name === "users");
     if (!users) throw new Error("no users service");
-    users.policy = { allow: [{ from: ["web"] }], deny: [{ from: ["web"], rpc: ["delete*"] }] };
+    users.policy = { allow: [{ from: ["web"] }], deny: [{ from: ["web"], rpc: ["delete*", "Admin.purge"] }] };
     const { version: _version, ...config } = current;
     writeFileSync(file, JSON.stringify(config));
     const applied = await weft(["apply", "-f", file, "--yes"], { cwd: dir });
@@ -193,6 +199,9 @@ describe("Workers RPC through the mesh", () => {
     }
     expect(answer.admin).toEqual({ error: "Error: weft: 'web' may not call deleteUser() on service 'users' (deny-rule)" });
     expect(answer.user).toMatchObject({ id: "u1" });
+    // A named entrypoint's methods are Entrypoint.method to policies: purge refused, its fetch not.
+    expect(answer.named).toEqual({ error: "Error: weft: 'web' may not call Admin.purge() on service 'users' (deny-rule)" });
+    expect(answer.namedHttp).toBe("admin /status");
     // Through edge, the call is still web's (the relayed origin): allowed where edge itself is not, refused where web is.
     const relayed = (await (await fetch(`${urls.url}/edge`)).json()) as Record<string, unknown>;
     expect(relayed).toEqual({ user: { id: "u2", name: "Ada", version: "v1" }, admin: { error: "Error: weft: 'web' may not call deleteUser() on service 'users' (deny-rule)" } });
@@ -306,6 +315,10 @@ describe("Workers RPC through the mesh", () => {
     expect(count("failType", 'code="500",outcome="error",error="TypeError"')).toBeGreaterThanOrEqual(2);
     expect(count("deleteUser", 'code="403",outcome="error",error="Error"')).toBeGreaterThanOrEqual(1);
     expect(count("getUser", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(200);
+    // A named entrypoint's calls pass the proxy too, as Entrypoint.method.
+    expect(count("Admin\\.purge", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(1);
+    expect(count("Admin\\.purge", 'code="403",outcome="error",error="Error"')).toBeGreaterThanOrEqual(1);
+    expect(count("Admin\\.fetch", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
     // HTTP calls on the same service keep their old labels: no outcome on them.
     expect(metrics).toMatch(/weft_requests_total\{service="users",route="all",backend="users",caller="web",code="200"\} \d+/);
   });

@@ -5,7 +5,9 @@
  */
 import { describe, expect, it } from "vitest";
 import { parseTraceparent } from "../../shared/trace-context.ts";
-import { RELAY_METHOD, relayContext, unwrapRelay } from "../../workers/proxy/rpc.ts";
+import { rpcMethodMatches } from "../../shared/authorize.ts";
+import { RpcMethodPattern } from "../../shared/config.ts";
+import { entrypointBinding, entrypointOf, qualifiedMethod, RELAY_METHOD, relayContext, unwrapRelay } from "../../workers/proxy/rpc.ts";
 import { beginHop } from "../../workers/proxy/telemetry.ts";
 
 const TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -64,5 +66,38 @@ describe("relayContext", () => {
     const unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
     expect(relayContext({ peer: "web", origin: "web" }, beginHop(rpcRequest(unsampled), true, 1, 0))).toEqual({ origin: "web", traceparent: unsampled });
     expect(relayContext({ peer: "internet", origin: "internet" }, beginHop(rpcRequest(), false, 0, 0))).toEqual({});
+  });
+});
+
+describe("named entrypoints", () => {
+  it("reads the entrypoint from the binding's props; default, malformed or absent mean the default entrypoint", () => {
+    expect(entrypointOf({ caller: "web", entrypoint: "Admin" })).toBe("Admin");
+    expect(entrypointOf({ caller: "web" })).toBeUndefined();
+    expect(entrypointOf({ caller: "web", entrypoint: "default" })).toBeUndefined();
+    expect(entrypointOf({ caller: "web", entrypoint: "Ad-min" })).toBeUndefined();
+    expect(entrypointOf({ caller: "web", entrypoint: "A".repeat(65) })).toBeUndefined();
+    expect(entrypointOf(undefined)).toBeUndefined();
+    expect(qualifiedMethod("Admin", "purge")).toBe("Admin.purge");
+    expect(qualifiedMethod(undefined, "purge")).toBe("purge");
+    expect(entrypointBinding("USERS", "Admin")).toBe("USERS__Admin");
+  });
+
+  it("relays the entrypoint between proxies, believed from a proxy peer only", () => {
+    expect(unwrapRelay({ kind: "proxy", service: "edge" }, [{ entrypoint: "Admin" }, "purge", []])).toMatchObject({ kind: "call", entrypoint: "Admin" });
+    expect(unwrapRelay({ kind: "worker", service: "web" }, [{ entrypoint: "Admin" }, "purge", []])).toMatchObject({ kind: "call", entrypoint: undefined });
+    expect(relayContext({ peer: "web", origin: "web" }, beginHop(new Request("https://u.rpc/x"), true, 0, 0), "Admin")).toEqual({ origin: "web", entrypoint: "Admin" });
+  });
+
+  it("matches method patterns per entrypoint: names without a dot are the default entrypoint's, `*` is every method", () => {
+    expect(rpcMethodMatches("Admin.purge", "Admin.purge")).toBe(true);
+    expect(rpcMethodMatches("Admin.*", "Admin.purge")).toBe(true);
+    expect(rpcMethodMatches("Admin.p*", "Admin.purge")).toBe(true);
+    expect(rpcMethodMatches("A*", "Admin.purge")).toBe(false);
+    expect(rpcMethodMatches("A*", "Add")).toBe(true);
+    expect(rpcMethodMatches("purge", "Admin.purge")).toBe(false);
+    expect(rpcMethodMatches("*", "Admin.purge")).toBe(true);
+    expect(rpcMethodMatches("Admin.*", "purge")).toBe(false);
+    for (const ok of ["getUser", "get*", "*", "Admin.purge", "Admin.*", "Admin.p*"]) expect(RpcMethodPattern.safeParse(ok).success, ok).toBe(true);
+    for (const bad of ["Admin.", ".purge", "a.b.c", "Admin.*x", "get-user", "**"]) expect(RpcMethodPattern.safeParse(bad).success, bad).toBe(false);
   });
 });

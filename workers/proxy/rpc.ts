@@ -26,6 +26,17 @@
  * (`await env.USERS.version`): the proxy cannot tell a property from a method, so every name is a
  * method.
  *
+ * Named entrypoints. A caller's binding with `entrypoint = "Admin"` is rewired by `weft dev` and
+ * `weft deploy` to the callee proxy's default entrypoint with `props.entrypoint = "Admin"` (the
+ * deployer's, like `props.caller`: the caller's code cannot choose it). The proxy forwards such calls
+ * to its binding `<backend binding>__Admin` (`{ service = <script>, entrypoint = "Admin" }`), which
+ * `weft generate` writes for every name in the worker backend's `entrypoints` (`weft init` lists the
+ * ones the project's bindings use); a backend without that binding refuses the call with a message
+ * saying so. Routes, policies and metrics know these methods as `Admin.purge` (patterns `Admin.*`;
+ * a pattern without a dot is about the default entrypoint only). `fetch()` on such a binding is the
+ * entrypoint's own fetch, passed as the RPC call `Admin.fetch` (not the HTTP chain). A `mesh`
+ * backend relays the entrypoint to the next proxy in the relay context.
+ *
  * Trace context. Workers RPC carries no headers, and the runtime gives a callee nothing of its
  * caller's invocation, so:
  * - every RPC call is one hop of the proxy's telemetry (metric series, access log line, tap event)
@@ -74,6 +85,8 @@ export interface RelayContext {
   origin?: string;
   /** The relaying hop's W3C `traceparent` (its span as the parent); believed from mesh peers, as over HTTP. */
   traceparent?: string;
+  /** The named entrypoint the call is for (undefined: the default one); believed from proxy peers only, as it is deploy-time config. */
+  entrypoint?: string;
 }
 
 /** Longest `traceparent` a relay may carry (version 00 is 55 characters; later versions may append). */
@@ -81,7 +94,7 @@ const MAX_TRACEPARENT = 256;
 
 /** A relayed call, unwrapped: the call itself and the context believed from this peer; or why it is refused. */
 export type Unwrapped =
-  | { kind: "call"; method: string; args: unknown[]; origin: string | undefined; traceparent: string | undefined }
+  | { kind: "call"; method: string; args: unknown[]; origin: string | undefined; traceparent: string | undefined; entrypoint: string | undefined }
   | { kind: "refused"; reason: string };
 
 /**
@@ -99,8 +112,9 @@ export function unwrapRelay(peer: Peer, args: ReadonlyArray<unknown>): Unwrapped
   const ctx: Record<string, unknown> = typeof context === "object" && context !== null ? { ...context } : {};
   const origin = peer.kind === "proxy" && isIdentity(ctx.origin) ? ctx.origin : undefined;
   const traceparent = typeof ctx.traceparent === "string" && ctx.traceparent.length <= MAX_TRACEPARENT ? ctx.traceparent : undefined;
+  const entrypoint = peer.kind === "proxy" ? entrypointOf(ctx) : undefined;
   const list: unknown[] = inner;
-  return { kind: "call", method, args: list, origin, traceparent };
+  return { kind: "call", method, args: list, origin, traceparent, entrypoint };
 }
 
 /**
@@ -108,18 +122,41 @@ export function unwrapRelay(peer: Peer, args: ReadonlyArray<unknown>): Unwrapped
  * and this hop's trace — its own span when sampled, else the caller's unsampled context, passed on
  * so the next hop follows the same sampling decision.
  */
-export function relayContext(who: Identity, hop: Hop): RelayContext {
+export function relayContext(who: Identity, hop: Hop, entrypoint?: string): RelayContext {
   const traceparent = hop.traceparent ?? (hop.traceId !== undefined && hop.parentId !== undefined ? formatTraceparent(hop.traceId, hop.parentId, false) : undefined);
-  return { ...(who.origin !== INTERNET ? { origin: who.origin } : {}), ...(traceparent ? { traceparent } : {}) };
+  return { ...(who.origin !== INTERNET ? { origin: who.origin } : {}), ...(traceparent ? { traceparent } : {}), ...(entrypoint ? { entrypoint } : {}) };
 }
 
 /** No headers: an RPC call's identity comes from the binding's props alone (shared, never changed). */
 const NO_HEADERS = new Headers();
 
+/**
+ * The named entrypoint a binding's props send calls to (`props.entrypoint`, set by `weft dev` and
+ * `weft deploy` for a caller's binding with `entrypoint = "Admin"`); undefined: the default one.
+ */
+export function entrypointOf(props: unknown): string | undefined {
+  if (typeof props !== "object" || props === null || !("entrypoint" in props)) return undefined;
+  const entrypoint = props.entrypoint;
+  return typeof entrypoint === "string" && ENTRYPOINT.test(entrypoint) && entrypoint !== "default" ? entrypoint : undefined;
+}
+
+/** A named entrypoint: an exported class name, bounded. */
+const ENTRYPOINT = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/;
+
+/** The name a call has in routes, policies and metrics: `method`, or `Entrypoint.method` on a named entrypoint. */
+export function qualifiedMethod(entrypoint: string | undefined, method: string): string {
+  return entrypoint === undefined ? method : `${entrypoint}.${method}`;
+}
+
+/** The proxy's binding to a backend's named entrypoint, as `weft generate` writes it: `<backend binding>__<Entrypoint>`. */
+export function entrypointBinding(binding: string, entrypoint: string): string {
+  return `${binding}__${entrypoint}`;
+}
+
 /** One RPC call into the service. */
 export interface RpcCall {
   proxy: ServiceProxy;
-  /** The binding's props (who is calling, as the deployer set it). */
+  /** The binding's props (who is calling, as the deployer set it; `entrypoint` for a named one). */
   props: unknown;
   method: string;
   args: unknown[];
@@ -146,11 +183,20 @@ function callBackend(d: RpcDelivery, backendName: string): unknown {
   if (!backend || backend.target.kind !== "binding") {
     throw refused(`backend '${backendName}' of service '${slice.service}' is not a worker reachable over RPC`);
   }
-  const stub: object = backend.target.fetcher;
+  let stub: object = backend.target.fetcher;
   if (backend.mesh) {
     const relay: unknown = Reflect.get(stub, RELAY_METHOD);
     if (typeof relay !== "function") throw refused(`backend '${backendName}' of service '${slice.service}' is not a Weft proxy that relays RPC`);
-    return Reflect.apply(relay, stub, [relayContext(d.who, d.hop), method, args]);
+    return Reflect.apply(relay, stub, [relayContext(d.who, d.hop, d.entrypoint), method, args]);
+  }
+  if (d.entrypoint !== undefined) {
+    // The backend's named entrypoint: its own binding on this proxy, written by `weft generate` for each entrypoint the manifest lists.
+    const name = entrypointBinding(backend.binding ?? backendName, d.entrypoint);
+    const named: unknown = Reflect.get(d.proxy.bindings, name);
+    if (typeof named !== "object" || named === null) {
+      throw refused(`backend '${backendName}' of service '${slice.service}' has no binding ${name} to its entrypoint ${d.entrypoint}: list "${d.entrypoint}" in the backend's "entrypoints" in weft.manifest.json and run \`weft generate\` (or \`weft init\` again)`);
+    }
+    stub = named;
   }
   const fn: unknown = Reflect.get(stub, method);
   if (typeof fn !== "function") throw refused(`backend '${backendName}' of service '${slice.service}' has no RPC method '${method}'`);
@@ -169,6 +215,8 @@ interface RpcDelivery {
   /** Who called and this hop's trace: what a relay to another service's proxy carries on. */
   who: Identity;
   hop: Hop;
+  /** The backend's named entrypoint the call is for; undefined: its default entrypoint. */
+  entrypoint: string | undefined;
 }
 
 /** A stream can be read once: a call carrying one is never made twice. */
@@ -243,19 +291,23 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
   let { method, args } = call;
   let who: Identity;
   let traceparent: string | undefined;
+  let entrypoint: string | undefined;
   if (method === RELAY_METHOD) {
     // Another proxy relays a call: its context arrives as the first argument (RPC carries no headers).
     const unwrapped = unwrapRelay(peerOf(call.props), args);
     if (unwrapped.kind === "refused") throw refused(unwrapped.reason);
-    ({ method, args, traceparent } = unwrapped);
+    ({ method, args, traceparent, entrypoint } = unwrapped);
     who = identify(call.props, unwrapped.origin ? new Headers({ [ORIGIN_HEADER]: unwrapped.origin }) : NO_HEADERS);
   } else {
     who = identify(call.props, NO_HEADERS);
+    entrypoint = entrypointOf(call.props);
   }
+  // Routes, policies and metrics know a named entrypoint's methods as `Entrypoint.method`.
+  const name = qualifiedMethod(entrypoint, method);
   // Telemetry sees an RPC call as a POST to /<method> (access log, tap, traces), its route as the
   // method: a bounded label, since callers choose method names. A relayed call's trace context is
   // its traceparent, so the hop continues the relaying proxy's trace.
-  const label = METHOD.test(method) ? proxy.rpcRouteLabel(method) : "(other)";
+  const label = METHOD.test(method) ? proxy.rpcRouteLabel(name) : "(other)";
   const request = new Request(`https://${proxy.service}.rpc/${encodeURIComponent(label)}`, traceparent ? { method: "POST", headers: { traceparent } } : { method: "POST" });
   const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
   const trail: Trail = { route: label, backend: undefined, attempts: 1, configVersion: undefined };
@@ -271,23 +323,23 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     trail.configVersion = slice.version;
 
     // authorization
-    const decision = authorize(slice.policy, { origin: who.origin, peer: who.peer, method: "RPC", path: "", rpc: method });
+    const decision = authorize(slice.policy, { origin: who.origin, peer: who.peer, method: "RPC", path: "", rpc: name });
     if (decision.kind === "deny") {
       status = 403;
-      throw refused(`'${who.origin}' may not call ${method}() on service '${slice.service}' (${decision.reason})`);
+      throw refused(`'${who.origin}' may not call ${name}() on service '${slice.service}' (${decision.reason})`);
     }
     // route
-    const route = rpcRoute(slice.routes, method);
+    const route = rpcRoute(slice.routes, name);
     if (!route) {
       status = 404;
-      throw refused(`service '${slice.service}' has no route for RPC method ${method}() (add a route with "match": {"rpc": "${method}"}, or a catch-all route)`);
+      throw refused(`service '${slice.service}' has no route for RPC method ${name}() (add a route with "match": {"rpc": "${name}"}, or a catch-all route)`);
     }
     // rate limit: keyed by the caller (an RPC call has no IP, headers or claims)
     const limited = route.rateLimits.length === 0 ? undefined : await proxy.limiter.check(route.rateLimits, request, who.origin, undefined, waitUntil);
     if (limited?.kind === "deny") {
       status = 429;
       const retryAfter = limited.response.headers.get("retry-after");
-      throw refused(`'${who.origin}' is over a rate limit of service '${slice.service}' for ${method}()${retryAfter ? `; retry after ${retryAfter} s` : ""}`);
+      throw refused(`'${who.origin}' is over a rate limit of service '${slice.service}' for ${name}()${retryAfter ? `; retry after ${retryAfter} s` : ""}`);
     }
     // split: weighted; a sticky route keeps each calling service on one backend
     const avoid = proxy.health.avoiding(Date.now());
@@ -296,7 +348,7 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     trail.backend = backend;
 
     // resilience + forward, recording every attempt's outcome for outlier detection, rollouts and metrics
-    const result = await deliver({ proxy, slice, route, backend, method, args, trail, who, hop });
+    const result = await deliver({ proxy, slice, route, backend, method, args, trail, who, hop, entrypoint });
     status = 200;
     return result;
   } catch (error) {
@@ -306,6 +358,17 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     trail.seriesCode = rpcSeriesCode(status, status === 200 ? undefined : rpcErrorName(failure));
     proxy.telemetry.finish(hop, request, who.peer, trail, status, waitUntil);
   }
+}
+
+/**
+ * `fetch()` on a binding to a backend's named entrypoint: that entrypoint's own `fetch`, reached as
+ * the RPC call `Entrypoint.fetch` (policy, route, split, metrics as for its other methods; the HTTP
+ * chain's path routes and filters are the default entrypoint's and do not apply).
+ */
+export async function fetchNamedEntrypoint(answer: Promise<unknown>): Promise<Response> {
+  const response = await answer;
+  if (response instanceof Response) return response;
+  throw new Error("weft: the backend's named entrypoint answered fetch() with something other than a Response");
 }
 
 /** What an entrypoint class needs to forward RPC calls: how to serve one with its own `this`. */
