@@ -155,7 +155,8 @@ export function proxyConfig(loaded: LoadedManifest, file: string): string {
     lines.push("");
     if (service.description) lines.push(...commentLines(service.description));
     lines.push(`[env.${service.name}]`);
-    lines.push(`vars = ${inline({ WEFT_SERVICE: service.name, ...proxy.vars, ...service.proxy?.vars })}`);
+    const rpcProperties: Record<string, string> = service.proxy?.rpcProperties?.length ? { WEFT_RPC_PROPERTIES: service.proxy.rpcProperties.join(",") } : {};
+    lines.push(`vars = ${inline({ WEFT_SERVICE: service.name, ...proxy.vars, ...service.proxy?.vars, ...rpcProperties })}`);
     // A public service without routes of its own is reached on its proxy's workers.dev URL.
     if (service.public && !service.publicRoutes?.length) lines.push("workers_dev = true");
     if (service.publicRoutes?.length) lines.push(`routes = ${inline(service.publicRoutes.map(toToml))}`);

@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { proxyBindings } from "../../cli/manifest/generate.ts";
+import { proxyBindings, proxyConfig } from "../../cli/manifest/generate.ts";
 import { adminConfigOf, parseManifest } from "../../cli/manifest/load.ts";
 import { Manifest } from "../../cli/manifest/schema.ts";
 import { workerDeployConfig } from "../../cli/project/deploy.ts";
@@ -160,6 +160,19 @@ describe("a named entrypoint behind the proxy, as weft deploy and generate write
       { binding: "API__Admin", service: "api", entrypoint: "Admin" },
     ]);
     expect(JSON.stringify(adminConfigOf(manifest))).not.toContain("entrypoints");
+  });
+
+  it("declares RPC properties in the proxy's vars (WEFT_RPC_PROPERTIES), and refuses names that are not properties", () => {
+    const withProperties = { ...manifest, services: manifest.services.map((s) => (s.name === "api" ? { ...s, proxy: { rpcProperties: ["version", "Admin.flags"] } } : s)) };
+    const again = parseManifest({ file: path.join(ROOT, "weft.manifest.json"), display: "weft.manifest.json", text: "", lines: new Map(), value: withProperties });
+    if (!again.ok) throw new Error("not a manifest");
+    const toml = proxyConfig(again.loaded, path.join(ROOT, ".weft", "deploy", "proxy", "wrangler.toml"));
+    const api = toml.slice(toml.indexOf("[env.api]"));
+    expect(api.split("\n")[1]).toContain('WEFT_RPC_PROPERTIES = "version,Admin.flags"');
+    expect(toml.slice(toml.indexOf("[env.web]"), toml.indexOf("[env.api]"))).not.toContain("WEFT_RPC_PROPERTIES");
+    const bad = { ...manifest, services: manifest.services.map((s) => (s.name === "api" ? { ...s, proxy: { rpcProperties: ["a.b.c"] } } : s)) };
+    expect(Manifest.safeParse(bad).success).toBe(false);
+    expect(JSON.stringify(adminConfigOf(withProperties))).not.toContain("rpcProperties");
   });
 
   it("refuses entrypoint names that are not class names, and `default`", () => {

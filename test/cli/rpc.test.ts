@@ -89,6 +89,8 @@ beforeAll(async () => {
   if (!users) throw new Error("init made no users service");
   users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2", entrypoints: ["Admin"] });
   users.routes = [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100, "users-v2": 0 } } }];
+  // Names web reads as properties, not calls (the proxy cannot tell them apart by itself).
+  users.proxy = { rpcProperties: ["version", "Admin.flags"] };
   // web's second binding to users goes through an edge service first: edge's proxy relays to users' proxy.
   const web = manifest.services.find((s) => s.name === "web")?.backends[0];
   if (web?.type !== "worker" || !web.calls) throw new Error("init made no web service with calls");
@@ -152,6 +154,8 @@ describe("Workers RPC through the mesh", () => {
       admin: { deleted: "u1" },
       named: { purged: "u1", by: "Admin" },
       namedHttp: "admin /status",
+      version: "v1",
+      flags: ["maintenance-off"],
     });
   });
 
@@ -319,6 +323,9 @@ describe("Workers RPC through the mesh", () => {
     expect(count("Admin\\.purge", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(1);
     expect(count("Admin\\.purge", 'code="403",outcome="error",error="Error"')).toBeGreaterThanOrEqual(1);
     expect(count("Admin\\.fetch", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
+    // Property reads are counted like calls.
+    expect(count("version", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
+    expect(count("Admin\\.flags", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
     // HTTP calls on the same service keep their old labels: no outcome on them.
     expect(metrics).toMatch(/weft_requests_total\{service="users",route="all",backend="users",caller="web",code="200"\} \d+/);
   });

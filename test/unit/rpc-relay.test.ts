@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { parseTraceparent } from "../../shared/trace-context.ts";
 import { rpcMethodMatches } from "../../shared/authorize.ts";
 import { RpcMethodPattern } from "../../shared/config.ts";
-import { entrypointBinding, entrypointOf, qualifiedMethod, RELAY_METHOD, relayContext, unwrapRelay } from "../../workers/proxy/rpc.ts";
+import { declaredProperties, entrypointBinding, entrypointOf, PROPERTY_READ, qualifiedMethod, RELAY_METHOD, relayContext, unwrapRelay } from "../../workers/proxy/rpc.ts";
 import { beginHop } from "../../workers/proxy/telemetry.ts";
 
 const TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -21,6 +21,8 @@ describe("unwrapRelay", () => {
       args,
       origin: "web",
       traceparent: TRACEPARENT,
+      entrypoint: undefined,
+      read: false,
     });
   });
 
@@ -31,6 +33,8 @@ describe("unwrapRelay", () => {
       args: [],
       origin: undefined,
       traceparent: TRACEPARENT,
+      entrypoint: undefined,
+      read: false,
     });
   });
 
@@ -45,6 +49,8 @@ describe("unwrapRelay", () => {
       args: [],
       origin: undefined,
       traceparent: undefined,
+      entrypoint: undefined,
+      read: false,
     });
     expect(unwrapRelay({ kind: "proxy", service: "edge" }, [null, "getUser", []])).toMatchObject({ kind: "call", origin: undefined, traceparent: undefined });
   });
@@ -99,5 +105,23 @@ describe("named entrypoints", () => {
     expect(rpcMethodMatches("Admin.*", "purge")).toBe(false);
     for (const ok of ["getUser", "get*", "*", "Admin.purge", "Admin.*", "Admin.p*"]) expect(RpcMethodPattern.safeParse(ok).success, ok).toBe(true);
     for (const bad of ["Admin.", ".purge", "a.b.c", "Admin.*x", "get-user", "**"]) expect(RpcMethodPattern.safeParse(bad).success, bad).toBe(false);
+  });
+});
+
+describe("property reads", () => {
+  it("reads declared names from WEFT_RPC_PROPERTIES, bounded in count and length", () => {
+    expect([...declaredProperties("version, Admin.flags,,")]).toEqual(["version", "Admin.flags"]);
+    expect(declaredProperties(Array.from({ length: 100 }, (_, i) => `p${i}`).join(",")).size).toBe(64);
+    expect(declaredProperties(`${"x".repeat(193)},ok`).has("ok")).toBe(true);
+    expect(declaredProperties(`${"x".repeat(193)},ok`).size).toBe(1);
+    expect(declaredProperties("").size).toBe(0);
+  });
+
+  it("relays a read as a read: the next proxy gets the read marker, never the relaying proxy's arguments", () => {
+    const relay = relayContext({ peer: "edge", origin: "web" }, beginHop(new Request("https://u.rpc/x"), true, 0, 0), undefined, true);
+    expect(relay).toEqual({ origin: "web", read: true });
+    const unwrapped = unwrapRelay({ kind: "proxy", service: "edge" }, [relay, "version", ["ignored"]]);
+    expect(unwrapped.kind === "call" && unwrapped.args === PROPERTY_READ && unwrapped.read).toBe(true);
+    expect(Object.isFrozen(PROPERTY_READ)).toBe(true);
   });
 });

@@ -22,9 +22,18 @@
  * The route's timeout bounds each attempt; its retries and failover apply only when the route marks
  * its methods `idempotent` (a thrown error is then tried again, as a failed idempotent request is).
  * Rate limits apply with the caller as key (an RPC call has no IP, headers or claims), and the
- * backend's rehearsal faults are injected as for HTTP. Not (yet) applied to RPC: contracts, and property reads
- * (`await env.USERS.version`): the proxy cannot tell a property from a method, so every name is a
- * method.
+ * backend's rehearsal faults are injected as for HTTP. Not (yet) applied to RPC: contracts.
+ *
+ * Property reads (`await env.USERS.version`, getters). The proxy cannot tell a property from a
+ * method: it answers every name synchronously, before any call, and both arrive as a name. So
+ * properties are declared per service in the manifest (`proxy.rpcProperties: ["version",
+ * "Admin.flags"]`), which `weft generate` writes into the proxy's vars as WEFT_RPC_PROPERTIES; a
+ * declared name is answered with a promise of the backend's value (workerd awaits it for the
+ * caller), through the same steps as a call (policy, route, split, metrics under the name). Limits:
+ * an undeclared property read gets a function stub, not the value (the call shape differs from
+ * Weft-less behaviour until declared); a declared name can no longer be called as a method;
+ * properties of `RpcTarget`s and stubs a call returns need no declaration (they are the backend's
+ * own stubs, not the proxy's).
  *
  * Named entrypoints. A caller's binding with `entrypoint = "Admin"` is rewired by `weft dev` and
  * `weft deploy` to the callee proxy's default entrypoint with `props.entrypoint = "Admin"` (the
@@ -87,6 +96,8 @@ export interface RelayContext {
   traceparent?: string;
   /** The named entrypoint the call is for (undefined: the default one); believed from proxy peers only, as it is deploy-time config. */
   entrypoint?: string;
+  /** A property read, not a call (`args` is then empty). */
+  read?: boolean;
 }
 
 /** Longest `traceparent` a relay may carry (version 00 is 55 characters; later versions may append). */
@@ -94,7 +105,7 @@ const MAX_TRACEPARENT = 256;
 
 /** A relayed call, unwrapped: the call itself and the context believed from this peer; or why it is refused. */
 export type Unwrapped =
-  | { kind: "call"; method: string; args: unknown[]; origin: string | undefined; traceparent: string | undefined; entrypoint: string | undefined }
+  | { kind: "call"; method: string; args: unknown[]; origin: string | undefined; traceparent: string | undefined; entrypoint: string | undefined; read: boolean }
   | { kind: "refused"; reason: string };
 
 /**
@@ -113,8 +124,9 @@ export function unwrapRelay(peer: Peer, args: ReadonlyArray<unknown>): Unwrapped
   const origin = peer.kind === "proxy" && isIdentity(ctx.origin) ? ctx.origin : undefined;
   const traceparent = typeof ctx.traceparent === "string" && ctx.traceparent.length <= MAX_TRACEPARENT ? ctx.traceparent : undefined;
   const entrypoint = peer.kind === "proxy" ? entrypointOf(ctx) : undefined;
-  const list: unknown[] = inner;
-  return { kind: "call", method, args: list, origin, traceparent, entrypoint };
+  const read = ctx.read === true;
+  const list: unknown[] = read ? PROPERTY_READ : inner;
+  return { kind: "call", method, args: list, origin, traceparent, entrypoint, read };
 }
 
 /**
@@ -122,9 +134,41 @@ export function unwrapRelay(peer: Peer, args: ReadonlyArray<unknown>): Unwrapped
  * and this hop's trace — its own span when sampled, else the caller's unsampled context, passed on
  * so the next hop follows the same sampling decision.
  */
-export function relayContext(who: Identity, hop: Hop, entrypoint?: string): RelayContext {
+export function relayContext(who: Identity, hop: Hop, entrypoint?: string, read?: boolean): RelayContext {
   const traceparent = hop.traceparent ?? (hop.traceId !== undefined && hop.parentId !== undefined ? formatTraceparent(hop.traceId, hop.parentId, false) : undefined);
-  return { ...(who.origin !== INTERNET ? { origin: who.origin } : {}), ...(traceparent ? { traceparent } : {}), ...(entrypoint ? { entrypoint } : {}) };
+  return { ...(who.origin !== INTERNET ? { origin: who.origin } : {}), ...(traceparent ? { traceparent } : {}), ...(entrypoint ? { entrypoint } : {}), ...(read ? { read } : {}) };
+}
+
+/**
+ * The `args` of a property read (`await env.USERS.version`): by identity, not content, so no call
+ * can be mistaken for one. Frozen: nothing may add arguments to it.
+ */
+export const PROPERTY_READ: unknown[] = Object.freeze<unknown[]>([]) as unknown[];
+
+/** The last WEFT_RPC_PROPERTIES seen and its names: the var is the same for every call of an isolate. */
+let declared: { raw: string; names: ReadonlySet<string> } = { raw: "", names: new Set() };
+
+/** Names declared as properties (`version`, `Admin.flags`), from WEFT_RPC_PROPERTIES (comma-separated; bounded). */
+export function declaredProperties(raw: string): ReadonlySet<string> {
+  if (raw !== declared.raw) {
+    const names = raw
+      .split(",")
+      .map((n) => n.trim())
+      .filter((n) => n.length > 0 && n.length <= 192)
+      .slice(0, 64);
+    declared = { raw, names: new Set(names) };
+  }
+  return declared.names;
+}
+
+/** Whether callers of this entrypoint instance read `name` as a property (the deployer declared it) rather than call it. */
+function isDeclaredProperty(receiver: object, name: string): boolean {
+  const env: unknown = Reflect.get(receiver, "env");
+  const raw: unknown = typeof env === "object" && env !== null ? Reflect.get(env, "WEFT_RPC_PROPERTIES") : undefined;
+  if (typeof raw !== "string" || raw === "") return false;
+  const ctx: unknown = Reflect.get(receiver, "ctx");
+  const props: unknown = typeof ctx === "object" && ctx !== null ? Reflect.get(ctx, "props") : undefined;
+  return declaredProperties(raw).has(qualifiedMethod(entrypointOf(props), name));
 }
 
 /** No headers: an RPC call's identity comes from the binding's props alone (shared, never changed). */
@@ -187,7 +231,7 @@ function callBackend(d: RpcDelivery, backendName: string): unknown {
   if (backend.mesh) {
     const relay: unknown = Reflect.get(stub, RELAY_METHOD);
     if (typeof relay !== "function") throw refused(`backend '${backendName}' of service '${slice.service}' is not a Weft proxy that relays RPC`);
-    return Reflect.apply(relay, stub, [relayContext(d.who, d.hop, d.entrypoint), method, args]);
+    return Reflect.apply(relay, stub, [relayContext(d.who, d.hop, d.entrypoint, args === PROPERTY_READ), method, args]);
   }
   if (d.entrypoint !== undefined) {
     // The backend's named entrypoint: its own binding on this proxy, written by `weft generate` for each entrypoint the manifest lists.
@@ -198,6 +242,8 @@ function callBackend(d: RpcDelivery, backendName: string): unknown {
     }
     stub = named;
   }
+  // A declared property: read it (the stub's property is a promise of the backend's value).
+  if (args === PROPERTY_READ) return Reflect.get(stub, method);
   const fn: unknown = Reflect.get(stub, method);
   if (typeof fn !== "function") throw refused(`backend '${backendName}' of service '${slice.service}' has no RPC method '${method}'`);
   return Reflect.apply(fn, stub, args);
@@ -297,6 +343,7 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     const unwrapped = unwrapRelay(peerOf(call.props), args);
     if (unwrapped.kind === "refused") throw refused(unwrapped.reason);
     ({ method, args, traceparent, entrypoint } = unwrapped);
+    // A relayed read is a read here too (PROPERTY_READ, by identity).
     who = identify(call.props, unwrapped.origin ? new Headers({ [ORIGIN_HEADER]: unwrapped.origin }) : NO_HEADERS);
   } else {
     who = identify(call.props, NO_HEADERS);
@@ -390,6 +437,8 @@ export function withRpcForwarding<T extends object>(Entrypoint: abstract new (..
   const forwarding = new Proxy(Object.create(Object.prototype) as object, {
     get(target, property, receiver: T): unknown {
       if (typeof property !== "string" || RESERVED.has(property) || property in target) return Reflect.get(target, property, receiver);
+      // A declared property (WEFT_RPC_PROPERTIES): its value, as a promise workerd awaits for the caller.
+      if (isDeclaredProperty(receiver, property)) return serve(receiver, property, PROPERTY_READ);
       return function forward(this: T, ...args: unknown[]): Promise<unknown> {
         return serve(this, property, args);
       };
