@@ -10,11 +10,10 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions } from "miniflare";
-import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import type { ManifestInput } from "../../cli/manifest/schema.ts";
+import { startWithoutWeft } from "../../cli/project/dev.ts";
+import { loadWrangler } from "../../cli/project/workers.ts";
 import { ROOT } from "../../scripts/deployments.ts";
-import { bundleMains } from "../../scripts/mesh.ts";
 import { spawnWeft, weft, type LiveWeft } from "./run.ts";
 
 const FIXTURE = path.join(ROOT, "test", "fixtures", "projects", "rpc");
@@ -49,18 +48,11 @@ function collect(body: string): void {
 
 /** web and users as they run without Weft. */
 async function withoutWeft(): Promise<unknown> {
-  const converted = ["web/wrangler.jsonc", "users/wrangler.toml"].map((w) => ({ name: path.dirname(w), ...unstable_getMiniflareWorkerOptions(path.join(dir, w)) }));
-  const code = await bundleMains(converted.map((c) => c.main ?? ""));
-  const workers = converted.map((c): V4WorkerOptions => {
-    const { rootPath: _rootPath, ...options } = c.workerOptions;
-    const main = c.main ?? "";
-    return { ...options, name: c.name, modulesRoot: path.dirname(main), modules: [{ type: "ESModule", path: main, contents: code.get(main) ?? "" }] };
-  });
-  const mf = new Miniflare(convertV4MiniflareOptions({ host: "127.0.0.1", port: 0, workers }));
+  const project = await startWithoutWeft({ wrangler: await loadWrangler(), configs: ["web/wrangler.jsonc", "users/wrangler.toml"].map((w) => path.join(dir, w)), host: "127.0.0.1" });
   try {
-    return await (await fetch((await mf.ready).href)).json();
+    return await (await fetch(project.url)).json();
   } finally {
-    await mf.dispose();
+    await project.dispose();
   }
 }
 
