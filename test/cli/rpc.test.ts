@@ -79,7 +79,8 @@ beforeAll(async () => {
   manifest.services = manifest.services.filter((s) => s.name !== "users-v2");
   const users = manifest.services.find((s) => s.name === "users");
   if (!users) throw new Error("init made no users service");
-  users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2", entrypoints: ["Admin"] });
+  // Without "entrypoints": its proxy has no binding to users-v2's Admin (a test below shows the refusal).
+  users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2" });
   users.routes = [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100, "users-v2": 0 } } }];
   // Names web reads as properties, not calls (the proxy cannot tell them apart by itself).
   users.proxy = { rpcProperties: ["version", "Admin.flags"] };
@@ -220,6 +221,21 @@ describe("Workers RPC through the mesh", () => {
     // 50/50 of 200: outside 70..130 happens with probability < 2e-5.
     expect(versions.v1).toBeGreaterThan(70);
     expect(versions.v2).toBeGreaterThan(70);
+  });
+
+  it("refuses a named entrypoint's call on a backend whose proxy has no binding to it, saying how to add one", async () => {
+    const split = await weft(["split", "users", "users=0", "users-v2=100"], { cwd: dir });
+    expect(split.code, split.stderr).toBe(0);
+    let answer: Record<string, unknown> = {};
+    for (let i = 0; i < 40; i++) {
+      answer = (await (await fetch(urls.url)).json()) as Record<string, unknown>;
+      if (JSON.stringify(answer.user).includes('"v2"')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(answer.user).toMatchObject({ version: "v2" });
+    expect(answer.namedHttp).toEqual({
+      error: `Error: weft: backend 'users-v2' of service 'users' has no binding USERS_V2__Admin to its entrypoint Admin: list "Admin" in the "entrypoints" of backend 'users-v2' in weft.manifest.json (weft dev, weft generate and weft deploy then bind it)`,
+    });
   });
 
   it("retries and fails over only methods the route marks idempotent; a timeout bounds every call", async () => {

@@ -122,6 +122,6 @@ describe("property reads", () => {
     expect(relay).toEqual({ origin: "web", read: true });
     const unwrapped = unwrapRelay({ kind: "proxy", service: "edge" }, [relay, "version", ["ignored"]]);
     expect(unwrapped.kind === "call" && unwrapped.args === PROPERTY_READ && unwrapped.read).toBe(true);
-    expect(Object.isFrozen(PROPERTY_READ)).toBe(true);
+    expect(PROPERTY_READ).toEqual([]);
   });
 });

@@ -67,9 +67,9 @@ import { authorize, rpcMethodMatches } from "../../shared/authorize.ts";
 import { rpcErrorName, rpcSeriesCode } from "../../shared/metrics.ts";
 import { decideFault, healthyOwners } from "../../shared/resilience.ts";
 import { decideSplit } from "../../shared/split.ts";
+import { formatTraceparent } from "../../shared/trace-context.ts";
 import { deadline, sleep, TIMED_OUT } from "./bounded.ts";
 import type { SliceState } from "./config-cache.ts";
-import { formatTraceparent } from "../../shared/trace-context.ts";
 import { identify, INTERNET, isIdentity, ORIGIN_HEADER, peerOf, type Identity, type Peer } from "./identity.ts";
 import type { CompiledSlice, RoutePlan } from "./plan.ts";
 import type { ServiceProxy } from "./service.ts";
@@ -140,10 +140,10 @@ export function relayContext(who: Identity, hop: Hop, entrypoint?: string, read?
 }
 
 /**
- * The `args` of a property read (`await env.USERS.version`): by identity, not content, so no call
- * can be mistaken for one. Frozen: nothing may add arguments to it.
+ * The `args` of a property read (`await env.USERS.version`): recognised by identity, not content, so
+ * no call (whose arguments array is always its own) can be mistaken for one. Never passed to a call.
  */
-export const PROPERTY_READ: unknown[] = Object.freeze<unknown[]>([]) as unknown[];
+export const PROPERTY_READ: unknown[] = [];
 
 /** The last WEFT_RPC_PROPERTIES seen and its names: the var is the same for every call of an isolate. */
 let declared: { raw: string; names: ReadonlySet<string> } = { raw: "", names: new Set() };
@@ -238,7 +238,7 @@ function callBackend(d: RpcDelivery, backendName: string): unknown {
     const name = entrypointBinding(backend.binding ?? backendName, d.entrypoint);
     const named: unknown = Reflect.get(d.proxy.bindings, name);
     if (typeof named !== "object" || named === null) {
-      throw refused(`backend '${backendName}' of service '${slice.service}' has no binding ${name} to its entrypoint ${d.entrypoint}: list "${d.entrypoint}" in the backend's "entrypoints" in weft.manifest.json and run \`weft generate\` (or \`weft init\` again)`);
+      throw refused(`backend '${backendName}' of service '${slice.service}' has no binding ${name} to its entrypoint ${d.entrypoint}: list "${d.entrypoint}" in the "entrypoints" of backend '${backendName}' in weft.manifest.json (weft dev, weft generate and weft deploy then bind it)`);
     }
     stub = named;
   }
