@@ -11,8 +11,10 @@ import { setTimeout } from "node:timers";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-// Keyed by the checkout, so checkouts sharing one node_modules (git worktrees) never run each other's bundle.
-const cacheDir = path.join(root, "node_modules", ".cache", "weft", createHash("sha256").update(root).digest("hex").slice(0, 12));
+// Keyed by the checkout, so checkouts sharing one node_modules (git worktrees) never run each other's
+// bundle, and by this launcher's own text, so a change in how it bundles builds anew.
+const launcher = readFileSync(fileURLToPath(import.meta.url));
+const cacheDir = path.join(root, "node_modules", ".cache", "weft", createHash("sha256").update(root).update(launcher).digest("hex").slice(0, 12));
 const bundleFile = path.join(cacheDir, "weft.mjs");
 const inputsFile = path.join(cacheDir, "weft.inputs.json");
 // npm rewrites this file whenever it changes node_modules, so it stands for every dependency.
@@ -52,6 +54,10 @@ async function build() {
     logLevel: "error",
     // CommonJS dependencies (yaml) require Node built-ins; an ESM bundle has no `require` of its own.
     banner: { js: 'import { createRequire as __weftCreateRequire } from "node:module"; const require = __weftCreateRequire(import.meta.url);' },
+    // The bundle's own path as the checkout sees it: Node resolves symlinks in module URLs, so in a git
+    // worktree whose node_modules links to another checkout's, the CLI would find that checkout as its
+    // package root (scripts/deployments.ts) and run that checkout's proxy and control plane.
+    define: { "import.meta.url": JSON.stringify(pathToFileURL(bundleFile).href) },
   });
   const inputs = {};
   // Installed as a package, weft has no lockfile of its own: its dependencies change only with it.

@@ -45,9 +45,15 @@ function methodMatches(listed: string, method: string): boolean {
   return listed === method || (listed === "GET" && method === "HEAD");
 }
 
-/** An RPC method pattern: a name, a `prefix*`, or `*`. */
+/**
+ * An RPC method pattern: a name, a `prefix*`, or `*` (every method of every entrypoint). A named
+ * entrypoint's methods are `Entrypoint.method`; a pattern without a dot is about the default
+ * entrypoint's methods only (`A*` does not match `Admin.purge`), `Admin.*` about all of Admin's.
+ */
 export function rpcMethodMatches(pattern: string, method: string): boolean {
-  return pattern.endsWith("*") ? method.startsWith(pattern.slice(0, -1)) : method === pattern;
+  if (!pattern.endsWith("*")) return method === pattern;
+  const prefix = pattern.slice(0, -1);
+  return method.startsWith(prefix) && (prefix === "" || prefix.includes(".") || !method.includes(".", prefix.length));
 }
 
 function ruleMatches(rule: PolicyRule, request: AccessRequest): boolean {

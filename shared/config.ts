@@ -120,7 +120,8 @@ export const PathPattern = z
 export const RpcMethodPattern = z
   .string()
   .max(128)
-  .regex(/^(\*|[A-Za-z_$][A-Za-z0-9_$]*\*?)$/, "an RPC method name such as getUser, a prefix such as get*, or *");
+  // A named entrypoint's methods are `Entrypoint.method` (Admin.purge, Admin.*): a name without a dot is the default entrypoint's.
+  .regex(/^(\*|([A-Za-z_$][A-Za-z0-9_$]*\.)?([A-Za-z_$][A-Za-z0-9_$]*\*?|\*))$/, "an RPC method name such as getUser, a prefix such as get*, a named entrypoint's such as Admin.purge or Admin.*, or *");
 
 /** Longest regular expression accepted in a match (RE2 syntax, compiled once per config version). */
 export const MAX_REGEX_LENGTH = 1024;

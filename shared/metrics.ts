@@ -25,7 +25,56 @@ export interface SeriesKey {
   /** Empty when the proxy answered itself before choosing a backend (refusals). */
   backend: string;
   caller: string;
+  /** The HTTP status; for an RPC call, {@link rpcSeriesCode} (its status equivalent, outcome and error name in one number). */
   code: number;
+}
+
+/**
+ * Error names an RPC series is labelled with: JavaScript's standard Error classes (the ones Workers
+ * RPC rebuilds in the caller with their type), then `(other)` for any other name or a thrown
+ * non-Error. Callee code chooses error names, and each name is a series, so the set is fixed.
+ */
+export const RPC_ERROR_NAMES = ["Error", "TypeError", "RangeError", "ReferenceError", "SyntaxError", "EvalError", "URIError", "AggregateError", "(other)"] as const;
+/** A label value of {@link RPC_ERROR_NAMES}. */
+export type RpcErrorName = (typeof RPC_ERROR_NAMES)[number];
+
+/**
+ * RPC series codes start here, above every HTTP status, so RPC and HTTP series share the stored
+ * `code` column (and the telemetry shard's schema) without colliding: an RPC code is
+ * `RPC_CODE_BASE + status × 100 + outcome`, where status is the HTTP equivalent (200 answered, 403
+ * refused, 404 no route, 429 rate-limited, 500 thrown or timed out) and outcome is 0 for `ok`, else
+ * 1 + the index of the error's name in {@link RPC_ERROR_NAMES}.
+ */
+export const RPC_CODE_BASE = 100_000;
+
+/** The error-name label of `error` as thrown by a callee or the mesh: one of {@link RPC_ERROR_NAMES}. */
+export function rpcErrorName(error: unknown): RpcErrorName {
+  if (!(error instanceof Error)) return "(other)";
+  const name = error.name;
+  return RPC_ERROR_NAMES.find((n) => n === name && n !== "(other)") ?? "(other)";
+}
+
+/** The series code of an RPC call that ended with HTTP-equivalent `status`, ok (`error` undefined) or with an error of that name. */
+export function rpcSeriesCode(status: number, error: RpcErrorName | undefined): number {
+  return RPC_CODE_BASE + status * 100 + (error === undefined ? 0 : RPC_ERROR_NAMES.indexOf(error) + 1);
+}
+
+/** What a series code says: an HTTP status, or an RPC call's status equivalent, outcome and error name. */
+export type SeriesOutcome = { kind: "http"; status: number } | { kind: "rpc"; status: number; outcome: "ok" } | { kind: "rpc"; status: number; outcome: "error"; error: RpcErrorName };
+
+/** Decodes a series code (see {@link RPC_CODE_BASE}); codes outside the RPC range are HTTP statuses. */
+export function seriesOutcome(code: number): SeriesOutcome {
+  if (code < RPC_CODE_BASE) return { kind: "http", status: code };
+  const rest = code - RPC_CODE_BASE;
+  const status = Math.floor(rest / 100);
+  const index = (rest % 100) - 1;
+  if (index < 0) return { kind: "rpc", status, outcome: "ok" };
+  return { kind: "rpc", status, outcome: "error", error: RPC_ERROR_NAMES[index] ?? "(other)" };
+}
+
+/** The HTTP status (or an RPC call's equivalent) a series code counts. */
+export function statusOf(code: number): number {
+  return code < RPC_CODE_BASE ? code : Math.floor((code - RPC_CODE_BASE) / 100);
 }
 
 /** Counts of one series; `attempts` − `count` is the number of retries. */
@@ -106,9 +155,9 @@ export interface IngestReply {
   flushAfterMs?: number;
 }
 
-/** True for responses that count as failures in the success rate (as Linkerd: 5xx only). */
+/** True for responses that count as failures in the success rate (as Linkerd: 5xx only; for RPC, a call the callee failed or that timed out). */
 export function isFailure(code: number): boolean {
-  return code >= 500;
+  return statusOf(code) >= 500;
 }
 
 /** Adds `from` into `into` (same bucket layout). */
@@ -173,7 +222,7 @@ export function golden(series: ReadonlyArray<SeriesStats>, seconds: number): Gol
     requests += s.count;
     attempts += s.attempts;
     if (isFailure(s.code)) failures += s.count;
-    const cls = `${Math.min(5, Math.max(1, Math.floor(s.code / 100)))}xx`;
+    const cls = `${Math.min(5, Math.max(1, Math.floor(statusOf(s.code) / 100)))}xx`;
     if (cls === "1xx" || cls === "2xx" || cls === "3xx" || cls === "4xx" || cls === "5xx") classes[cls] += s.count;
     addBuckets(buckets, s.buckets);
   }
@@ -241,7 +290,7 @@ export interface SlotSeries extends SeriesStats {
 
 /** Requests the proxy refused itself with 429 (its rate limits), as opposed to a backend's 429. */
 export function rateLimitedCount(series: ReadonlyArray<SeriesStats>): number {
-  return series.reduce((sum, s) => sum + (s.backend === "" && s.code === 429 ? s.count : 0), 0);
+  return series.reduce((sum, s) => sum + (s.backend === "" && statusOf(s.code) === 429 ? s.count : 0), 0);
 }
 
 /**
@@ -370,21 +419,34 @@ function labels(pairs: ReadonlyArray<[string, string]>): string {
   return `{${pairs.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}`;
 }
 
+/**
+ * The labels a series code adds: `code` (the HTTP status, or an RPC call's equivalent), and for RPC
+ * calls `outcome` (`ok`/`error`) and, on errors, `error` (the error's name). HTTP series carry
+ * `code` only, exactly as before RPC calls were counted.
+ */
+function codeLabels(code: number): Array<[string, string]> {
+  const decoded = seriesOutcome(code);
+  if (decoded.kind === "http") return [["code", String(code)]];
+  if (decoded.outcome === "ok") return [["code", String(decoded.status)], ["outcome", "ok"]];
+  return [["code", String(decoded.status)], ["outcome", "error"], ["error", decoded.error]];
+}
+
 /** Renders totals in the Prometheus text format (version 0.0.4). */
 export function prometheusText(all: ReadonlyArray<ServiceTotals>): string {
   const out: string[] = [];
   out.push("# HELP weft_requests_total Requests answered by Weft proxies.", "# TYPE weft_requests_total counter");
   for (const { service, series } of all) {
     for (const s of series) {
-      out.push(`weft_requests_total${labels([["service", service], ["route", s.route], ["backend", s.backend], ["caller", s.caller], ["code", String(s.code)]])} ${s.count}`);
+      out.push(`weft_requests_total${labels([["service", service], ["route", s.route], ["backend", s.backend], ["caller", s.caller], ...codeLabels(s.code)])} ${s.count}`);
     }
   }
   out.push("# HELP weft_request_duration_seconds Time from a request reaching the proxy to its response headers.", "# TYPE weft_request_duration_seconds histogram");
   for (const { service, series } of all) {
-    // One histogram per (route, backend, caller): codes are summed, as Linkerd's latency has no code label.
+    // One histogram per (route, backend, caller): codes are summed, as Linkerd's latency has no code
+    // label; an RPC call's outcome and error name are kept (bounded: ok, or one of RPC_ERROR_NAMES).
     const merged = new Map<string, { key: [string, string][]; buckets: number[]; sumMs: number; count: number }>();
     for (const s of series) {
-      const key: [string, string][] = [["service", service], ["route", s.route], ["backend", s.backend], ["caller", s.caller]];
+      const key: [string, string][] = [["service", service], ["route", s.route], ["backend", s.backend], ["caller", s.caller], ...codeLabels(s.code).slice(1)];
       const id = JSON.stringify(key);
       let entry = merged.get(id);
       if (!entry) merged.set(id, (entry = { key, buckets: new Array<number>(BUCKETS).fill(0), sumMs: 0, count: 0 }));

@@ -90,8 +90,10 @@ function durableObjects(bindings: ReadonlyArray<DurableObjectBinding>): TomlValu
  * relaying requests (whose origin it names in `x-weft-origin`); without it the caller is worker
  * code, whose requests are its own. Props are set by the deployer; the caller's code cannot change them.
  */
-export function callerProps(caller: string, hop: "proxy" | "worker"): Record<string, string> {
-  return hop === "proxy" ? { caller, hop: "proxy" } : { caller };
+export function callerProps(caller: string, hop: "proxy" | "worker", entrypoint?: string): Record<string, string> {
+  const base: Record<string, string> = hop === "proxy" ? { caller, hop: "proxy" } : { caller };
+  // A binding to a backend's named entrypoint reaches the proxy's default one; props say which (workers/proxy/rpc.ts).
+  return entrypoint ? { ...base, entrypoint } : base;
 }
 
 /** The service bindings of a service's proxy: the control plane, then one per worker or mesh backend. */
@@ -100,7 +102,11 @@ export function proxyBindings(manifest: Manifest, service: ManifestService): Raw
     // props name the service this proxy serves: the control plane answers it for that service only.
     { binding: "CONTROL_PLANE", service: manifest.controlPlane.script, entrypoint: manifest.controlPlane.entrypoint, props: { service: service.name } },
     ...service.backends.flatMap((backend): RawService[] => {
-      if (backend.type === "worker") return [{ binding: backend.binding, service: backend.script }];
+      if (backend.type === "worker") {
+        // One binding per named entrypoint callers reach through the proxy: `<binding>__<Entrypoint>` (workers/proxy/rpc.ts).
+        const named = (backend.entrypoints ?? []).map((entrypoint): RawService => ({ binding: `${backend.binding}__${entrypoint}`, service: backend.script, entrypoint }));
+        return [{ binding: backend.binding, service: backend.script }, ...named];
+      }
       if (backend.type === "mesh") return [{ binding: backend.binding, service: proxyScript(manifest, backend.service), props: callerProps(service.name, "proxy") }];
       return [];
     }),
@@ -151,7 +157,8 @@ export function proxyConfig(loaded: LoadedManifest, file: string): string {
     lines.push("");
     if (service.description) lines.push(...commentLines(service.description));
     lines.push(`[env.${service.name}]`);
-    lines.push(`vars = ${inline({ WEFT_SERVICE: service.name, ...proxy.vars, ...service.proxy?.vars })}`);
+    const rpcProperties: Record<string, string> = service.proxy?.rpcProperties?.length ? { WEFT_RPC_PROPERTIES: service.proxy.rpcProperties.join(",") } : {};
+    lines.push(`vars = ${inline({ WEFT_SERVICE: service.name, ...proxy.vars, ...service.proxy?.vars, ...rpcProperties })}`);
     // A public service without routes of its own is reached on its proxy's workers.dev URL.
     if (service.public && !service.publicRoutes?.length) lines.push("workers_dev = true");
     if (service.publicRoutes?.length) lines.push(`routes = ${inline(service.publicRoutes.map(toToml))}`);

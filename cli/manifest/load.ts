@@ -128,7 +128,7 @@ export function adminConfigOf(raw: ManifestInput): MeshConfigInput {
       ...service,
       backends: service.backends.map((backend) => {
         if (backend.type !== "worker") return backend;
-        const { script: _script, calls: _calls, ...rest } = backend;
+        const { script: _script, calls: _calls, entrypoints: _entrypoints, ...rest } = backend;
         return rest;
       }),
     })),

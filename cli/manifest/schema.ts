@@ -29,6 +29,16 @@ export const ScriptName = z
 export const ManifestWorkerBackend = WorkerBackend.extend({
   script: ScriptName,
   calls: z.record(BindingName, Name).optional(),
+  /**
+   * Named entrypoints of the worker (`export class Admin extends WorkerEntrypoint`) that callers
+   * reach through the proxy: the proxy gets a binding `<binding>__<Entrypoint>` to each, and a
+   * caller's binding with `entrypoint = "Admin"` is rewired to the proxy with `props.entrypoint`.
+   */
+  entrypoints: z
+    .array(z.string().regex(/^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/, "an exported class name such as Admin"))
+    .max(32)
+    .refine((names) => !names.includes("default"), "the default entrypoint is the backend itself")
+    .optional(),
 });
 
 export const ManifestBackend = z.discriminatedUnion("type", [ManifestWorkerBackend, MeshBackend, ExternalBackend]);
@@ -58,6 +68,15 @@ export type DurableObjectBinding = z.infer<typeof DurableObjectBinding>;
 export const ServiceProxy = z.strictObject({
   vars: Vars.optional(),
   durableObjects: z.array(DurableObjectBinding).optional(),
+  /**
+   * Names callers read as properties over RPC (`await env.USERS.version`, getters), not call: the
+   * proxy cannot tell them from methods, so they are declared (`Admin.flags` on a named entrypoint).
+   * Written into the proxy's vars as WEFT_RPC_PROPERTIES; a change needs the proxy redeployed.
+   */
+  rpcProperties: z
+    .array(z.string().regex(/^([A-Za-z_$][A-Za-z0-9_$]{0,63}\.)?[A-Za-z_$][A-Za-z0-9_$]{0,127}$/, "a property name such as version, or Admin.version on a named entrypoint"))
+    .max(64)
+    .optional(),
 });
 
 /** A service: its admin config (the `Service` schema) plus where it is deployed and reached. */

@@ -69,7 +69,10 @@ export function workerDeployConfig({ loaded, worker, raw, file }: WorkerDeployIn
   config.services = services.map((binding: unknown) => {
     if (!isRecord(binding) || typeof binding.binding !== "string" || !owner) return binding;
     const callee = calls[binding.binding];
-    return callee ? { binding: binding.binding, service: proxyScript(manifest, callee), props: callerProps(owner.name, "worker") } : binding;
+    if (!callee) return binding;
+    // A binding to a named entrypoint reaches the callee proxy's default one, with props.entrypoint saying which.
+    const entrypoint = typeof binding.entrypoint === "string" && binding.entrypoint !== "default" ? binding.entrypoint : undefined;
+    return { binding: binding.binding, service: proxyScript(manifest, callee), props: callerProps(owner.name, "worker", entrypoint) };
   });
   const proxied = new Set((owner?.publicRoutes ?? []).map((r) => r.pattern));
   const keep = (route: unknown): boolean => !proxied.has(typeof route === "string" ? route : isRecord(route) && typeof route.pattern === "string" ? route.pattern : "");

@@ -57,6 +57,40 @@ export interface RunningProject {
   dispose(): Promise<void>;
 }
 
+/** What Weft sets on a worker's converted options itself (its module comes from the bundle). */
+type OwnOptions = Omit<Partial<WorkerOptions>, "modules" | "modulesRoot" | "scriptPath">;
+
+/** wrangler's converted options with the worker's module from `code` (see bundleMains): the shape Miniflare takes. */
+export function withBundledModule(converted: SourcelessWorkerOptions, main: string | undefined, code: ReadonlyMap<string, string>, own: OwnOptions): WorkerOptions {
+  const module = main ? { modulesRoot: path.dirname(main), modules: [{ type: "ESModule" as const, path: main.replace(/\.ts$/, ".js"), contents: code.get(main) ?? "" }] } : { script: "export default {}", modules: true };
+  // wrangler's rootPath is relative to the directory it was called from; the module is placed by modulesRoot.
+  const { rootPath: _rootPath, ...rest } = converted;
+  return { ...rest, ...module, ...own };
+}
+
+/** What {@link startWithoutWeft} needs. */
+export interface WithoutWeftOptions {
+  wrangler: WranglerApi;
+  /** The workers' wrangler configs. */
+  configs: ReadonlyArray<string>;
+  host: string;
+  /** Local data, as for `weft dev` (see {@link localStateDir}); default: Miniflare's in-memory storage. */
+  persistTo?: string;
+}
+
+/**
+ * A project's workers as they run without Weft: their own wrangler configs and bindings, nothing
+ * rewired, no proxies, no control plane — what the mesh's answers are compared with. Its URL is
+ * the first worker's.
+ */
+export async function startWithoutWeft(options: WithoutWeftOptions): Promise<{ url: string; dispose(): Promise<void> }> {
+  const converted = options.configs.map((config) => ({ name: options.wrangler.readConfig(config).name ?? path.basename(path.dirname(config)), ...options.wrangler.miniflareWorkerOptions(config) }));
+  const code = await bundleMains(converted.flatMap((c) => (c.main ? [c.main] : [])));
+  const workers = converted.map((c) => withBundledModule(c.workerOptions, c.main, code, { name: c.name }));
+  const mf = new Miniflare(convertV4MiniflareOptions({ host: options.host, port: 0, ...(options.persistTo ? { resourcePersistencePath: path.join(options.persistTo, "v3") } : {}), workers }));
+  return { url: (await mf.ready).href, dispose: () => mf.dispose() };
+}
+
 /** The worker scripts the manifest's services name, with the project's workers they need (bindings, Durable Object scripts). */
 export function workersToBoot(manifest: Manifest, project: ReadonlyArray<ProjectWorker>): { workers: ProjectWorker[]; missing: string[] } {
   const byName = new Map(project.map((w) => [w.name, w]));
@@ -133,13 +167,7 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     ...userWorkers.map((w) => w.main ?? ""),
   ].filter(Boolean);
   const code = await bundleMains(mains);
-  /** wrangler's converted options with the bundled module: the shape Miniflare takes. */
-  const withSource = (converted: SourcelessWorkerOptions, main: string | undefined, own: Omit<Partial<WorkerOptions>, "modules" | "modulesRoot" | "scriptPath">): WorkerOptions => {
-    const module = main ? { modulesRoot: path.dirname(main), modules: [{ type: "ESModule" as const, path: main.replace(/\.ts$/, ".js"), contents: code.get(main) ?? "" }] } : { script: "export default {}", modules: true };
-    // wrangler's rootPath is relative to the directory it was called from; the module is placed by modulesRoot.
-    const { rootPath: _rootPath, ...rest } = converted;
-    return { ...rest, ...module, ...own };
-  };
+  const withSource = (converted: SourcelessWorkerOptions, main: string | undefined, own: OwnOptions): WorkerOptions => withBundledModule(converted, main, code, own);
 
   const workers: WorkerOptions[] = [
     withSource(controlPlane.workerOptions, controlPlane.main, {
@@ -161,8 +189,10 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
         Object.entries(converted.workerOptions.serviceBindings ?? {}).map(([binding, target]) => {
           const callee = owner?.calls[binding];
           if (!owner || !callee) return [binding, target];
-          rewired.push(`${worker.name}.${binding} → ${proxyScript(manifest, callee)} (caller ${owner.service})`);
-          return [binding, { name: proxyScript(manifest, callee), props: callerProps(owner.service, "worker") }];
+          // A binding to a named entrypoint reaches the callee proxy's default one, with props.entrypoint saying which.
+          const entrypoint = namedEntrypointOf(target);
+          rewired.push(`${worker.name}.${binding} → ${proxyScript(manifest, callee)} (caller ${owner.service}${entrypoint ? `, entrypoint ${entrypoint}` : ""})`);
+          return [binding, { name: proxyScript(manifest, callee), props: callerProps(owner.service, "worker", entrypoint) }];
         }),
       );
       // The proxy now takes the worker's public routes; the worker itself is reached through it.
@@ -200,6 +230,13 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     ],
     dispose: () => mf.dispose(),
   };
+}
+
+/** The named entrypoint a converted service binding targets (`{ name, entrypoint }`), if any. */
+export function namedEntrypointOf(target: unknown): string | undefined {
+  if (typeof target !== "object" || target === null || !("entrypoint" in target)) return undefined;
+  const entrypoint = target.entrypoint;
+  return typeof entrypoint === "string" && entrypoint !== "default" && entrypoint !== "" ? entrypoint : undefined;
 }
 
 function withEnv<T>(vars: Record<string, string>, run: () => T): T {

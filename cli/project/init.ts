@@ -33,6 +33,8 @@ export interface InitPlan {
 
 const NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 const SCRIPT_NAME = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/;
+/** A named entrypoint Weft can route: an exported class name (the manifest's `entrypoints`). */
+const ENTRYPOINT = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/;
 
 /** A mesh name (a DNS label) for a worker name: lowercase, other characters as '-', at most 63. */
 export function serviceNameOf(worker: string): string {
@@ -77,8 +79,16 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
     if (service !== name) notes.push({ worker: name, message: `named '${service}' in the mesh (service names are DNS labels)` });
   }
   const calledByOthers = new Set<string>();
+  /** Named entrypoints other workers bind to, per worker: its proxy gets a binding to each. */
+  const entrypointsOf = new Map<string, Set<string>>();
   for (const worker of byName.values()) {
-    for (const s of worker.serviceBindings) if (s.service !== worker.name && byName.has(s.service)) calledByOthers.add(s.service);
+    for (const s of worker.serviceBindings) {
+      if (s.service !== worker.name && byName.has(s.service)) calledByOthers.add(s.service);
+      if (s.entrypoint && s.entrypoint !== "default" && byName.has(s.service) && ENTRYPOINT.test(s.entrypoint)) {
+        const names = entrypointsOf.get(s.service) ?? new Set<string>();
+        entrypointsOf.set(s.service, names.add(s.entrypoint));
+      }
+    }
   }
 
   const services: InitPlan["services"] = [];
@@ -92,13 +102,11 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
         notes.push({ worker: worker.name, message: `binding ${binding.binding} → '${binding.service}': not a worker of this project; it stays a direct binding, outside the mesh` });
         continue;
       }
-      if (binding.entrypoint) {
-        notes.push({
-          worker: worker.name,
-          message: `binding ${binding.binding} → '${binding.service}' (entrypoint ${binding.entrypoint}): a proxy reaches its backend's default entrypoint only, so a binding to a named one stays direct (outside the mesh)`,
-        });
+      if (binding.entrypoint && binding.entrypoint !== "default" && !ENTRYPOINT.test(binding.entrypoint)) {
+        notes.push({ worker: worker.name, message: `binding ${binding.binding} → '${binding.service}' (entrypoint ${binding.entrypoint.slice(0, 64)}): not an exported class name; it stays a direct binding, outside the mesh` });
         continue;
       }
+      // A named entrypoint is reached through the callee's proxy too: weft dev/deploy give the binding props.entrypoint.
       calls[binding.binding] = callee;
     }
     for (const kind of worker.otherBindings) notes.push({ worker: worker.name, message: `${kind}: kept as configured (not routed through the mesh)` });
@@ -107,6 +115,7 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
     }
     if (!worker.main) notes.push({ worker: worker.name, message: "no `main` (assets only): its proxy forwards to its static assets" });
     const isPublic = worker.routes.length > 0 || !calledByOthers.has(worker.name);
+    const entrypoints = [...(entrypointsOf.get(worker.name) ?? [])].sort();
     services.push({ service, worker: worker.name, config: path.relative(root, worker.configPath), public: isPublic, calls });
     manifestServices.push({
       name: service,
@@ -120,6 +129,7 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
           binding: bindingNameOf(worker.name),
           script: worker.name,
           ...(Object.keys(calls).length > 0 ? { calls } : {}),
+          ...(entrypoints.length > 0 ? { entrypoints } : {}),
         },
       ],
       routes: [{ name: "all", match: { path: "/*" }, split: { weights: { [service]: 100 } } }],

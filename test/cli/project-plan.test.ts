@@ -6,7 +6,8 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { parseManifest } from "../../cli/manifest/load.ts";
+import { proxyBindings, proxyConfig } from "../../cli/manifest/generate.ts";
+import { adminConfigOf, parseManifest } from "../../cli/manifest/load.ts";
 import { Manifest } from "../../cli/manifest/schema.ts";
 import { workerDeployConfig } from "../../cli/project/deploy.ts";
 import { localStateDir } from "../../cli/project/dev.ts";
@@ -45,10 +46,12 @@ describe("weft init's plan", () => {
     expect(bindingNameOf("9lives")).toBe("W_9LIVES");
   });
 
-  it("turns plain bindings between project workers into calls; named entrypoints and outside workers stay direct, said why", () => {
-    expect(plan.services.find((s) => s.service === "web")?.calls).toEqual({ USERS: "users-api" });
+  it("turns bindings between project workers into calls, named entrypoints too (listed on the callee's backend); outside workers stay direct, said why", () => {
+    expect(plan.services.find((s) => s.service === "web")?.calls).toEqual({ USERS: "users-api", ADMIN: "users-api" });
+    const usersApi = plan.manifest.services.find((s) => s.name === "users-api")?.backends[0];
+    expect(usersApi).toMatchObject({ script: "users_api", entrypoints: ["Admin"] });
     const notes = plan.notes.map((n) => `${n.worker}: ${n.message}`).join("\n");
-    expect(notes).toMatch(/web: binding ADMIN → 'users_api' \(entrypoint Admin\).*stays direct/);
+    expect(notes).not.toMatch(/ADMIN/);
     expect(notes).toMatch(/web: binding MAIL → 'mailer-elsewhere': not a worker of this project/);
     expect(notes).toMatch(/users_api: tail_consumers: kept as configured/);
     expect(notes).toMatch(/users_api: environments \(staging\) are not mapped/);
@@ -129,5 +132,53 @@ describe("a worker's config as weft deploy deploys it", () => {
     expect(out.assets).toEqual({ directory: "../../../../web/public" });
     expect(out.d1_databases).toEqual([{ binding: "DB", database_id: "x", migrations_dir: "../../../../web/migrations" }]);
     expect(out.env).toEqual({ staging: { main: "../../../../web/src/staging.ts" } });
+  });
+});
+
+describe("a named entrypoint behind the proxy, as weft deploy and generate write it", () => {
+  const manifest = planInit(ROOT, [
+    worker("web", "web", { serviceBindings: [{ binding: "API", service: "api" }, { binding: "API_ADMIN", service: "api", entrypoint: "Admin" }] }),
+    worker("api", "api"),
+  ]).manifest;
+  const parsed = parseManifest({ file: path.join(ROOT, "weft.manifest.json"), display: "weft.manifest.json", text: "", lines: new Map(), value: manifest });
+  if (!parsed.ok) throw new Error("plan is not a manifest");
+
+  it("binds the caller's named-entrypoint binding to the callee's proxy, naming the entrypoint in props", () => {
+    const raw = { name: "web", main: "src/index.ts", services: [{ binding: "API", service: "api" }, { binding: "API_ADMIN", service: "api", entrypoint: "Admin" }] };
+    const out = workerDeployConfig({ loaded: parsed.loaded, worker: worker("web", "web"), raw, file: path.join(ROOT, ".weft", "deploy", "workers", "web", "wrangler.jsonc") });
+    expect(out.services).toEqual([
+      { binding: "API", service: "weft-proxy-api", props: { caller: "web" } },
+      { binding: "API_ADMIN", service: "weft-proxy-api", props: { caller: "web", entrypoint: "Admin" } },
+    ]);
+  });
+
+  it("gives the callee's proxy a binding to the backend's entrypoint, and keeps the entrypoints out of the admin config", () => {
+    const api = parsed.loaded.manifest.services.find((s) => s.name === "api");
+    if (!api) throw new Error("no api service");
+    expect(proxyBindings(parsed.loaded.manifest, api).slice(1)).toEqual([
+      { binding: "API", service: "api" },
+      { binding: "API__Admin", service: "api", entrypoint: "Admin" },
+    ]);
+    expect(JSON.stringify(adminConfigOf(manifest))).not.toContain("entrypoints");
+  });
+
+  it("declares RPC properties in the proxy's vars (WEFT_RPC_PROPERTIES), and refuses names that are not properties", () => {
+    const withProperties = { ...manifest, services: manifest.services.map((s) => (s.name === "api" ? { ...s, proxy: { rpcProperties: ["version", "Admin.flags"] } } : s)) };
+    const again = parseManifest({ file: path.join(ROOT, "weft.manifest.json"), display: "weft.manifest.json", text: "", lines: new Map(), value: withProperties });
+    if (!again.ok) throw new Error("not a manifest");
+    const toml = proxyConfig(again.loaded, path.join(ROOT, ".weft", "deploy", "proxy", "wrangler.toml"));
+    const api = toml.slice(toml.indexOf("[env.api]"));
+    expect(api.split("\n")[1]).toContain('WEFT_RPC_PROPERTIES = "version,Admin.flags"');
+    expect(toml.slice(toml.indexOf("[env.web]"), toml.indexOf("[env.api]"))).not.toContain("WEFT_RPC_PROPERTIES");
+    const bad = { ...manifest, services: manifest.services.map((s) => (s.name === "api" ? { ...s, proxy: { rpcProperties: ["a.b.c"] } } : s)) };
+    expect(Manifest.safeParse(bad).success).toBe(false);
+    expect(JSON.stringify(adminConfigOf(withProperties))).not.toContain("rpcProperties");
+  });
+
+  it("refuses entrypoint names that are not class names, and `default`", () => {
+    const backend = (entrypoints: string[]): unknown => ({ ...manifest, services: manifest.services.map((s) => (s.name === "api" ? { ...s, backends: [{ ...s.backends[0], entrypoints }] } : s)) });
+    expect(Manifest.safeParse(backend(["Admin"])).success).toBe(true);
+    expect(Manifest.safeParse(backend(["default"])).success).toBe(false);
+    expect(Manifest.safeParse(backend(["not-a-class"])).success).toBe(false);
   });
 });

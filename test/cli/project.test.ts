@@ -13,10 +13,9 @@ import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions } from "miniflare";
-import { unstable_getMiniflareWorkerOptions } from "wrangler";
+import { startWithoutWeft } from "../../cli/project/dev.ts";
+import { loadWrangler } from "../../cli/project/workers.ts";
 import { ROOT } from "../../scripts/deployments.ts";
-import { bundleMains } from "../../scripts/mesh.ts";
 import { spawnWeft, weft, type LiveWeft } from "./run.ts";
 
 const FIXTURE = path.join(ROOT, "test", "fixtures", "projects", "gateway");
@@ -76,18 +75,12 @@ async function ask(base: string): Promise<Answer[]> {
 
 /** The project as it runs without Weft: its three workers, their own bindings, the same local data. */
 async function askWithoutWeft(): Promise<Answer[]> {
-  const converted = WORKERS.map((w) => ({ name: path.dirname(w), ...unstable_getMiniflareWorkerOptions(path.join(dir, w)) }));
-  const code = await bundleMains(converted.map((c) => c.main ?? ""));
-  const workers = converted.map((c): V4WorkerOptions => {
-    const { rootPath: _rootPath, ...options } = c.workerOptions;
-    const main = c.main ?? "";
-    return { ...options, name: c.name, modulesRoot: path.dirname(main), modules: [{ type: "ESModule", path: main, contents: code.get(main) ?? "" }] };
-  });
-  const mf = new Miniflare(convertV4MiniflareOptions({ host: "127.0.0.1", port: 0, resourcePersistencePath: path.join(dir, "api", ".wrangler", "state", "v3"), workers }));
+  const configs = WORKERS.map((w) => path.join(dir, w));
+  const project = await startWithoutWeft({ wrangler: await loadWrangler(), configs, host: "127.0.0.1", persistTo: path.join(dir, "api", ".wrangler", "state") });
   try {
-    return await ask((await mf.ready).href);
+    return await ask(project.url);
   } finally {
-    await mf.dispose();
+    await project.dispose();
   }
 }
 

@@ -5,38 +5,69 @@
  * apply to RPC calls; metrics count each method's calls with the caller.
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions } from "miniflare";
-import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import type { ManifestInput } from "../../cli/manifest/schema.ts";
+import { startWithoutWeft } from "../../cli/project/dev.ts";
+import { loadWrangler } from "../../cli/project/workers.ts";
 import { ROOT } from "../../scripts/deployments.ts";
-import { bundleMains } from "../../scripts/mesh.ts";
 import { spawnWeft, weft, type LiveWeft } from "./run.ts";
 
 const FIXTURE = path.join(ROOT, "test", "fixtures", "projects", "rpc");
 
 let dir: string;
 
+/** One span as the proxies export it over OTLP/HTTP JSON, with its service. */
+interface CollectedSpan {
+  service: string;
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  attributes: Record<string, string>;
+}
+
+/** A local OTLP collector: every span the proxies export. */
+const collected: CollectedSpan[] = [];
+let collector: Server;
+
+function collect(body: string): void {
+  type Attr = { key: string; value: { stringValue?: string; intValue?: string } };
+  const parsed = JSON.parse(body) as {
+    resourceSpans: Array<{ resource: { attributes: Attr[] }; scopeSpans: Array<{ spans: Array<Omit<CollectedSpan, "service" | "attributes"> & { attributes: Attr[] }> }> }>;
+  };
+  const flat = (attrs: Attr[]): Record<string, string> => Object.fromEntries(attrs.map((a) => [a.key, a.value.stringValue ?? a.value.intValue ?? ""]));
+  for (const rs of parsed.resourceSpans) {
+    const service = flat(rs.resource.attributes)["service.name"] ?? "";
+    for (const ss of rs.scopeSpans) for (const span of ss.spans) collected.push({ ...span, service, attributes: flat(span.attributes) });
+  }
+}
+
 /** web and users as they run without Weft. */
 async function withoutWeft(): Promise<unknown> {
-  const converted = ["web/wrangler.jsonc", "users/wrangler.toml"].map((w) => ({ name: path.dirname(w), ...unstable_getMiniflareWorkerOptions(path.join(dir, w)) }));
-  const code = await bundleMains(converted.map((c) => c.main ?? ""));
-  const workers = converted.map((c): V4WorkerOptions => {
-    const { rootPath: _rootPath, ...options } = c.workerOptions;
-    const main = c.main ?? "";
-    return { ...options, name: c.name, modulesRoot: path.dirname(main), modules: [{ type: "ESModule", path: main, contents: code.get(main) ?? "" }] };
-  });
-  const mf = new Miniflare(convertV4MiniflareOptions({ host: "127.0.0.1", port: 0, workers }));
+  const project = await startWithoutWeft({ wrangler: await loadWrangler(), configs: ["web/wrangler.jsonc", "users/wrangler.toml"].map((w) => path.join(dir, w)), host: "127.0.0.1" });
   try {
-    return await (await fetch((await mf.ready).href)).json();
+    return await (await fetch(project.url)).json();
   } finally {
-    await mf.dispose();
+    await project.dispose();
   }
 }
 
 beforeAll(async () => {
+  collector = createServer((req, res) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk: string) => (body += chunk));
+    req.on("end", () => {
+      collect(body);
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+  });
+  await new Promise<void>((resolve) => collector.listen(0, "127.0.0.1", resolve));
+  const { port } = collector.address() as AddressInfo;
   dir = mkdtempSync(path.join(tmpdir(), "weft-rpc-"));
   cpSync(FIXTURE, dir, { recursive: true });
   symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
@@ -48,13 +79,28 @@ beforeAll(async () => {
   manifest.services = manifest.services.filter((s) => s.name !== "users-v2");
   const users = manifest.services.find((s) => s.name === "users");
   if (!users) throw new Error("init made no users service");
+  // Without "entrypoints": its proxy has no binding to users-v2's Admin (a test below shows the refusal).
   users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2" });
   users.routes = [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100, "users-v2": 0 } } }];
+  // Names web reads as properties, not calls (the proxy cannot tell them apart by itself).
+  users.proxy = { rpcProperties: ["version", "Admin.flags"] };
+  // web's second binding to users goes through an edge service first: edge's proxy relays to users' proxy.
+  const web = manifest.services.find((s) => s.name === "web")?.backends[0];
+  if (web?.type !== "worker" || !web.calls) throw new Error("init made no web service with calls");
+  web.calls.USERS_EDGE = "edge";
+  manifest.services.push({
+    name: "edge",
+    backends: [{ name: "users", type: "mesh", service: "users", binding: "USERS_MESH" }],
+    routes: [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100 } } }],
+  });
+  // Every call traced, spans to the collector above.
+  manifest.proxy = { ...manifest.proxy, vars: { WEFT_TRACE_SAMPLE_RATE: "1", WEFT_OTLP_ENDPOINT: `http://127.0.0.1:${port}/v1/traces` } };
   writeFileSync(file, JSON.stringify(manifest, null, 2));
 }, 60_000);
 
-afterAll(() => {
+afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
+  await new Promise((resolve) => collector.close(resolve));
 });
 
 describe("Workers RPC through the mesh", () => {
@@ -75,7 +121,11 @@ describe("Workers RPC through the mesh", () => {
   });
 
   it("routes web's RPC binding through users' proxy", () => {
-    expect(urls.rewired).toEqual(["web.USERS → weft-proxy-users (caller web)"]);
+    expect(urls.rewired).toEqual([
+      "web.USERS → weft-proxy-users (caller web)",
+      "web.USERS_EDGE → weft-proxy-edge (caller web)",
+      "web.USERS_ADMIN → weft-proxy-users (caller web, entrypoint Admin)",
+    ]);
   });
 
   it("answers every call shape exactly as without Weft: values, RpcTarget stubs, callbacks, streams, thrown errors, fetch, scheduled", async () => {
@@ -95,7 +145,37 @@ describe("Workers RPC through the mesh", () => {
       http: "users v1 ok",
       scheduled: "*/5 * * * *",
       admin: { deleted: "u1" },
+      named: { purged: "u1", by: "Admin" },
+      namedHttp: "admin /status",
+      version: "v1",
+      flags: ["maintenance-off"],
     });
+  });
+
+  it("makes a known number of ok and failing calls (counted at the end)", async () => {
+    // Here, before later tests change routes and inject faults: every call reaches users v1.
+    const tally = (await (await fetch(`${urls.url}/tally?ok=7&fail=3`)).json()) as { answered: number; thrown: number };
+    expect(tally).toEqual({ answered: 7, thrown: 3 });
+  });
+
+  it("relays RPC calls between proxies with their trace context: the next proxy's span continues the relaying proxy's trace", async () => {
+    const answer = (await (await fetch(`${urls.url}/edge`)).json()) as Record<string, unknown>;
+    expect(answer).toEqual({ user: { id: "u2", name: "Ada", version: "v1" }, admin: { deleted: "u2" } });
+    // Spans leave each proxy about once a second.
+    const find = (): { edge: CollectedSpan | undefined; users: CollectedSpan | undefined } => {
+      const edge = collected.find((s) => s.service === "edge" && s.name === "RPC getUser");
+      return { edge, users: edge ? collected.find((s) => s.service === "users" && s.name === "RPC getUser" && s.traceId === edge.traceId) : undefined };
+    };
+    for (let i = 0; i < 40 && !find().users; i++) await new Promise((r) => setTimeout(r, 250));
+    const { edge, users } = find();
+    // edge's span: called by web's code, which RPC gives no way to pass its trace: a new trace there.
+    expect(edge?.parentSpanId).toBeUndefined();
+    expect(edge).toMatchObject({ attributes: { "rpc.system": "cloudflare_workers_rpc", "rpc.method": "getUser", "weft.rpc.outcome": "ok", "weft.caller": "web", "weft.backend": "users" } });
+    // users' span: relayed by edge's proxy, so the same trace, parented to edge's span.
+    expect(users).toMatchObject({ traceId: edge?.traceId, parentSpanId: edge?.spanId, attributes: { "rpc.method": "getUser", "weft.caller": "edge", "weft.backend": "users" } });
+    // A failing call's span names the error.
+    const failed = collected.find((s) => s.service === "users" && s.name === "RPC failType");
+    expect(failed?.attributes).toMatchObject({ "weft.rpc.outcome": "error", "error.type": "TypeError" });
   });
 
   it("applies the service's policy per method: a refused call throws in the caller, saying why", async () => {
@@ -103,7 +183,7 @@ describe("Workers RPC through the mesh", () => {
     const current = (await (await fetch(`${urls.admin}/admin/config`, { headers: { authorization: `Bearer ${token}` } })).json()) as { version: number; services: Array<{ name: string; policy?: unknown }> };
     const users = current.services.find((s) => s.name === "users");
     if (!users) throw new Error("no users service");
-    users.policy = { allow: [{ from: ["web"] }], deny: [{ from: ["web"], rpc: ["delete*"] }] };
+    users.policy = { allow: [{ from: ["web"] }], deny: [{ from: ["web"], rpc: ["delete*", "Admin.purge"] }] };
     const { version: _version, ...config } = current;
     writeFileSync(file, JSON.stringify(config));
     const applied = await weft(["apply", "-f", file, "--yes"], { cwd: dir });
@@ -116,6 +196,12 @@ describe("Workers RPC through the mesh", () => {
     }
     expect(answer.admin).toEqual({ error: "Error: weft: 'web' may not call deleteUser() on service 'users' (deny-rule)" });
     expect(answer.user).toMatchObject({ id: "u1" });
+    // A named entrypoint's methods are Entrypoint.method to policies: purge refused, its fetch not.
+    expect(answer.named).toEqual({ error: "Error: weft: 'web' may not call Admin.purge() on service 'users' (deny-rule)" });
+    expect(answer.namedHttp).toBe("admin /status");
+    // Through edge, the call is still web's (the relayed origin): allowed where edge itself is not, refused where web is.
+    const relayed = (await (await fetch(`${urls.url}/edge`)).json()) as Record<string, unknown>;
+    expect(relayed).toEqual({ user: { id: "u2", name: "Ada", version: "v1" }, admin: { error: "Error: weft: 'web' may not call deleteUser() on service 'users' (deny-rule)" } });
   });
 
   it("splits RPC calls between two versions in the configured proportion", async () => {
@@ -135,6 +221,21 @@ describe("Workers RPC through the mesh", () => {
     // 50/50 of 200: outside 70..130 happens with probability < 2e-5.
     expect(versions.v1).toBeGreaterThan(70);
     expect(versions.v2).toBeGreaterThan(70);
+  });
+
+  it("refuses a named entrypoint's call on a backend whose proxy has no binding to it, saying how to add one", async () => {
+    const split = await weft(["split", "users", "users=0", "users-v2=100"], { cwd: dir });
+    expect(split.code, split.stderr).toBe(0);
+    let answer: Record<string, unknown> = {};
+    for (let i = 0; i < 40; i++) {
+      answer = (await (await fetch(urls.url)).json()) as Record<string, unknown>;
+      if (JSON.stringify(answer.user).includes('"v2"')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(answer.user).toMatchObject({ version: "v2" });
+    expect(answer.namedHttp).toEqual({
+      error: `Error: weft: backend 'users-v2' of service 'users' has no binding USERS_V2__Admin to its entrypoint Admin: list "Admin" in the "entrypoints" of backend 'users-v2' in weft.manifest.json (weft dev, weft generate and weft deploy then bind it)`,
+    });
   });
 
   it("retries and fails over only methods the route marks idempotent; a timeout bounds every call", async () => {
@@ -201,19 +302,39 @@ describe("Workers RPC through the mesh", () => {
     expect(answers.every((a) => JSON.stringify(a.echo) === JSON.stringify({ error: "Error: weft: injected fault on backend 'users-v2' (rehearsal)" }))).toBe(true);
   });
 
-  it("counts each method's calls with the caller; refusals as 403", async () => {
+  it("counts each method's calls with the caller, outcome and error name; refusals as 403", async () => {
     let metrics = "";
-    const count = (route: string, code: string): number =>
-      [...metrics.matchAll(new RegExp(`weft_requests_total\\{service="users",route="${route}",backend="[^"]*",caller="web",code="${code}"\\} (\\d+)`, "g"))].reduce((n, m) => n + Number(m[1]), 0);
+    /** The sum of `weft_requests_total` of users' series for `route` from web whose remaining labels are `rest` exactly. */
+    const count = (route: string, rest: string): number =>
+      [...metrics.matchAll(new RegExp(`weft_requests_total\\{service="users",route="${route}",backend="[^"]*",caller="web",${rest}\\} (\\d+)`, "g"))].reduce((n, m) => n + Number(m[1]), 0);
+    const histogramCount = (route: string, rest: string): number =>
+      [...metrics.matchAll(new RegExp(`weft_request_duration_seconds_count\\{service="users",route="${route}",backend="[^"]*",caller="web",${rest}\\} (\\d+)`, "g"))].reduce((n, m) => n + Number(m[1]), 0);
     // Proxies send their counts about once a second: wait for the last calls to arrive.
-    for (let i = 0; i < 30; i++) {
+    for (let i = 0; i < 40; i++) {
       metrics = await (await fetch(`${urls.admin}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
-      if (count("getUser", "200") >= 200 && count("deleteUser", "403") >= 1) break;
+      if (count("getUser", 'code="200",outcome="ok"') >= 200 && count("tally", 'code="200",outcome="ok"') + count("tally", 'code="500",outcome="error",error="RangeError"') >= 10) break;
       await new Promise((r) => setTimeout(r, 500));
     }
-    expect(count("sum", "200")).toBeGreaterThanOrEqual(2);
-    expect(count("fail", "500")).toBeGreaterThanOrEqual(2);
-    expect(count("deleteUser", "403")).toBeGreaterThanOrEqual(1);
-    expect(count("getUser", "200")).toBeGreaterThanOrEqual(200);
+    // Exactly the calls made: 7 answered, 3 thrown as RangeError, nothing else on that method.
+    expect(count("tally", 'code="200",outcome="ok"')).toBe(7);
+    expect(count("tally", 'code="500",outcome="error",error="RangeError"')).toBe(3);
+    expect(count("tally", '[^}]*')).toBe(10);
+    expect(histogramCount("tally", 'outcome="ok"')).toBe(7);
+    expect(histogramCount("tally", 'outcome="error",error="RangeError"')).toBe(3);
+    // The earlier scenarios: thrown errors by type, refusals by the mesh as 403 Errors.
+    expect(count("sum", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
+    expect(count("fail", 'code="500",outcome="error",error="Error"')).toBeGreaterThanOrEqual(2);
+    expect(count("failType", 'code="500",outcome="error",error="TypeError"')).toBeGreaterThanOrEqual(2);
+    expect(count("deleteUser", 'code="403",outcome="error",error="Error"')).toBeGreaterThanOrEqual(1);
+    expect(count("getUser", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(200);
+    // A named entrypoint's calls pass the proxy too, as Entrypoint.method.
+    expect(count("Admin\\.purge", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(1);
+    expect(count("Admin\\.purge", 'code="403",outcome="error",error="Error"')).toBeGreaterThanOrEqual(1);
+    expect(count("Admin\\.fetch", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
+    // Property reads are counted like calls.
+    expect(count("version", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
+    expect(count("Admin\\.flags", 'code="200",outcome="ok"')).toBeGreaterThanOrEqual(2);
+    // HTTP calls on the same service keep their old labels: no outcome on them.
+    expect(metrics).toMatch(/weft_requests_total\{service="users",route="all",backend="users",caller="web",code="200"\} \d+/);
   });
 });

@@ -36,7 +36,7 @@ import { ServiceProxy } from "./service.ts";
 import { place, type Placement } from "./split.ts";
 import { beginHop, type Hop, type Trail } from "./telemetry.ts";
 import { webhookStep, webhookVerification } from "./webhook.ts";
-import { serveRpc, withRpcForwarding } from "./rpc.ts";
+import { entrypointOf, fetchNamedEntrypoint, serveRpc, withRpcForwarding } from "./rpc.ts";
 
 /** One proxied service per isolate in practice; keyed by service so a misconfigured env cannot mix two. */
 const proxies = new Map<string, ServiceProxy>();
@@ -119,6 +119,8 @@ async function handleScheduled(env: ProxyEnv, ctx: ExecutionContext): Promise<vo
  */
 export default class ProxyEntrypoint extends WorkerEntrypoint<ProxyEnv> {
   override fetch(request: Request): Promise<Response> | Response {
+    // A caller's binding to a backend's named entrypoint (props.entrypoint): fetch() is that entrypoint's.
+    if (entrypointOf(this.ctx.props) !== undefined) return fetchNamedEntrypoint(ProxyEntrypoint.serveRpc(this, "fetch", [request]));
     return handleFetch(request, this.env, this.ctx);
   }
 

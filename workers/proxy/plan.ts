@@ -32,6 +32,8 @@ export interface CompiledBackend {
   fault: FaultRule | undefined;
   /** Another service's proxy (a `mesh` backend): requests to it carry their origin. */
   mesh: boolean;
+  /** The proxy's binding to it (workers and mesh backends): RPC to a named entrypoint uses `<binding>__<Entrypoint>` (workers/proxy/rpc.ts). */
+  binding: string | undefined;
 }
 
 /** Header changes for the request and the response (a route's, or one backend's). */
@@ -210,7 +212,7 @@ export function compileSlice(slice: ServiceSlice, context: CompileContext): Comp
     slice.backends.map((b) => [
       b.name,
       // The first rule for a backend wins, as decideFault reads them.
-      { name: b.name, target: compileTarget(slice.service, b, context), healthCheck: b.healthCheck, fault: faults.find((f) => f.backend === b.name), mesh: b.type === "mesh" },
+      { name: b.name, target: compileTarget(slice.service, b, context), healthCheck: b.healthCheck, fault: faults.find((f) => f.backend === b.name), mesh: b.type === "mesh", binding: b.type === "external" ? undefined : b.binding },
     ]),
   );
   const routes = slice.routes.map((route): RoutePlan => {

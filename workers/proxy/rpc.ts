@@ -9,7 +9,9 @@
  *   rate limit (key: the caller) →
  *   split (weighted; sticky on the calling service) → resilience (timeout; retries and failover for
  *   idempotent routes) → forward (the backend binding's own method) →
- *   telemetry (the method as the route; ok as 200, a thrown error as 500)
+ *   telemetry (the method as the route; `outcome` ok/error and the error's name as labels, see
+ *   `rpcSeriesCode` in shared/metrics.ts; the HTTP-equivalent `code` stays: 200 answered, 403
+ *   refused, 404 no route, 429 rate-limited, 500 thrown or timed out)
  *
  * Arguments and results pass untouched — structured-clone values, stubs, `RpcTarget`s, functions,
  * streams — because the proxy hands the caller's arguments to the backend's stub and returns the
@@ -20,19 +22,58 @@
  * The route's timeout bounds each attempt; its retries and failover apply only when the route marks
  * its methods `idempotent` (a thrown error is then tried again, as a failed idempotent request is).
  * Rate limits apply with the caller as key (an RPC call has no IP, headers or claims), and the
- * backend's rehearsal faults are injected as for HTTP. Not (yet) applied to RPC: contracts, and property reads
- * (`await env.USERS.version`): the proxy cannot tell a property from a method, so every name is a
- * method.
+ * backend's rehearsal faults are injected as for HTTP. Not (yet) applied to RPC: contracts.
+ *
+ * Property reads (`await env.USERS.version`, getters). The proxy cannot tell a property from a
+ * method: it answers every name synchronously, before any call, and both arrive as a name. So
+ * properties are declared per service in the manifest (`proxy.rpcProperties: ["version",
+ * "Admin.flags"]`), which `weft generate` writes into the proxy's vars as WEFT_RPC_PROPERTIES; a
+ * declared name is answered with a promise of the backend's value (workerd awaits it for the
+ * caller), through the same steps as a call (policy, route, split, metrics under the name). Limits:
+ * an undeclared property read gets a function stub, not the value (the call shape differs from
+ * Weft-less behaviour until declared); a declared name can no longer be called as a method;
+ * properties of `RpcTarget`s and stubs a call returns need no declaration (they are the backend's
+ * own stubs, not the proxy's).
+ *
+ * Named entrypoints. A caller's binding with `entrypoint = "Admin"` is rewired by `weft dev` and
+ * `weft deploy` to the callee proxy's default entrypoint with `props.entrypoint = "Admin"` (the
+ * deployer's, like `props.caller`: the caller's code cannot choose it). The proxy forwards such calls
+ * to its binding `<backend binding>__Admin` (`{ service = <script>, entrypoint = "Admin" }`), which
+ * `weft generate` writes for every name in the worker backend's `entrypoints` (`weft init` lists the
+ * ones the project's bindings use); a backend without that binding refuses the call with a message
+ * saying so. Routes, policies and metrics know these methods as `Admin.purge` (patterns `Admin.*`;
+ * a pattern without a dot is about the default entrypoint only). `fetch()` on such a binding is the
+ * entrypoint's own fetch, passed as the RPC call `Admin.fetch` (not the HTTP chain). A `mesh`
+ * backend relays the entrypoint to the next proxy in the relay context.
+ *
+ * Trace context. Workers RPC carries no headers, and the runtime gives a callee nothing of its
+ * caller's invocation, so:
+ * - every RPC call is one hop of the proxy's telemetry (metric series, access log line, tap event)
+ *   and, when sampled, one span `RPC <method>` (OpenTelemetry RPC attributes: `rpc.system`,
+ *   `rpc.method`, plus `weft.rpc.outcome`, `error.type`, caller, backend, attempts);
+ * - a call from a worker's code starts a new trace at the callee's proxy (sampled at
+ *   `WEFT_TRACE_SAMPLE_RATE`): it is NOT parented to the trace of the HTTP request the calling
+ *   worker is serving, even when a Weft proxy delivered that request — the worker's code would have
+ *   to pass the context, and an RPC call has no place for it that works without Weft;
+ * - a call one proxy relays to another service's proxy (a `mesh` backend) IS continued: the relaying
+ *   proxy calls `__weftRelay(context, method, args)` ({@link RELAY_METHOD}) on the next proxy, with
+ *   its own span as `traceparent` and the call's origin, what an HTTP hop sends as `traceparent` and
+ *   `x-weft-origin`. The next proxy believes the trace from any mesh peer and the origin only from
+ *   a proxy peer, as over HTTP ({@link unwrapRelay}); its span is a child of the relaying proxy's.
+ * - the hop from a proxy to its backend worker carries no context (the worker's code sees a plain
+ *   call), so calls the worker makes in turn start new traces at their proxies.
  */
 import { authorize, rpcMethodMatches } from "../../shared/authorize.ts";
+import { rpcErrorName, rpcSeriesCode } from "../../shared/metrics.ts";
 import { decideFault, healthyOwners } from "../../shared/resilience.ts";
 import { decideSplit } from "../../shared/split.ts";
+import { formatTraceparent } from "../../shared/trace-context.ts";
 import { deadline, sleep, TIMED_OUT } from "./bounded.ts";
 import type { SliceState } from "./config-cache.ts";
-import { identify, INTERNET } from "./identity.ts";
+import { identify, INTERNET, isIdentity, ORIGIN_HEADER, peerOf, type Identity, type Peer } from "./identity.ts";
 import type { CompiledSlice, RoutePlan } from "./plan.ts";
 import type { ServiceProxy } from "./service.ts";
-import { beginHop, type Trail } from "./telemetry.ts";
+import { beginHop, type Hop, type Trail } from "./telemetry.ts";
 
 /** Names a forwarder never answers: the entrypoint's own handlers and what runtimes probe objects for. */
 const RESERVED = new Set([
@@ -43,10 +84,126 @@ const RESERVED = new Set([
 /** A method name worth forwarding: an identifier, bounded. */
 const METHOD = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
 
+/**
+ * The method a proxy calls on the next service's proxy (a `mesh` backend) to relay an RPC call with
+ * its context, since Workers RPC carries no headers: `__weftRelay(context, method, args)`. The next
+ * proxy unwraps it ({@link unwrapRelay}) and serves `method(...args)` as if called directly.
+ */
+export const RELAY_METHOD = "__weftRelay";
+
+/** What a relayed RPC call carries besides its method and arguments: what HTTP hops send as headers. */
+export interface RelayContext {
+  /** On whose behalf the call is made (`x-weft-origin` over HTTP); believed from proxy peers only. */
+  origin?: string;
+  /** The relaying hop's W3C `traceparent` (its span as the parent); believed from mesh peers, as over HTTP. */
+  traceparent?: string;
+  /** The named entrypoint the call is for (undefined: the default one); believed from proxy peers only, as it is deploy-time config. */
+  entrypoint?: string;
+  /** A property read, not a call (`args` is then empty). */
+  read?: boolean;
+}
+
+/** Longest `traceparent` a relay may carry (version 00 is 55 characters; later versions may append). */
+const MAX_TRACEPARENT = 256;
+
+/** A relayed call, unwrapped: the call itself and the context believed from this peer; or why it is refused. */
+export type Unwrapped =
+  | { kind: "call"; method: string; args: unknown[]; origin: string | undefined; traceparent: string | undefined; entrypoint: string | undefined; read: boolean }
+  | { kind: "refused"; reason: string };
+
+/**
+ * Unwraps `__weftRelay(context, method, args)` (pure). The internet cannot relay (it has no binding
+ * to a proxy's RPC anyway); the origin is believed only from a proxy peer, as `x-weft-origin` is,
+ * so worker code cannot call on behalf of another service; the trace context from any mesh peer,
+ * as `traceparent` is over HTTP. Malformed or oversized context is ignored, not refused.
+ */
+export function unwrapRelay(peer: Peer, args: ReadonlyArray<unknown>): Unwrapped {
+  if (peer.kind === "internet") return { kind: "refused", reason: `${RELAY_METHOD}() is for Weft proxies: only mesh peers relay calls` };
+  const [context, method, inner] = args;
+  if (typeof method !== "string" || !METHOD.test(method) || method === RELAY_METHOD || !Array.isArray(inner)) {
+    return { kind: "refused", reason: `${RELAY_METHOD}() takes (context, method, args)` };
+  }
+  const ctx: Record<string, unknown> = typeof context === "object" && context !== null ? { ...context } : {};
+  const origin = peer.kind === "proxy" && isIdentity(ctx.origin) ? ctx.origin : undefined;
+  const traceparent = typeof ctx.traceparent === "string" && ctx.traceparent.length <= MAX_TRACEPARENT ? ctx.traceparent : undefined;
+  const entrypoint = peer.kind === "proxy" ? entrypointOf(ctx) : undefined;
+  const read = ctx.read === true;
+  const list: unknown[] = read ? PROPERTY_READ : inner;
+  return { kind: "call", method, args: list, origin, traceparent, entrypoint, read };
+}
+
+/**
+ * The context a call relayed to the next proxy carries (pure): the origin (unless the internet),
+ * and this hop's trace — its own span when sampled, else the caller's unsampled context, passed on
+ * so the next hop follows the same sampling decision.
+ */
+export function relayContext(who: Identity, hop: Hop, entrypoint?: string, read?: boolean): RelayContext {
+  const traceparent = hop.traceparent ?? (hop.traceId !== undefined && hop.parentId !== undefined ? formatTraceparent(hop.traceId, hop.parentId, false) : undefined);
+  return { ...(who.origin !== INTERNET ? { origin: who.origin } : {}), ...(traceparent ? { traceparent } : {}), ...(entrypoint ? { entrypoint } : {}), ...(read ? { read } : {}) };
+}
+
+/**
+ * The `args` of a property read (`await env.USERS.version`): recognised by identity, not content, so
+ * no call (whose arguments array is always its own) can be mistaken for one. Never passed to a call.
+ */
+export const PROPERTY_READ: unknown[] = [];
+
+/** The last WEFT_RPC_PROPERTIES seen and its names: the var is the same for every call of an isolate. */
+let declared: { raw: string; names: ReadonlySet<string> } = { raw: "", names: new Set() };
+
+/** Names declared as properties (`version`, `Admin.flags`), from WEFT_RPC_PROPERTIES (comma-separated; bounded). */
+export function declaredProperties(raw: string): ReadonlySet<string> {
+  if (raw !== declared.raw) {
+    const names = raw
+      .split(",")
+      .map((n) => n.trim())
+      .filter((n) => n.length > 0 && n.length <= 192)
+      .slice(0, 64);
+    declared = { raw, names: new Set(names) };
+  }
+  return declared.names;
+}
+
+/** Whether callers of this entrypoint instance read `name` as a property (the deployer declared it) rather than call it. */
+function isDeclaredProperty(receiver: object, name: string): boolean {
+  const env: unknown = Reflect.get(receiver, "env");
+  const raw: unknown = typeof env === "object" && env !== null ? Reflect.get(env, "WEFT_RPC_PROPERTIES") : undefined;
+  if (typeof raw !== "string" || raw === "") return false;
+  const ctx: unknown = Reflect.get(receiver, "ctx");
+  const props: unknown = typeof ctx === "object" && ctx !== null ? Reflect.get(ctx, "props") : undefined;
+  return declaredProperties(raw).has(qualifiedMethod(entrypointOf(props), name));
+}
+
+/** No headers: an RPC call's identity comes from the binding's props alone (shared, never changed). */
+const NO_HEADERS = new Headers();
+
+/**
+ * The named entrypoint a binding's props send calls to (`props.entrypoint`, set by `weft dev` and
+ * `weft deploy` for a caller's binding with `entrypoint = "Admin"`); undefined: the default one.
+ */
+export function entrypointOf(props: unknown): string | undefined {
+  if (typeof props !== "object" || props === null || !("entrypoint" in props)) return undefined;
+  const entrypoint = props.entrypoint;
+  return typeof entrypoint === "string" && ENTRYPOINT.test(entrypoint) && entrypoint !== "default" ? entrypoint : undefined;
+}
+
+/** A named entrypoint: an exported class name, bounded. */
+const ENTRYPOINT = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/;
+
+/** The name a call has in routes, policies and metrics: `method`, or `Entrypoint.method` on a named entrypoint. */
+export function qualifiedMethod(entrypoint: string | undefined, method: string): string {
+  return entrypoint === undefined ? method : `${entrypoint}.${method}`;
+}
+
+/** The proxy's binding to a backend's named entrypoint, as `weft generate` writes it: `<backend binding>__<Entrypoint>`. */
+export function entrypointBinding(binding: string, entrypoint: string): string {
+  return `${binding}__${entrypoint}`;
+}
+
 /** One RPC call into the service. */
 export interface RpcCall {
   proxy: ServiceProxy;
-  /** The binding's props (who is calling, as the deployer set it). */
+  /** The binding's props (who is calling, as the deployer set it; `entrypoint` for a named one). */
   props: unknown;
   method: string;
   args: unknown[];
@@ -63,13 +220,33 @@ function refused(message: string): Error {
   return new Error(`weft: ${message}`);
 }
 
-/** Calls `method` on the backend's binding (its stub), with the caller's arguments. */
-function callBackend(slice: CompiledSlice, backendName: string, method: string, args: unknown[]): unknown {
+/**
+ * Calls `method` on the backend's binding (its stub), with the caller's arguments; on another
+ * service's proxy (a `mesh` backend) through {@link RELAY_METHOD}, with the call's context.
+ */
+function callBackend(d: RpcDelivery, backendName: string): unknown {
+  const { slice, method, args } = d;
   const backend = slice.backends.get(backendName);
   if (!backend || backend.target.kind !== "binding") {
     throw refused(`backend '${backendName}' of service '${slice.service}' is not a worker reachable over RPC`);
   }
-  const stub: object = backend.target.fetcher;
+  let stub: object = backend.target.fetcher;
+  if (backend.mesh) {
+    const relay: unknown = Reflect.get(stub, RELAY_METHOD);
+    if (typeof relay !== "function") throw refused(`backend '${backendName}' of service '${slice.service}' is not a Weft proxy that relays RPC`);
+    return Reflect.apply(relay, stub, [relayContext(d.who, d.hop, d.entrypoint, args === PROPERTY_READ), method, args]);
+  }
+  if (d.entrypoint !== undefined) {
+    // The backend's named entrypoint: its own binding on this proxy, written by `weft generate` for each entrypoint the manifest lists.
+    const name = entrypointBinding(backend.binding ?? backendName, d.entrypoint);
+    const named: unknown = Reflect.get(d.proxy.bindings, name);
+    if (typeof named !== "object" || named === null) {
+      throw refused(`backend '${backendName}' of service '${slice.service}' has no binding ${name} to its entrypoint ${d.entrypoint}: list "${d.entrypoint}" in the "entrypoints" of backend '${backendName}' in weft.manifest.json (weft dev, weft generate and weft deploy then bind it)`);
+    }
+    stub = named;
+  }
+  // A declared property: read it (the stub's property is a promise of the backend's value).
+  if (args === PROPERTY_READ) return Reflect.get(stub, method);
   const fn: unknown = Reflect.get(stub, method);
   if (typeof fn !== "function") throw refused(`backend '${backendName}' of service '${slice.service}' has no RPC method '${method}'`);
   return Reflect.apply(fn, stub, args);
@@ -84,6 +261,11 @@ interface RpcDelivery {
   method: string;
   args: unknown[];
   trail: Trail;
+  /** Who called and this hop's trace: what a relay to another service's proxy carries on. */
+  who: Identity;
+  hop: Hop;
+  /** The backend's named entrypoint the call is for; undefined: its default entrypoint. */
+  entrypoint: string | undefined;
 }
 
 /** A stream can be read once: a call carrying one is never made twice. */
@@ -127,7 +309,7 @@ async function deliver(d: RpcDelivery): Promise<unknown> {
       const startedAt = Date.now();
       try {
         const late = (): Error => refused(`backend '${backend}' of service '${slice.service}' did not answer ${method}() within ${route.timeoutMs ?? 0} ms`);
-        const result = await within(withFault(slice, backend, () => callBackend(slice, backend, method, args)), route.timeoutMs, late);
+        const result = await within(withFault(slice, backend, () => callBackend(d, backend)), route.timeoutMs, late);
         proxy.recordOutcome(backend, true, startedAt, Date.now());
         return result;
       } catch (error) {
@@ -154,16 +336,35 @@ async function withFault(slice: CompiledSlice, backendName: string, call: () => 
 
 /** Serves one RPC call: the steps above, then the backend's own answer. */
 export async function serveRpc(call: RpcCall): Promise<unknown> {
-  const { proxy, method, waitUntil } = call;
-  const who = identify(call.props, new Headers());
+  const { proxy, waitUntil } = call;
+  let { method, args } = call;
+  let who: Identity;
+  let traceparent: string | undefined;
+  let entrypoint: string | undefined;
+  if (method === RELAY_METHOD) {
+    // Another proxy relays a call: its context arrives as the first argument (RPC carries no headers).
+    const unwrapped = unwrapRelay(peerOf(call.props), args);
+    if (unwrapped.kind === "refused") throw refused(unwrapped.reason);
+    ({ method, args, traceparent, entrypoint } = unwrapped);
+    // A relayed read is a read here too (PROPERTY_READ, by identity).
+    who = identify(call.props, unwrapped.origin ? new Headers({ [ORIGIN_HEADER]: unwrapped.origin }) : NO_HEADERS);
+  } else {
+    who = identify(call.props, NO_HEADERS);
+    entrypoint = entrypointOf(call.props);
+  }
+  // Routes, policies and metrics know a named entrypoint's methods as `Entrypoint.method`.
+  const name = qualifiedMethod(entrypoint, method);
   // Telemetry sees an RPC call as a POST to /<method> (access log, tap, traces), its route as the
-  // method: a bounded label, since callers choose method names.
-  const label = METHOD.test(method) ? proxy.rpcRouteLabel(method) : "(other)";
-  const request = new Request(`https://${proxy.service}.rpc/${encodeURIComponent(label)}`, { method: "POST" });
+  // method: a bounded label, since callers choose method names. A relayed call's trace context is
+  // its traceparent, so the hop continues the relaying proxy's trace.
+  const label = METHOD.test(method) ? proxy.rpcRouteLabel(name) : "(other)";
+  const request = new Request(`https://${proxy.service}.rpc/${encodeURIComponent(label)}`, traceparent ? { method: "POST", headers: { traceparent } } : { method: "POST" });
   const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
   const trail: Trail = { route: label, backend: undefined, attempts: 1, configVersion: undefined };
-  // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route, 429 limited, 500 failed.
+  // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route,
+  // 429 limited, 500 failed; with the outcome (ok/error) and the error's name (bounded) as labels.
   let status = 500;
+  let failure: unknown;
   try {
     if (!METHOD.test(method)) throw refused(`'${method.slice(0, 64)}' is not an RPC method name`);
     const state: SliceState = await proxy.config.current(waitUntil);
@@ -172,23 +373,23 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     trail.configVersion = slice.version;
 
     // authorization
-    const decision = authorize(slice.policy, { origin: who.origin, peer: who.peer, method: "RPC", path: "", rpc: method });
+    const decision = authorize(slice.policy, { origin: who.origin, peer: who.peer, method: "RPC", path: "", rpc: name });
     if (decision.kind === "deny") {
       status = 403;
-      throw refused(`'${who.origin}' may not call ${method}() on service '${slice.service}' (${decision.reason})`);
+      throw refused(`'${who.origin}' may not call ${name}() on service '${slice.service}' (${decision.reason})`);
     }
     // route
-    const route = rpcRoute(slice.routes, method);
+    const route = rpcRoute(slice.routes, name);
     if (!route) {
       status = 404;
-      throw refused(`service '${slice.service}' has no route for RPC method ${method}() (add a route with "match": {"rpc": "${method}"}, or a catch-all route)`);
+      throw refused(`service '${slice.service}' has no route for RPC method ${name}() (add a route with "match": {"rpc": "${name}"}, or a catch-all route)`);
     }
     // rate limit: keyed by the caller (an RPC call has no IP, headers or claims)
     const limited = route.rateLimits.length === 0 ? undefined : await proxy.limiter.check(route.rateLimits, request, who.origin, undefined, waitUntil);
     if (limited?.kind === "deny") {
       status = 429;
       const retryAfter = limited.response.headers.get("retry-after");
-      throw refused(`'${who.origin}' is over a rate limit of service '${slice.service}' for ${method}()${retryAfter ? `; retry after ${retryAfter} s` : ""}`);
+      throw refused(`'${who.origin}' is over a rate limit of service '${slice.service}' for ${name}()${retryAfter ? `; retry after ${retryAfter} s` : ""}`);
     }
     // split: weighted; a sticky route keeps each calling service on one backend
     const avoid = proxy.health.avoiding(Date.now());
@@ -197,12 +398,27 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
     trail.backend = backend;
 
     // resilience + forward, recording every attempt's outcome for outlier detection, rollouts and metrics
-    const result = await deliver({ proxy, slice, route, backend, method, args: call.args, trail });
+    const result = await deliver({ proxy, slice, route, backend, method, args, trail, who, hop, entrypoint });
     status = 200;
     return result;
+  } catch (error) {
+    failure = error;
+    throw error;
   } finally {
+    trail.seriesCode = rpcSeriesCode(status, status === 200 ? undefined : rpcErrorName(failure));
     proxy.telemetry.finish(hop, request, who.peer, trail, status, waitUntil);
   }
+}
+
+/**
+ * `fetch()` on a binding to a backend's named entrypoint: that entrypoint's own `fetch`, reached as
+ * the RPC call `Entrypoint.fetch` (policy, route, split, metrics as for its other methods; the HTTP
+ * chain's path routes and filters are the default entrypoint's and do not apply).
+ */
+export async function fetchNamedEntrypoint(answer: Promise<unknown>): Promise<Response> {
+  const response = await answer;
+  if (response instanceof Response) return response;
+  throw new Error("weft: the backend's named entrypoint answered fetch() with something other than a Response");
 }
 
 /** What an entrypoint class needs to forward RPC calls: how to serve one with its own `this`. */
@@ -224,6 +440,8 @@ export function withRpcForwarding<T extends object>(Entrypoint: abstract new (..
   const forwarding: object = new Proxy(Object.create(Object.prototype) as object, {
     get(target, property, receiver: T): unknown {
       if (typeof property !== "string" || RESERVED.has(property) || property in target) return Reflect.get(target, property, receiver);
+      // A declared property (WEFT_RPC_PROPERTIES): its value, as a promise workerd awaits for the caller.
+      if (isDeclaredProperty(receiver, property)) return serve(receiver, property, PROPERTY_READ);
       return function forward(this: T, ...args: unknown[]): Promise<unknown> {
         return serve(this, property, args);
       };

@@ -33,6 +33,8 @@ export class ServiceProxy implements Sender {
   readonly telemetry: ServiceTelemetry;
   /** Debug headers only add information to responses; they never change which code runs. */
   readonly debugHeaders: boolean;
+  /** The proxy's env: RPC to a backend's named entrypoint looks its binding up here (workers/proxy/rpc.ts). */
+  readonly bindings: object;
   /** RPC method names used as metric routes: bounded, since callers choose them (see {@link rpcRouteLabel}). */
   private readonly rpcLabels = new Set<string>();
   /** Remote JWKS and origin balancers outlive config versions, so their caches and latency estimates survive changes. */
@@ -45,6 +47,7 @@ export class ServiceProxy implements Sender {
     env: ProxyEnv,
   ) {
     this.debugHeaders = env.WEFT_DEBUG_HEADERS === "true";
+    this.bindings = env;
     this.limiter = new RateLimiter(service, controlPlane);
     this.telemetry = new ServiceTelemetry(service, controlPlane, telemetrySettings(env));
     this.config = new SliceCache(service, controlPlane, {

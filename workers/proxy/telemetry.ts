@@ -12,6 +12,7 @@ import {
   BUCKETS,
   isFailure,
   noAttempts,
+  seriesOutcome,
   type AttemptStats,
   type SeriesStats,
   type TapEvent,
@@ -101,6 +102,8 @@ export interface Trail {
   attempts: number;
   /** The config version the request was served with (access lines say it, so a change can be followed). */
   configVersion: number | undefined;
+  /** The series code when it is not the HTTP status: an RPC call's outcome (`rpcSeriesCode`, shared/metrics.ts). */
+  seriesCode?: number;
 }
 
 interface Finished {
@@ -111,6 +114,8 @@ interface Finished {
   route: string;
   backend: string;
   status: number;
+  /** The series code: `status` for HTTP, the RPC outcome's code for RPC calls. */
+  code: number;
   attempts: number;
   configVersion: number | undefined;
 }
@@ -231,7 +236,7 @@ export class ServiceTelemetry {
 
   /** Records a finished request: one push; a batch is scheduled by its first request. */
   finish(hop: Hop, request: Request, caller: string, trail: Trail, status: number, waitUntil: (p: Promise<unknown>) => void): void {
-    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, attempts: trail.attempts, configVersion: trail.configVersion });
+    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, code: trail.seriesCode ?? status, attempts: trail.attempts, configVersion: trail.configVersion });
     if (!this.scheduled) {
       this.scheduled = true;
       waitUntil(sleep(this.flushAfterMs).then(() => this.flush()));
@@ -302,10 +307,10 @@ export class ServiceTelemetry {
     if (this.series.size === 0) this.batchAt = records[0]?.endedAt ?? Date.now();
     for (const r of records) {
       const ms = r.endedAt - r.hop.startedAt;
-      const id = seriesId(r.route, r.backend, r.caller, r.status);
+      const id = seriesId(r.route, r.backend, r.caller, r.code);
       let s = this.series.get(id);
       if (!s) {
-        s = { route: r.route, backend: r.backend, caller: r.caller, code: r.status, count: 0, attempts: 0, sumMs: 0, buckets: new Array<number>(BUCKETS).fill(0) };
+        s = { route: r.route, backend: r.backend, caller: r.caller, code: r.code, count: 0, attempts: 0, sumMs: 0, buckets: new Array<number>(BUCKETS).fill(0) };
         this.series.set(id, s);
       }
       s.count++;
@@ -378,6 +383,29 @@ function seriesId(route: string, backend: string, caller: string, code: number):
 function spanOf(r: Finished): FinishedSpan | undefined {
   const { traceId, spanId } = r.hop;
   if (traceId === undefined || spanId === undefined) return undefined;
+  const rpc = r.code === r.status ? undefined : seriesOutcome(r.code);
+  if (rpc?.kind === "rpc") {
+    // An RPC call (workers/proxy/rpc.ts): OpenTelemetry's RPC conventions, the method as the name.
+    return {
+      traceId,
+      spanId,
+      parentId: r.hop.parentId,
+      name: `RPC ${r.route || "(no route)"}`,
+      startMs: r.hop.startedAt,
+      endMs: r.endedAt,
+      status: r.status,
+      attributes: {
+        "rpc.system": "cloudflare_workers_rpc",
+        "rpc.method": r.route,
+        "weft.rpc.outcome": rpc.outcome,
+        ...(rpc.outcome === "error" ? { "error.type": rpc.error } : {}),
+        "weft.rpc.status": r.status,
+        "weft.caller": r.caller,
+        "weft.backend": r.backend,
+        "weft.attempts": r.attempts,
+      },
+    };
+  }
   return {
     traceId,
     spanId,
@@ -399,9 +427,11 @@ function spanOf(r: Finished): FinishedSpan | undefined {
   };
 }
 
-/** One Analytics Engine data point per series and batch: blobs are the labels, doubles the counts. */
+/** One Analytics Engine data point per series and batch: blobs are the labels (an RPC call's outcome and error name last), doubles the counts. */
 function writeAnalytics(dataset: AnalyticsEngineDataset, service: string, series: ReadonlyArray<SeriesStats>): void {
   for (const s of series) {
-    dataset.writeDataPoint({ indexes: [service], blobs: [service, s.route, s.backend, s.caller, String(s.code)], doubles: [s.count, s.attempts, s.sumMs, ...s.buckets] });
+    const o = seriesOutcome(s.code);
+    const rpc = o.kind === "rpc" ? [o.outcome, o.outcome === "error" ? o.error : ""] : [];
+    dataset.writeDataPoint({ indexes: [service], blobs: [service, s.route, s.backend, s.caller, String(o.status), ...rpc], doubles: [s.count, s.attempts, s.sumMs, ...s.buckets] });
   }
 }
