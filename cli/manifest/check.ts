@@ -465,8 +465,11 @@ function projectWorkerFindings(loaded: LoadedManifest, project: ReadonlyArray<Pr
       }
       for (const binding of worker.serviceBindings) {
         const owner = backendScripts.get(binding.service);
-        if (owner === undefined || owner === service.name || backend.calls?.[binding.binding] !== undefined || binding.entrypoint) continue;
-        out.add("error", "bypasses-proxy", ["services", s, "backends", b, "calls"], `${worker.name} binds ${binding.binding} straight to ${binding.service}, a backend of ${owner}: its calls would skip ${owner}'s proxy (no policy, no identity, no metrics)`, `Add "${binding.binding}": "${owner}" to the "calls" of ${backend.name}.`);
+        if (owner === undefined || owner === service.name || backend.calls?.[binding.binding] !== undefined) continue;
+        // A named entrypoint passes the proxy too (the callee's backend lists it in `entrypoints`).
+        const entrypoint = binding.entrypoint ? ` (entrypoint ${binding.entrypoint})` : "";
+        const listIt = binding.entrypoint ? `, and "${binding.entrypoint}" to the "entrypoints" of ${binding.service}'s backend in ${owner}` : "";
+        out.add("error", "bypasses-proxy", ["services", s, "backends", b, "calls"], `${worker.name} binds ${binding.binding} straight to ${binding.service}${entrypoint}, a backend of ${owner}: its calls would skip ${owner}'s proxy (no policy, no identity, no metrics)`, `Add "${binding.binding}": "${owner}" to the "calls" of ${backend.name}${listIt}.`);
       }
     });
   });

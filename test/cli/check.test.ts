@@ -182,6 +182,23 @@ describe("weft check output and exit codes", () => {
     expect((await weft(["check", "-f", path.join(dir, "weft.manifest.json"), "--strict"])).code).toBe(1);
   });
 
+  it("in a project Weft was added to, reports a binding to a named entrypoint left out of `calls`", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "weft-check-"));
+    temporary.push(dir);
+    cpSync(path.join(ROOT, "test", "fixtures", "projects", "rpc"), dir, { recursive: true });
+    expect((await weft(["init", "--yes"], { cwd: dir })).code).toBe(0);
+    const manifestFile = path.join(dir, "weft.manifest.json");
+    expect((await weft(["check", "--json"], { cwd: dir })).stdout).not.toContain("bypasses-proxy");
+    // Take the Admin binding out of web's calls: its calls would skip users' proxy.
+    const manifest = JSON.parse(readFileSync(manifestFile, "utf8")) as { services: Array<{ backends: Array<{ calls?: Record<string, string> }> }> };
+    for (const backend of manifest.services.flatMap((s) => s.backends)) delete backend.calls?.USERS_ADMIN;
+    writeFileSync(manifestFile, JSON.stringify(manifest, null, 2));
+    const run = await weft(["check", "--json"], { cwd: dir });
+    expect(run.code).toBe(1);
+    const findings = (JSON.parse(run.stdout) as { findings: Finding[] }).findings.filter((f) => f.code === "bypasses-proxy");
+    expect(findings.map((f) => f.message)).toEqual([expect.stringMatching(/web binds USERS_ADMIN straight to users \(entrypoint Admin\), a backend of users/)]);
+  });
+
   it("says where the manifest's JSON is broken", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "weft-check-"));
     temporary.push(dir);
