@@ -9,7 +9,8 @@ import type { Command } from "../command.ts";
 import { CliError, EXIT } from "../errors.ts";
 import { validateConfig, adminConfigOf } from "../manifest/load.ts";
 import { Manifest, MANIFEST_FILE } from "../manifest/schema.ts";
-import { planInit } from "../project/init.ts";
+import { planInit, rpcCallees, withRpcProperties } from "../project/init.ts";
+import { findRpcProperties } from "../project/rpc-members.ts";
 import { loadWrangler, readProjectWorkers } from "../project/workers.ts";
 
 export const initCommand: Command = {
@@ -47,7 +48,14 @@ Your wrangler configs are not changed: \`weft dev\` rewires the bindings in memo
         "Run weft init at the root of a project with wrangler.toml, wrangler.json or wrangler.jsonc files.",
       );
     }
-    const plan = planInit(ctx.cwd, workers, unreadable);
+    const planned = planInit(ctx.cwd, workers, unreadable);
+    // Properties read over RPC must be declared for the proxy: learn them from the callees' exports.
+    const callees = rpcCallees(planned).flatMap((c) => {
+      const worker = workers.find((w) => w.name === c.script);
+      return worker ? [{ worker, entrypoints: c.entrypoints }] : [];
+    });
+    if (callees.length > 0) ctx.out.note(ctx.out.paintErr("dim", `Reading the RPC members of ${callees.length} called worker${callees.length === 1 ? "" : "s"} on workerd…`));
+    const plan = withRpcProperties(planned, await findRpcProperties(wrangler, callees));
     // The plan must be a manifest the rest of the CLI and the control plane accept.
     const parsed = Manifest.safeParse(plan.manifest);
     const checked = validateConfig(adminConfigOf(plan.manifest));

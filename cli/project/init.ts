@@ -151,3 +151,27 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
 export function isServiceName(name: string): boolean {
   return NAME.test(name);
 }
+
+/** The workers other workers call (their scripts), with the named entrypoints they are called on: what {@link withRpcProperties} needs learnt. */
+export function rpcCallees(plan: InitPlan): Array<{ script: string; entrypoints: string[] }> {
+  const called = new Set(plan.services.flatMap((s) => Object.values(s.calls)));
+  return plan.manifest.services.flatMap((service) =>
+    called.has(service.name)
+      ? service.backends.flatMap((b) => (b.type === "worker" && b.script ? [{ script: b.script, entrypoints: [...(b.entrypoints ?? [])] }] : []))
+      : [],
+  );
+}
+
+/**
+ * The plan with each callee's RPC properties declared (`proxy.rpcProperties`), as learnt from its
+ * code (cli/project/rpc-members.ts), and a note for each worker whose module could not be read.
+ */
+export function withRpcProperties(plan: InitPlan, found: { properties: ReadonlyMap<string, string[]>; unreadable: ReadonlyArray<{ worker: string; reason: string }> }): InitPlan {
+  const services = plan.manifest.services.map((service): ManifestServiceInput => {
+    const names = service.backends.flatMap((b) => (b.type === "worker" && b.script ? (found.properties.get(b.script) ?? []) : []));
+    return names.length === 0 ? service : { ...service, proxy: { ...service.proxy, rpcProperties: [...new Set(names)] } };
+  });
+  const learnt = [...found.properties].map(([worker, names]) => ({ worker, message: `RPC properties learnt from its exports (read, not called, through the proxy): ${names.join(", ")}` }));
+  const unread = found.unreadable.map((u) => ({ worker: u.worker, message: `RPC properties not learnt: ${u.reason}; declare any in proxy.rpcProperties by hand` }));
+  return { ...plan, manifest: { ...plan.manifest, services }, notes: [...plan.notes, ...learnt, ...unread] };
+}

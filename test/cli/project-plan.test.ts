@@ -2,7 +2,7 @@
  * The pure parts of adding Weft to a project: init's plan from the workers found, where `weft dev`
  * finds local data, and the deploy copy of a worker's config.
  */
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -11,8 +11,9 @@ import { adminConfigOf, parseManifest } from "../../cli/manifest/load.ts";
 import { Manifest } from "../../cli/manifest/schema.ts";
 import { workerDeployConfig } from "../../cli/project/deploy.ts";
 import { localStateDir } from "../../cli/project/dev.ts";
-import { bindingNameOf, planInit, serviceNameOf } from "../../cli/project/init.ts";
-import type { ProjectWorker } from "../../cli/project/workers.ts";
+import { bindingNameOf, planInit, rpcCallees, serviceNameOf, withRpcProperties } from "../../cli/project/init.ts";
+import { findRpcProperties, propertyNames } from "../../cli/project/rpc-members.ts";
+import { loadWrangler, readProjectWorkers, type ProjectWorker } from "../../cli/project/workers.ts";
 
 const ROOT = "/p";
 function worker(name: string, dir: string, extra: Partial<ProjectWorker> = {}): ProjectWorker {
@@ -181,4 +182,60 @@ describe("a named entrypoint behind the proxy, as weft deploy and generate write
     expect(Manifest.safeParse(backend(["default"])).success).toBe(false);
     expect(Manifest.safeParse(backend(["not-a-class"])).success).toBe(false);
   });
+});
+
+describe("weft init learns which RPC members are properties from the callees' exports", () => {
+  it("lists the default export's properties by name and a named entrypoint's as Entrypoint.name, bounded", () => {
+    expect(propertyNames({ default: ["version", "bad name"], Admin: ["flags"], Other: ["x"] }, ["Admin"])).toEqual(["Admin.flags", "version"]);
+    expect(propertyNames({}, ["Admin"])).toEqual([]);
+    expect(propertyNames({ default: Array.from({ length: 100 }, (_, i) => `p${i}`) }, [])).toHaveLength(64);
+  });
+
+  it("asks only about called workers, with the entrypoints they are called on, and declares what was found", () => {
+    const plan = planInit(ROOT, [
+      worker("web", "web", { serviceBindings: [{ binding: "USERS", service: "users" }, { binding: "ADMIN", service: "users", entrypoint: "Admin" }] }),
+      worker("users", "users"),
+    ]);
+    expect(rpcCallees(plan)).toEqual([{ script: "users", entrypoints: ["Admin"] }]);
+    const learnt = withRpcProperties(plan, { properties: new Map([["users", ["Admin.flags", "version"]]]), unreadable: [{ worker: "web", reason: "its module did not load on its own (boom)" }] });
+    expect(learnt.manifest.services.find((s) => s.name === "users")?.proxy).toEqual({ rpcProperties: ["Admin.flags", "version"] });
+    expect(learnt.manifest.services.find((s) => s.name === "web")?.proxy).toBeUndefined();
+    expect(Manifest.safeParse(learnt.manifest).success).toBe(true);
+    expect(learnt.notes.map((n) => n.message)).toEqual(expect.arrayContaining([expect.stringMatching(/learnt from its exports.*Admin\.flags, version/), expect.stringMatching(/not learnt: its module did not load on its own \(boom\); declare any/)]));
+  });
+
+  it("reads getters of classes and of a default-export object on workerd, and reports a module that does not load alone", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "weft-members-"));
+    try {
+      const write = (name: string, source: string): void => {
+        mkdirSync(path.join(dir, name, "src"), { recursive: true });
+        writeFileSync(path.join(dir, name, "wrangler.toml"), `name = "${name}"\nmain = "src/index.js"\ncompatibility_date = "2026-11-01"\n`);
+        writeFileSync(path.join(dir, name, "src", "index.js"), source);
+      };
+      write("classy", `import { WorkerEntrypoint } from "cloudflare:workers";
+class Base extends WorkerEntrypoint { get region() { return "eu"; } }
+export class Admin extends WorkerEntrypoint { get flags() { return 1; } purge() {} }
+export default class extends Base { get version() { return "2"; } getUser() {} }`);
+      write("plain", `export default { limit: 10, get mode() { return "a"; }, fetch() { return new Response("ok"); }, list() { return []; } };`);
+      write("broken", `throw new Error("needs its bindings at load");\nexport default {};`);
+      const wrangler = await loadWrangler();
+      const { workers } = readProjectWorkers(wrangler, dir);
+      const byName = (name: string): ProjectWorker => {
+        const w = workers.find((x) => x.name === name);
+        if (!w) throw new Error(`no worker ${name}`);
+        return w;
+      };
+      const found = await findRpcProperties(wrangler, [
+        { worker: byName("classy"), entrypoints: ["Admin"] },
+        { worker: byName("plain"), entrypoints: [] },
+        { worker: byName("broken"), entrypoints: [] },
+      ]);
+      expect(found.properties.get("classy")).toEqual(["Admin.flags", "region", "version"]);
+      expect(found.properties.get("plain")).toEqual(["limit", "mode"]);
+      expect(found.unreadable.map((u) => u.worker)).toEqual(["broken"]);
+      expect(found.unreadable[0]?.reason).toMatch(/did not load on its own.*needs its bindings at load/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -82,8 +82,9 @@ beforeAll(async () => {
   // Without "entrypoints": its proxy has no binding to users-v2's Admin (a test below shows the refusal).
   users.backends.push({ name: "users-v2", type: "worker", binding: "USERS_V2", script: "users-v2" });
   users.routes = [{ name: "all", match: { path: "/*" }, split: { weights: { users: 100, "users-v2": 0 } } }];
-  // Names web reads as properties, not calls (the proxy cannot tell them apart by itself).
-  users.proxy = { rpcProperties: ["version", "Admin.flags"] };
+  // Names web reads as properties, not calls (the proxy cannot tell them apart by itself): init
+  // learnt them from users' exports (the getters of its default class and of Admin).
+  expect(users.proxy?.rpcProperties).toEqual(["Admin.flags", "version"]);
   // web's second binding to users goes through an edge service first: edge's proxy relays to users' proxy.
   const web = manifest.services.find((s) => s.name === "web")?.backends[0];
   if (web?.type !== "worker" || !web.calls) throw new Error("init made no web service with calls");
