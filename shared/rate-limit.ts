@@ -327,20 +327,24 @@ export interface LeasePlanInput {
   /** Whether a standing share already covers the window after this one (then only this window is topped up). */
   shareAhead: boolean;
   /**
-   * What the target is multiplied by, in (0, 1.5], so isolates' renewals do not all fall in the same
+   * What the target is multiplied by, in (0, {@link LEASE_JITTER}], so isolates' renewals do not all fall in the same
    * second: uniform in (0, 1] for an isolate's first lease sized by a target (a random phase: isolates
    * that learn a target together then renew spread over a lease's life), {@link leaseJitter} after.
    */
   jitter: number;
 }
 
+/** Widest factor {@link leaseJitter} gives (and its inverse the narrowest). */
+export const LEASE_JITTER = 1.2;
+
 /**
- * The factor a lease's size is multiplied by, from a uniform `u` in [0, 1): log-uniform in
- * [2/3, 3/2], so renewals spread over time while the mean number of calls (the mean of 1/factor,
- * +2.7%) barely moves (uniform in [0.5, 1.5] would add 10%).
+ * The factor a lease's size is multiplied by once its isolate's renewals have a random phase, from a
+ * uniform `u` in [0, 1): log-uniform in [1/{@link LEASE_JITTER}, {@link LEASE_JITTER}], enough that
+ * isolates with the same rate do not drift into step, while the mean number of calls (the mean of
+ * 1/factor) grows by under 1% and the calls in any stretch of time stay close to their mean.
  */
 export function leaseJitter(u: number): number {
-  return Math.exp((2 * Math.min(1, Math.max(0, u)) - 1) * Math.log(1.5));
+  return Math.exp((2 * Math.min(1, Math.max(0, u)) - 1) * Math.log(LEASE_JITTER));
 }
 
 /**
@@ -355,7 +359,7 @@ export function planLease(input: LeasePlanInput): LeasePlan {
   const { spec, now, doubling, ratePerMs, target } = input;
   if (!sizedByTarget(spec, target, ratePerMs) || input.shareAhead) return { kind: "window", want: doubling };
   const cap = leaseCap(spec);
-  const size = Math.min(cap, Math.max(1, Math.ceil(target * Math.min(1.5, Math.max(0.01, input.jitter)))));
+  const size = Math.min(cap, Math.max(1, Math.ceil(target * Math.min(LEASE_JITTER, Math.max(0.01, input.jitter)))));
   const end = windowEnd(spec, now);
   const lifeEnd = Math.min(now + size / ratePerMs, end + MAX_AHEAD_MS);
   const floor = Math.min(cap, Math.max(1, input.waiting));
