@@ -209,7 +209,13 @@ export function nextLeaseSize(previous: number, spec: LimitSpec): number {
  * isolate (its share of the key's traffic) × (1 s / budget), so the key's calls stay near the budget
  * whatever the number of isolates that share its traffic.
  */
-export const WINDOW_LEASE_BUDGET = 1;
+export const WINDOW_LEASE_BUDGET = 0.25;
+/**
+ * The smallest lease sized by a target: a key with little traffic would otherwise be leased a token
+ * at a time, and each of its requests would wait on the counter (doubling reached this size within
+ * four calls).
+ */
+export const MIN_TARGET_LEASE = 8;
 /** Most of a limit that standing shares may reserve in any one future window (the rest is leased as it comes). */
 export const AHEAD_MAX_SHARE = 0.5;
 /** Most windows after the current one a standing share covers (bounds each counter row). */
@@ -359,7 +365,7 @@ export function planLease(input: LeasePlanInput): LeasePlan {
   const { spec, now, doubling, ratePerMs, target } = input;
   if (!sizedByTarget(spec, target, ratePerMs) || input.shareAhead) return { kind: "window", want: doubling };
   const cap = leaseCap(spec);
-  const size = Math.min(cap, Math.max(1, Math.ceil(target * Math.min(LEASE_JITTER, Math.max(0.01, input.jitter)))));
+  const size = Math.min(cap, Math.max(MIN_TARGET_LEASE, Math.ceil(target * Math.min(LEASE_JITTER, Math.max(0.01, input.jitter)))));
   const end = windowEnd(spec, now);
   const lifeEnd = Math.min(now + size / ratePerMs, end + MAX_AHEAD_MS);
   const floor = Math.min(cap, Math.max(1, input.waiting));

@@ -10,6 +10,7 @@ import {
   leaseJitter,
   leaseTarget,
   MAX_AHEAD_MS,
+  MIN_TARGET_LEASE,
   maxAheadWindows,
   nextLeaseSize,
   planLease,
@@ -205,6 +206,13 @@ describe("planLease: an isolate's next lease", () => {
     // 5 requests/s: 25 tokens last 5 s, the window has 15 s left.
     expect(planLease({ ...base, ratePerMs: 0.005, target: 25, doubling: 64 })).toEqual({ kind: "window", want: 25 });
     expect(planLease({ ...base, ratePerMs: 0.005, target: 25, waiting: 40 })).toEqual({ kind: "window", want: 40 });
+  });
+
+  it("leases a key with little traffic at least MIN_TARGET_LEASE tokens, so its requests do not each wait on the counter", () => {
+    // 2 requests/s, and a key so quiet that its target is 1 token.
+    expect(planLease({ ...base, ratePerMs: 0.002, target: 1 })).toEqual({ kind: "window", want: MIN_TARGET_LEASE });
+    // Never past the lease cap of a small limit.
+    expect(planLease({ ...base, spec: { ...spec, limit: 60 }, ratePerMs: 0.002, target: 1 })).toEqual({ kind: "window", want: 3 });
   });
 
   it("spreads a lease that outlasts the window over the next windows: this window's need now, a share of each next one", () => {
