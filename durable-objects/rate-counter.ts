@@ -2,7 +2,7 @@
  * RateCounter: one object per (scope, limit, shard) — `idFromName("pim/api-key/#7")` — holding the
  * counters of every key whose digest falls in that shard (shared/rate-limit.ts `shardOf`). Each key
  * paces its leasers, so its calls do not grow with the number of isolates while the limit is far:
- * a window limit answers with a lease size in tokens (its rate × 4 s: a call per 4 s per key, `leaseTarget`) and
+ * a window limit answers with a lease size in tokens (its rate × 1 s: about a call a second per key, `leaseTarget`) and
  * reserves standing shares of its next windows for isolates whose lease outlasts the window
  * (`grantAhead`: charged to the window they are spent in, never over the limit); a token bucket,
  * once its calls pass a small budget, answers with a horizon that makes every isolate lease for

@@ -209,7 +209,7 @@ export function nextLeaseSize(previous: number, spec: LimitSpec): number {
  * isolate (its share of the key's traffic) × (1 s / budget), so the key's calls stay near the budget
  * whatever the number of isolates that share its traffic.
  */
-export const WINDOW_LEASE_BUDGET = 0.25;
+export const WINDOW_LEASE_BUDGET = 1;
 /**
  * The smallest lease sized by a target: a key with little traffic would otherwise be leased a token
  * at a time, and each of its requests would wait on the counter (doubling reached this size within

@@ -6,7 +6,7 @@
  * isolate refuses locally until t, so a flood costs the counter nothing.
  *
  * So that a key's lease calls do not grow with the number of isolates that serve it, a window
- * counter answers with a lease size in tokens (its key's rate × 4 s: a call per 4 s for the key, whatever the isolates); an isolate whose
+ * counter answers with a lease size in tokens (its key's rate × 1 s: about a call a second for the key, whatever the isolates); an isolate whose
  * lease of that size outlasts the window asks for a *standing share* of the next windows (its own
  * rate × window, the last window only what remains of the lease's life: shared/rate-limit.ts
  * `planLease`). The counter reserves those tokens in the windows they belong to, so at a window
