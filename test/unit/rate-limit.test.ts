@@ -157,6 +157,17 @@ describe("standing shares: leases that span windows", () => {
     }
   });
 
+  it("counts a sliding window's shares like any grant, in their own window and then by their overlap", () => {
+    const sliding: LimitSpec = { algorithm: "sliding-window", limit: 100, periodSeconds: 10 };
+    const ahead = grantAhead(sliding, grant(sliding, initialState(sliding, t0), 0, t0).state, { perWindow: 5, windows: 2, last: 5 });
+    if (ahead.kind !== "reserved") throw new Error("expected a share");
+    // The first reserved window opens with its 5 counted: 95 more fit.
+    expect(drain(sliding, ahead.state, 1, 200, t0 + 10_000).total).toBe(95);
+    // The second opens with its own 5 counted, and a quarter in, 75% of the full previous window too.
+    const full = drain(sliding, ahead.state, 1, 200, t0 + 10_000).state;
+    expect(drain(sliding, full, 1, 200, t0 + 12_500 + 10_000).total).toBe(100 - 75 - 5);
+  });
+
   it("keeps a counter with shares alive until its last reserved window ends, and a skipped window's share is not carried on", () => {
     const ahead = grantAhead(spec, grant(spec, initialState(spec, t0), 1, t0).state, { perWindow: 5, windows: 3, last: 5 });
     if (ahead.kind !== "reserved") throw new Error("expected a share");
