@@ -238,22 +238,32 @@ describe("RateLimiter: leases that span windows", () => {
 
   /**
    * Drives `isolates` (each with its own request rate per second) through `seconds` of time in 50 ms
-   * steps on a faked clock, from `start`; returns the requests each let through per window start.
+   * steps on a faked clock, from `start`; returns the requests let through per window start, and how
+   * many decisions of each isolate had to wait (a Promise: a counter call on the request's path).
    */
-  async function drive(isolates: Array<{ limiter: RateLimiter; perSec: number }>, rules: RateLimitRule[], start: number, seconds: number, period: number): Promise<Map<number, number>> {
+  async function drive(
+    isolates: Array<{ limiter: RateLimiter; perSec: number }>,
+    rules: RateLimitRule[],
+    start: number,
+    seconds: number,
+    period: number,
+  ): Promise<{ allowed: Map<number, number>; waited: number[] }> {
     const allowed = new Map<number, number>();
+    const waited = isolates.map(() => 0);
     for (let step = 0; step < seconds * 20; step++) {
       const now = start + step * 50;
       vi.setSystemTime(now);
-      for (const { limiter, perSec } of isolates) {
+      for (const [index, { limiter, perSec }] of isolates.entries()) {
         if (step % Math.round(20 / perSec) !== 0) continue;
-        const decision = await limiter.check(rules, request({ "x-api-key": "shared" }), "internet", undefined, undefined);
+        const pending = limiter.check(rules, request({ "x-api-key": "shared" }), "internet", undefined, undefined);
+        if (pending instanceof Promise) waited[index] = (waited[index] ?? 0) + 1;
+        const decision = await pending;
         if (decision.kind !== "allow") continue;
         const window = Math.floor(now / period) * period;
         allowed.set(window, (allowed.get(window) ?? 0) + 1);
       }
     }
-    return allowed;
+    return { allowed, waited };
   }
 
   it("an isolate with a small share of a key's traffic crosses window boundaries on its standing share, not a call per window", async () => {
@@ -266,10 +276,12 @@ describe("RateLimiter: leases that span windows", () => {
     // 20 s to learn the rate, then 30 s (three window boundaries) measured.
     await drive([{ limiter: busy, perSec: 20 }, { limiter: quiet, perSec: 1 }], rules, start, 20, 10_000);
     const before = quietPlane.calls.single;
-    const allowed = await drive([{ limiter: busy, perSec: 20 }, { limiter: quiet, perSec: 1 }], rules, start + 20_000, 30, 10_000);
+    const { allowed, waited } = await drive([{ limiter: busy, perSec: 20 }, { limiter: quiet, perSec: 1 }], rules, start + 20_000, 30, 10_000);
     // The key's target is ~21 tokens (21 requests/s over one call a second): 1 request/s lasts ~21 s.
     // Leases that ended with their window cost the quiet isolate a call per window and more (doubling).
     expect(quietPlane.calls.single - before).toBeLessThanOrEqual(2);
+    // Its requests at the boundaries were decided synchronously, from the share: only its calls waited.
+    expect(waited[1]).toBeLessThanOrEqual(quietPlane.calls.single - before);
     expect([...allowed.values()].reduce((a, b) => a + b, 0)).toBe(30 * 21);
     const name = counterName("span", "api-key", "shared");
     const { state } = await rateCounterOf(env, name).read(name);
@@ -282,13 +294,13 @@ describe("RateLimiter: leases that span windows", () => {
     const isolates = [1, 1, 1, 5].map((perSec) => ({ limiter: new RateLimiter("flood", countedControlPlane("flood").api), perSec }));
     const start = 1_900_000_100_000;
     // Steady and far from the limit (80 of 200 a window): shares are granted.
-    const steady = await drive(isolates, rules, start, 20, 10_000);
+    const steady = (await drive(isolates, rules, start, 20, 10_000)).allowed;
     expect([...steady.values()]).toEqual([80, 80]);
     const name = counterName("flood", "api-key", "shared");
     expect((await rateCounterOf(env, name).read(name)).state?.ahead?.length ?? 0).toBeGreaterThan(0);
     // One isolate floods at 20 requests/s: every window lets exactly the limit through, shares included.
     const flooding = isolates.map((isolate, i) => (i === 3 ? { ...isolate, perSec: 20 } : isolate));
-    const flood = await drive(flooding, rules, start + 20_000, 30, 10_000);
+    const flood = (await drive(flooding, rules, start + 20_000, 30, 10_000)).allowed;
     expect(flood.size).toBe(3);
     for (const allowed of flood.values()) {
       expect(allowed).toBeLessThanOrEqual(200);
