@@ -69,18 +69,15 @@ export class RecentWriters {
 }
 
 /**
- * Lease calls per second one rate-limit counter (one key) aims at. Each isolate that serves a key
- * leases its tokens; with small leases a counter's calls grow with the isolates. The counter
- * therefore tells its leasers a horizon: lease enough for that long at your own rate. Past the
- * budget the horizon grows, so the calls per counter stay near it whatever the number of isolates
- * (each isolate still leases at least once per fixed window, as leased tokens end with it).
+ * Lease calls per second one token-bucket counter (one key) aims at. Each isolate that serves a key
+ * leases its tokens; with small leases a counter's calls grow with the isolates, so the counter
+ * tells its leasers a horizon: lease enough for that long at your own rate. Past the budget the
+ * horizon grows, so the calls per counter stay near it whatever the number of isolates. (Window
+ * limits size leases in tokens and grant standing shares of their next windows instead:
+ * shared/rate-limit.ts `leaseTarget`, `planLease`, `WINDOW_LEASE_BUDGET`.)
  */
 export const LEASE_CALL_BUDGET = 1;
-/**
- * The longest horizon: at most this much of an isolate's own traffic is leased ahead (and never
- * past the counter's window, whose end every lease ends with: a fixed window of 60 s still costs
- * each isolate one call per window, isolates / 60 per second).
- */
+/** The longest horizon (token buckets): at most this much of an isolate's own traffic is leased ahead. */
 export const MAX_LEASE_HORIZON_MS = 60_000;
 /** The horizon is re-decided after this long of calls. */
 export const LEASE_PACE_WINDOW_MS = 5_000;

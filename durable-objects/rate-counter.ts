@@ -1,9 +1,12 @@
 /**
  * RateCounter: one object per (scope, limit, shard) — `idFromName("pim/api-key/#7")` — holding the
  * counters of every key whose digest falls in that shard (shared/rate-limit.ts `shardOf`). Each key
- * paces its leasers: once its lease calls pass a small budget, its answers carry a horizon that
- * makes every isolate lease for longer (durable-objects/pacing.ts `leaseHorizon`), so its calls do
- * not grow with the number of isolates while the limit is far. The number
+ * paces its leasers, so its calls do not grow with the number of isolates while the limit is far:
+ * a window limit answers with a lease size in tokens (its rate × 1 s: about a call a second per key, `leaseTarget`) and
+ * reserves standing shares of its next windows for isolates whose lease outlasts the window
+ * (`grantAhead`: charged to the window they are spent in, never over the limit); a token bucket,
+ * once its calls pass a small budget, answers with a horizon that makes every isolate lease for
+ * longer (durable-objects/pacing.ts `leaseHorizon`). The number
  * of objects per limit is fixed (`RATE_SHARDS`) whatever values the keys take, and each
  * counter row expires with its window: an alarm deletes expired rows, so storage holds only the keys
  * seen within the current window(s). Proxies lease tokens in small batches, so an object sees a
@@ -14,7 +17,7 @@
  * That fails closed for a key flood rather than growing without bound or forgetting counts.
  */
 import { DurableObject } from "cloudflare:workers";
-import { expiresAt, grant, initialState, shardOf, type CounterState, type Grant, type LeaseAsk, type LimitSpec } from "../shared/rate-limit.ts";
+import { expiresAt, grant, grantAhead, initialState, leaseTarget, shardOf, type AheadAsk, type AheadGrant, type CounterState, type Grant, type LeaseAsk, type LimitSpec } from "../shared/rate-limit.ts";
 import { HORIZON_MIN_HEADROOM, LEASE_PACE_WINDOW_MS, leaseHorizon } from "./pacing.ts";
 import { plainStub, type PlainStub } from "./rpc.ts";
 
@@ -72,9 +75,9 @@ export class RateCounter extends DurableObject<ControlPlaneEnv> {
     this.liveKeys = Number(sql.exec<{ n: number }>("SELECT count(*) AS n FROM counters").one().n);
   }
 
-  /** Grants up to `want` tokens of one counter. */
-  async lease(spec: LimitSpec, want: number, counter: string): Promise<Lease> {
-    return this.leaseOne({ counter, spec, want }, Date.now());
+  /** Grants up to `want` tokens of one counter, and the standing share of its next windows `ahead` asks for if it fits. */
+  async lease(spec: LimitSpec, want: number, counter: string, ahead?: AheadAsk): Promise<Lease> {
+    return this.leaseOne({ counter, spec, want, ...(ahead ? { ahead } : {}) }, Date.now());
   }
 
   /** Grants several leases at once (one storage transaction); answers in the order asked. */
@@ -93,8 +96,13 @@ export class RateCounter extends DurableObject<ControlPlaneEnv> {
     }
     const current = row && row.spec === specKey ? row.state : initialState(ask.spec, now);
     const result = grant(ask.spec, current, Math.max(0, Math.floor(ask.want)), now);
-    const pace = this.paced(row?.pace, now, result.remaining / Math.max(1, ask.spec.limit));
-    const next: Row = { spec: specKey, state: result.state, leases: (row?.leases ?? 0) + 1, expires: expiresAt(ask.spec, result.state), pace };
+    const bucket = ask.spec.algorithm === "token-bucket";
+    // Window limits: a lease size in tokens, and the standing share asked for (none near the limit).
+    const target = bucket ? undefined : leaseTarget(ask.spec, result.state, now, result.remaining);
+    const ahead = target !== undefined && ask.ahead ? grantAhead(ask.spec, result.state, ask.ahead) : { kind: "none" as const };
+    const state = ahead.kind === "reserved" ? ahead.state : result.state;
+    const pace = bucket ? this.paced(row?.pace, now, result.remaining / Math.max(1, ask.spec.limit)) : undefined;
+    const next: Row = { spec: specKey, state, leases: (row?.leases ?? 0) + 1, expires: expiresAt(ask.spec, state), ...(pace ? { pace } : {}) };
     if (row === undefined) this.liveKeys++;
     this.remember(key, next);
     // Written without awaiting: the output gate holds the reply until it is durable.
@@ -107,12 +115,23 @@ export class RateCounter extends DurableObject<ControlPlaneEnv> {
       next.expires,
     );
     this.schedulePrune(next.expires);
-    // A token bucket's leased tokens are out of the bucket already; with a horizon they may be spent
+    // Standing shares are in the next windows' counts already (state.ahead), so they never let the
+    // key over its limit. A token bucket's leased tokens are out of the bucket already; with a horizon they may be spent
     // over it (else each isolate would call every second, however many isolates there are). An
     // isolate leases again only when its tokens run out, so it holds at most one lease (≤ 5% of the
     // limit) unspent: the burst bound stays one lease per isolate, as before.
-    const validUntil = ask.spec.algorithm === "token-bucket" && pace.horizonMs > 0 ? Math.max(result.validUntil, now + pace.horizonMs) : result.validUntil;
-    return { granted: result.granted, validUntil, retryAt: result.retryAt, remaining: result.remaining, ...(pace.horizonMs > 0 ? { horizonMs: pace.horizonMs } : {}) };
+    const horizonMs = pace?.horizonMs ?? 0;
+    const validUntil = horizonMs > 0 ? Math.max(result.validUntil, now + horizonMs) : result.validUntil;
+    const share: AheadGrant | undefined = ahead.kind === "reserved" ? ahead.grant : undefined;
+    return {
+      granted: result.granted,
+      validUntil,
+      retryAt: result.retryAt,
+      remaining: result.remaining,
+      ...(horizonMs > 0 ? { horizonMs } : {}),
+      ...(target !== undefined ? { target } : {}),
+      ...(share ? { ahead: share } : {}),
+    };
   }
 
   /** Counts one lease call of a key and re-decides its horizon once per pace window (or at once when the limit is near). */

@@ -7,10 +7,13 @@
  * through the n isolates, spread evenly, and reports calls per second per object over the measured
  * window, after a warm-up (so each isolate's first config read, which it must make to learn the
  * shared cache key, and the objects' pacing settling are not in them). `rateLeasesPerSec` is the
- * busiest RateCounter shard; the bench's limit is a fixed window as long as the measured window
- * (20 s), so each measurement holds exactly one window boundary, where every isolate must lease
- * each key again (leased tokens end with their window): the figure is the long-run rate, not an
- * accident of where the boundary fell.
+ * busiest RateCounter shard; the bench's limit is a fixed window (20 s) and the measurement spans a
+ * whole number of them (2), so it holds as many window boundaries as windows, where an isolate
+ * without a standing share must lease each key again: the figure is the long-run rate, not an
+ * accident of where a boundary fell. Two windows rather than one because rate-limit leases may now
+ * last longer than a window (at 50 isolates about a minute): one window samples a third of a lease
+ * per isolate, and the count then swings ±30% from run to run; the warm-up (30 s) lets the first
+ * leases, sized before each isolate knew its rate, run out.
  *
  * One workerd is one data center (Miniflare gives all its workers one Cache API store), so
  * `configReadsPerSec` is the SliceStore's load from one data center; production multiplies it by
@@ -40,8 +43,9 @@ Options:
 
 Environment:
   SCALE_RPS              total requests per second, spread over the isolates (default 200)
-  SCALE_SECONDS          seconds measured per n, also the rate limit's window (default 20)
-  SCALE_WARMUP_SECONDS   seconds of load before measuring, per n (default 15: the objects' pacing settles)
+  SCALE_SECONDS          the rate limit's window in seconds (default 20)
+  SCALE_WINDOWS          windows measured per n (default 2)
+  SCALE_WARMUP_SECONDS   seconds of load before measuring, per n (default 30: the objects' pacing settles)
 `;
 
 const RESULTS_PATH = path.join(ROOT, "bench", "scale.json");
@@ -65,6 +69,7 @@ interface Args {
   json: boolean;
   rps: number;
   seconds: number;
+  windows: number;
   warmupSeconds: number;
 }
 
@@ -90,7 +95,14 @@ function parseCli(): Args | "help" {
   if (ns.length === 0 || ns.length > 6 || ns.some((n) => !Number.isInteger(n) || n < 1 || n > 100)) {
     throw new UsageError(`--n takes 1 to 6 comma-separated isolate counts between 1 and 100, got '${values.n ?? ""}'`);
   }
-  return { ns, json: values.json === true, rps: positive("SCALE_RPS", 200), seconds: positive("SCALE_SECONDS", 20), warmupSeconds: positive("SCALE_WARMUP_SECONDS", 15) };
+  return {
+    ns,
+    json: values.json === true,
+    rps: positive("SCALE_RPS", 200),
+    seconds: positive("SCALE_SECONDS", 20),
+    windows: Math.max(1, Math.round(positive("SCALE_WINDOWS", 2))),
+    warmupSeconds: positive("SCALE_WARMUP_SECONDS", 30),
+  };
 }
 
 let jsonMode = false;
@@ -159,8 +171,8 @@ function rates(before: Record<string, number>, after: Record<string, number>, se
 
 async function measure(n: number, args: Args): Promise<Figures> {
   progress(`n = ${n}: booting the control plane, the upstream and ${n} proxy isolate${n === 1 ? "" : "s"}…`);
-  // The limit's window is as long as the measured window: every measured window then holds exactly
-  // one window boundary (where each isolate leases each key again), as the long run does.
+  // The measurement spans a whole number of the limit's windows: it then holds as many window
+  // boundaries (where isolates without a standing share lease each key again) as the long run does.
   const scale = await bootScaleMesh({ isolates: n, adminToken: ADMIN_TOKEN, limitPeriodSeconds: Math.max(1, Math.round(args.seconds)) });
   const { urls } = scale;
   try {
@@ -168,9 +180,9 @@ async function measure(n: number, args: Args): Promise<Figures> {
     progress(`n = ${n}: warming up ${args.warmupSeconds} s at ${args.rps} req/s…`);
     const warm = await drive(urls, args.rps, args.warmupSeconds);
     if (warm.failed > 0) throw new Error(`n = ${n}: ${warm.failed} failed requests while warming up (${JSON.stringify(warm.statuses)})`);
-    progress(`n = ${n}: measuring ${args.seconds} s…`);
+    progress(`n = ${n}: measuring ${args.windows * args.seconds} s…`);
     const before = await scale.counts();
-    const driven = await drive(urls, args.rps, args.seconds);
+    const driven = await drive(urls, args.rps, args.windows * args.seconds);
     // Counts are taken when the window ends: calls still in flight then fall in no window.
     const after = await scale.counts();
     if (driven.failed > 0) throw new Error(`n = ${n}: ${driven.failed} failed requests (${JSON.stringify(driven.statuses)})`);

@@ -48,7 +48,7 @@ export class CountingControlPlane extends WorkerEntrypoint {
   shard(counter) { return "RateCounter " + (JSON.parse(this.env.SHARDS)[counter] ?? "unmapped"); }
   readSlice(service, known) { count("SliceStore " + service); return this.env.UPSTREAM.readSlice(service, known); }
   signEgress(service, claims) { count("SigningKeys " + service); return this.env.UPSTREAM.signEgress(service, claims); }
-  leaseTokens(counter, spec, want) { count(this.shard(counter)); return this.env.UPSTREAM.leaseTokens(counter, spec, want); }
+  leaseTokens(counter, spec, want, ahead) { count(this.shard(counter)); return this.env.UPSTREAM.leaseTokens(counter, spec, want, ahead); }
   leaseTokensBatch(asks) {
     for (const shard of new Set(asks.map((ask) => this.shard(ask.counter)))) count(shard);
     return this.env.UPSTREAM.leaseTokensBatch(asks);

@@ -4,7 +4,7 @@
  */
 import type { Backend, FaultRule, Policy, RateLimitRule, RouteConfig, ServiceConfig } from "./config.ts";
 import type { IngestReply, TelemetryBatch } from "./metrics.ts";
-import type { Grant, LeaseAsk, LimitSpec } from "./rate-limit.ts";
+import type { AheadAsk, Grant, LeaseAsk, LimitSpec } from "./rate-limit.ts";
 import type { RolloutProbe } from "./rollout.ts";
 import type { RegexProgram } from "./regex-program.ts";
 import { regexSources } from "./route-match.ts";
@@ -92,8 +92,11 @@ export interface EgressClaims {
 export interface ControlPlaneApi {
   readSlice(service: string, knownVersion: number): Promise<SliceRead>;
   signEgress(service: string, claims: EgressClaims): Promise<{ token: string; kid: string }>;
-  /** Leases up to `want` tokens of one rate-limit counter (`counter` = service/limit/key digest, see `counterName`). */
-  leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">>;
+  /**
+   * Leases up to `want` tokens of one rate-limit counter (`counter` = service/limit/key digest, see
+   * `counterName`), and a standing share of its next windows when `ahead` asks for one.
+   */
+  leaseTokens(counter: string, spec: LimitSpec, want: number, ahead?: AheadAsk): Promise<Omit<Grant, "state">>;
   /** Several leases in one call (at most `MAX_LEASE_BATCH`), answered in order. */
   leaseTokensBatch(asks: LeaseAsk[]): Promise<Array<Omit<Grant, "state">>>;
   /** Hands a batch of golden metrics and tap events to the service's telemetry shard. */

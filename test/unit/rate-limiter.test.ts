@@ -1,10 +1,10 @@
 import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_KEYS_PER_SHARD, rateCounterOf, type RateCounter } from "../../durable-objects/rate-counter.ts";
 import { RateLimitRule } from "../../shared/config.ts";
 import { base64url, sha256 } from "../../shared/hash.ts";
-import { counterName, expiresAt, initialState, grant, RATE_SHARDS, shardOf, type LeaseAsk, type LimitSpec } from "../../shared/rate-limit.ts";
+import { counterName, expiresAt, initialState, grant, RATE_SHARDS, shardOf, type AheadAsk, type LeaseAsk, type LimitSpec } from "../../shared/rate-limit.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
 import { MAX_LEASES, RateLimiter, type RateDecision } from "../../workers/proxy/rate-limit.ts";
 
@@ -18,9 +18,9 @@ function countedControlPlane(service: string): { api: ControlPlaneApi; calls: { 
     recordTelemetry: (batch) => real.recordTelemetry(batch),
     claimWebhookDelivery: (service, key, ttl) => real.claimWebhookDelivery(service, key, ttl),
     vendorToken: (service, request) => real.vendorToken(service, request),
-    leaseTokens: (counter, spec, want) => {
+    leaseTokens: (counter, spec, want, ahead?: AheadAsk) => {
       calls.single++;
-      return real.leaseTokens(counter, spec, want);
+      return real.leaseTokens(counter, spec, want, ahead);
     },
     leaseTokensBatch: (asks: LeaseAsk[]) => {
       calls.batch++;
@@ -227,5 +227,85 @@ describe("RateLimiter", () => {
     const outcomes: Array<number | undefined> = [];
     for (const limiter of [a, b, a, b, a, b]) outcomes.push((await limiter.egressQuota("vendor-x", spec))?.status);
     expect(outcomes).toEqual([undefined, undefined, undefined, 429, 429, 429]);
+  });
+});
+
+describe("RateLimiter: leases that span windows", () => {
+  // The isolates' and the counter's clock (one isolate under test: the Durable Object sees it too).
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /**
+   * Drives `isolates` (each with its own request rate per second) through `seconds` of time in 50 ms
+   * steps on a faked clock, from `start`; returns the requests let through per window start, and how
+   * many decisions of each isolate had to wait (a Promise: a counter call on the request's path).
+   */
+  async function drive(
+    isolates: Array<{ limiter: RateLimiter; perSec: number }>,
+    rules: RateLimitRule[],
+    start: number,
+    seconds: number,
+    period: number,
+  ): Promise<{ allowed: Map<number, number>; waited: number[] }> {
+    const allowed = new Map<number, number>();
+    const waited = isolates.map(() => 0);
+    for (let step = 0; step < seconds * 20; step++) {
+      const now = start + step * 50;
+      vi.setSystemTime(now);
+      for (const [index, { limiter, perSec }] of isolates.entries()) {
+        if (step % Math.round(20 / perSec) !== 0) continue;
+        const pending = limiter.check(rules, request({ "x-api-key": "shared" }), "internet", undefined, undefined);
+        if (pending instanceof Promise) waited[index] = (waited[index] ?? 0) + 1;
+        const decision = await pending;
+        if (decision.kind !== "allow") continue;
+        const window = Math.floor(now / period) * period;
+        allowed.set(window, (allowed.get(window) ?? 0) + 1);
+      }
+    }
+    return { allowed, waited };
+  }
+
+  it("an isolate with a small share of a key's traffic crosses window boundaries on its standing share, not a call per window", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const rules = [rule({ name: "api-key", key: "header:x-api-key", limit: 100_000, periodSeconds: 10 })];
+    const busy = new RateLimiter("span", countedControlPlane("span").api);
+    const quietPlane = countedControlPlane("span");
+    const quiet = new RateLimiter("span", quietPlane.api);
+    const start = 1_900_000_000_000; // a window boundary
+    // 20 s to learn the rate, then 30 s (three window boundaries) measured.
+    await drive([{ limiter: busy, perSec: 20 }, { limiter: quiet, perSec: 1 }], rules, start, 20, 10_000);
+    const before = quietPlane.calls.single;
+    const { allowed, waited } = await drive([{ limiter: busy, perSec: 20 }, { limiter: quiet, perSec: 1 }], rules, start + 20_000, 30, 10_000);
+    // The key's target is ~21 tokens (21 requests/s over one call a second): 1 request/s lasts ~21 s.
+    // Leases that ended with their window cost the quiet isolate a call per window and more (doubling).
+    expect(quietPlane.calls.single - before).toBeLessThanOrEqual(2);
+    // Its requests at the boundaries were decided synchronously, from the share: only its calls waited.
+    expect(waited[1]).toBeLessThanOrEqual(quietPlane.calls.single - before);
+    expect([...allowed.values()].reduce((a, b) => a + b, 0)).toBe(30 * 21);
+    const name = counterName("span", "api-key", "shared");
+    const { state } = await rateCounterOf(env, name).read(name);
+    expect(state?.ahead?.length ?? 0).toBeGreaterThan(0);
+  });
+
+  it("still enforces a reached limit exactly while shares are held: no window lets more through than the limit", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const rules = [rule({ name: "api-key", key: "header:x-api-key", limit: 200, periodSeconds: 10 })];
+    const isolates = [1, 1, 1, 5].map((perSec) => ({ limiter: new RateLimiter("flood", countedControlPlane("flood").api), perSec }));
+    const start = 1_900_000_100_000;
+    // Steady and far from the limit (80 of 200 a window): shares are granted.
+    const steady = (await drive(isolates, rules, start, 20, 10_000)).allowed;
+    expect([...steady.values()]).toEqual([80, 80]);
+    const name = counterName("flood", "api-key", "shared");
+    expect((await rateCounterOf(env, name).read(name)).state?.ahead?.length ?? 0).toBeGreaterThan(0);
+    // One isolate floods at 20 requests/s: every window lets exactly the limit through, shares included.
+    const flooding = isolates.map((isolate, i) => (i === 3 ? { ...isolate, perSec: 20 } : isolate));
+    const flood = (await drive(flooding, rules, start + 20_000, 30, 10_000)).allowed;
+    expect(flood.size).toBe(3);
+    for (const allowed of flood.values()) {
+      expect(allowed).toBeLessThanOrEqual(200);
+      // Stricter by at most what the quiet isolates' shares hold unspent: 25% slack over their 10 a window, rounded up.
+      expect(allowed).toBeGreaterThanOrEqual(200 - 3 * Math.ceil(10 * 0.25 + 1));
+    }
   });
 });

@@ -16,7 +16,7 @@ import { vendorTokensOf, webhookDeliveriesOf } from "../../durable-objects/vendo
 import { sliceStoreOf } from "../../durable-objects/config-store.ts";
 import { signingKeysOf } from "../../durable-objects/signing-keys.ts";
 import { rateCounterOf } from "../../durable-objects/rate-counter.ts";
-import { MAX_LEASE_BATCH, shardOf, type Grant, type LeaseAsk, type LimitSpec } from "../../shared/rate-limit.ts";
+import { MAX_LEASE_BATCH, plainLease, shardOf, type AheadAsk, type Grant, type LeaseAsk, type LimitSpec } from "../../shared/rate-limit.ts";
 import type { IngestReply, TelemetryBatch } from "../../shared/metrics.ts";
 import { telemetryStoreOf } from "../../durable-objects/telemetry-store.ts";
 
@@ -87,11 +87,11 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
    * by every service that calls the provider, so any bound proxy may lease from them; every other
    * counter belongs to the bound service.
    */
-  async leaseTokens(counter: string, spec: LimitSpec, want: number): Promise<Omit<Grant, "state">> {
+  async leaseTokens(counter: string, spec: LimitSpec, want: number, ahead?: AheadAsk): Promise<Omit<Grant, "state">> {
     if (typeof counter !== "string" || counter.length > 512 || shardOf(counter) === undefined) throw new TypeError("invalid counter name");
     this.checkCounterOwner(counter);
-    const leased = await rateCounterOf(this.env, counter).lease(spec, want, counter);
-    const plain = { granted: leased.granted, validUntil: leased.validUntil, retryAt: leased.retryAt, remaining: leased.remaining, ...(leased.horizonMs ? { horizonMs: leased.horizonMs } : {}) };
+    const leased = await rateCounterOf(this.env, counter).lease(spec, want, counter, ahead);
+    const plain = plainLease(leased);
     disposeRpcResult(leased);
     return plain;
   }
@@ -117,7 +117,7 @@ export class ConfigService extends WorkerEntrypoint<ControlPlaneEnv> implements 
         const leased = await rateCounterOf(this.env, first.counter).leaseMany(indexes.map((i) => asks[i]).filter((a) => a !== undefined));
         for (const [n, index] of indexes.entries()) {
           const one = leased[n];
-          if (one) answers[index] = { granted: one.granted, validUntil: one.validUntil, retryAt: one.retryAt, remaining: one.remaining, ...(one.horizonMs ? { horizonMs: one.horizonMs } : {}) };
+          if (one) answers[index] = plainLease(one);
         }
         disposeRpcResult(leased);
       }),

@@ -2,9 +2,18 @@
  * The rate-limit step. Counters are global (RateCounter objects, a fixed number of shards per limit,
  * keyed by a digest of the key value), but a request rarely waits on one: each isolate leases a few
  * tokens at a time (doubling while it keeps needing more, capped at 5% of the limit, or as many as
- * requests are waiting; when the counter is leased by many isolates it answers with a horizon, and
- * leases then last that long at the isolate's own rate) and spends them locally. Once a counter has said "no more until t", the
+ * requests are waiting) and spends them locally. Once a counter has said "no more until t", the
  * isolate refuses locally until t, so a flood costs the counter nothing.
+ *
+ * So that a key's lease calls do not grow with the number of isolates that serve it, a window
+ * counter answers with a lease size in tokens (its key's rate × 1 s: about a call a second for the key, whatever the isolates); an isolate whose
+ * lease of that size outlasts the window asks for a *standing share* of the next windows (its own
+ * rate × window, the last window only what remains of the lease's life: shared/rate-limit.ts
+ * `planLease`). The counter reserves those tokens in the windows they belong to, so at a window
+ * boundary inside its share the isolate has the new window's tokens at hand without a call (a
+ * comparison on the request's path, no await), and comes back once per lease, not once per window:
+ * a key's calls are about its rate / lease size, whatever the number of isolates. A token bucket's
+ * counter answers with a horizon instead, and leases then last that long at the isolate's own rate.
  *
  * Keys are outside values (a header, a claim, an IP), so everything keyed by them is bounded:
  * - a key is hashed to a fixed-size counter name (`counterName`), however long its value;
@@ -21,7 +30,7 @@
  */
 import type { RateLimitRule } from "../../shared/config.ts";
 import { problemResponse } from "../../shared/problem.ts";
-import { counterName, MAX_LEASE_BATCH, nextLeaseSize, policyHeader, rateLimitHeader, type Grant, type LimitSpec } from "../../shared/rate-limit.ts";
+import { counterName, MAX_LEASE_BATCH, leaseJitter, nextLeaseSize, plainLease, planLease, policyHeader, rateLimitHeader, sizedByTarget, windowEnd, type Grant, type LimitSpec } from "../../shared/rate-limit.ts";
 import { disposeRpcResult, type ControlPlaneApi } from "../../shared/slice.ts";
 import { withTimeout } from "./bounded.ts";
 
@@ -58,8 +67,16 @@ interface Lease {
   pendingSince: number;
   /** Requests waiting for `pending`: the next lease asks for enough tokens for all of them. */
   waiting: number;
-  /** The counter's horizon from its last answer (0: none): lease this long of our own rate. */
+  /** The counter's horizon from its last answer (0: none; token buckets): lease this long of our own rate. */
   horizonMs: number;
+  /** The counter's lease size in tokens from its last answer (0: none; window limits). */
+  target: number;
+  /** The standing share held: tokens per window, tokens in its last window, and when that window ends (0: none). */
+  sharePer: number;
+  shareLast: number;
+  shareUntil: number;
+  /** Whether a lease of this key was sized by the counter's target already (the first one takes a random phase). */
+  phased: boolean;
   /** Tokens spent here in all, and when the last lease landed and how many had been spent then (our rate). */
   spent: number;
   leasedAt: number;
@@ -131,7 +148,38 @@ function settleable(): { promise: Promise<LeaseResult>; resolve: (result: LeaseR
 }
 
 function emptyLease(): Lease {
-  return { remaining: 0, validUntil: 0, size: 0, counterRemaining: 0, exhaustedUntil: 0, owed: 0, pending: undefined, pendingSince: 0, waiting: 0, horizonMs: 0, spent: 0, leasedAt: 0, spentAtLease: 0 };
+  return {
+    remaining: 0,
+    validUntil: 0,
+    size: 0,
+    counterRemaining: 0,
+    exhaustedUntil: 0,
+    owed: 0,
+    pending: undefined,
+    pendingSince: 0,
+    waiting: 0,
+    horizonMs: 0,
+    target: 0,
+    sharePer: 0,
+    shareLast: 0,
+    shareUntil: 0,
+    phased: false,
+    spent: 0,
+    leasedAt: 0,
+    spentAtLease: 0,
+  };
+}
+
+/**
+ * At a window boundary inside a standing share, the new window's tokens (reserved for this isolate
+ * by the counter) are at hand without a call: one comparison on the request's path otherwise.
+ * Tokens left from the window that ended are gone, as the counter counted them there.
+ */
+function refill(lease: Lease, spec: LimitSpec, now: number): void {
+  if (now < lease.validUntil || now >= lease.shareUntil) return;
+  const end = windowEnd(spec, now);
+  lease.remaining = end >= lease.shareUntil ? lease.shareLast : lease.sharePer;
+  lease.validUntil = end;
 }
 
 function tooMany(name: string, spec: LimitSpec, retryAt: number, now: number): Response {
@@ -152,7 +200,7 @@ function warnIfLow(headers: Array<[string, string]>, c: Counter, lease: Lease, n
 }
 
 /** Folds a counter's answer into the lease: `owed` tokens were already spent, the rest are at hand. */
-function applyGrant(lease: Lease, answer: Omit<Grant, "state">, owed: number, size: number): void {
+function applyGrant(lease: Lease, answer: Omit<Grant, "state">, owed: number, size: number, spec: LimitSpec): void {
   const usable = answer.granted - owed;
   const sameWindow = lease.validUntil === answer.validUntil;
   lease.remaining = (sameWindow ? lease.remaining : 0) + Math.max(0, usable);
@@ -164,6 +212,13 @@ function applyGrant(lease: Lease, answer: Omit<Grant, "state">, owed: number, si
   const exhausted = size > 0 ? usable <= 0 : answer.granted < owed;
   lease.exhaustedUntil = exhausted ? answer.retryAt : 0;
   lease.horizonMs = answer.horizonMs ?? 0;
+  lease.target = answer.target ?? 0;
+  if (answer.ahead) {
+    // The share starts with the window after the one this answer's tokens belong to.
+    lease.sharePer = answer.ahead.perWindow;
+    lease.shareLast = answer.ahead.last;
+    lease.shareUntil = answer.validUntil + answer.ahead.windows * spec.periodSeconds * 1000;
+  }
 }
 
 /**
@@ -261,11 +316,13 @@ export class RateLimiter {
     if (lease === undefined) {
       if (!c.firstFree || waitUntil === undefined) return { kind: "ask" };
       // First request of a key here: let it through now, charge the counter in the background.
-      const fresh = this.remember(c.counter, { ...emptyLease(), owed: 1, counterRemaining: c.spec.limit });
+      // Its rate is measured from now, so the key's first lease call can already be sized by it.
+      const fresh = this.remember(c.counter, { ...emptyLease(), owed: 1, counterRemaining: c.spec.limit, spent: 1, leasedAt: now });
       this.charge(c, fresh, waitUntil);
       return { kind: "token", lease: fresh };
     }
     if (now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
+    refill(lease, c.spec, now);
     if (this.inFlight(lease, now) || now >= lease.validUntil || lease.remaining <= 0) return { kind: "ask" };
     lease.remaining--;
     lease.spent++;
@@ -278,6 +335,7 @@ export class RateLimiter {
       const now = Date.now();
       const lease = this.leases.get(c.counter) ?? this.remember(c.counter, emptyLease());
       if (now < lease.exhaustedUntil) return { kind: "deny", response: tooMany(c.name, c.spec, lease.exhaustedUntil, now) };
+      refill(lease, c.spec, now);
       if (lease.remaining > 0 && now < lease.validUntil && !this.inFlight(lease, now)) {
         lease.remaining--;
         lease.spent++;
@@ -310,17 +368,25 @@ export class RateLimiter {
     // Enough for every request waiting, or the usual doubling size, whichever is larger; longer when the counter asks for fewer calls.
     const doubling = Math.max(nextLeaseSize(sameWindow ? lease.size : 0, c.spec), Math.min(lease.waiting + 1, c.spec.limit));
     const rate = lease.leasedAt > 0 && now > lease.leasedAt ? (lease.spent - lease.spentAtLease) / (now - lease.leasedAt) : 0;
-    const size = leaseSizeFor(doubling, rate, lease.horizonMs, c.spec);
+    // Window limits: the counter's lease size, spread over the next windows when it outlasts this one.
+    const shareAhead = lease.shareUntil > windowEnd(c.spec, now);
+    // The first lease sized by the target takes a random share of it, so isolates that learned the
+    // target together renew spread over a lease's life rather than all at once.
+    const jitter = lease.phased ? leaseJitter(Math.random()) : 1 - Math.random();
+    if (sizedByTarget(c.spec, lease.target, rate)) lease.phased = true;
+    const plan = planLease({ spec: c.spec, now, doubling, waiting: lease.waiting + 1, ratePerMs: rate, target: lease.target, shareAhead, jitter });
+    const size = plan.kind === "window" ? leaseSizeFor(plan.want, rate, lease.horizonMs, c.spec) : plan.want;
     const owed = lease.owed;
     const { promise, resolve } = settleable();
     lease.pending = promise;
     lease.pendingSince = now;
     let result: LeaseResult = "failed";
     try {
-      const granted = await withTimeout(this.controlPlane.leaseTokens(c.counter, c.spec, owed + size), LEASE_TIMEOUT_MS, "rate-limit counter");
-      const answer = { granted: granted.granted, validUntil: granted.validUntil, retryAt: granted.retryAt, remaining: granted.remaining, horizonMs: granted.horizonMs };
+      const ahead = plan.kind === "span" ? plan.ahead : undefined;
+      const granted = await withTimeout(this.controlPlane.leaseTokens(c.counter, c.spec, owed + size, ahead), LEASE_TIMEOUT_MS, "rate-limit counter");
+      const answer = plainLease(granted);
       disposeRpcResult(granted);
-      applyGrant(lease, answer, owed, size);
+      applyGrant(lease, answer, owed, size, c.spec);
       lease.leasedAt = Date.now();
       lease.spentAtLease = lease.spent;
       result = "ok";
@@ -372,7 +438,10 @@ export class RateLimiter {
         const answer = reply[index];
         if (answer === undefined) item.lease.owed += item.want;
         else if (answer.granted < item.want) item.lease.exhaustedUntil = Math.max(item.lease.exhaustedUntil, answer.retryAt);
-        if (answer !== undefined) item.lease.horizonMs = answer.horizonMs ?? 0;
+        if (answer !== undefined) {
+          item.lease.horizonMs = answer.horizonMs ?? 0;
+          item.lease.target = answer.target ?? 0;
+        }
       }
       disposeRpcResult(reply);
     } catch (error) {
