@@ -46,11 +46,29 @@ function collect(body: string): void {
   }
 }
 
-/** web and users as they run without Weft. */
-async function withoutWeft(): Promise<unknown> {
+/** Opens a WebSocket to `base`/ws, sends each message and collects the answers in order. */
+async function echoes(base: string, messages: ReadonlyArray<string>): Promise<string[]> {
+  const socket = new WebSocket(new URL("/ws", base).href.replace(/^http/, "ws"));
+  const answers: string[] = [];
+  await new Promise<void>((resolve, reject) => {
+    socket.addEventListener("open", () => {
+      for (const m of messages) socket.send(m);
+    });
+    socket.addEventListener("message", (event) => {
+      answers.push(String(event.data));
+      if (answers.length === messages.length) resolve();
+    });
+    socket.addEventListener("error", () => reject(new Error(`WebSocket to ${base} failed`)));
+  });
+  socket.close();
+  return answers;
+}
+
+/** web and users as they run without Weft: the page, and a WebSocket's echoes. */
+async function withoutWeft(): Promise<{ page: unknown; echoes: string[] }> {
   const project = await startWithoutWeft({ wrangler: await loadWrangler(), configs: ["web/wrangler.jsonc", "users/wrangler.toml"].map((w) => path.join(dir, w)), host: "127.0.0.1" });
   try {
-    return await (await fetch(project.url)).json();
+    return { page: await (await fetch(project.url)).json(), echoes: await echoes(project.url, ["one", "two"]) };
   } finally {
     await project.dispose();
   }
@@ -107,7 +125,7 @@ afterAll(async () => {
 describe("Workers RPC through the mesh", () => {
   let dev: LiveWeft;
   let urls: { url: string; admin: string; rewired: string[] };
-  let without: unknown;
+  let without: { page: unknown; echoes: string[] };
   let token: string;
 
   beforeAll(async () => {
@@ -121,6 +139,11 @@ describe("Workers RPC through the mesh", () => {
     if (dev) expect(await dev.interrupt()).toBe(0);
   });
 
+  it("passes a WebSocket through both proxies (web's, then users'), answering as without Weft", async () => {
+    expect(without.echoes).toEqual(["users v1 echoes one", "users v1 echoes two"]);
+    expect(await echoes(urls.url, ["one", "two"])).toEqual(without.echoes);
+  });
+
   it("routes web's RPC binding through users' proxy", () => {
     expect(urls.rewired).toEqual([
       "web.USERS → weft-proxy-users (caller web)",
@@ -131,7 +154,7 @@ describe("Workers RPC through the mesh", () => {
 
   it("answers every call shape exactly as without Weft: values, RpcTarget stubs, callbacks, streams, thrown errors, fetch, scheduled", async () => {
     const through: unknown = await (await fetch(urls.url)).json();
-    expect(through).toEqual(without);
+    expect(through).toEqual(without.page);
     // What "exactly" covers, spelled out:
     expect(through).toMatchObject({
       user: { id: "u1", name: "Ada", version: "v1" },
