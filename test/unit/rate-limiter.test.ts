@@ -6,7 +6,7 @@ import { RateLimitRule } from "../../shared/config.ts";
 import { base64url, sha256 } from "../../shared/hash.ts";
 import { counterName, expiresAt, initialState, grant, RATE_SHARDS, shardOf, type AheadAsk, type LeaseAsk, type LimitSpec } from "../../shared/rate-limit.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
-import { MAX_LEASES, RateLimiter, type RateDecision } from "../../workers/proxy/rate-limit.ts";
+import { MAX_LEASES, MAX_REMEMBERED_NAMES, RateLimiter, type RateDecision } from "../../workers/proxy/rate-limit.ts";
 
 /** The real ConfigService entrypoint as `service`'s proxy is bound to it, with its rate-limit calls counted (a spy, not a mock). */
 function countedControlPlane(service: string): { api: ControlPlaneApi; calls: { single: number; batch: number } } {
@@ -217,7 +217,25 @@ describe("RateLimiter", () => {
     const background: Promise<unknown>[] = [];
     for (let i = 0; i < MAX_LEASES + 500; i++) void limiter.check(rules, request({ "x-api-key": `key-${i}` }), "internet", undefined, (p) => background.push(p));
     expect(limiter.size).toBe(MAX_LEASES);
+    // The counter names it remembers (a SHA-256 saved per request) are bounded too.
+    expect(limiter.rememberedNames).toBe(MAX_REMEMBERED_NAMES);
     await Promise.all(background);
+  });
+
+  it("remembers a key's counter name without changing which counter it is", async () => {
+    const { api, calls } = countedControlPlane("memo");
+    const limiter = new RateLimiter("memo", api);
+    const rules = [rule({ name: "api-key", key: "header:x-api-key", limit: 2, periodSeconds: 3600 })];
+    const background: Promise<unknown>[] = [];
+    // The same key, a long one (never remembered) and a short one, reaches the same counter each time: the third request is refused.
+    for (const key of ["k".repeat(1_000), "short"]) {
+      const kinds: string[] = [];
+      for (let i = 0; i < 3; i++) kinds.push((await decide(limiter, rules, request({ "x-api-key": key }), background)).kind);
+      await Promise.all(background);
+      expect(kinds).toEqual(["allow", "allow", "deny"]);
+    }
+    expect(limiter.rememberedNames).toBe(1);
+    expect(calls.single + calls.batch).toBeGreaterThan(0);
   });
 
   it("shares a provider's quota exactly, asking before the first call", async () => {

@@ -225,8 +225,15 @@ function applyGrant(lease: Lease, answer: Omit<Grant, "state">, owed: number, si
  * The rate-limit state of one proxied service in this isolate: its leases and the queue of new keys
  * waiting to be charged. Hold one per service (no module-level state).
  */
+/** Counter names remembered per isolate (a SHA-256 per request otherwise): FIFO, short key values only. */
+export const MAX_REMEMBERED_NAMES = 4_096;
+/** Longer key values are hashed every time: the memory a remembered name holds stays small. */
+const MAX_REMEMBERED_KEY_CHARS = 256;
+
 export class RateLimiter {
   private readonly leases = new Map<string, Lease>();
+  /** `limit\nkey value` → counter name (`service/limit/digest`), bounded by {@link MAX_REMEMBERED_NAMES}. */
+  private readonly names = new Map<string, string>();
   private queue: QueuedCharge[] = [];
   private lastFailureLog = 0;
 
@@ -234,6 +241,26 @@ export class RateLimiter {
     private readonly service: string,
     private readonly controlPlane: ControlPlaneApi,
   ) {}
+
+  /** The counter of `keyValue` under limit `name`: hashed once per isolate for the keys it keeps seeing. */
+  private counterFor(name: string, keyValue: string): string {
+    if (keyValue.length > MAX_REMEMBERED_KEY_CHARS) return counterName(this.service, name, keyValue);
+    const memo = `${name}\n${keyValue}`;
+    const known = this.names.get(memo);
+    if (known !== undefined) return known;
+    const counter = counterName(this.service, name, keyValue);
+    if (this.names.size >= MAX_REMEMBERED_NAMES) {
+      const oldest = this.names.keys().next();
+      if (!oldest.done) this.names.delete(oldest.value);
+    }
+    this.names.set(memo, counter);
+    return counter;
+  }
+
+  /** Counter names remembered (bounded by {@link MAX_REMEMBERED_NAMES}). */
+  get rememberedNames(): number {
+    return this.names.size;
+  }
 
   /** Leases held (bounded by {@link MAX_LEASES}). */
   get size(): number {
@@ -259,7 +286,7 @@ export class RateLimiter {
     const now = Date.now();
     const counters = rules.map((rule): Counter => {
       const name = rule.name ?? "limit";
-      const counter = counterName(this.service, name, keyOf(rule, request, caller, claims));
+      const counter = this.counterFor(name, keyOf(rule, request, caller, claims));
       return { counter, name, spec: specOf(rule), failMode: rule.failMode, firstFree: rule.failMode === "open" };
     });
     const headers: Array<[string, string]> = [];
