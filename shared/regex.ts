@@ -9,7 +9,7 @@
  * validator and the CLI import it; the proxy imports only regex-program.ts.
  */
 import { RE2JS } from "re2js";
-import { isRegexProgram, matchesFully, MAX_PROGRAM_INSTRUCTIONS, MAX_PROGRAM_RUNES, Op, type RegexInst, type RegexProgram } from "./regex-program.ts";
+import { fullMatcher, isRegexProgram, MAX_PROGRAM_INSTRUCTIONS, MAX_PROGRAM_RUNES, Op, type RegexInst, type RegexProgram } from "./regex-program.ts";
 
 /** A compiled pattern that answers "does the whole value match?". */
 export interface FullMatcher {
@@ -91,6 +91,5 @@ export function regexProblem(source: string): string | undefined {
 
 /** Compiles a pattern (already validated) into a full-match tester: the program the proxy would run. */
 export function compileFullMatch(source: string): FullMatcher {
-  const program = compileProgram(source);
-  return { source, test: (value) => matchesFully(program, value) };
+  return { source, test: fullMatcher(compileProgram(source)) };
 }

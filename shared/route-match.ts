@@ -4,7 +4,7 @@
  * precedence). Pure: the proxy and the validator share it.
  */
 import type { RouteMatch } from "./config.ts";
-import { isRegexProgram, matchesFully, type RegexProgram } from "./regex-program.ts";
+import { fullMatcher, isRegexProgram, type RegexProgram } from "./regex-program.ts";
 
 /**
  * The compiled programs of a slice's regular expressions, by source (the control plane compiles
@@ -52,8 +52,8 @@ type ValueTest = (value: string | null) => boolean;
 
 function valueTest(type: "Exact" | "RegularExpression", expected: string, programs: RegexPrograms): ValueTest {
   if (type === "Exact") return (value) => value === expected;
-  const program = programFor(programs, expected);
-  return (value) => value !== null && matchesFully(program, value);
+  const matches = fullMatcher(programFor(programs, expected));
+  return (value) => value !== null && matches(value);
 }
 
 /** `/abc/` and `/abc` select the same segments; the root prefix is `""` (every path). */
@@ -68,8 +68,7 @@ export function underPrefix(path: string, prefix: string): boolean {
 
 function pathTest(match: RouteMatch, programs: RegexPrograms): { test: (path: string) => boolean; prefix: string | undefined } {
   if (match.pathRegex !== undefined) {
-    const program = programFor(programs, match.pathRegex);
-    return { test: (path) => matchesFully(program, path), prefix: undefined };
+    return { test: fullMatcher(programFor(programs, match.pathRegex)), prefix: undefined };
   }
   if (match.pathPrefix !== undefined) {
     const prefix = segmentPrefix(match.pathPrefix);
