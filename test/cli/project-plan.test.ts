@@ -25,6 +25,7 @@ function worker(name: string, dir: string, extra: Partial<ProjectWorker> = {}): 
     routes: [],
     durableObjectScripts: [],
     environments: [],
+    requiredSecrets: [],
     otherBindings: [],
     hasStorage: false,
     ...extra,
