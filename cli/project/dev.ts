@@ -192,7 +192,10 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
         ...(service.publicRoutes ?? []).filter((r) => !r.custom_domain).map((r) => localRoute(r.pattern)),
         ...(service === catchAll ? ["*/*"] : []),
       ];
-      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: { ...withMeshVars(p.workerOptions.bindings), ...secrets }, routes });
+      // The local settings (access log, debug headers, development mode, the local issuer) are added,
+      // not only replaced: a project's generated proxy config sets none of them (they are deploy-time
+      // defaults), so replacing alone left weft dev's proxies without an access log.
+      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: { ...withMeshVars(p.workerOptions.bindings), ...meshVars, ...secrets }, routes });
     }),
     ...userWorkers.map((worker): WorkerOptions => {
       // wrangler reads a config's required secrets from the environment too: a vendor secret the
