@@ -8,8 +8,16 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { ROOT } from "./deployments.ts";
 
-/** Where `npm start` keeps local vendor secrets (NAME=value lines, like wrangler's `.dev.vars`). */
-export const SECRETS_FILE = path.join(ROOT, ".weft", "secrets.env");
+/** Where a project keeps its local vendor secrets: `<dir>/.weft/secrets.env` (NAME=value lines, like wrangler's `.dev.vars`). */
+export function secretsFileIn(dir: string): string {
+  return path.join(dir, ".weft", "secrets.env");
+}
+
+/**
+ * Where `npm start` keeps local vendor secrets: {@link secretsFileIn} this repository's root.
+ * @deprecated Use `secretsFileIn(dir)` with the project's directory; kept until scripts/start.ts passes its own.
+ */
+export const SECRETS_FILE = secretsFileIn(ROOT);
 
 const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
 
@@ -40,6 +48,15 @@ export function loadLocalSecrets(file: string, names: readonly string[] = [], en
     if (SECRET_NAME.test(name) && !name.startsWith("WEFT_") && value !== undefined && value !== "") secrets[name] = value;
   }
   return secrets;
+}
+
+/**
+ * A project's local vendor secrets: {@link loadLocalSecrets} of `<dir>/.weft/secrets.env`, with
+ * environment variables of the names the config uses (`names`) winning. What `weft dev` binds to
+ * every proxy (and `npm start`, with the repository's root).
+ */
+export function loadProjectSecrets(dir: string, names: readonly string[] = [], environment: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  return loadLocalSecrets(secretsFileIn(dir), names, environment);
 }
 
 /**

@@ -15,6 +15,7 @@ import { proxyScript } from "../manifest/schema.ts";
 import { localStateDir, projectAdminConfig, startProject, workersToBoot, type RunningProject } from "../project/dev.ts";
 import { loadWrangler, readProjectWorkers } from "../project/workers.ts";
 import { ACCESS_LOG_PREFIX, ROLLOUT_LOG_PREFIX } from "../../scripts/mesh.ts";
+import { loadProjectSecrets, secretNamesOf, secretsFileIn } from "../../scripts/secrets.ts";
 import { MANIFEST_OPTION } from "./generate.ts";
 
 /** A port from the environment (`WEFT_PORT`, `WEFT_ADMIN_PORT`), or the default. */
@@ -67,7 +68,16 @@ gets the manifest's config; after that, change it with \`weft split\`, \`weft ap
 Environment: WEFT_PORT (public entry, default 8787), WEFT_ADMIN_PORT (control plane, default 8788),
 WEFT_ADMIN_TOKEN (default: generated once into .weft/admin-token), WEFT_DEBUG_HEADERS=false (no
 x-weft-* response headers: exactly the deployed behaviour; debug headers only add headers),
-WEFT_ACCESS_LOG (all | errors | sample:0.1 | off; default all, lines go to .weft/access.log).`,
+WEFT_ACCESS_LOG (all | errors | sample:0.1 | off; default all, lines go to .weft/access.log).
+
+Vendor secrets — the credentials the proxies present to third parties (an external backend's
+"auth.secret") and webhook secrets — are read from .weft/secrets.env (NAME=value lines, like
+.dev.vars) and from environment variables of the names the config uses (which win), and bound to
+every proxy, as \`wrangler secret put\` does in production. Your workers get one only if their
+config requires it (secrets.required). Values are never printed.
+
+A worker backend whose script is the env-resolved name of an [env.X] of a wrangler config here
+(e.g. "api-v2" for name = "api" with [env.v2]) is booted from that config with --env X.`,
   options: {
     ...MANIFEST_OPTION,
     "persist-to": { type: "string", value: "<dir>", description: "where local data is (default: the .wrangler/state wrangler uses)" },
@@ -95,6 +105,12 @@ async function runDev(ctx: Context): Promise<number> {
   const explicitPersist = stringOption(ctx.args, "persist-to");
   const { workers: project } = readProjectWorkers(wrangler, projectDir);
   const state = explicitPersist ? { dir: path.resolve(ctx.cwd, explicitPersist), others: [] } : localStateDir(projectDir, workersToBoot(loaded.manifest, project).workers);
+  // Vendor secrets for the proxies' egress credentials and webhooks, as `wrangler secret put` gives
+  // them in production: the project's .weft/secrets.env, environment variables of the names the
+  // config uses winning. Only their names are ever printed.
+  const secretsFile = secretsFileIn(projectDir);
+  const secretNames = secretNamesOf(projectAdminConfig(loaded));
+  const secrets = loadProjectSecrets(projectDir, secretNames, ctx.env);
   const accessLogPath = path.join(stateDir, "access.log");
   const accessLog = createWriteStream(accessLogPath, { flags: "a" });
 
@@ -109,6 +125,7 @@ async function runDev(ctx: Context): Promise<number> {
       adminPort,
       adminToken: token,
       persistTo: state.dir,
+      secrets,
       debugHeaders: ctx.env.WEFT_DEBUG_HEADERS !== "false",
       accessLog: ctx.env.WEFT_ACCESS_LOG ?? "all",
       onLog: (line) => {
@@ -137,6 +154,7 @@ async function runDev(ctx: Context): Promise<number> {
       tokenSource: source,
       state: state.dir,
       accessLog: accessLogPath,
+      secrets: { file: secretsFile, names: Object.keys(secrets).sort(), unset: secretNames.filter((n) => !(n in secrets)) },
       config: config ? { version: config.version, seeded: config.seeded } : { seeded: false },
       workers: running.workers,
       rewired: running.rewired,
@@ -158,6 +176,7 @@ async function runDev(ctx: Context): Promise<number> {
         ["Config", config ? (config.seeded ? `version ${config.version} (loaded from ${loaded.display})` : `version ${config.version} (kept from the last run; \`weft apply\` loads the manifest)`) : "not loaded (--no-seed)"],
         ["Local data", `${rel(state.dir)}${state.others.length > 0 ? p("yellow", `   (also found, not used: ${state.others.map(rel).join(", ")}; --persist-to picks one)`) : ""}`],
         ["Access log", `${rel(accessLogPath)}   (one JSON line per proxied request)`],
+        ...(secretNames.length > 0 || Object.keys(secrets).length > 0 ? [secretsRow(rel(secretsFile), Object.keys(secrets).sort(), secretNames.filter((n) => !(n in secrets)), p)] : []),
       ];
       const width = Math.max(...rows.map(([k]) => k.length));
       for (const [key, value] of rows) ctx.out.line(`  ${key.padEnd(width)}   ${value}`);
@@ -177,6 +196,13 @@ async function runDev(ctx: Context): Promise<number> {
   }
   progress("Stopped.");
   return EXIT.ok;
+}
+
+/** The summary's line about vendor secrets: where they are read from and their names (never their values). */
+function secretsRow(file: string, names: ReadonlyArray<string>, unset: ReadonlyArray<string>, p: Context["out"]["paint"]): [string, string] {
+  const bound = names.length > 0 ? `${names.join(", ")} → every proxy` : "none set";
+  const missing = unset.length > 0 ? p("yellow", `   (not set: ${unset.join(", ")}; add NAME=value lines to ${file} or export them)`) : "";
+  return ["Vendor secrets", `${file}   (${bound})${missing}`];
 }
 
 /** workerd does not run cron triggers; Cloudflare runs the proxies' every minute (a rollout's probes). Do the same. */

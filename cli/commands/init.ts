@@ -23,7 +23,12 @@ worker:
     proxy knows the calling worker by name (its policies, metrics and tap show it);
   - workers with routes, or that no other worker calls, are public;
   - every service starts with one route sending all traffic to its worker (change splits later
-    with \`weft split\`, or add versions to the manifest).
+    with \`weft split\`, or add versions to the manifest);
+  - a config whose [env.*] sections each resolve to a name of their own (name = "api" with
+    [env.v1] and [env.v2] → api-v1, api-v2) and have no routes is one service with one worker
+    backend per environment — versions of one service, the first at weight 100, the others at 0;
+    \`weft dev\` boots and \`weft deploy --services\` deploys each with its --env. Other
+    environments are listed as not mapped.
 Your wrangler configs are not changed: \`weft dev\` rewires the bindings in memory, and
 \`weft deploy\` writes its configs under .weft/deploy/. What could not be mapped is listed.`,
   options: {
@@ -70,6 +75,10 @@ Your wrangler configs are not changed: \`weft dev\` rewires the bindings in memo
     } else {
       if (!flag(ctx.args, "yes") && !ctx.canPrompt) printPlan(ctx, plan);
       if (write) {
+        // With --yes the plan is not shown: still say which configs became versions of one service.
+        for (const s of flag(ctx.args, "yes") ? plan.services.filter((x) => x.versions) : []) {
+          ctx.out.line(`${s.service}: mapped as versions, one backend per environment of ${s.config}: ${(s.versions ?? []).map((v) => `${v.backend} = --env ${v.env}, weight ${v.weight}`).join("; ")}`);
+        }
         ctx.out.line(`\nWrote ${MANIFEST_FILE} (${plan.services.length} services). Next:`);
         ctx.out.line("  npx weft dev             your workers behind one proxy each, locally on workerd");
         ctx.out.line("  npx weft deploy --dry-run");
@@ -90,6 +99,7 @@ function printPlan(ctx: Ctx, plan: Plan): void {
   for (const s of plan.services) {
     const calls = Object.entries(s.calls).map(([binding, callee]) => `${binding} → ${callee}`);
     ctx.out.line(`  ${p("bold", s.service.padEnd(20))} ${p("dim", s.config)}${s.public ? p("green", "  public") : ""}${calls.length > 0 ? `  calls ${calls.join(", ")}` : ""}`);
+    for (const v of s.versions ?? []) ctx.out.line(`    ${"version".padEnd(18)} ${v.backend} = ${v.script} (--env ${v.env}), weight ${v.weight}`);
   }
   if (plan.notes.length > 0) {
     ctx.out.line("\nNot mapped, or mapped with a caveat:");

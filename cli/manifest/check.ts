@@ -17,7 +17,7 @@ import type { ProjectWorker } from "../project/workers.ts";
 import { generateFiles, isProxyBinding, proxyBindings, sharedScripts, workerBindings, workerDeployments, workerSites } from "./generate.ts";
 import { proxyScript, type Manifest, type ManifestService } from "./schema.ts";
 import { parsePlainToml } from "./toml.ts";
-import { parseSecretsEnv } from "../../scripts/secrets.ts";
+import { loadProjectSecrets } from "../../scripts/secrets.ts";
 
 export type Severity = "error" | "warning" | "info";
 
@@ -84,15 +84,22 @@ class ManifestFindings {
   }
 }
 
+/** How the local mesh is run and where the proxies are deployed from, for the fix of an unset secret. */
+export interface SecretsContext {
+  /** `weft dev` (a project Weft was added to) or `npm start` (Weft's own repository). */
+  runner: string;
+  /** Where `wrangler secret put … --env <service>` is run: `-c <proxy config>` or `in workers/proxy`. */
+  proxyConfig: string;
+}
+
 /**
  * Secrets the config names (external backends' `auth.secret`, routes' `webhook.secret`) that are
- * set neither in `.weft/secrets.env` beside the manifest nor in the environment: the local mesh
- * would answer those calls 502 (credential) or 503 (webhook). A warning, since production secrets
- * live in Cloudflare (`wrangler secret put`), where this command cannot look.
+ * set neither in the project's `.weft/secrets.env` (beside the manifest) nor in the environment:
+ * the local mesh would answer those calls 502 (credential) or 503 (webhook). A warning, since
+ * production secrets live in Cloudflare (`wrangler secret put`), where this command cannot look.
  */
-export function secretFindings(config: MeshConfig, manifestDir: string, environment: NodeJS.ProcessEnv, out: { add: ManifestFindings["add"] }): void {
-  const file = path.join(manifestDir, ".weft", "secrets.env");
-  const local = existsSync(file) ? parseSecretsEnv(readFileSync(file, "utf8")) : {};
+export function secretFindings(config: MeshConfig, manifestDir: string, environment: NodeJS.ProcessEnv, out: { add: ManifestFindings["add"] }, context: SecretsContext = { runner: "npm start", proxyConfig: "in workers/proxy" }): void {
+  const local = loadProjectSecrets(manifestDir, [], {});
   const isSet = (name: string): boolean => (environment[name] ?? "") !== "" || (local[name] ?? "") !== "";
   const warn = (names: string | readonly string[], p: ReadonlyArray<string | number>, what: string, service: string): void => {
     const list = typeof names === "string" ? [names] : names;
@@ -103,7 +110,7 @@ export function secretFindings(config: MeshConfig, manifestDir: string, environm
       "unset-secret",
       p,
       `${what} needs the secret ${list.join(" or ")}, which is not set locally (.weft/secrets.env or the environment)`,
-      `Add a line ${list[0] ?? "NAME"}=<value> to .weft/secrets.env (or export it) for npm start; in production run \`wrangler secret put ${list[0] ?? "NAME"} --env ${service}\` in workers/proxy.`,
+      `Add a line ${list[0] ?? "NAME"}=<value> to .weft/secrets.env (or export it) for ${context.runner}; in production run \`wrangler secret put ${list[0] ?? "NAME"} --env ${service}\` ${context.proxyConfig}.`,
     );
   };
   config.services.forEach((service, s) => {
@@ -513,7 +520,9 @@ export function checkManifest(json: JsonFile, cwd: string, project?: ReadonlyArr
   if (shaped.success) {
     const config = { services: shaped.data.services.map(normalizeService) };
     manifestFindings(loaded, config, out);
-    secretFindings(config, path.dirname(json.file), process.env, out);
+    const project = loaded.manifest.files.workers !== undefined;
+    const proxyConfig = path.relative(loaded.dir, path.resolve(loaded.dir, loaded.manifest.files.proxy));
+    secretFindings(config, loaded.dir, process.env, out, project ? { runner: "weft dev", proxyConfig: `-c ${proxyConfig}` } : undefined);
   }
   else for (const problem of problemsOf(shaped.error.issues)) out.add("error", "invalid-manifest", problem.path, problem.message, fixForShape(problem));
   const files: Finding[] = [];

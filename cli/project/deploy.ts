@@ -57,7 +57,8 @@ export interface WorkerDeployInput {
 /**
  * A project worker's config as deployed behind Weft: its calls bound to the callees' proxies (with
  * `props.caller`, the identity their policies see), its public routes given to its proxy, and no
- * workers.dev URL — it is reached through its proxy only.
+ * workers.dev URL — it is reached through its proxy only. A worker read from an `[env.X]` gets a
+ * copy of the whole config with that section rewired, deployed with `--env X`.
  */
 export function workerDeployConfig({ loaded, worker, raw, file }: WorkerDeployInput): RawWranglerConfig {
   const { manifest } = loaded;
@@ -65,21 +66,33 @@ export function workerDeployConfig({ loaded, worker, raw, file }: WorkerDeployIn
   const backend = owner?.backends.find((b) => b.type === "worker" && b.script === worker.name);
   const calls = backend?.type === "worker" ? (backend.calls ?? {}) : {};
   const config = rebase(raw, path.dirname(worker.configPath), path.dirname(file), true);
-  const services = Array.isArray(config.services) ? config.services : [];
-  config.services = services.map((binding: unknown) => {
-    if (!isRecord(binding) || typeof binding.binding !== "string" || !owner) return binding;
-    const callee = calls[binding.binding];
-    if (!callee) return binding;
-    // A binding to a named entrypoint reaches the callee proxy's default one, with props.entrypoint saying which.
-    const entrypoint = typeof binding.entrypoint === "string" && binding.entrypoint !== "default" ? binding.entrypoint : undefined;
-    return { binding: binding.binding, service: proxyScript(manifest, callee), props: callerProps(owner.name, "worker", entrypoint) };
-  });
+  // A worker deployed from an [env.X] (`wrangler deploy --env X`) takes its bindings and routes from
+  // that section (wrangler does not inherit bindings into environments): rewire those.
+  const envs = isRecord(config.env) ? config.env : {};
+  const section = worker.env === undefined ? undefined : envs[worker.env];
+  const scoped = isRecord(section) ? { ...section } : undefined;
+  const target: Record<string, unknown> = scoped ?? config;
+  const services = Array.isArray(target.services) ? target.services : [];
+  if (services.length > 0 || target === config) {
+    target.services = services.map((binding: unknown) => {
+      if (!isRecord(binding) || typeof binding.binding !== "string" || !owner) return binding;
+      const callee = calls[binding.binding];
+      if (!callee) return binding;
+      // A binding to a named entrypoint reaches the callee proxy's default one, with props.entrypoint saying which.
+      const entrypoint = typeof binding.entrypoint === "string" && binding.entrypoint !== "default" ? binding.entrypoint : undefined;
+      return { binding: binding.binding, service: proxyScript(manifest, callee), props: callerProps(owner.name, "worker", entrypoint) };
+    });
+  }
   const proxied = new Set((owner?.publicRoutes ?? []).map((r) => r.pattern));
   const keep = (route: unknown): boolean => !proxied.has(typeof route === "string" ? route : isRecord(route) && typeof route.pattern === "string" ? route.pattern : "");
-  if (Array.isArray(config.routes)) config.routes = config.routes.filter(keep);
-  if (config.route !== undefined && !keep(config.route)) delete config.route;
-  config.workers_dev = false;
-  config.preview_urls = false;
+  for (const part of scoped ? [config, scoped] : [config]) {
+    if (Array.isArray(part.routes)) part.routes = part.routes.filter(keep);
+    if (part.route !== undefined && !keep(part.route)) delete part.route;
+    // In the environment too: an env's own workers_dev = true would win over the top level's.
+    part.workers_dev = false;
+    part.preview_urls = false;
+  }
+  if (scoped && worker.env !== undefined) config.env = { ...envs, [worker.env]: scoped };
   return config;
 }
 
@@ -161,7 +174,7 @@ export function deployOrder(loaded: LoadedManifest, project: ReadonlyArray<Proje
       const owner = manifest.services.find((s) => s.backends.some((b) => b.type === "worker" && b.script === worker.name));
       const calls = owner?.backends.find((b) => b.type === "worker" && b.script === worker.name);
       const callees = calls?.type === "worker" ? Object.values(calls.calls ?? {}).map((c) => proxyScript(manifest, c)) : [];
-      all.push(deployment(worker.name, path.join(folder, worker.name, "wrangler.jsonc"), undefined, [...callees, ...worker.serviceBindings.map((s) => s.service), ...worker.durableObjectScripts]));
+      all.push(deployment(worker.name, path.join(folder, worker.name, "wrangler.jsonc"), worker.env, [...callees, ...worker.serviceBindings.map((s) => s.service), ...worker.durableObjectScripts]));
     }
   }
   // orderByBindings puts the config at <root>/wrangler.toml first; the control plane is first here by construction.

@@ -34,6 +34,12 @@ export interface ProjectOptions {
   persistTo: string;
   debugHeaders: boolean;
   accessLog: string;
+  /**
+   * Vendor secrets (`NAME` → value: the project's `.weft/secrets.env` and environment variables,
+   * see loadProjectSecrets), bound to every proxy as `wrangler secret put` does in production; a
+   * user's worker gets only those its config requires (`secrets.required`).
+   */
+  secrets?: Readonly<Record<string, string>>;
   onLog?: (log: WorkerLog) => void;
 }
 
@@ -44,6 +50,8 @@ export interface BootedWorker {
   /** The service it belongs to (proxies and backend workers). */
   service?: string;
   config: string;
+  /** The `[env.*]` of its config it was booted with (a worker deployed with `--env`). */
+  env?: string;
 }
 
 /** A running project mesh. */
@@ -71,8 +79,8 @@ export function withBundledModule(converted: SourcelessWorkerOptions, main: stri
 /** What {@link startWithoutWeft} needs. */
 export interface WithoutWeftOptions {
   wrangler: WranglerApi;
-  /** The workers' wrangler configs. */
-  configs: ReadonlyArray<string>;
+  /** The workers' wrangler configs (with `env`: that environment of it, as `wrangler dev --env`). */
+  configs: ReadonlyArray<string | { config: string; env: string }>;
   host: string;
   /** Local data, as for `weft dev` (see {@link localStateDir}); default: Miniflare's in-memory storage. */
   persistTo?: string;
@@ -84,7 +92,10 @@ export interface WithoutWeftOptions {
  * the first worker's.
  */
 export async function startWithoutWeft(options: WithoutWeftOptions): Promise<{ url: string; dispose(): Promise<void> }> {
-  const converted = options.configs.map((config) => ({ name: options.wrangler.readConfig(config).name ?? path.basename(path.dirname(config)), ...options.wrangler.miniflareWorkerOptions(config) }));
+  const converted = options.configs.map((config) => {
+    const { file, env } = typeof config === "string" ? { file: config, env: undefined } : { file: config.config, env: config.env };
+    return { name: options.wrangler.readConfig(file, env).name ?? path.basename(path.dirname(file)), ...options.wrangler.miniflareWorkerOptions(file, env) };
+  });
   const code = await bundleMains(converted.flatMap((c) => (c.main ? [c.main] : [])));
   const workers = converted.map((c) => withBundledModule(c.workerOptions, c.main, code, { name: c.name }));
   const mf = new Miniflare(convertV4MiniflareOptions({ host: options.host, port: 0, ...(options.persistTo ? { resourcePersistencePath: path.join(options.persistTo, "v3") } : {}), workers }));
@@ -128,6 +139,7 @@ export function localStateDir(projectDir: string, workers: ReadonlyArray<Project
 /** Boots the project's mesh. */
 export async function startProject(options: ProjectOptions): Promise<RunningProject> {
   const { loaded, wrangler } = options;
+  const secrets = options.secrets ?? {};
   const manifest = loaded.manifest;
   const projectDir = loaded.dir;
   const { workers: project } = readProjectWorkers(wrangler, projectDir);
@@ -180,10 +192,16 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
         ...(service.publicRoutes ?? []).filter((r) => !r.custom_domain).map((r) => localRoute(r.pattern)),
         ...(service === catchAll ? ["*/*"] : []),
       ];
-      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: withMeshVars(p.workerOptions.bindings), routes });
+      // The local settings (access log, debug headers, development mode, the local issuer) are added,
+      // not only replaced: a project's generated proxy config sets none of them (they are deploy-time
+      // defaults), so replacing alone left weft dev's proxies without an access log.
+      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: { ...withMeshVars(p.workerOptions.bindings), ...meshVars, ...secrets }, routes });
     }),
     ...userWorkers.map((worker): WorkerOptions => {
-      const converted = wrangler.miniflareWorkerOptions(worker.configPath);
+      // wrangler reads a config's required secrets from the environment too: a vendor secret the
+      // worker declares is there for this call only; the others never reach the user's workers.
+      const required = Object.fromEntries(worker.requiredSecrets.flatMap((name) => (secrets[name] !== undefined ? [[name, secrets[name]]] : [])));
+      const converted = withEnv(required, () => wrangler.miniflareWorkerOptions(worker.configPath, worker.env));
       const owner = serviceOfScript.get(worker.name);
       const serviceBindings = Object.fromEntries(
         Object.entries(converted.workerOptions.serviceBindings ?? {}).map(([binding, target]) => {
@@ -226,7 +244,7 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     workers: [
       { name: manifest.controlPlane.script, kind: "control-plane", config: controlPlaneFile },
       ...manifest.services.map((s): BootedWorker => ({ name: proxyScript(manifest, s.name), kind: "proxy", service: s.name, config: `${proxyFile} [env.${s.name}]` })),
-      ...userWorkers.map((w): BootedWorker => ({ name: w.name, kind: "worker", ...(serviceOfScript.get(w.name) ? { service: serviceOfScript.get(w.name)?.service } : {}), config: w.configPath })),
+      ...userWorkers.map((w): BootedWorker => ({ name: w.name, kind: "worker", ...(serviceOfScript.get(w.name) ? { service: serviceOfScript.get(w.name)?.service } : {}), config: w.configPath, ...(w.env ? { env: w.env } : {}) })),
     ],
     dispose: () => mf.dispose(),
   };

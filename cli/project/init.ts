@@ -24,10 +24,18 @@ export interface InitNote {
   message: string;
 }
 
+/** One version of a service mapped from a config's environments: a worker backend deployed with `--env`. */
+export interface PlannedVersion {
+  backend: string;
+  script: string;
+  env: string;
+  weight: number;
+}
+
 /** What init found and what it will write. */
 export interface InitPlan {
   manifest: ManifestInput;
-  services: Array<{ service: string; worker: string; config: string; public: boolean; calls: Record<string, string> }>;
+  services: Array<{ service: string; worker: string; config: string; public: boolean; calls: Record<string, string>; versions?: PlannedVersion[] }>;
   notes: InitNote[];
 }
 
@@ -53,11 +61,34 @@ export function bindingNameOf(worker: string): string {
   return /^[A-Z_]/.test(name) ? name : `W_${name}`;
 }
 
-/** Plans the manifest for `workers` (read from `root`). */
+/** Whether a config's environments map to versions of one service, and if not, why not. */
+export type EnvironmentMapping = { kind: "versions"; workers: ProjectWorker[] } | { kind: "not-mapped"; reason: string };
+
+/**
+ * The environments of one config as versions of one service — the way a user runs versions of one
+ * worker (`weft-pim` deployed as `weft-pim-v1`, `weft-pim-v2`): only when every environment was read,
+ * resolves to its own deployable name that no other worker of the project has, and has no routes of
+ * its own (a routed environment is a separate deployment, e.g. staging, not a version behind one proxy).
+ */
+export function mapEnvironments(top: ProjectWorker, envWorkers: ReadonlyArray<ProjectWorker>, otherNames: ReadonlySet<string>): EnvironmentMapping {
+  const read = top.environments.flatMap((env) => envWorkers.filter((w) => w.env === env));
+  if (read.length !== top.environments.length) {
+    const missing = top.environments.filter((env) => !envWorkers.some((w) => w.env === env));
+    return { kind: "not-mapped", reason: `${missing.join(", ")} ${missing.length === 1 ? "has" : "have"} no name of its own or could not be read` };
+  }
+  const routed = read.filter((w) => w.routes.length > 0);
+  if (routed.length > 0) return { kind: "not-mapped", reason: `${routed.map((w) => w.env ?? "").join(", ")} ${routed.length === 1 ? "has" : "have"} routes (a separate deployment, not a version)` };
+  const odd = read.filter((w) => !SCRIPT_NAME.test(w.name) || otherNames.has(w.name));
+  if (odd.length > 0) return { kind: "not-mapped", reason: `${odd.map((w) => `${w.env ?? ""} (${w.name})`).join(", ")}: not a deployable name, or one another worker has` };
+  return { kind: "versions", workers: read };
+}
+
+/** Plans the manifest for `workers` (read from `root`; environments' workers carry `env`). */
 export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, unreadable: ReadonlyArray<UnreadableConfig> = []): InitPlan {
   const notes: InitNote[] = unreadable.map((u) => ({ worker: path.relative(root, u.configPath), message: `not read: ${u.reason}` }));
   const byName = new Map<string, ProjectWorker>();
   for (const worker of workers) {
+    if (worker.env !== undefined) continue;
     if (!SCRIPT_NAME.test(worker.name)) {
       notes.push({ worker: worker.name, message: "not a name Cloudflare deploys (lowercase letters, digits, '-' and '_'): left out" });
       continue;
@@ -69,6 +100,18 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
     }
     byName.set(worker.name, worker);
   }
+  /** The configs whose environments become versions of one service, by top-level worker name. */
+  const versionsOf = new Map<string, ProjectWorker[]>();
+  for (const top of byName.values()) {
+    if (top.environments.length === 0) continue;
+    const envWorkers = workers.filter((w) => w.env !== undefined && w.configPath === top.configPath);
+    const others = new Set([...workers.filter((w) => w.configPath !== top.configPath).map((w) => w.name), top.name]);
+    const mapping = mapEnvironments(top, envWorkers, others);
+    if (mapping.kind === "versions") versionsOf.set(top.name, mapping.workers);
+    else notes.push({ worker: top.name, message: `environments (${top.environments.join(", ")}) are not mapped: ${mapping.reason}; the mesh uses the top-level config` });
+  }
+  /** Every script a service stands for: its worker, or its environments' workers (and their top-level name). */
+  const scriptsOf = (top: ProjectWorker): ProjectWorker[] => versionsOf.get(top.name) ?? [top];
   const serviceOf = new Map<string, string>();
   const taken = new Set<string>();
   for (const name of byName.keys()) {
@@ -76,63 +119,88 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
     for (let i = 2; taken.has(service); i++) service = `${serviceNameOf(name).slice(0, 60)}-${i}`;
     taken.add(service);
     serviceOf.set(name, service);
+    for (const version of versionsOf.get(name) ?? []) serviceOf.set(version.name, service);
     if (service !== name) notes.push({ worker: name, message: `named '${service}' in the mesh (service names are DNS labels)` });
   }
+  const callers = [...byName.values()].flatMap(scriptsOf);
   const calledByOthers = new Set<string>();
-  /** Named entrypoints other workers bind to, per worker: its proxy gets a binding to each. */
+  /** Named entrypoints other workers bind to, per callee service: each of its backends lists them. */
   const entrypointsOf = new Map<string, Set<string>>();
-  for (const worker of byName.values()) {
+  for (const worker of callers) {
+    const own = serviceOf.get(worker.name);
     for (const s of worker.serviceBindings) {
-      if (s.service !== worker.name && byName.has(s.service)) calledByOthers.add(s.service);
-      if (s.entrypoint && s.entrypoint !== "default" && byName.has(s.service) && ENTRYPOINT.test(s.entrypoint)) {
-        const names = entrypointsOf.get(s.service) ?? new Set<string>();
-        entrypointsOf.set(s.service, names.add(s.entrypoint));
+      const callee = serviceOf.get(s.service);
+      if (callee === undefined) continue;
+      if (callee !== own) calledByOthers.add(callee);
+      if (s.entrypoint && s.entrypoint !== "default" && ENTRYPOINT.test(s.entrypoint)) {
+        const names = entrypointsOf.get(callee) ?? new Set<string>();
+        entrypointsOf.set(callee, names.add(s.entrypoint));
       }
     }
   }
+
+  /** The calls of one worker: its bindings to the project's workers, as the callee service. */
+  const callsOf = (worker: ProjectWorker, noteAs: string): Record<string, string> => {
+    const calls: Record<string, string> = {};
+    for (const binding of worker.serviceBindings) {
+      const callee = serviceOf.get(binding.service);
+      if (!callee) {
+        notes.push({ worker: noteAs, message: `binding ${binding.binding} → '${binding.service}': not a worker of this project; it stays a direct binding, outside the mesh` });
+        continue;
+      }
+      if (binding.entrypoint && binding.entrypoint !== "default" && !ENTRYPOINT.test(binding.entrypoint)) {
+        notes.push({ worker: noteAs, message: `binding ${binding.binding} → '${binding.service}' (entrypoint ${binding.entrypoint.slice(0, 64)}): not an exported class name; it stays a direct binding, outside the mesh` });
+        continue;
+      }
+      if (versionsOf.has(binding.service)) {
+        notes.push({ worker: noteAs, message: `binding ${binding.binding} → '${binding.service}' (the top level of a config whose environments are versions): its calls go to service '${callee}', split between its versions` });
+      }
+      // A named entrypoint is reached through the callee's proxy too: weft dev/deploy give the binding props.entrypoint.
+      calls[binding.binding] = callee;
+    }
+    return calls;
+  };
 
   const services: InitPlan["services"] = [];
   const manifestServices: ManifestServiceInput[] = [];
   for (const worker of byName.values()) {
     const service = serviceOf.get(worker.name) ?? serviceNameOf(worker.name);
-    const calls: Record<string, string> = {};
-    for (const binding of worker.serviceBindings) {
-      const callee = serviceOf.get(binding.service);
-      if (!callee) {
-        notes.push({ worker: worker.name, message: `binding ${binding.binding} → '${binding.service}': not a worker of this project; it stays a direct binding, outside the mesh` });
-        continue;
-      }
-      if (binding.entrypoint && binding.entrypoint !== "default" && !ENTRYPOINT.test(binding.entrypoint)) {
-        notes.push({ worker: worker.name, message: `binding ${binding.binding} → '${binding.service}' (entrypoint ${binding.entrypoint.slice(0, 64)}): not an exported class name; it stays a direct binding, outside the mesh` });
-        continue;
-      }
-      // A named entrypoint is reached through the callee's proxy too: weft dev/deploy give the binding props.entrypoint.
-      calls[binding.binding] = callee;
-    }
-    for (const kind of worker.otherBindings) notes.push({ worker: worker.name, message: `${kind}: kept as configured (not routed through the mesh)` });
-    if (worker.environments.length > 0) {
-      notes.push({ worker: worker.name, message: `environments (${worker.environments.join(", ")}) are not mapped: the mesh uses the top-level config` });
+    const config = path.relative(root, worker.configPath);
+    const entrypoints = [...(entrypointsOf.get(service) ?? [])].sort();
+    const envWorkers = versionsOf.get(worker.name);
+    const versions: PlannedVersion[] | undefined = envWorkers?.map((w, i) => ({ backend: serviceNameOf(w.name), script: w.name, env: w.env ?? "", weight: i === 0 ? 100 : 0 }));
+    const backendWorkers = envWorkers ?? [worker];
+    const allCalls: Record<string, string> = {};
+    const backends = backendWorkers.map((w, i) => {
+      const calls = callsOf(w, envWorkers ? `${worker.name} [env.${w.env ?? ""}]` : worker.name);
+      Object.assign(allCalls, calls);
+      return {
+        name: versions?.[i]?.backend ?? service,
+        type: "worker" as const,
+        binding: bindingNameOf(w.name),
+        script: w.name,
+        ...(Object.keys(calls).length > 0 ? { calls } : {}),
+        ...(entrypoints.length > 0 ? { entrypoints } : {}),
+      };
+    });
+    for (const kind of [...new Set(backendWorkers.flatMap((w) => w.otherBindings))]) notes.push({ worker: worker.name, message: `${kind}: kept as configured (not routed through the mesh)` });
+    if (versions) {
+      notes.push({
+        worker: worker.name,
+        message: `environments (${versions.map((v) => v.env).join(", ")}) mapped as versions of one service '${service}': backends ${versions.map((v) => `${v.backend} (${v.script}, --env ${v.env}, weight ${v.weight})`).join(", ")}; move traffic with \`weft split ${service} ${versions.map((v, i) => `${v.backend}=${i === 0 ? 90 : i === 1 ? 10 : 0}`).join(" ")}\``,
+      });
     }
     if (!worker.main) notes.push({ worker: worker.name, message: "no `main` (assets only): its proxy forwards to its static assets" });
-    const isPublic = worker.routes.length > 0 || !calledByOthers.has(worker.name);
-    const entrypoints = [...(entrypointsOf.get(worker.name) ?? [])].sort();
-    services.push({ service, worker: worker.name, config: path.relative(root, worker.configPath), public: isPublic, calls });
+    const routes = backendWorkers.flatMap((w) => w.routes);
+    const isPublic = routes.length > 0 || !calledByOthers.has(service);
+    services.push({ service, worker: worker.name, config, public: isPublic, calls: allCalls, ...(versions ? { versions } : {}) });
     manifestServices.push({
       name: service,
-      description: `The worker '${worker.name}' (${path.relative(root, worker.configPath)}).`,
+      description: versions ? `The worker '${worker.name}' (${config}), one version per environment: ${versions.map((v) => `${v.script} (--env ${v.env})`).join(", ")}.` : `The worker '${worker.name}' (${config}).`,
       ...(isPublic ? { public: true } : {}),
-      ...(worker.routes.length > 0 ? { publicRoutes: worker.routes.map((pattern) => ({ pattern })) } : {}),
-      backends: [
-        {
-          name: service,
-          type: "worker",
-          binding: bindingNameOf(worker.name),
-          script: worker.name,
-          ...(Object.keys(calls).length > 0 ? { calls } : {}),
-          ...(entrypoints.length > 0 ? { entrypoints } : {}),
-        },
-      ],
-      routes: [{ name: "all", match: { path: "/*" }, split: { weights: { [service]: 100 } } }],
+      ...(routes.length > 0 ? { publicRoutes: routes.map((pattern) => ({ pattern })) } : {}),
+      backends,
+      routes: [{ name: "all", match: { path: "/*" }, split: { weights: Object.fromEntries(versions ? versions.map((v) => [v.backend, v.weight]) : [[service, 100]]) } }],
     });
   }
   return {

@@ -91,7 +91,7 @@ export async function findRpcProperties(wrangler: WranglerApi, callees: Readonly
     let mf: Miniflare | undefined;
     try {
       // The worker's own compatibility date and flags (nodejs_compat…), none of its bindings.
-      const converted: unknown = wrangler.miniflareWorkerOptions(callee.worker.configPath).workerOptions;
+      const converted: unknown = wrangler.miniflareWorkerOptions(callee.worker.configPath, callee.worker.env).workerOptions;
       const date: unknown = typeof converted === "object" && converted !== null ? Reflect.get(converted, "compatibilityDate") : undefined;
       const flags: unknown = typeof converted === "object" && converted !== null ? Reflect.get(converted, "compatibilityFlags") : undefined;
       const root = path.dirname(main);

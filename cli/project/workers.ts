@@ -64,8 +64,15 @@ export interface ProjectWorker {
   routes: string[];
   /** Workers whose Durable Object classes it binds (`script_name`). */
   durableObjectScripts: string[];
-  /** Its `[env.*]` names. */
+  /**
+   * Set on a worker read from one `[env.X]` of its config: X. Its `name` is then the env-resolved
+   * one (`<name>-X`, or the env's own `name`), and wrangler resolves its bindings with `--env X`.
+   */
+  env?: string;
+  /** Its config's `[env.*]` names (on the top-level worker; empty on an env's). */
   environments: string[];
+  /** The secrets its config requires (`secrets.required`): the only vendor secrets `weft dev` gives a user's worker. */
+  requiredSecrets: string[];
   /** It has bindings with local data (KV, D1, R2, queues, its own Durable Objects): where `wrangler … --local` seeds them matters. */
   hasStorage: boolean;
   /** Binding kinds Weft does not route through the mesh (they keep working as they are), e.g. `tail_consumers`. */
@@ -87,6 +94,7 @@ const WranglerConfig = z.looseObject({
   browser: z.unknown().optional(),
   dispatch_namespaces: z.array(z.unknown()).optional(),
   env: z.record(z.string(), z.unknown()).optional(),
+  secrets: z.object({ required: z.array(z.string()).optional() }).optional(),
   kv_namespaces: z.array(z.unknown()).optional(),
   d1_databases: z.array(z.unknown()).optional(),
   r2_buckets: z.array(z.unknown()).optional(),
@@ -138,10 +146,19 @@ function patterns(config: WranglerConfig): string[] {
   return all.map((r) => (typeof r === "string" ? r : r.pattern));
 }
 
-/** Reads one worker's config with wrangler. Throws wrangler's own message for a config it refuses. */
-export function readProjectWorker(wrangler: WranglerApi, configPath: string): ProjectWorker {
-  const config = wrangler.readConfig(configPath);
-  if (!config.name) throw new Error(`${configPath}: no \`name\`; a worker needs one to be deployed and bound`);
+/** The `[env.*]` names of a config as written, in file order (wrangler's resolved config does not keep them). */
+export function environmentsOf(wrangler: WranglerApi, configPath: string): string[] {
+  const env = wrangler.readRawConfig(configPath).env;
+  return typeof env === "object" && env !== null && !Array.isArray(env) ? Object.keys(env) : [];
+}
+
+/**
+ * Reads one worker's config with wrangler (with `env`: that environment, resolved as `wrangler
+ * --env` resolves it). Throws wrangler's own message for a config it refuses.
+ */
+export function readProjectWorker(wrangler: WranglerApi, configPath: string, env?: string): ProjectWorker {
+  const config = wrangler.readConfig(configPath, env);
+  if (!config.name) throw new Error(`${configPath}${env ? ` [env.${env}]` : ""}: no \`name\`; a worker needs one to be deployed and bound`);
   const other = [
     ...(config.tail_consumers?.length ? ["tail_consumers"] : []),
     ...(config.browser ? ["browser"] : []),
@@ -154,7 +171,9 @@ export function readProjectWorker(wrangler: WranglerApi, configPath: string): Pr
     serviceBindings: (config.services ?? []).map((s) => ({ binding: s.binding, service: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}) })),
     routes: patterns(config),
     durableObjectScripts: [...new Set((config.durable_objects?.bindings ?? []).flatMap((b) => (b.script_name ? [b.script_name] : [])))],
-    environments: Object.keys(config.env ?? {}),
+    ...(env ? { env } : {}),
+    environments: env ? [] : environmentsOf(wrangler, configPath),
+    requiredSecrets: config.secrets?.required ?? [],
     otherBindings: other,
     hasStorage:
       (config.kv_namespaces?.length ?? 0) + (config.d1_databases?.length ?? 0) + (config.r2_buckets?.length ?? 0) + (config.queues?.producers?.length ?? 0) > 0 ||
@@ -168,16 +187,41 @@ export interface UnreadableConfig {
   reason: string;
 }
 
-/** Every worker of the project under `dir`, read with wrangler; configs it refuses are listed apart. */
+/** At most this many `[env.*]` of one config are read as workers (bounds the work on odd configs). */
+const MAX_ENVIRONMENTS = 32;
+
+const reasonOf = (error: unknown): string => (error instanceof Error ? error.message.split("\n")[0] ?? "" : String(error));
+
+/**
+ * Every worker of the project under `dir`, read with wrangler; configs it refuses are listed apart.
+ * A config with `[env.*]` sections gives its top-level worker and, after it, one worker per
+ * environment under the env-resolved name (`weft-pim` with `[env.v1]` → `weft-pim-v1`), as
+ * `wrangler deploy --env` would deploy it; an environment resolving to a name already given by the
+ * same config is left out (it would deploy over that worker).
+ */
 export function readProjectWorkers(wrangler: WranglerApi, dir: string, configs = findWranglerConfigs(dir)): { workers: ProjectWorker[]; unreadable: UnreadableConfig[] } {
   const workers: ProjectWorker[] = [];
   const unreadable: UnreadableConfig[] = [];
   for (const configPath of configs) {
     if (!existsSync(configPath)) continue;
+    let top: ProjectWorker;
     try {
-      workers.push(readProjectWorker(wrangler, configPath));
+      top = readProjectWorker(wrangler, configPath);
     } catch (error) {
-      unreadable.push({ configPath, reason: error instanceof Error ? error.message.split("\n")[0] ?? "" : String(error) });
+      unreadable.push({ configPath, reason: reasonOf(error) });
+      continue;
+    }
+    workers.push(top);
+    const names = new Set([top.name]);
+    for (const env of top.environments.slice(0, MAX_ENVIRONMENTS)) {
+      try {
+        const worker = readProjectWorker(wrangler, configPath, env);
+        if (names.has(worker.name)) continue;
+        names.add(worker.name);
+        workers.push(worker);
+      } catch (error) {
+        unreadable.push({ configPath, reason: `[env.${env}]: ${reasonOf(error)}` });
+      }
     }
   }
   return { workers, unreadable };

@@ -9,9 +9,10 @@ import { afterAll, describe, expect, it } from "vitest";
 import { proxyBindings, proxyConfig } from "../../cli/manifest/generate.ts";
 import { adminConfigOf, parseManifest } from "../../cli/manifest/load.ts";
 import { Manifest } from "../../cli/manifest/schema.ts";
-import { workerDeployConfig } from "../../cli/project/deploy.ts";
-import { localStateDir } from "../../cli/project/dev.ts";
-import { bindingNameOf, planInit, rpcCallees, serviceNameOf, withRpcProperties } from "../../cli/project/init.ts";
+import { deployOrder, workerDeployConfig } from "../../cli/project/deploy.ts";
+import { localStateDir, workersToBoot } from "../../cli/project/dev.ts";
+import { bindingNameOf, mapEnvironments, planInit, rpcCallees, serviceNameOf, withRpcProperties } from "../../cli/project/init.ts";
+import { validateConfig } from "../../cli/manifest/load.ts";
 import { findRpcProperties, propertyNames } from "../../cli/project/rpc-members.ts";
 import { loadWrangler, readProjectWorkers, type ProjectWorker } from "../../cli/project/workers.ts";
 
@@ -25,6 +26,7 @@ function worker(name: string, dir: string, extra: Partial<ProjectWorker> = {}): 
     routes: [],
     durableObjectScripts: [],
     environments: [],
+    requiredSecrets: [],
     otherBindings: [],
     hasStorage: false,
     ...extra,
@@ -238,4 +240,121 @@ export default class extends Base { get version() { return "2"; } getUser() {} }
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe("a config's [env.*] sections as versions of one service", () => {
+  // `api` deployed twice from one config: `wrangler deploy --env v1` → api-v1, `--env v2` → api-v2.
+  const api = worker("api", "api", { environments: ["v1", "v2"] });
+  const v1 = worker("api-v1", "api", { env: "v1" });
+  const v2 = worker("api-v2", "api", { env: "v2", requiredSecrets: ["NOTIFY_API_KEY"] });
+  const gateway = worker("gateway", "gateway", { serviceBindings: [{ binding: "API", service: "api-v1" }] });
+  const plan = planInit(ROOT, [gateway, api, v1, v2]);
+
+  it("init maps them to one service with one worker backend per environment, the first at weight 100", () => {
+    expect(Manifest.safeParse(plan.manifest).success).toBe(true);
+    expect(validateConfig(adminConfigOf(plan.manifest)).ok).toBe(true);
+    const service = plan.manifest.services.find((s) => s.name === "api");
+    expect(service?.backends).toEqual([
+      { name: "api-v1", type: "worker", binding: "API_V1", script: "api-v1" },
+      { name: "api-v2", type: "worker", binding: "API_V2", script: "api-v2" },
+    ]);
+    expect(service?.routes).toEqual([{ name: "all", match: { path: "/*" }, split: { weights: { "api-v1": 100, "api-v2": 0 } } }]);
+    expect(plan.services.map((s) => s.service)).toEqual(["gateway", "api"]);
+    expect(plan.services.find((s) => s.service === "api")?.versions).toEqual([
+      { backend: "api-v1", script: "api-v1", env: "v1", weight: 100 },
+      { backend: "api-v2", script: "api-v2", env: "v2", weight: 0 },
+    ]);
+  });
+
+  it("a call to one environment's worker is a call to the service (its proxy splits it), and says so in its notes", () => {
+    expect(plan.services.find((s) => s.service === "gateway")?.calls).toEqual({ API: "api" });
+    expect(plan.services.map((s) => [s.service, s.public])).toEqual([
+      ["gateway", true],
+      ["api", false],
+    ]);
+    const notes = plan.notes.map((n) => `${n.worker}: ${n.message}`).join("\n");
+    expect(notes).toMatch(/api: environments \(v1, v2\) mapped as versions of one service 'api': backends api-v1 \(api-v1, --env v1, weight 100\), api-v2 \(api-v2, --env v2, weight 0\)/);
+    expect(notes).not.toMatch(/not mapped/);
+  });
+
+  it("keeps the note for environments it cannot map: routed, unnamed or unread, or named like another worker", () => {
+    const routed = mapEnvironments(api, [v1, { ...v2, routes: ["api.example.com/*"] }], new Set(["api", "gateway"]));
+    expect(routed).toEqual({ kind: "not-mapped", reason: "v2 has routes (a separate deployment, not a version)" });
+    const reason = (m: ReturnType<typeof mapEnvironments>): string => (m.kind === "not-mapped" ? m.reason : "mapped");
+    expect(reason(mapEnvironments(api, [v1], new Set(["api"])))).toMatch(/^v2 has no name of its own/);
+    expect(reason(mapEnvironments(api, [v1, v2], new Set(["api", "api-v2"])))).toMatch(/v2 \(api-v2\): not a deployable name, or one another worker has/);
+    const staging = planInit(ROOT, [worker("web", "web", { environments: ["staging"] }), worker("web-staging", "web", { env: "staging", routes: ["staging.example.com/*"] })]);
+    expect(staging.services.map((s) => s.service)).toEqual(["web"]);
+    expect(staging.manifest.services[0]?.backends.map((b) => (b.type === "worker" ? b.script : ""))).toEqual(["web"]);
+    expect(staging.notes.map((n) => n.message)).toContain("environments (staging) are not mapped: staging has routes (a separate deployment, not a version); the mesh uses the top-level config");
+  });
+
+  const parsed = parseManifest({ file: path.join(ROOT, "weft.manifest.json"), display: "weft.manifest.json", text: "", lines: new Map(), value: plan.manifest });
+  if (!parsed.ok) throw new Error("plan is not a manifest");
+
+  it("weft dev boots each environment's worker under its resolved name (none reported missing)", () => {
+    const boot = workersToBoot(parsed.loaded.manifest, [gateway, api, v1, v2]);
+    expect(boot.missing).toEqual([]);
+    expect(boot.workers.map((w) => [w.name, w.env])).toEqual([
+      ["gateway", undefined],
+      ["api-v1", "v1"],
+      ["api-v2", "v2"],
+    ]);
+  });
+
+  it("weft deploy --services deploys each with --env, after its proxy's callers' needs", () => {
+    const steps = deployOrder(parsed.loaded, [gateway, api, v1, v2], { services: true, proxyFile: path.join(ROOT, ".weft/deploy/proxy/wrangler.toml"), controlPlaneFile: path.join(ROOT, ".weft/deploy/control-plane/wrangler.jsonc") });
+    const versions = steps.filter((s) => s.name.startsWith("api-"));
+    expect(versions).toEqual([
+      { name: "api-v1", kind: "worker", config: path.join(ROOT, ".weft/deploy/workers/api-v1/wrangler.jsonc"), env: "v1" },
+      { name: "api-v2", kind: "worker", config: path.join(ROOT, ".weft/deploy/workers/api-v2/wrangler.jsonc"), env: "v2" },
+    ]);
+    // The top-level worker is no backend: not deployed.
+    expect(steps.map((s) => s.name)).not.toContain("api");
+    const order = steps.map((s) => s.name);
+    expect(order.indexOf("api-v2")).toBeLessThan(order.indexOf("weft-proxy-api"));
+    expect(order.indexOf("weft-proxy-api")).toBeLessThan(order.indexOf("gateway"));
+  });
+
+  it("the deploy copy of an environment's worker rewires that environment's bindings (which wrangler does not inherit) and turns its workers.dev off", () => {
+    const calling = planInit(ROOT, [api, v1, { ...v2, serviceBindings: [{ binding: "GW", service: "gateway" }] }, worker("gateway", "gateway")]);
+    const loaded = parseManifest({ file: path.join(ROOT, "weft.manifest.json"), display: "weft.manifest.json", text: "", lines: new Map(), value: calling.manifest });
+    if (!loaded.ok) throw new Error("plan is not a manifest");
+    const raw = {
+      name: "api",
+      main: "src/index.js",
+      services: [{ binding: "GW", service: "gateway" }],
+      env: { v1: { vars: { VERSION: "v1" } }, v2: { vars: { VERSION: "v2" }, workers_dev: true, services: [{ binding: "GW", service: "gateway" }] } },
+    };
+    const out = workerDeployConfig({ loaded: loaded.loaded, worker: { ...v2, serviceBindings: [{ binding: "GW", service: "gateway" }] }, raw, file: path.join(ROOT, ".weft", "deploy", "workers", "api-v2", "wrangler.jsonc") });
+    expect(out.env).toEqual({
+      v1: { vars: { VERSION: "v1" } },
+      v2: { vars: { VERSION: "v2" }, workers_dev: false, preview_urls: false, services: [{ binding: "GW", service: "weft-proxy-gateway", props: { caller: "api" } }] },
+    });
+    expect(out.name).toBe("api");
+    expect(out.workers_dev).toBe(false);
+  });
+
+  it("reads the environments of a real config with wrangler, each under its resolved name (wrangler's resolved config has no env table)", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "weft-envs-"));
+    try {
+      mkdirSync(path.join(dir, "api"));
+      writeFileSync(
+        path.join(dir, "api", "wrangler.toml"),
+        'name = "api"\nmain = "index.js"\ncompatibility_date = "2026-11-01"\n\n[env.v1]\nvars = { VERSION = "v1" }\n\n[env.v2]\nvars = { VERSION = "v2" }\nsecrets = { required = ["NOTIFY_API_KEY"] }\n\n[env.same]\nname = "api"\n\n[env.custom]\nname = "api-next"\n',
+      );
+      writeFileSync(path.join(dir, "api", "index.js"), "export default { fetch: () => new Response('ok') };\n");
+      const { workers, unreadable } = readProjectWorkers(await loadWrangler(), dir);
+      expect(unreadable).toEqual([]);
+      expect(workers.map((w) => [w.name, w.env, w.environments, w.requiredSecrets])).toEqual([
+        ["api", undefined, ["v1", "v2", "same", "custom"], []],
+        ["api-v1", "v1", [], []],
+        ["api-v2", "v2", [], ["NOTIFY_API_KEY"]],
+        // [env.same] would deploy over the top-level worker: left out.
+        ["api-next", "custom", [], []],
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });

@@ -8,7 +8,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { secretFindings } from "../../cli/manifest/check.ts";
 import { MeshConfig, normalizeService } from "../../shared/config.ts";
-import { loadLocalSecrets, parseSecretsEnv, secretNamesOf } from "../../scripts/secrets.ts";
+import { loadLocalSecrets, loadProjectSecrets, parseSecretsEnv, secretNamesOf, secretsFileIn } from "../../scripts/secrets.ts";
 
 describe("parseSecretsEnv / loadLocalSecrets", () => {
   it("reads NAME=value lines, skipping comments, blanks and names that are not secret names", () => {
@@ -23,6 +23,15 @@ describe("parseSecretsEnv / loadLocalSecrets", () => {
     const env = { STRIPE_WEBHOOK_SECRET: "from-env", PIM_API_KEY: "from-env-only", WEFT_ADMIN_TOKEN: "never" };
     expect(loadLocalSecrets(file, ["PIM_API_KEY", "WEFT_ADMIN_TOKEN"], env)).toEqual({ STRIPE_WEBHOOK_SECRET: "from-env", NOTIFY_API_KEY: "from-file", PIM_API_KEY: "from-env-only" });
     expect(loadLocalSecrets(path.join(dir, "absent.env"), [], env)).toEqual({});
+  });
+
+  it("reads a project's own .weft/secrets.env, given the project's directory (what weft dev binds to the proxies)", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "weft-project-secrets-"));
+    mkdirSync(path.join(dir, ".weft"));
+    writeFileSync(path.join(dir, ".weft", "secrets.env"), "NOTIFY_API_KEY=from-project\n");
+    expect(secretsFileIn(dir)).toBe(path.join(dir, ".weft", "secrets.env"));
+    expect(loadProjectSecrets(dir, ["PIM_API_KEY"], { PIM_API_KEY: "from-env", OTHER: "not named" })).toEqual({ NOTIFY_API_KEY: "from-project", PIM_API_KEY: "from-env" });
+    expect(loadProjectSecrets(path.join(dir, "elsewhere"), [], {})).toEqual({});
   });
 });
 
@@ -44,14 +53,19 @@ describe("weft check: unset-secret", () => {
   });
   const normalized = { services: config.services.map(normalizeService) };
 
-  function findings(files: Record<string, string>, env: NodeJS.ProcessEnv): Array<{ path: ReadonlyArray<string | number>; message: string; fix: string }> {
+  function findings(files: Record<string, string>, env: NodeJS.ProcessEnv, context?: Parameters<typeof secretFindings>[4]): Array<{ path: ReadonlyArray<string | number>; message: string; fix: string }> {
     const dir = mkdtempSync(path.join(tmpdir(), "weft-check-"));
     mkdirSync(path.join(dir, ".weft"));
     for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, ".weft", name), text);
     const out: Array<{ path: ReadonlyArray<string | number>; message: string; fix: string }> = [];
-    secretFindings(normalized, dir, env, { add: (_severity, _code, p, message, fix) => out.push({ path: p, message, fix }) });
+    secretFindings(normalized, dir, env, { add: (_severity, _code, p, message, fix) => out.push({ path: p, message, fix }) }, context);
     return out;
   }
+
+  it("in a project Weft was added to, tells how weft dev and the project's proxy config take the secret", () => {
+    const found = findings({}, {}, { runner: "weft dev", proxyConfig: "-c .weft/deploy/proxy/wrangler.toml" });
+    expect(found[0]?.fix).toBe("Add a line COURIER_API_KEY=<value> to .weft/secrets.env (or export it) for weft dev; in production run `wrangler secret put COURIER_API_KEY --env orders` -c .weft/deploy/proxy/wrangler.toml.");
+  });
 
   it("warns for each named secret set nowhere, at the place that names it", () => {
     const found = findings({}, {});
