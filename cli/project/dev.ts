@@ -104,7 +104,10 @@ export async function startWithoutWeft(options: WithoutWeftOptions): Promise<{ u
 
 /** The worker scripts the manifest's services name, with the project's workers they need (bindings, Durable Object scripts). */
 export function workersToBoot(manifest: Manifest, project: ReadonlyArray<ProjectWorker>): { workers: ProjectWorker[]; missing: string[] } {
-  const byName = new Map(project.map((w) => [w.name, w]));
+  // The mesh's own workers (the proxies, the control plane) are Weft's to boot, even when a config of
+  // the project deploys them (Weft's repository layout: workers/proxy/wrangler.toml's [env.*]).
+  const own = new Set([manifest.controlPlane.script, ...manifest.services.map((s) => proxyScript(manifest, s.name))]);
+  const byName = new Map(project.filter((w) => !own.has(w.name)).map((w) => [w.name, w]));
   const wanted = manifest.services.flatMap((s) => s.backends.flatMap((b) => (b.type === "worker" ? [b.script] : [])));
   const missing = wanted.filter((name) => !byName.has(name));
   const booted = new Map<string, ProjectWorker>();
@@ -152,7 +155,7 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
   const devDir = path.join(projectDir, ".weft", "dev");
   const proxyFile = path.join(devDir, "proxy", "wrangler.toml");
   mkdirSync(path.dirname(proxyFile), { recursive: true });
-  writeFileSync(proxyFile, proxyConfig(loaded, proxyFile));
+  writeFileSync(proxyFile, proxyConfig(withProxyMainFrom(loaded, proxyFile), proxyFile));
 
   const issuer = `http://${options.host}:${options.adminPort}`;
   const meshVars = localMeshVars({ issuer, debugHeaders: options.debugHeaders, accessLog: options.accessLog });
@@ -248,6 +251,19 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     ],
     dispose: () => mf.dispose(),
   };
+}
+
+/**
+ * The manifest with its `proxy.main` (written relative to the manifest's own proxy config,
+ * `files.proxy`) re-based for a proxy config written to `file`, so a manifest naming its own proxy
+ * entry module (as Weft's repository layout does) boots from `.weft/dev/` too.
+ */
+export function withProxyMainFrom(loaded: LoadedManifest, file: string): LoadedManifest {
+  const main = loaded.manifest.proxy.main;
+  if (main === undefined || path.isAbsolute(main)) return loaded;
+  const absolute = path.resolve(path.dirname(path.resolve(loaded.dir, loaded.manifest.files.proxy)), main);
+  const rebased = path.relative(path.dirname(file), absolute).split(path.sep).join("/");
+  return { ...loaded, manifest: { ...loaded.manifest, proxy: { ...loaded.manifest.proxy, main: rebased } } };
 }
 
 /** The named entrypoint a converted service binding targets (`{ name, entrypoint }`), if any. */

@@ -55,7 +55,7 @@ describe("installing and running weft", () => {
   });
 
   it("every command has --help, and a missing subcommand or unknown command is a usage error", async () => {
-    const commands = ["status", "split", "rollout start", "rollout status", "rollout pause", "rollout resume", "rollout abort", "rollout promote", "apply", "diff", "history", "rollback", "keys list", "keys rotate", "top", "tap", "check", "generate"];
+    const commands = ["status", "split", "rollout start", "rollout status", "rollout pause", "rollout resume", "rollout abort", "rollout promote", "apply", "diff", "history", "rollback", "keys list", "keys rotate", "top", "tap", "check", "generate", "init", "dev", "deploy"];
     const results = await pool(commands, 4, (command) => weft([...command.split(" "), "--help"]));
     results.forEach((result, i) => {
       expect(result.code, commands[i]).toBe(0);
