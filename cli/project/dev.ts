@@ -197,8 +197,9 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
       ];
       // The local settings (access log, debug headers, development mode, the local issuer) are added,
       // not only replaced: a project's generated proxy config sets none of them (they are deploy-time
-      // defaults), so replacing alone left weft dev's proxies without an access log.
-      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: { ...withMeshVars(p.workerOptions.bindings), ...meshVars, ...secrets }, routes });
+      // defaults), so replacing alone left weft dev's proxies without an access log. A vendor secret
+      // never overrides the proxy's own settings (a stray WEFT_SERVICE line in secrets.env).
+      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: { ...secrets, ...withMeshVars(p.workerOptions.bindings), ...meshVars }, routes });
     }),
     ...userWorkers.map((worker): WorkerOptions => {
       // wrangler reads a config's required secrets from the environment too: a vendor secret the
