@@ -14,7 +14,8 @@ export default tseslint.config(
       parserOptions: {
         project: [
           "./workers/*/tsconfig.json",
-          "./demo/*/tsconfig.json",
+          "./examples/shop/workers/*/tsconfig.json",
+          "./examples/shop/vendor/tsconfig.json",
           "./test/tsconfig.json",
           "./test/fixtures/*/tsconfig.json",
           "./bench/workers/*/tsconfig.json",

@@ -25,7 +25,7 @@ import type { Instance, RequestSpec, Result } from "autocannon";
 import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
 import { benchViews, viewsTable, type ViewsResult } from "./bench-views.ts";
 import { cpuTicks, onlyDeployment, round, sleep, workerdPids } from "./measure.ts";
-import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, freePort, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, freePort, isControlPlane, ROOT, SHOP_PROXY_CONFIG, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
 
 const USAGE = `Usage: npm run bench [-- --json] [-- --only views]
 
@@ -76,7 +76,7 @@ const UPSTREAM_CONFIG = path.join(ROOT, "bench", "workers", "upstream", "wrangle
 const BARE_CONFIG = path.join(ROOT, "bench", "workers", "bare-proxy", "wrangler.toml");
 const RPC_FORWARDER_CONFIG = path.join(ROOT, "bench", "workers", "rpc-forwarder", "wrangler.toml");
 const RPC_CALLER_CONFIG = path.join(ROOT, "bench", "workers", "rpc-caller", "wrangler.toml");
-const PROXY_CONFIG = path.join(ROOT, "workers", "proxy", "wrangler.toml");
+const PROXY_CONFIG = SHOP_PROXY_CONFIG;
 
 /** The service every bench proxy but the 4k one fronts, and the one the 4k proxy fronts. */
 const BENCH_SERVICE = "bench";

@@ -6,7 +6,7 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { configPaths, deploymentsOf, ROOT } from "./deployments.ts";
+import { deploymentsOf, meshConfigPaths, ROOT, SHOP_DIR } from "./deployments.ts";
 import { orderByBindings, targetArgs, wrangler } from "./workers.ts";
 
 const { values: args } = parseArgs({
@@ -33,7 +33,7 @@ Options:
 
 Before the first deploy: wrangler login, then
   wrangler secret put WEFT_ADMIN_TOKEN            (control plane)
-and set your hostnames in weft.manifest.json ("publicRoutes"), then \`npx weft generate\`.
+and set your hostnames in examples/shop/weft.manifest.json ("publicRoutes"), then \`npx weft generate -f examples/shop/weft.manifest.json\`.
 `);
   process.exit(0);
 }
@@ -42,13 +42,13 @@ const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
 // Wrangler configs generated from the manifest must match it, or the mesh deployed would not be
 // the one the manifest (and `weft apply`) describes.
-const generated = spawnSync(process.execPath, [path.join(ROOT, "bin", "weft.js"), "generate", "--check", "--no-color"], { cwd: ROOT, encoding: "utf8" });
+const generated = spawnSync(process.execPath, [path.join(ROOT, "bin", "weft.js"), "generate", "--check", "--no-color", "-f", path.join(SHOP_DIR, "weft.manifest.json")], { cwd: ROOT, encoding: "utf8" });
 if (generated.status !== 0) {
-  process.stderr.write(`${generated.stdout}${generated.stderr}\nNot deployed: run \`npx weft generate\` first (and commit the result).\n`);
+  process.stderr.write(`${generated.stdout}${generated.stderr}\nNot deployed: run \`npx weft generate -f examples/shop/weft.manifest.json\` first (and commit the result).\n`);
   process.exit(1);
 }
 
-const { order: all, cycles } = orderByBindings(configPaths().flatMap(deploymentsOf));
+const { order: all, cycles } = orderByBindings(meshConfigPaths().flatMap(deploymentsOf));
 for (const cycle of cycles) {
   process.stderr.write(
     `warning: ${cycle.worker} binds to ${cycle.before.join(", ")}, which bind back to it: on a first deploy, create ${cycle.before.join(", ")} first (any worker of that name, e.g. \`wrangler deploy\` of an empty one), then deploy again.\n`,
@@ -79,4 +79,4 @@ for (const [i, d] of deployments.entries()) {
   process.stdout.write(`[${i + 1}/${total}] ${d.name} ${args["dry-run"] ? "checked" : "deployed"} in ${seconds(result.ms)}\n`);
 }
 process.stdout.write(`\n${args["dry-run"] ? "Checked" : "Deployed"} ${total} worker${total === 1 ? "" : "s"} in ${seconds(Date.now() - started)}.\n`);
-if (!args["dry-run"]) process.stdout.write("Next: load the mesh config with `npx weft apply -f weft.manifest.json`, then `npx weft status`.\n");
+if (!args["dry-run"]) process.stdout.write("Next: load the mesh config with `npx weft apply -f examples/shop/weft.manifest.json`, then `npx weft status`.\n");

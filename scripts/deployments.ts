@@ -95,16 +95,27 @@ function resolveDeployment(configPath: string, raw: RawConfig, envName: string |
   };
 }
 
-/** The wrangler configs of this repository: the root one (control plane) and one per `workers/*`. */
-export function configPaths(root = ROOT): string[] {
-  const workers = path.join(root, "workers");
+/** The demo shop: an example project that runs Weft like a user's project does (examples/shop/). */
+export const SHOP_DIR = path.join(ROOT, "examples", "shop");
+
+/** The demo shop's generated proxy config: the proxy's deployments as `weft generate` writes them. */
+export const SHOP_PROXY_CONFIG = path.join(SHOP_DIR, "workers", "proxy", "wrangler.toml");
+
+/** The control plane's wrangler config: the one worker every mesh has once, at Weft's root. */
+export const CONTROL_PLANE_CONFIG = path.join(ROOT, "wrangler.toml");
+
+/** The wrangler configs of a project laid out as `dir`: `wrangler.toml` at its root (if any) and one per `workers/*`. */
+export function configPaths(dir: string): string[] {
+  const workers = path.join(dir, "workers");
   return [
-    path.join(root, "wrangler.toml"),
-    ...(existsSync(workers) ? readdirSync(workers) : [])
-      .sort()
-      .map((dir) => path.join(workers, dir, "wrangler.toml"))
-      .filter((file) => existsSync(file)),
-  ];
+    path.join(dir, "wrangler.toml"),
+    ...(existsSync(workers) ? readdirSync(workers) : []).sort().map((sub) => path.join(workers, sub, "wrangler.toml")),
+  ].filter((file) => existsSync(file));
+}
+
+/** The mesh the repository runs: Weft's control plane and the demo shop's workers (with its generated proxies). */
+export function meshConfigPaths(): string[] {
+  return [CONTROL_PLANE_CONFIG, ...configPaths(SHOP_DIR)];
 }
 
 /** Every deployment described by `configPath`: one per `[env.*]`, or the config itself. */
@@ -114,7 +125,7 @@ export function deploymentsOf(configPath: string): Deployment[] {
   return envs.length > 0 ? envs.map((env) => resolveDeployment(configPath, raw, env)) : [resolveDeployment(configPath, raw, undefined)];
 }
 
-/** All deployments of the repository. */
-export function loadDeployments(root = ROOT): Deployment[] {
-  return configPaths(root).flatMap(deploymentsOf);
+/** Every deployment of the mesh the repository runs (see {@link meshConfigPaths}). */
+export function loadDeployments(): Deployment[] {
+  return meshConfigPaths().flatMap(deploymentsOf);
 }

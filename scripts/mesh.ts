@@ -7,9 +7,9 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import * as esbuild from "esbuild";
 import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions as WorkerOptions } from "miniflare";
-import { configPaths, deploymentsOf, loadDeployments, ROOT, type Deployment, type RawService } from "./deployments.ts";
+import { configPaths, CONTROL_PLANE_CONFIG, deploymentsOf, loadDeployments, meshConfigPaths, ROOT, SHOP_DIR, SHOP_PROXY_CONFIG, type Deployment, type RawService } from "./deployments.ts";
 
-export { configPaths, deploymentsOf, loadDeployments, ROOT, type Deployment };
+export { configPaths, CONTROL_PLANE_CONFIG, deploymentsOf, loadDeployments, meshConfigPaths, ROOT, SHOP_DIR, SHOP_PROXY_CONFIG, type Deployment };
 export { loadLocalSecrets, parseSecretsEnv, SECRETS_FILE, secretNamesOf } from "./secrets.ts";
 
 /** Bundles each distinct entry module once (a proxy's code is shared by all its instances). */
@@ -97,13 +97,13 @@ export function workerOptions(
 }
 
 /** The demo's outside party (vendor PIM and notifications provider), run beside the mesh. */
-export const VENDOR_CONFIG = path.join(ROOT, "demo", "vendor", "wrangler.toml");
-/** The vendor's URL as written in config/mesh.json; {@link demoConfig} points it at the real one. */
+export const VENDOR_CONFIG = path.join(SHOP_DIR, "vendor", "wrangler.toml");
+/** The vendor's URL as written in the shop's config/mesh.json; {@link demoConfig} points it at the real one. */
 const DEMO_VENDOR_URL = "http://127.0.0.1:8789";
 
-/** The demo shop's mesh config (config/mesh.json) with external origins pointed at `vendorUrl`. */
+/** The demo shop's mesh config (examples/shop/config/mesh.json) with external origins pointed at `vendorUrl`. */
 export function demoConfig(vendorUrl: string): string {
-  return readFileSync(path.join(ROOT, "config", "mesh.json"), "utf8").replaceAll(DEMO_VENDOR_URL, vendorUrl);
+  return readFileSync(path.join(SHOP_DIR, "config", "mesh.json"), "utf8").replaceAll(DEMO_VENDOR_URL, vendorUrl);
 }
 
 /** A free TCP port on loopback (for tests, where URLs must be known before workerd starts). */
@@ -209,8 +209,8 @@ export interface RunningMesh {
 }
 
 /** The control plane is the deployment from the root wrangler.toml. */
-export function isControlPlane(deployment: Deployment, root = ROOT): boolean {
-  return deployment.configPath === path.join(root, "wrangler.toml");
+export function isControlPlane(deployment: Deployment): boolean {
+  return deployment.configPath === CONTROL_PLANE_CONFIG;
 }
 
 /** Boots every worker of the repository on workerd. */

@@ -17,7 +17,7 @@ import type { V4WorkerOptions as WorkerOptions } from "miniflare";
 import type { MeshConfigInput } from "../shared/config.ts";
 import { counterName, shardOf } from "../shared/rate-limit.ts";
 import { onlyDeployment } from "./measure.ts";
-import { deploymentsOf, isControlPlane, loadDeployments, ROOT, startMesh, type Deployment, type RunningMesh } from "./mesh.ts";
+import { deploymentsOf, isControlPlane, loadDeployments, ROOT, SHOP_PROXY_CONFIG, startMesh, type Deployment, type RunningMesh } from "./mesh.ts";
 
 /** The service whose proxy runs as n isolates. */
 export const SCALE_SERVICE = "scale";
@@ -29,7 +29,7 @@ const LIMIT_NAME = "api-key";
 const COUNTER_WORKER = "weft-scale-counter";
 const COUNTER_HOST = "counter.local";
 const UPSTREAM_CONFIG = `${ROOT}/bench/workers/upstream/wrangler.toml`;
-const PROXY_CONFIG = `${ROOT}/workers/proxy/wrangler.toml`;
+const PROXY_CONFIG = SHOP_PROXY_CONFIG;
 
 /** The API key of request `i`. */
 export function apiKey(i: number): string {

@@ -21,7 +21,7 @@ import type { Instance, Result } from "autocannon";
 import type { MeshConfigInput } from "../shared/config.ts";
 import { RATE_SHARDS } from "../shared/rate-limit.ts";
 import { onlyDeployment, round, sleep, workerdPids } from "./measure.ts";
-import { bundleMains, deploymentsOf, isControlPlane, ROOT, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
+import { bundleMains, deploymentsOf, isControlPlane, ROOT, SHOP_PROXY_CONFIG, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
 
 const USAGE = `Usage: npm run soak:rate-limit [-- --json] [-- --keys N]
 
@@ -41,7 +41,7 @@ const CONNECTIONS = 32;
 const SERVICE = "soak";
 const TARGET_RATIO = 0.5;
 const UPSTREAM_CONFIG = path.join(ROOT, "bench", "workers", "upstream", "wrangler.toml");
-const PROXY_CONFIG = path.join(ROOT, "workers", "proxy", "wrangler.toml");
+const PROXY_CONFIG = SHOP_PROXY_CONFIG;
 
 interface Args {
   json: boolean;

@@ -6,7 +6,7 @@ import { appendFileSync, chmodSync, createWriteStream, existsSync, mkdirSync, re
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
-import { ACCESS_LOG_PREFIX, demoConfig, loadLocalSecrets, parseSecretsEnv, ROLLOUT_LOG_PREFIX, ROOT, SECRETS_FILE, secretNamesOf, startMesh, type RunningMesh } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, demoConfig, loadLocalSecrets, parseSecretsEnv, ROLLOUT_LOG_PREFIX, ROOT, SECRETS_FILE, SHOP_DIR, secretNamesOf, startMesh, type RunningMesh } from "./mesh.ts";
 
 const HELP = `Usage: npm start [-- options]
 
@@ -14,7 +14,7 @@ Boots the Weft control plane, one proxy per service and the demo shop on workerd
 
 Options:
   --reset       delete local state (.weft/state) before starting: config history, carts, orders
-  --no-seed     do not load config/mesh.json into an empty control plane
+  --no-seed     do not load examples/shop/config/mesh.json into an empty control plane
   --json        print the URLs as one JSON line instead of a table
   -h, --help    show this help
 
@@ -92,7 +92,7 @@ function localSecrets(): { secrets: Record<string, string>; generated: string[] 
     appendFileSync(SECRETS_FILE, header + generated.map((name) => `${name}=${DEMO_SECRETS[name]?.() ?? ""}\n`).join(""), { mode: 0o600 });
     chmodSync(SECRETS_FILE, 0o600);
   }
-  const names = [...Object.keys(DEMO_SECRETS), ...secretNamesOf(JSON.parse(readFileSync(path.join(ROOT, "config", "mesh.json"), "utf8")))];
+  const names = [...Object.keys(DEMO_SECRETS), ...secretNamesOf(JSON.parse(readFileSync(path.join(SHOP_DIR, "config", "mesh.json"), "utf8")))];
   return { secrets: loadLocalSecrets(SECRETS_FILE, names), generated };
 }
 
@@ -105,13 +105,13 @@ async function seed(adminUrl: string, vendorUrl: string, token: string): Promise
   const put = await fetch(`${adminUrl}/admin/config`, {
     method: "PUT",
     // If-Match: the version just read (0), so a config written meanwhile is never overwritten.
-    headers: { ...headers, "if-match": `"${version}"`, "x-weft-reason": "seeded from config/mesh.json by npm start" },
+    headers: { ...headers, "if-match": `"${version}"`, "x-weft-reason": "seeded from examples/shop/config/mesh.json by npm start" },
     body,
     signal: AbortSignal.timeout(10_000),
   });
-  if (!put.ok) throw new Error(`seeding config/mesh.json failed: ${put.status} ${await put.text()}`);
+  if (!put.ok) throw new Error(`seeding examples/shop/config/mesh.json failed: ${put.status} ${await put.text()}`);
   const result = (await put.json()) as { version: number };
-  return `config version ${result.version} (seeded from config/mesh.json)`;
+  return `config version ${result.version} (seeded from examples/shop/config/mesh.json)`;
 }
 
 async function main(): Promise<void> {

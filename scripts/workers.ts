@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parse as parseToml } from "smol-toml";
-import { configPaths, deploymentsOf, ROOT, type Deployment } from "./mesh.ts";
+import { deploymentsOf, meshConfigPaths, ROOT, type Deployment } from "./mesh.ts";
 
 export { pool } from "../shared/pool.ts";
 
@@ -22,7 +22,7 @@ export function typedConfigPaths(): string[] {
           .map((d) => path.join(ROOT, dir, d, "wrangler.toml"))
           .filter((f) => existsSync(f))
       : [];
-  return [...configPaths(), ...under("demo"), ...under("test/fixtures"), ...under("bench/workers")];
+  return [...meshConfigPaths(), path.join(ROOT, "examples", "shop", "vendor", "wrangler.toml"), ...under("test/fixtures"), ...under("bench/workers")];
 }
 
 /** Where a config's generated types go (beside its main module) and the interface they declare. */
@@ -110,5 +110,5 @@ export function orderByBindings(all: ReadonlyArray<Deployment>, root = ROOT): { 
 
 /** Deployments in deploy order: every worker after the workers it binds to (see {@link orderByBindings}). */
 export function deployOrder(): Deployment[] {
-  return orderByBindings(configPaths().flatMap(deploymentsOf)).order;
+  return orderByBindings(meshConfigPaths().flatMap(deploymentsOf)).order;
 }

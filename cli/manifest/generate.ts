@@ -118,13 +118,6 @@ export function proxyMainFrom(file: string): string {
   return path.relative(path.dirname(file), path.join(ROOT, "workers", "proxy", "index.ts")).split(path.sep).join("/");
 }
 
-/**
- * The proxy's entry when the manifest names none: in a project Weft was added to, the installed
- * package's; in Weft's own layout, `index.ts` beside the generated config (workers/proxy/).
- */
-function defaultProxyMain(loaded: LoadedManifest, file: string): string {
-  return loaded.manifest.files.workers !== undefined ? proxyMainFrom(file) : "index.ts";
-}
 
 /** The proxy's wrangler config. */
 export function proxyConfig(loaded: LoadedManifest, file: string): string {
@@ -135,7 +128,7 @@ export function proxyConfig(loaded: LoadedManifest, file: string): string {
     "#",
     ...PROXY_HEADER,
     `name = ${inline(proxy.script)}`,
-    `main = ${inline(proxy.main ?? defaultProxyMain(loaded, file))}`,
+    `main = ${inline(proxy.main ?? proxyMainFrom(file))}`,
     `compatibility_date = ${inline(proxy.compatibilityDate)}`,
     ...(proxy.compatibilityFlags ? [`compatibility_flags = ${inline(proxy.compatibilityFlags)}`] : []),
     "workers_dev = false",

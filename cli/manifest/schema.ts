@@ -123,8 +123,8 @@ export const Manifest = z.strictObject({
   proxy: z.strictObject({
     script: ScriptName.default("weft-proxy"),
     /**
-     * Entry module, relative to the generated proxy config. Default: with `files.workers` (a project
-     * Weft was added to) the installed weft package's proxy, else `index.ts`.
+     * Entry module, relative to the generated proxy config. Default: the Weft package's proxy
+     * (`workers/proxy/index.ts` of this repository or of `node_modules/weft`).
      */
     main: z.string().min(1).optional(),
     compatibilityDate: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "a date such as 2026-11-01"),

@@ -7,7 +7,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT } from "../../scripts/deployments.ts";
+import { ROOT, SHOP_DIR } from "../../scripts/deployments.ts";
 import type { Finding } from "../../cli/manifest/check.ts";
 import { weft, type WeftRun } from "./run.ts";
 
@@ -84,7 +84,8 @@ beforeAll(async () => {
       }),
     );
   }
-  repository = await weft(["check", "--json"]);
+  // The demo shop, checked from its folder as a user checks theirs.
+  repository = await weft(["check", "--json"], { cwd: SHOP_DIR });
 });
 
 const temporary: string[] = [];

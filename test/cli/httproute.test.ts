@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SHOP_DIR } from "../../scripts/deployments.ts";
 import { bootTestMesh, TOKEN, waitFor, type EchoReply, type TestMesh } from "../mesh/harness.ts";
 import { weft as runWeft, type WeftOptions, type WeftRun } from "./run.ts";
 
@@ -151,11 +152,11 @@ describe("weft apply/diff -f routes.yaml", () => {
       "pim-routes.yaml",
       `kind: HTTPRoute\napiVersion: gateway.networking.k8s.io/v1\nmetadata: { name: pim }\nspec:\n  parentRefs: [{ kind: Service, name: pim }]\n  rules:\n  - backendRefs: [{ name: pim-v1, weight: 90 }, { name: pim-v9, weight: 10 }]\n`,
     );
-    const run = await weft(["check", "-f", routes], { env: { WEFT_URL: "http://127.0.0.1:9", WEFT_ADMIN_TOKEN: "none" } });
+    const run = await weft(["check", "-f", routes], { cwd: SHOP_DIR, env: { WEFT_URL: "http://127.0.0.1:9", WEFT_ADMIN_TOKEN: "none" } });
     expect(run.code).toBe(1);
     expect(run.stdout).toMatch(/httproute-not-accepted/);
     expect(run.stdout).toMatch(/spec.rules\[0\].backendRefs\[1\].name/);
-    const good = await weft(["check", "-f", file("pim-good.yaml", readFileSync(routes, "utf8").replace("pim-v9", "pim-v2"))]);
+    const good = await weft(["check", "-f", file("pim-good.yaml", readFileSync(routes, "utf8").replace("pim-v9", "pim-v2"))], { cwd: SHOP_DIR });
     expect(good.code, good.stdout).toBe(0);
     expect(good.stdout).toMatch(/pim-good.yaml \(against .*weft.manifest.json\): no problems found/);
   });

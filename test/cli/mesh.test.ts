@@ -8,7 +8,7 @@ import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT } from "../../scripts/deployments.ts";
+import { SHOP_DIR } from "../../scripts/deployments.ts";
 import type { ManifestInput } from "../../cli/manifest/schema.ts";
 import { bootTestMesh, setSplit, TOKEN, waitFor, type TestMesh } from "../mesh/harness.ts";
 import { jsonLines, spawnWeft, weft as runWeft, type WeftOptions, type WeftRun } from "./run.ts";
@@ -24,7 +24,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), "weft-cli-"));
   manifestFile = path.join(dir, "weft.manifest.json");
   // The repository's manifest, with the demo vendor where this mesh runs it (as npm start seeds it).
-  writeFileSync(manifestFile, readFileSync(path.join(ROOT, "weft.manifest.json"), "utf8").replaceAll("http://127.0.0.1:8789", t.vendor));
+  writeFileSync(manifestFile, readFileSync(path.join(SHOP_DIR, "weft.manifest.json"), "utf8").replaceAll("http://127.0.0.1:8789", t.vendor));
 });
 afterAll(async () => {
   await t?.dispose();

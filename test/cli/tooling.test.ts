@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { configPaths, deploymentsOf, ROOT, type Deployment } from "../../scripts/deployments.ts";
+import { deploymentsOf, meshConfigPaths, ROOT, type Deployment } from "../../scripts/deployments.ts";
 import { orderByBindings, pool, wrangler } from "../../scripts/workers.ts";
 import { weft } from "./run.ts";
 
@@ -73,7 +73,7 @@ describe("installing and running weft", () => {
 
 describe("npm run deploy's order", () => {
   it("deploys the control plane first and every worker after the workers it binds to", () => {
-    const { order, cycles } = orderByBindings(configPaths().flatMap(deploymentsOf));
+    const { order, cycles } = orderByBindings(meshConfigPaths().flatMap(deploymentsOf));
     expect(cycles).toEqual([]);
     expect(order[0]?.name).toBe("weft-control-plane");
     const position = new Map(order.map((d, i) => [d.name, i]));
@@ -110,8 +110,8 @@ describe("generated wrangler configs", () => {
     const outdir = mkdtempSync(path.join(tmpdir(), "weft-dry-run-"));
     temporary.push(outdir);
     const targets = [
-      ["-c", "workers/proxy/wrangler.toml", "--env", "pim"],
-      ["-c", "workers/orders/wrangler.toml"],
+      ["-c", "examples/shop/workers/proxy/wrangler.toml", "--env", "pim"],
+      ["-c", "examples/shop/workers/orders/wrangler.toml"],
     ];
     const results = await pool(targets, 2, (target) => wrangler(["deploy", "--dry-run", "--outdir", path.join(outdir, target[1] ?? ""), ...target]));
     results.forEach((result, i) => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import demo from "../../config/mesh.json";
+import demo from "../../examples/shop/config/mesh.json";
 import { MeshConfig, normalizeService, type MeshConfigInput, type ServiceConfig } from "../../shared/config.ts";
 import { exportHttpRoute, importHttpRoutes, OVERRIDES_ANNOTATION, parseDuration, percentWeights, type KnownService } from "../../shared/httproute.ts";
 import { validateMesh } from "../../shared/validate.ts";

@@ -6,7 +6,7 @@
 import { base64url, createLocalJWKSet, createRemoteJWKSet, customFetch, decodeJwt, exportJWK, exportSPKI, generateKeyPair, SignJWT } from "jose";
 import type { CryptoKey, FetchImplementation, JWK, JWTVerifyGetKey } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
-import { REMOTE_JWKS_OPTIONS, sha256Base64url, verifyMeshToken, type VerifyResult } from "../../demo/vendor/verify.ts";
+import { REMOTE_JWKS_OPTIONS, sha256Base64url, verifyMeshToken, type VerifyResult } from "../../examples/shop/vendor/verify.ts";
 
 const ISSUER = "http://127.0.0.1:8788";
 const PIM_URL = "http://127.0.0.1:8789/pim/products/sku-1";
