@@ -55,7 +55,7 @@ describe("installing and running weft", () => {
   });
 
   it("every command has --help, and a missing subcommand or unknown command is a usage error", async () => {
-    const commands = ["status", "split", "rollout start", "rollout status", "rollout pause", "rollout resume", "rollout abort", "rollout promote", "apply", "diff", "history", "rollback", "keys list", "keys rotate", "top", "tap", "check", "generate", "init", "dev", "deploy"];
+    const commands = ["status", "split", "rollout start", "rollout status", "rollout pause", "rollout resume", "rollout abort", "rollout promote", "apply", "diff", "history", "rollback", "keys list", "keys rotate", "top", "tap", "check", "generate"];
     const results = await pool(commands, 4, (command) => weft([...command.split(" "), "--help"]));
     results.forEach((result, i) => {
       expect(result.code, commands[i]).toBe(0);
@@ -68,6 +68,17 @@ describe("installing and running weft", () => {
     const top = await weft(["--help"]);
     expect(top.stdout).toContain("Exit codes:");
     expect(top.stdout).toContain("WEFT_ADMIN_TOKEN");
+  });
+
+  it("the project commands (init, dev, deploy) have --help and take --json", async () => {
+    const commands = ["init", "dev", "deploy"];
+    const results = await pool(commands, 3, (command) => weft([command, "--help"]));
+    results.forEach((result, i) => {
+      expect(result.code, commands[i]).toBe(0);
+      expect(result.stdout).toContain(`Usage: weft ${commands[i] ?? ""}`);
+      expect(result.stdout).toContain("--json");
+      expect(result.stdout).toContain(`npx weft ${commands[i] ?? ""}`);
+    });
   });
 });
 
