@@ -4,7 +4,7 @@ import tseslint from "typescript-eslint";
 
 export default tseslint.config(
   {
-    ignores: ["node_modules/", "dist/", ".weft/", ".wrangler/", "test/fixtures/projects/", // a user's project, not ours
+    ignores: ["node_modules/", "dist/", "**/.weft/", "**/.wrangler/", "test/fixtures/projects/", // a user's project, not ours
       "**/worker-configuration.d.ts", "bench/results.json"],
   },
   js.configs.recommended,

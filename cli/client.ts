@@ -112,11 +112,14 @@ function networkReason(error: unknown): string {
 
 /** Talks to one control plane's admin API. */
 export class AdminClient {
-  constructor(
-    readonly target: Target,
-    private readonly timeoutMs: number,
-    private readonly interrupt: AbortSignal,
-  ) {}
+  readonly target: Target;
+  private readonly timeoutMs: number;
+  private readonly interrupt: AbortSignal;
+  constructor(target: Target, timeoutMs: number, interrupt: AbortSignal) {
+    this.target = target;
+    this.timeoutMs = timeoutMs;
+    this.interrupt = interrupt;
+  }
 
   private unreachableHint(): string {
     return this.target.urlSource.startsWith("the local mesh")

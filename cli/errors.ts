@@ -28,14 +28,15 @@ export interface ErrorDetails {
 
 /** A failure to report to the operator: `message` says what went wrong, `hint` what to do. */
 export class CliError extends Error {
-  constructor(
-    readonly exitCode: ExitCode,
-    message: string,
-    readonly hint?: string,
-    readonly details: ErrorDetails = {},
-  ) {
+  readonly exitCode: ExitCode;
+  readonly hint: string | undefined;
+  readonly details: ErrorDetails;
+  constructor(exitCode: ExitCode, message: string, hint?: string, details: ErrorDetails = {}) {
     super(message);
     this.name = "CliError";
+    this.exitCode = exitCode;
+    this.hint = hint;
+    this.details = details;
   }
 }
 

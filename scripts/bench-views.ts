@@ -19,7 +19,8 @@ import { BUCKETS, type TelemetryBatch } from "../shared/metrics.ts";
 import type { Browser } from "playwright-core";
 import { pool } from "../shared/pool.ts";
 import { round, sleep } from "./measure.ts";
-import { demoConfig, freePort, ROOT, secretNamesOf, startMesh, type RunningMesh } from "./mesh.ts";
+import { demoConfig, freePort, ROOT, secretNamesOf } from "./mesh.ts";
+import { startShop, type RunningShop } from "./shop.ts";
 
 /** Services at the large end (the demo's plus generated ones). */
 export const VIEWS_SERVICES = 4_000;
@@ -90,7 +91,7 @@ async function measure(view: View): Promise<ViewTiming> {
 }
 
 /** Runs `weft <args>` (the real bin) against the mesh; resolves to the bytes it printed. */
-function weft(mesh: RunningMesh, token: string, args: ReadonlyArray<string>): Promise<number> {
+function weft(mesh: RunningShop, token: string, args: ReadonlyArray<string>): Promise<number> {
   return new Promise((resolve, reject) => {
     execFile(
       process.execPath,
@@ -115,7 +116,7 @@ async function launchBrowser(): Promise<Browser | null> {
  * The dashboard as an operator opens it: a fresh tab, sign in, until the first page of cards is
  * counted ("Showing 1–…") and the graph is drawn, then a screenshot. Resolves to the PNG's size.
  */
-function dashboardView(mesh: RunningMesh, token: string, browser: Browser): View {
+function dashboardView(mesh: RunningShop, token: string, browser: Browser): View {
   return {
     name: "dashboard (sign-in → screenshot)",
     call: async () => {
@@ -134,7 +135,7 @@ function dashboardView(mesh: RunningMesh, token: string, browser: Browser): View
   };
 }
 
-function views(mesh: RunningMesh, token: string, browser: Browser | null): View[] {
+function views(mesh: RunningShop, token: string, browser: Browser | null): View[] {
   const http = (route: string) => async (): Promise<number> => {
     const res = await fetch(`${mesh.adminUrl}${route}`, { headers: { authorization: `Bearer ${token}` } });
     const body = await res.arrayBuffer();
@@ -152,7 +153,7 @@ function views(mesh: RunningMesh, token: string, browser: Browser | null): View[
   ];
 }
 
-async function adminJson<T>(mesh: RunningMesh, token: string, route: string, init: RequestInit = {}): Promise<T> {
+async function adminJson<T>(mesh: RunningShop, token: string, route: string, init: RequestInit = {}): Promise<T> {
   const res = await fetch(`${mesh.adminUrl}${route}`, {
     ...init,
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) },
@@ -163,7 +164,7 @@ async function adminJson<T>(mesh: RunningMesh, token: string, route: string, ini
 }
 
 /** Shop traffic, so the views have services with telemetry (the demo's storefront, pim, cart…). */
-async function traffic(mesh: RunningMesh, requests: number): Promise<void> {
+async function traffic(mesh: RunningShop, requests: number): Promise<void> {
   for (let i = 0; i < requests; i++) {
     await fetch(`${mesh.shopUrl}/products/sku-${(i % 5) + 1}`).then((r) => r.arrayBuffer());
   }
@@ -182,7 +183,7 @@ async function until(check: () => Promise<boolean>, ms: number, what: string): P
  * Gives `names` telemetry, straight into their shards (as their proxies' batches would arrive),
  * so the large mesh has that many services with traffic.
  */
-async function busy(mesh: RunningMesh, token: string, names: ReadonlyArray<string>): Promise<void> {
+async function busy(mesh: RunningShop, token: string, names: ReadonlyArray<string>): Promise<void> {
   const telemetry = await mesh.mf.getDurableObjectNamespace("TELEMETRY", "weft-control-plane");
   await pool(names, 16, async (name) => {
     const shard = telemetry.get(telemetry.idFromName(name)) as unknown as { ingest(batch: TelemetryBatch): Promise<unknown> };
@@ -205,7 +206,7 @@ async function busy(mesh: RunningMesh, token: string, names: ReadonlyArray<strin
  * Subscribes every service's SliceStore shard (as 4,000 running proxies would, by reading their
  * slice), then changes every service and times until the last shard has the new version.
  */
-async function publishAll(mesh: RunningMesh, token: string, demo: MeshConfigInput, names: ReadonlyArray<string>): Promise<ViewsResult["publish_all"]> {
+async function publishAll(mesh: RunningShop, token: string, demo: MeshConfigInput, names: ReadonlyArray<string>): Promise<ViewsResult["publish_all"]> {
   const configStores = await mesh.mf.getDurableObjectNamespace("CONFIG_STORE", "weft-control-plane");
   const sliceStores = await mesh.mf.getDurableObjectNamespace("SLICE_STORE", "weft-control-plane");
   const configStore = configStores.get(configStores.idFromName("mesh")) as unknown as { readSlice(service: string): Promise<unknown> };
@@ -246,11 +247,11 @@ export async function benchViews(progress: (line: string) => void, options: { pu
   progress("views: booting a fresh demo mesh…");
   const probe = JSON.parse(demoConfig("http://127.0.0.1:1")) as unknown;
   const secrets = Object.fromEntries(secretNamesOf(probe).map((name) => [name, `bench_${randomBytes(12).toString("hex")}`]));
-  const mesh = await startMesh({ port: 0, adminPort, vendorPort, adminToken: token, secrets, accessLog: "errors", onLog: () => undefined });
+  const mesh = await startShop({ port: 0, adminPort, vendorPort, adminToken: token, secrets, accessLog: "errors", onLog: () => undefined });
   const browser = await launchBrowser();
   if (!browser) progress(`views: no Chromium at ${CHROMIUM}: the dashboard is not measured`);
   try {
-    const demo = JSON.parse(demoConfig(mesh.vendorUrl ?? "")) as MeshConfigInput;
+    const demo = JSON.parse(demoConfig(mesh.vendorUrl)) as MeshConfigInput;
     await adminJson(mesh, token, "/admin/config", { method: "PUT", headers: { "if-match": "*" }, body: JSON.stringify(demo) });
     await traffic(mesh, 40);
     await until(async () => (await adminJson<{ active: number }>(mesh, token, "/admin/metrics?active=true&window=60")).active > 0, 30_000, "telemetry from the shop");

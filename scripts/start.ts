@@ -1,16 +1,23 @@
 /**
- * `npm start`: the whole mesh and the demo shop on workerd, locally, no account needed.
+ * `npm start`: the demo shop (examples/shop/) with Weft in front of it on workerd, locally, no
+ * account needed. It boots the shop the way `weft dev` boots a user's project (scripts/shop.ts) and
+ * adds what a demo needs: the vendor on its own port, generated demo secrets, a URL table with the
+ * shop's pages.
  */
 import { randomBytes } from "node:crypto";
 import { appendFileSync, chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { parse as parseToml } from "smol-toml";
-import { ACCESS_LOG_PREFIX, demoConfig, loadLocalSecrets, parseSecretsEnv, ROLLOUT_LOG_PREFIX, ROOT, SECRETS_FILE, SHOP_DIR, secretNamesOf, startMesh, type RunningMesh } from "./mesh.ts";
+import { loadManifest } from "../cli/manifest/load.ts";
+import { startCrons } from "../cli/project/dev.ts";
+import { ACCESS_LOG_PREFIX, demoConfig, loadLocalSecrets, parseSecretsEnv, ROLLOUT_LOG_PREFIX, ROOT, SECRETS_FILE, SHOP_DIR, secretNamesOf } from "./mesh.ts";
+import { SHOP_MANIFEST, startShop, type RunningShop } from "./shop.ts";
 
 const HELP = `Usage: npm start [-- options]
 
-Boots the Weft control plane, one proxy per service and the demo shop on workerd (Miniflare).
+Boots the demo shop (examples/shop) with Weft in front of it on workerd (Miniflare), as
+\`weft dev\` boots a project: its own wrangler configs, one proxy per service, the control plane; and
+its outside party, the vendor, on a port of its own.
 
 Options:
   --reset       delete local state (.weft/state) before starting: config history, carts, orders
@@ -128,7 +135,7 @@ async function main(): Promise<void> {
 
   // Registered before workerd starts so Ctrl-C always stops it cleanly (Miniflare's own exit hook
   // would otherwise kill the process without disposing).
-  const running: { mesh?: RunningMesh } = {};
+  const running: { mesh?: RunningShop } = {};
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -151,7 +158,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   // Access lines (one per proxied request) go to a file to tail or grep; everything else to the terminal.
   const accessLog = createWriteStream(accessLogPath, { flags: "a" });
-  const mesh = await startMesh({
+  const mesh = await startShop({
     port: shopPort,
     adminPort,
     vendorPort,
@@ -170,15 +177,16 @@ async function main(): Promise<void> {
       } else (line.level === "error" || line.level === "warn" ? process.stderr : process.stdout).write(`${line.message}\n`);
     },
   });
-  const vendorUrl = mesh.vendorUrl ?? "";
+  const vendorUrl = mesh.vendorUrl;
   running.mesh = mesh;
   const configState = args["no-seed"] ? "not seeded (--no-seed)" : await seed(mesh.adminUrl, vendorUrl, token);
-  runCronTriggers(mesh);
+  // workerd does not run cron triggers; the proxies' run every minute here, as on Cloudflare.
+  startCrons(mesh, loadManifest(SHOP_MANIFEST, SHOP_DIR).manifest, new AbortController().signal);
   writeFileSync(urlFile, `${mesh.adminUrl}\n`);
 
   if (args.json) {
     process.stdout.write(
-      `${JSON.stringify({ shop: mesh.shopUrl, admin: mesh.adminUrl, dashboard: `${mesh.adminUrl}/`, metrics: `${mesh.adminUrl}/metrics`, vendor: vendorUrl, jwks: `${mesh.adminUrl}/.well-known/jwks.json`, accessLog: accessLogPath, tokenSource: source, state: persistTo, workers: mesh.deployments.map((d) => d.name) })}\n`,
+      `${JSON.stringify({ shop: mesh.shopUrl, admin: mesh.adminUrl, dashboard: `${mesh.adminUrl}/`, metrics: `${mesh.adminUrl}/metrics`, vendor: vendorUrl, jwks: `${mesh.adminUrl}/.well-known/jwks.json`, accessLog: accessLogPath, tokenSource: source, state: persistTo, workers: [...mesh.workers.map((w) => w.name), "weft-vendor"] })}\n`,
     );
   } else {
     const rows: Array<[string, string]> = [
@@ -202,8 +210,10 @@ async function main(): Promise<void> {
       ["State", `${path.relative(process.cwd(), persistTo) || persistTo}   (reset: npm start -- --reset)`],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));
-    log(`\nWeft is running on workerd (${mesh.deployments.length} workers, ready in ${Date.now() - started} ms)\n`);
+    log(`\nWeft is running on workerd (${mesh.workers.length} workers and the vendor, ready in ${Date.now() - started} ms)\n`);
     for (const [key, value] of rows) log(`  ${key.padEnd(width)}   ${value}`);
+    log(`\nThe shop's service bindings, through the mesh (rewired in memory; its wrangler configs are unchanged):`);
+    for (const line of mesh.rewired) log(`  ${line}`);
     log(`\nTry:\n  curl -i ${mesh.shopUrl}/products/sku-1`);
     log(`  curl -H "Authorization: Bearer <token>" ${mesh.adminUrl}/admin/services`);
     log(`  npx weft status            (the CLI finds this mesh and its token by itself; npx weft --help)`);
@@ -220,27 +230,6 @@ main().catch((error: unknown) => {
   }
   process.exit(1);
 });
-
-/**
- * workerd does not run cron triggers by itself; Cloudflare runs them every minute. Do the same
- * here for workers that declare them (the proxies: a running rollout's synthetic probes).
- */
-function runCronTriggers(mesh: RunningMesh): void {
-  const scheduled = mesh.deployments.flatMap((d) => {
-    const raw = parseToml(readFileSync(d.configPath, "utf8")) as { triggers?: { crons?: string[] } };
-    return (raw.triggers?.crons ?? []).map((cron) => ({ worker: d.name, cron }));
-  });
-  const fire = (): void => {
-    for (const { worker, cron } of scheduled) {
-      void mesh.mf
-        .getWorker(worker)
-        .then((fetcher) => fetcher.scheduled({ cron }))
-        .catch((error: unknown) => process.stderr.write(`weft: cron trigger of ${worker} failed: ${error instanceof Error ? error.message : String(error)}\n`));
-    }
-  };
-  fire();
-  setInterval(fire, 60_000).unref();
-}
 
 /** `rollout pim-1 [progressing] step 1 of 2: pim-v2 at 20%` from a rollout event line. */
 function rolloutLine(message: string): string {

@@ -9,12 +9,13 @@ const TIMEOUT_MS = 5000;
 
 /** A dependency did not answer usefully: unreachable, timed out, 5xx, or not the JSON we expect. */
 export class DependencyError extends Error {
-  constructor(
-    readonly dependency: string,
-    readonly detail: string,
-  ) {
+  readonly dependency: string;
+  readonly detail: string;
+  constructor(dependency: string, detail: string) {
     super(`${dependency}: ${detail}`);
     this.name = "DependencyError";
+    this.dependency = dependency;
+    this.detail = detail;
   }
 }
 

@@ -37,10 +37,12 @@ class SlidingCounter {
   // latest period seen keeps an old timestamp from wiping a current bucket.
   private latest = Number.NEGATIVE_INFINITY;
 
-  constructor(
-    private readonly buckets: number,
-    private readonly widthMs: number,
-  ) {
+  private readonly buckets: number;
+  private readonly widthMs: number;
+
+  constructor(buckets: number, widthMs: number) {
+    this.buckets = buckets;
+    this.widthMs = widthMs;
     this.stamps = new Array<number>(buckets).fill(Number.NEGATIVE_INFINITY);
     this.first = new Array<number>(buckets).fill(0);
     this.second = new Array<number>(buckets).fill(0);

@@ -6,13 +6,11 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { setInterval } from "node:timers";
 import { flag, stringOption } from "../args.ts";
 import type { Command, Context } from "../command.ts";
 import { CliError, EXIT } from "../errors.ts";
 import { displayPath, findManifest, loadManifest } from "../manifest/load.ts";
-import { proxyScript } from "../manifest/schema.ts";
-import { localStateDir, projectAdminConfig, startProject, workersToBoot, type RunningProject } from "../project/dev.ts";
+import { localStateDir, projectAdminConfig, startCrons, startProject, workersToBoot, type RunningProject } from "../project/dev.ts";
 import { loadWrangler, readProjectWorkers } from "../project/workers.ts";
 import { ACCESS_LOG_PREFIX, ROLLOUT_LOG_PREFIX } from "../../scripts/mesh.ts";
 import { loadProjectSecrets, secretNamesOf, secretsFileIn } from "../../scripts/secrets.ts";
@@ -144,7 +142,7 @@ async function runDev(ctx: Context): Promise<number> {
   try {
     const config = flag(ctx.args, "no-seed") ? undefined : await seed(running.adminUrl, token, projectAdminConfig(loaded));
     writeFileSync(path.join(stateDir, "admin-url"), `${running.adminUrl}\n`);
-    startCrons(running, loaded.manifest.proxy.crons ?? [], loaded.manifest.services.map((s) => proxyScript(loaded.manifest, s.name)), ctx.interrupt);
+    startCrons(running, loaded.manifest, ctx.interrupt);
     const summary = {
       url: running.url,
       admin: running.adminUrl,
@@ -205,22 +203,3 @@ function secretsRow(file: string, names: ReadonlyArray<string>, unset: ReadonlyA
   return ["Vendor secrets", `${file}   (${bound})${missing}`];
 }
 
-/** workerd does not run cron triggers; Cloudflare runs the proxies' every minute (a rollout's probes). Do the same. */
-function startCrons(running: RunningProject, crons: ReadonlyArray<string>, proxies: ReadonlyArray<string>, stop: AbortSignal): void {
-  if (crons.length === 0) return;
-  const fire = (): void => {
-    for (const worker of proxies) {
-      for (const cron of crons) {
-        void running.mf
-          .getWorker(worker)
-          .then((fetcher) => fetcher.scheduled({ cron }))
-          .catch((error: unknown) => {
-            if (!stop.aborted) process.stderr.write(`weft: cron trigger of ${worker} failed: ${error instanceof Error ? error.message : String(error)}\n`);
-          });
-      }
-    }
-  };
-  const timer = setInterval(fire, 60_000);
-  timer.unref();
-  stop.addEventListener("abort", () => clearInterval(timer), { once: true });
-}

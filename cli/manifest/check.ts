@@ -66,10 +66,12 @@ function describePath(manifest: { services?: ReadonlyArray<{ name?: unknown; rou
 /** Builds findings located in the manifest. */
 class ManifestFindings {
   readonly findings: Finding[] = [];
-  constructor(
-    private readonly json: JsonFile,
-    private readonly config: Parameters<typeof describePath>[0],
-  ) {}
+  private readonly json: JsonFile;
+  private readonly config: Parameters<typeof describePath>[0];
+  constructor(json: JsonFile, config: Parameters<typeof describePath>[0]) {
+    this.json = json;
+    this.config = config;
+  }
 
   add(severity: Severity, code: string, p: ReadonlyArray<string | number>, message: string, fix: string): void {
     const pointer = pointerOf(p);

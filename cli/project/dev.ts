@@ -8,8 +8,9 @@
  * changes only the service bindings the manifest's `calls` name, and adds the proxies (from the same
  * wrangler config `weft deploy` deploys, written under `.weft/dev/`) and the control plane.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { setInterval } from "node:timers";
 import { convertV4MiniflareOptions, Miniflare, type Json, type V4WorkerOptions as WorkerOptions } from "miniflare";
 import type { SourcelessWorkerOptions } from "wrangler";
 import { ROOT } from "../../scripts/deployments.ts";
@@ -30,8 +31,8 @@ export interface ProjectOptions {
   /** The control plane: admin API, dashboard, JWKS, metrics. */
   adminPort: number;
   adminToken: string;
-  /** Where local data lives (Miniflare's persistence root); see {@link localStateDir}. */
-  persistTo: string;
+  /** Where local data lives (Miniflare's persistence root); see {@link localStateDir}. Omitted: in memory (tests). */
+  persistTo?: string;
   debugHeaders: boolean;
   accessLog: string;
   /**
@@ -41,6 +42,13 @@ export interface ProjectOptions {
    */
   secrets?: Readonly<Record<string, string>>;
   onLog?: (log: WorkerLog) => void;
+  /** Vars set on the control plane and every proxy over the local ones (e.g. a shorter key activation in tests). */
+  vars?: Readonly<Record<string, string>>;
+  /**
+   * Workers booted beside the mesh that are not part of it: an outside party on its own port (the
+   * demo shop's vendor), test fixtures.
+   */
+  extraWorkers?: WorkerOptions[];
 }
 
 /** One worker as booted: where it came from. */
@@ -155,10 +163,13 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
   const devDir = path.join(projectDir, ".weft", "dev");
   const proxyFile = path.join(devDir, "proxy", "wrangler.toml");
   mkdirSync(path.dirname(proxyFile), { recursive: true });
-  writeFileSync(proxyFile, proxyConfig(withProxyMainFrom(loaded, proxyFile), proxyFile));
+  // Written whole then renamed: two meshes of one project booting at once (tests) never read half a file.
+  const partial = `${proxyFile}.${process.pid}.${Date.now()}`;
+  writeFileSync(partial, proxyConfig(withProxyMainFrom(loaded, proxyFile), proxyFile));
+  renameSync(partial, proxyFile);
 
   const issuer = `http://${options.host}:${options.adminPort}`;
-  const meshVars = localMeshVars({ issuer, debugHeaders: options.debugHeaders, accessLog: options.accessLog });
+  const meshVars = { ...localMeshVars({ issuer, debugHeaders: options.debugHeaders, accessLog: options.accessLog }), ...options.vars };
   const withMeshVars = (bindings: unknown): Record<string, Json> => {
     const entries = typeof bindings === "object" && bindings !== null ? Object.entries(bindings) : [];
     return Object.fromEntries(entries.map(([k, v]: [string, Json]) => [k, k in meshVars ? (meshVars[k] ?? v) : v]));
@@ -230,9 +241,9 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     convertV4MiniflareOptions({
       host: options.host,
       port: options.port,
-      resourcePersistencePath: path.join(options.persistTo, "v3"),
+      ...(options.persistTo !== undefined ? { resourcePersistencePath: path.join(options.persistTo, "v3") } : {}),
       ...(options.onLog ? { handleStructuredLogs: options.onLog } : {}),
-      workers,
+      workers: [...workers, ...(options.extraWorkers ?? [])],
     }),
   );
   const url = (await mf.ready).origin;
@@ -290,4 +301,26 @@ function withEnv<T>(vars: Record<string, string>, run: () => T): T {
 /** The admin config the manifest describes (what `weft dev` loads into an empty control plane). */
 export function projectAdminConfig(loaded: LoadedManifest): MeshConfigInput {
   return adminConfigOf(loaded.raw);
+}
+
+/** workerd does not run cron triggers; Cloudflare runs the proxies' every minute (a rollout's probes). Do the same. */
+export function startCrons(running: { mf: Miniflare }, manifest: Manifest, stop: AbortSignal): void {
+  const crons = manifest.proxy.crons ?? [];
+  const proxies = manifest.services.map((s) => proxyScript(manifest, s.name));
+  if (crons.length === 0) return;
+  const fire = (): void => {
+    for (const worker of proxies) {
+      for (const cron of crons) {
+        void running.mf
+          .getWorker(worker)
+          .then((fetcher) => fetcher.scheduled({ cron }))
+          .catch((error: unknown) => {
+            if (!stop.aborted) process.stderr.write(`weft: cron trigger of ${worker} failed: ${error instanceof Error ? error.message : String(error)}\n`);
+          });
+      }
+    }
+  };
+  const timer = setInterval(fire, 60_000);
+  timer.unref();
+  stop.addEventListener("abort", () => clearInterval(timer), { once: true });
 }

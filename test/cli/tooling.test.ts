@@ -9,7 +9,11 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { deploymentsOf, meshConfigPaths, ROOT, type Deployment } from "../../scripts/deployments.ts";
+import { ROOT, SHOP_DIR, type Deployment } from "../../scripts/deployments.ts";
+import { SHOP_MANIFEST } from "../../scripts/shop.ts";
+import { loadManifest } from "../../cli/manifest/load.ts";
+import { deployOrder } from "../../cli/project/deploy.ts";
+import { loadWrangler, readProjectWorkers } from "../../cli/project/workers.ts";
 import { orderByBindings, pool, wrangler } from "../../scripts/workers.ts";
 import { weft } from "./run.ts";
 
@@ -82,17 +86,25 @@ describe("installing and running weft", () => {
   });
 });
 
-describe("npm run deploy's order", () => {
-  it("deploys the control plane first and every worker after the workers it binds to", () => {
-    const { order, cycles } = orderByBindings(meshConfigPaths().flatMap(deploymentsOf));
-    expect(cycles).toEqual([]);
-    expect(order[0]?.name).toBe("weft-control-plane");
-    const position = new Map(order.map((d, i) => [d.name, i]));
-    for (const d of order) {
-      for (const target of d.services.map((s) => s.service)) expect(position.get(target), `${d.name} → ${target}`).toBeLessThan(position.get(d.name) ?? -1);
-    }
-    // cart calls pim through pim's proxy, so that proxy must exist before cart is deployed.
-    expect(position.get("weft-proxy-pim")).toBeLessThan(position.get("weft-cart") ?? -1);
+describe("npm run deploy's order (weft deploy --services on the demo shop)", () => {
+  it("deploys the control plane first and every worker after the workers it binds to", async () => {
+    const loaded = loadManifest(SHOP_MANIFEST, SHOP_DIR);
+    const { workers } = readProjectWorkers(await loadWrangler(), SHOP_DIR);
+    const steps = deployOrder(loaded, workers, { services: true, proxyFile: "proxy.toml", controlPlaneFile: "control-plane.jsonc" });
+    expect(steps[0]?.name).toBe("weft-control-plane");
+    const position = new Map(steps.map((s, i) => [s.name, i]));
+    // Every shop worker and every proxy, once: pim's three versions from one config, each with its --env.
+    expect([...position.keys()].sort()).toEqual(
+      ["weft-control-plane", "weft-cart", "weft-orders", "weft-pim-v1", "weft-pim-v2", "weft-pim-v3", "weft-storefront", ...loaded.manifest.services.map((s) => `weft-proxy-${s.name}`)].sort(),
+    );
+    expect(steps.find((s) => s.name === "weft-pim-v3")?.env).toBe("v3");
+    const before = (first: string, then: string): void => expect(position.get(first), `${first} before ${then}`).toBeLessThan(position.get(then) ?? -1);
+    // A proxy after its backends; a caller after the proxies it calls through.
+    before("weft-pim-v1", "weft-proxy-pim");
+    before("weft-proxy-pim", "weft-cart");
+    before("weft-proxy-cart", "weft-orders");
+    before("weft-proxy-orders", "weft-storefront");
+    before("weft-storefront", "weft-proxy-storefront");
   });
 
   it("reports workers that bind to each other, which a first deploy cannot order", () => {

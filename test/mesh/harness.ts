@@ -1,9 +1,12 @@
 /**
- * Boots the real mesh (every worker of the repo, from its wrangler configs) plus the test fixtures,
- * on workerd with in-memory state, and seeds it with the demo config and a test-only echo service.
+ * Boots the demo shop as `weft dev` boots a project (scripts/shop.ts: its manifest, its own wrangler
+ * configs, a proxy per service, the control plane) plus the test fixtures, on workerd with in-memory
+ * state, and seeds it with the demo config and a test-only echo service.
  */
 import path from "node:path";
-import { accessLogOf, demoConfig, deploymentsOf, freePort, loadDeployments, ROOT, startMesh, type RunningMesh } from "../../scripts/mesh.ts";
+import type { V4WorkerOptions as WorkerOptions } from "miniflare";
+import { accessLogOf, bundleMains, demoConfig, deploymentsOf, freePort, localMeshVars, ROOT, workerOptions } from "../../scripts/mesh.ts";
+import { startShop, type RunningShop } from "../../scripts/shop.ts";
 import type { MeshConfigInput } from "../../shared/config.ts";
 
 export const TOKEN = "mesh-test-token";
@@ -49,7 +52,7 @@ export interface EchoReply {
 }
 
 export interface TestMesh {
-  mesh: RunningMesh;
+  mesh: RunningShop;
   adminPort: number;
   vendorPort: number;
   shop: string;
@@ -97,28 +100,23 @@ export const TEST_SECRETS: Record<string, string> = {
 };
 
 export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
-  const fixtures = path.join(ROOT, "test", "fixtures", "mesh-fixture");
-  const deployments = [
-    ...loadDeployments(),
-    ...deploymentsOf(path.join(fixtures, "wrangler.toml")),
-    ...deploymentsOf(path.join(fixtures, "proxy.wrangler.toml")),
-  ];
   // Tokens name the control plane's URL as issuer, so its port is chosen before workerd starts.
   const adminPort = options.adminPort ?? (await freePort());
   const vendorPort = options.vendorPort ?? (await freePort());
+  const vars = { WEFT_KEY_ACTIVATION_SECONDS: "2", WEFT_TRACE_SAMPLE_RATE: "0", ...options.vars };
+  const secrets = options.secrets ?? TEST_SECRETS;
   const accessLogs: Array<Record<string, unknown>> = [];
   const logLines: string[] = [];
-  const mesh = await startMesh({
+  const mesh = await startShop({
     port: 0,
     adminPort,
     vendorPort,
     adminToken: TOKEN,
-    secrets: options.secrets ?? TEST_SECRETS,
-    deployments,
+    secrets,
     ...(options.persistTo ? { persistTo: options.persistTo } : {}),
     ...(options.debugHeaders === false ? { debugHeaders: false } : {}),
-    directPorts: { "weft-test-link": 0, "weft-test-echo-b": 0, "weft-test-echo-c": 0 },
-    overrides: { vars: { WEFT_KEY_ACTIVATION_SECONDS: "2", WEFT_TRACE_SAMPLE_RATE: "0", ...options.vars } },
+    vars,
+    extraWorkers: await fixtureWorkers({ issuer: `http://127.0.0.1:${adminPort}`, debugHeaders: options.debugHeaders, vars, secrets }),
     onLog: (log) => {
       logLines.push(log.message);
       const access = accessLogOf(log.message);
@@ -159,6 +157,28 @@ export async function bootTestMesh(options: TestMeshOptions = {}): Promise<TestM
     },
     dispose: () => mesh.dispose(),
   };
+}
+
+/** Workers with a direct port of their own (tests reach them without the route layer). */
+const DIRECT = new Set(["weft-test-link", "weft-test-echo-b", "weft-test-echo-c"]);
+
+/**
+ * The test fixtures beside the shop (test/fixtures/mesh-fixture): the echo backends, the link that
+ * stands between echo's proxy and the control plane, and the echo and relay proxies, which run Weft's
+ * proxy code with the local settings the shop's proxies get.
+ */
+async function fixtureWorkers(options: { issuer: string; debugHeaders: boolean | undefined; vars: Record<string, string>; secrets: Record<string, string> }): Promise<WorkerOptions[]> {
+  const fixtures = path.join(ROOT, "test", "fixtures", "mesh-fixture");
+  const deployments = [...deploymentsOf(path.join(fixtures, "wrangler.toml")), ...deploymentsOf(path.join(fixtures, "proxy.wrangler.toml"))];
+  const code = await bundleMains(deployments.map((d) => d.main));
+  const vars = { ...localMeshVars({ issuer: options.issuer, ...(options.debugHeaders === false ? { debugHeaders: false } : {}) }), ...options.vars };
+  const proxyMain = path.join(ROOT, "workers", "proxy", "index.ts");
+  return deployments.map((d) => {
+    const base = workerOptions(d, code.get(d.main) ?? "", deployments, { vars, secrets: options.secrets });
+    // Proxies hold the vendor secrets, as the shop's do.
+    const worker = path.resolve(d.main) === proxyMain ? { ...base, bindings: { ...base.bindings, ...options.secrets } } : base;
+    return DIRECT.has(d.name) ? { ...worker, unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }] } : worker;
+  });
 }
 
 /** Sets a split through the admin API and fails loudly if it is refused. */
