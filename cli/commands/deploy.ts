@@ -53,7 +53,9 @@ written), then runs your project's \`wrangler deploy\` for each worker in an ord
 (every worker after the workers it binds to): the control plane, then each service's worker and
 proxy. With --services your workers are deployed too, from copies of their configs whose calls go
 to the callees' proxies, whose public routes move to their proxy, and with workers_dev = false (a
-backend is reached only through its proxy). Stops at the first failure; --from resumes there.
+backend is reached only through its proxy). A worker backend from an [env.X] of its config
+(e.g. api-v2 from name = "api" with [env.v2]) is deployed from a copy of that config with --env X.
+Stops at the first failure; --from resumes there.
 
 --dry-run bundles and validates every worker with \`wrangler deploy --dry-run\`: no account needed.
 Before the first real deploy: \`wrangler login\`, then

@@ -112,7 +112,10 @@ export async function startWithoutWeft(options: WithoutWeftOptions): Promise<{ u
 
 /** The worker scripts the manifest's services name, with the project's workers they need (bindings, Durable Object scripts). */
 export function workersToBoot(manifest: Manifest, project: ReadonlyArray<ProjectWorker>): { workers: ProjectWorker[]; missing: string[] } {
-  const byName = new Map(project.map((w) => [w.name, w]));
+  // The mesh's own workers (the proxies, the control plane) are Weft's to boot, even when a config of
+  // the project deploys them (Weft's repository layout: workers/proxy/wrangler.toml's [env.*]).
+  const own = new Set([manifest.controlPlane.script, ...manifest.services.map((s) => proxyScript(manifest, s.name))]);
+  const byName = new Map(project.filter((w) => !own.has(w.name)).map((w) => [w.name, w]));
   const wanted = manifest.services.flatMap((s) => s.backends.flatMap((b) => (b.type === "worker" ? [b.script] : [])));
   const missing = wanted.filter((name) => !byName.has(name));
   const booted = new Map<string, ProjectWorker>();
@@ -162,7 +165,7 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
   mkdirSync(path.dirname(proxyFile), { recursive: true });
   // Written whole then renamed: two meshes of one project booting at once (tests) never read half a file.
   const partial = `${proxyFile}.${process.pid}.${Date.now()}`;
-  writeFileSync(partial, proxyConfig(loaded, proxyFile));
+  writeFileSync(partial, proxyConfig(withProxyMainFrom(loaded, proxyFile), proxyFile));
   renameSync(partial, proxyFile);
 
   const issuer = `http://${options.host}:${options.adminPort}`;
@@ -205,8 +208,9 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
       ];
       // The local settings (access log, debug headers, development mode, the local issuer) are added,
       // not only replaced: a project's generated proxy config sets none of them (they are deploy-time
-      // defaults), so replacing alone left weft dev's proxies without an access log.
-      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: { ...withMeshVars(p.workerOptions.bindings), ...meshVars, ...secrets }, routes });
+      // defaults), so replacing alone left weft dev's proxies without an access log. A vendor secret
+      // never overrides the proxy's own settings (a stray WEFT_SERVICE line in secrets.env).
+      return withSource(p.workerOptions, p.main, { name: proxyScript(manifest, service.name), bindings: { ...secrets, ...withMeshVars(p.workerOptions.bindings), ...meshVars }, routes });
     }),
     ...userWorkers.map((worker): WorkerOptions => {
       // wrangler reads a config's required secrets from the environment too: a vendor secret the
@@ -259,6 +263,19 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     ],
     dispose: () => mf.dispose(),
   };
+}
+
+/**
+ * The manifest with its `proxy.main` (written relative to the manifest's own proxy config,
+ * `files.proxy`) re-based for a proxy config written to `file`, so a manifest naming its own proxy
+ * entry module (as Weft's repository layout does) boots from `.weft/dev/` too.
+ */
+export function withProxyMainFrom(loaded: LoadedManifest, file: string): LoadedManifest {
+  const main = loaded.manifest.proxy.main;
+  if (main === undefined || path.isAbsolute(main)) return loaded;
+  const absolute = path.resolve(path.dirname(path.resolve(loaded.dir, loaded.manifest.files.proxy)), main);
+  const rebased = path.relative(path.dirname(file), absolute).split(path.sep).join("/");
+  return { ...loaded, manifest: { ...loaded.manifest, proxy: { ...loaded.manifest.proxy, main: rebased } } };
 }
 
 /** The named entrypoint a converted service binding targets (`{ name, entrypoint }`), if any. */

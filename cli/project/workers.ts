@@ -169,7 +169,13 @@ function patterns(config: WranglerConfig): string[] {
 
 /** The `[env.*]` names of a config as written, in file order (wrangler's resolved config does not keep them). */
 export function environmentsOf(wrangler: WranglerApi, configPath: string): string[] {
-  const env = wrangler.readRawConfig(configPath).env;
+  let env: unknown;
+  try {
+    env = wrangler.readRawConfig(configPath).env;
+  } catch {
+    // readConfig has already accepted this config; a wrangler without the raw reader still runs its top level.
+    return [];
+  }
   return typeof env === "object" && env !== null && !Array.isArray(env) ? Object.keys(env) : [];
 }
 

@@ -10,7 +10,7 @@ import { proxyBindings, proxyConfig } from "../../cli/manifest/generate.ts";
 import { adminConfigOf, parseManifest } from "../../cli/manifest/load.ts";
 import { Manifest } from "../../cli/manifest/schema.ts";
 import { deployOrder, workerDeployConfig } from "../../cli/project/deploy.ts";
-import { localStateDir, workersToBoot } from "../../cli/project/dev.ts";
+import { localStateDir, withProxyMainFrom, workersToBoot } from "../../cli/project/dev.ts";
 import { bindingNameOf, mapEnvironments, planInit, rpcCallees, serviceNameOf, withRpcProperties } from "../../cli/project/init.ts";
 import { validateConfig } from "../../cli/manifest/load.ts";
 import { findRpcProperties, propertyNames } from "../../cli/project/rpc-members.ts";
@@ -300,6 +300,20 @@ describe("a config's [env.*] sections as versions of one service", () => {
       ["api-v1", "v1"],
       ["api-v2", "v2"],
     ]);
+  });
+
+  it("weft dev leaves the mesh's own workers to Weft, even when a project config deploys them from its [env.*] (Weft's repository layout)", () => {
+    // workers/proxy/wrangler.toml's [env.api] resolves to weft-proxy-api: a caller bound to it must not boot it as a user worker.
+    const proxyEnv = worker("weft-proxy-api", "proxy", { env: "api" });
+    const caller = { ...gateway, serviceBindings: [{ binding: "API", service: "weft-proxy-api" }] };
+    const boot = workersToBoot(parsed.loaded.manifest, [caller, api, v1, v2, proxyEnv]);
+    expect(boot.workers.map((w) => w.name)).toEqual(["gateway", "api-v1", "api-v2"]);
+  });
+
+  it("weft dev re-bases a manifest's own proxy.main (relative to files.proxy) for the proxy config it writes under .weft/dev/", () => {
+    const own = { ...parsed.loaded, manifest: { ...parsed.loaded.manifest, files: { ...parsed.loaded.manifest.files, proxy: "workers/proxy/wrangler.toml" }, proxy: { ...parsed.loaded.manifest.proxy, main: "index.ts" } } };
+    expect(withProxyMainFrom(own, path.join(ROOT, ".weft", "dev", "proxy", "wrangler.toml")).manifest.proxy.main).toBe("../../../workers/proxy/index.ts");
+    expect(withProxyMainFrom(parsed.loaded, path.join(ROOT, ".weft", "dev", "proxy", "wrangler.toml"))).toBe(parsed.loaded);
   });
 
   it("weft deploy --services deploys each with --env, after its proxy's callers' needs", () => {

@@ -73,6 +73,17 @@ describe("installing and running weft", () => {
     expect(top.stdout).toContain("Exit codes:");
     expect(top.stdout).toContain("WEFT_ADMIN_TOKEN");
   });
+
+  it("the project commands (init, dev, deploy) have --help and take --json", async () => {
+    const commands = ["init", "dev", "deploy"];
+    const results = await pool(commands, 3, (command) => weft([command, "--help"]));
+    results.forEach((result, i) => {
+      expect(result.code, commands[i]).toBe(0);
+      expect(result.stdout).toContain(`Usage: weft ${commands[i] ?? ""}`);
+      expect(result.stdout).toContain("--json");
+      expect(result.stdout).toContain(`npx weft ${commands[i] ?? ""}`);
+    });
+  });
 });
 
 describe("npm run deploy's order (weft deploy --services on the demo shop)", () => {
