@@ -10,7 +10,7 @@ import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions as WorkerOpt
 import { configPaths, CONTROL_PLANE_CONFIG, deploymentsOf, loadDeployments, meshConfigPaths, ROOT, SHOP_DIR, SHOP_PROXY_CONFIG, type Deployment, type RawService } from "./deployments.ts";
 
 export { configPaths, CONTROL_PLANE_CONFIG, deploymentsOf, loadDeployments, meshConfigPaths, ROOT, SHOP_DIR, SHOP_PROXY_CONFIG, type Deployment };
-export { loadLocalSecrets, parseSecretsEnv, SECRETS_FILE, secretNamesOf } from "./secrets.ts";
+export { loadProjectSecrets, parseSecretsEnv, secretNamesOf, secretsFileIn } from "./secrets.ts";
 
 /** Bundles each distinct entry module once (a proxy's code is shared by all its instances). */
 export async function bundleMains(mains: string[]): Promise<Map<string, string>> {

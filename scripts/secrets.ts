@@ -6,18 +6,12 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { ROOT } from "./deployments.ts";
 
 /** Where a project keeps its local vendor secrets: `<dir>/.weft/secrets.env` (NAME=value lines, like wrangler's `.dev.vars`). */
 export function secretsFileIn(dir: string): string {
   return path.join(dir, ".weft", "secrets.env");
 }
 
-/**
- * Where `npm start` keeps local vendor secrets: {@link secretsFileIn} this repository's root.
- * @deprecated Use `secretsFileIn(dir)` with the project's directory; kept until scripts/start.ts passes its own.
- */
-export const SECRETS_FILE = secretsFileIn(ROOT);
 
 const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
 

@@ -10,7 +10,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { loadManifest } from "../cli/manifest/load.ts";
 import { startCrons } from "../cli/project/dev.ts";
-import { ACCESS_LOG_PREFIX, demoConfig, loadLocalSecrets, parseSecretsEnv, ROLLOUT_LOG_PREFIX, ROOT, SECRETS_FILE, SHOP_DIR, secretNamesOf } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, demoConfig, loadProjectSecrets, parseSecretsEnv, ROLLOUT_LOG_PREFIX, ROOT, SHOP_DIR, secretNamesOf, secretsFileIn } from "./mesh.ts";
 import { SHOP_MANIFEST, startShop, type RunningShop } from "./shop.ts";
 
 const HELP = `Usage: npm start [-- options]
@@ -56,6 +56,8 @@ const tokenFile = path.join(stateDir, "admin-token");
 /** Where the CLI (`npx weft`) finds this mesh's control plane without flags. */
 const urlFile = path.join(stateDir, "admin-url");
 const accessLogPath = path.join(stateDir, "access.log");
+/** npm start's vendor secrets, beside its other local state (the CLI run from here finds them too). */
+const SECRETS_FILE = secretsFileIn(ROOT);
 const log = (line: string): void => {
   if (!args.json) process.stdout.write(`${line}\n`);
 };
@@ -100,7 +102,7 @@ function localSecrets(): { secrets: Record<string, string>; generated: string[] 
     chmodSync(SECRETS_FILE, 0o600);
   }
   const names = [...Object.keys(DEMO_SECRETS), ...secretNamesOf(JSON.parse(readFileSync(path.join(SHOP_DIR, "config", "mesh.json"), "utf8")))];
-  return { secrets: loadLocalSecrets(SECRETS_FILE, names), generated };
+  return { secrets: loadProjectSecrets(ROOT, names), generated };
 }
 
 async function seed(adminUrl: string, vendorUrl: string, token: string): Promise<string> {
