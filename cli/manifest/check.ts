@@ -90,7 +90,7 @@ class ManifestFindings {
 export interface SecretsContext {
   /** `weft dev` (a project Weft was added to) or `npm start` (Weft's own repository). */
   runner: string;
-  /** Where `wrangler secret put … --env <service>` is run: `-c <proxy config>` or `in workers/proxy`. */
+  /** The proxies' wrangler config, as `wrangler secret put … --env <service> -c <it>` names it. */
   proxyConfig: string;
 }
 
@@ -100,7 +100,7 @@ export interface SecretsContext {
  * the local mesh would answer those calls 502 (credential) or 503 (webhook). A warning, since
  * production secrets live in Cloudflare (`wrangler secret put`), where this command cannot look.
  */
-export function secretFindings(config: MeshConfig, manifestDir: string, environment: NodeJS.ProcessEnv, out: { add: ManifestFindings["add"] }, context: SecretsContext = { runner: "npm start", proxyConfig: "in workers/proxy" }): void {
+export function secretFindings(config: MeshConfig, manifestDir: string, environment: NodeJS.ProcessEnv, out: { add: ManifestFindings["add"] }, context: SecretsContext = { runner: "npm start", proxyConfig: "workers/proxy/wrangler.toml" }): void {
   const local = loadProjectSecrets(manifestDir, [], {});
   const isSet = (name: string): boolean => (environment[name] ?? "") !== "" || (local[name] ?? "") !== "";
   const warn = (names: string | readonly string[], p: ReadonlyArray<string | number>, what: string, service: string): void => {
@@ -112,7 +112,7 @@ export function secretFindings(config: MeshConfig, manifestDir: string, environm
       "unset-secret",
       p,
       `${what} needs the secret ${list.join(" or ")}, which is not set locally (.weft/secrets.env or the environment)`,
-      `Add a line ${list[0] ?? "NAME"}=<value> to .weft/secrets.env (or export it) for ${context.runner}; in production run \`wrangler secret put ${list[0] ?? "NAME"} --env ${service}\` ${context.proxyConfig}.`,
+      `Add a line ${list[0] ?? "NAME"}=<value> to .weft/secrets.env (or export it) for ${context.runner}; in production run \`wrangler secret put ${list[0] ?? "NAME"} --env ${service} -c ${context.proxyConfig}\`.`,
     );
   };
   config.services.forEach((service, s) => {
@@ -524,7 +524,7 @@ export function checkManifest(json: JsonFile, cwd: string, project?: ReadonlyArr
     manifestFindings(loaded, config, out);
     const project = loaded.manifest.files.workers !== undefined;
     const proxyConfig = path.relative(loaded.dir, path.resolve(loaded.dir, loaded.manifest.files.proxy));
-    secretFindings(config, loaded.dir, process.env, out, project ? { runner: "weft dev", proxyConfig: `-c ${proxyConfig}` } : undefined);
+    secretFindings(config, loaded.dir, process.env, out, { runner: project ? "weft dev" : "npm start", proxyConfig });
   }
   else for (const problem of problemsOf(shaped.error.issues)) out.add("error", "invalid-manifest", problem.path, problem.message, fixForShape(problem));
   const files: Finding[] = [];

@@ -112,7 +112,7 @@ describe("a service whose versions are the environments of one wrangler config",
 
     const unset = (await checkCodes()).findings.filter((f) => f.code === "unset-secret");
     expect(unset).toHaveLength(1);
-    expect(unset[0]?.fix).toContain("for weft dev; in production run `wrangler secret put NOTIFY_API_KEY --env gateway` -c .weft/deploy/proxy/wrangler.toml");
+    expect(unset[0]?.fix).toContain("for weft dev; in production run `wrangler secret put NOTIFY_API_KEY --env gateway -c .weft/deploy/proxy/wrangler.toml`");
     mkdirSync(path.join(dir, ".weft"), { recursive: true });
     writeFileSync(path.join(dir, ".weft", "secrets.env"), `# the vendor's key\nNOTIFY_API_KEY=${SECRET}\n`);
     const set = await checkCodes();

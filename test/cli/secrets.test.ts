@@ -63,8 +63,8 @@ describe("weft check: unset-secret", () => {
   }
 
   it("in a project Weft was added to, tells how weft dev and the project's proxy config take the secret", () => {
-    const found = findings({}, {}, { runner: "weft dev", proxyConfig: "-c .weft/deploy/proxy/wrangler.toml" });
-    expect(found[0]?.fix).toBe("Add a line COURIER_API_KEY=<value> to .weft/secrets.env (or export it) for weft dev; in production run `wrangler secret put COURIER_API_KEY --env orders` -c .weft/deploy/proxy/wrangler.toml.");
+    const found = findings({}, {}, { runner: "weft dev", proxyConfig: ".weft/deploy/proxy/wrangler.toml" });
+    expect(found[0]?.fix).toBe("Add a line COURIER_API_KEY=<value> to .weft/secrets.env (or export it) for weft dev; in production run `wrangler secret put COURIER_API_KEY --env orders -c .weft/deploy/proxy/wrangler.toml`.");
   });
 
   it("warns for each named secret set nowhere, at the place that names it", () => {

@@ -72,7 +72,8 @@ describe("installing and running weft", () => {
     const top = await weft(["--help"]);
     expect(top.stdout).toContain("Exit codes:");
     expect(top.stdout).toContain("WEFT_ADMIN_TOKEN");
-  });
+    // 20 Node processes: ~10 s on a quiet 2-core machine, three times that when it is busy.
+  }, 90_000);
 
   it("the project commands (init, dev, deploy) have --help and take --json", async () => {
     const commands = ["init", "dev", "deploy"];
