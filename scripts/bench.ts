@@ -905,7 +905,9 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     if (bareRun && other) progress(`${other.name} vs ${bareRun.name}: ${round(other.rps / bareRun.rps, 3)} (p99 ${round(other.p99_ms / bareRun.p99_ms, 2)}×)`);
     if (bareRun && other && base) {
       // CPU the proxy adds over the bare proxy, working tree against the baseline commit.
-      const added = (m: Measured): number => (m.workerd_cpu_us_per_req ?? Number.NaN) - (bareRun.workerd_cpu_us_per_req ?? Number.NaN);
+      // With --separate-control-plane, the proxies' workerd only: the control plane's work is shared by both proxies.
+      const own = (m: Measured): number => (m.workerd_cpu_us_per_req ?? Number.NaN) - (m.control_plane_cpu_us_per_req ?? 0);
+      const added = (m: Measured): number => own(m) - own(bareRun);
       progress(`baseline (${args.baseline ?? ""}) vs ${bareRun.name}: ${round(base.rps / bareRun.rps, 3)} (p99 ${round(base.p99_ms / bareRun.p99_ms, 2)}×)`);
       progress(`CPU added over ${bareRun.name}: working tree ${round(added(other), 1)} µs/req, baseline ${round(added(base), 1)} µs/req`);
     }
