@@ -890,7 +890,9 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   };
   if (args.profile && inspectorPort !== undefined) {
     const { benchCase, url } = caseNamed(args.profile);
-    await profileCase(benchCase, url, requests, { inspectorPort, seconds: args.seconds, warmupSeconds: args.warmupSeconds });
+    // The RPC cases are loaded through their caller, but what is profiled is the worker that forwards the calls.
+    const worker = args.profile === "rpc-weft" ? "weft-proxy-bench" : args.profile === "rpc-bare" ? rpcForwarder.name : benchCase.worker;
+    await profileCase({ ...benchCase, worker }, url, requests, { inspectorPort, seconds: args.seconds, warmupSeconds: args.warmupSeconds });
     return 0;
   }
   if (args.compare) {
