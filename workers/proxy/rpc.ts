@@ -180,8 +180,8 @@ const NO_HEADERS = new Headers();
 /**
  * An RPC call as telemetry and rate limits see it: a POST to `https://<service>.rpc/<method>` with
  * no headers but a relayed `traceparent`. Not a `Request`: building one per call (URL parsing, a
- * header list) cost more than the rest of the call's bookkeeping; the URL is made only when an
- * access line, tap event or span needs it.
+ * header list) is work nothing needs; the URL is made only when an access line, tap event or span
+ * reads it.
  */
 export class RpcRequestLine implements RequestLine {
   readonly method = "POST";

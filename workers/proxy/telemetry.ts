@@ -52,8 +52,7 @@ const SHARD_TIMEOUT_MS = 5_000;
 
 /**
  * What telemetry reads of a request: a `Request` has this shape; an RPC call gives the same three
- * facts without building one (workers/proxy/rpc.ts), since parsing a Request's URL cost more than
- * the rest of a call's bookkeeping.
+ * facts without building one (workers/proxy/rpc.ts).
  */
 export interface RequestLine {
   readonly method: string;
@@ -201,8 +200,8 @@ const MAX_UNSENT_BATCHES = 30;
 export class ServiceTelemetry {
   /**
    * Requests that become a log line, tap event or span, not yet absorbed. The others are only
-   * counted: keeping every request (and its Request) until the batch made the garbage collector
-   * copy them, which cost more than counting them at once.
+   * counted at once: keeping every request (and its Request) until the batch made the garbage
+   * collector copy them in every scavenge they survived.
    */
   private records: Finished[] = [];
   /** Absorbed since the last batch was sent. */
