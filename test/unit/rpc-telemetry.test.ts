@@ -21,7 +21,7 @@ import {
   type SeriesStats,
 } from "../../shared/metrics.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
-import { RpcRequestLine } from "../../workers/proxy/rpc.ts";
+import { rpcRequestLine } from "../../workers/proxy/rpc.ts";
 import { beginHop, ServiceTelemetry, type TelemetrySettings } from "../../workers/proxy/telemetry.ts";
 
 function series(route: string, code: number, count: number): SeriesStats {
@@ -156,7 +156,7 @@ describe("what a proxy keeps of its finished requests", () => {
   it("reports an RPC call as a POST to /<method> without a Request, continuing a relayed trace", async () => {
     const service = "rpc-line";
     const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    const line = new RpcRequestLine(service, "Admin.purge", new Headers({ traceparent }));
+    const line = rpcRequestLine(service, "Admin.purge", new Headers({ traceparent }));
     expect(line).not.toBeInstanceOf(Request);
     expect([line.method, line.url]).toEqual(["POST", "https://rpc-line.rpc/Admin.purge"]);
     const hop = beginHop(line, true, 0, Date.now());

@@ -183,17 +183,14 @@ const NO_HEADERS = new Headers();
  * header list) is work nothing needs; the URL is made only when an access line, tap event or span
  * reads it.
  */
-export class RpcRequestLine implements RequestLine {
-  readonly method = "POST";
-  constructor(
-    private readonly service: string,
-    private readonly label: string,
-    readonly headers: Headers,
-  ) {}
-
-  get url(): string {
-    return `https://${this.service}.rpc/${encodeURIComponent(this.label)}`;
-  }
+export function rpcRequestLine(service: string, label: string, headers: Headers): RequestLine {
+  return {
+    method: "POST",
+    headers,
+    get url(): string {
+      return `https://${service}.rpc/${encodeURIComponent(label)}`;
+    },
+  };
 }
 
 /**
@@ -377,7 +374,7 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
   // method: a bounded label, since callers choose method names. A relayed call's trace context is
   // its traceparent, so the hop continues the relaying proxy's trace.
   const label = METHOD.test(method) ? proxy.rpcRouteLabel(name) : "(other)";
-  const request = new RpcRequestLine(proxy.service, label, traceparent ? new Headers({ traceparent }) : NO_HEADERS);
+  const request = rpcRequestLine(proxy.service, label, traceparent ? new Headers({ traceparent }) : NO_HEADERS);
   const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
   const trail: Trail = { route: label, backend: undefined, attempts: 1, configVersion: undefined };
   // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route,

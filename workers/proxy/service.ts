@@ -40,8 +40,6 @@ export class ServiceProxy implements Sender {
   /** Remote JWKS and origin balancers outlive config versions, so their caches and latency estimates survive changes. */
   private readonly keySets = new Map<string, JWTVerifyGetKey>();
   private readonly balancers = new Map<string, OriginBalancer>();
-  /** The last caller's egress context: requests mostly come from one caller (the internet), so it is not rebuilt per request. */
-  private lastEgress: EgressContext | undefined;
 
   constructor(
     readonly service: string,
@@ -79,8 +77,6 @@ export class ServiceProxy implements Sender {
 
   /** Who a call to a third party is made for (the egress token's subject). */
   egress(caller: string): EgressContext {
-    const last = this.lastEgress;
-    if (last?.caller === caller) return last;
-    return (this.lastEgress = { service: this.service, caller, controlPlane: this.controlPlane, limiter: this.limiter });
+    return { service: this.service, caller, controlPlane: this.controlPlane, limiter: this.limiter };
   }
 }
