@@ -118,8 +118,8 @@ interface Args {
   rounds: number;
 }
 
-/** BENCH_RATE: requests/s for all connections together; undefined: as fast as the workers answer. */
-const RATE = process.env.BENCH_RATE ? Number(process.env.BENCH_RATE) : undefined;
+/** BENCH_RATE: requests/s for all connections together; undefined: as fast as the workers answer (set by parseCli). */
+let rate: number | undefined;
 
 class UsageError extends Error {}
 
@@ -156,6 +156,13 @@ function parseCli(): Args | "help" {
   if (values.compare !== undefined && !compared) throw new UsageError(`--compare takes one of ${PROFILED.filter((n) => n !== "bare").join(", ")}, got '${values.compare}'`);
   if (values.baseline !== undefined && (!compared || !(compared in PROXY_OF))) throw new UsageError(`--baseline needs --compare with one of ${Object.keys(PROXY_OF).join(", ")}`);
   if (values.baseline !== undefined && !/^[\w./^~-]{1,100}$/.test(values.baseline)) throw new UsageError(`--baseline takes a git ref, got '${values.baseline}'`);
+  // A rate is a number of requests per second, bounded by what one client thread can send.
+  const rawRate = process.env.BENCH_RATE;
+  if (rawRate !== undefined && rawRate !== "") {
+    const value = Number(rawRate);
+    if (!Number.isInteger(value) || value < 1 || value > 100_000) throw new UsageError(`BENCH_RATE must be a whole number of requests per second (1-100000), got '${rawRate}'`);
+    rate = value;
+  }
   if (values.only !== undefined && values.only !== "views") throw new UsageError(`--only takes 'views', got '${values.only}'`);
   return {
     json: values.json === true,
@@ -357,7 +364,7 @@ async function load(url: URL, requests: RequestSpec[], seconds: number): Promise
     duration: seconds,
     timeout: 10,
     requests,
-    ...(RATE !== undefined && Number.isFinite(RATE) && RATE > 0 ? { overallRate: RATE } : {}),
+    ...(rate !== undefined ? { overallRate: rate } : {}),
   });
   instance.on("response", (_client, status, _bytes, responseTime) => {
     if (status >= 200 && status < 300) latencies.push(responseTime);
