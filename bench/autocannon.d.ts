@@ -44,6 +44,8 @@ declare module "autocannon" {
     timeout?: number;
     headers?: Record<string, string>;
     requests?: RequestSpec[];
+    /** Requests per second for all connections together (per client worker; the bench runs one). */
+    overallRate?: number;
   }
 
   interface Instance extends EventEmitter, PromiseLike<Result> {

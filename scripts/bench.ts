@@ -16,16 +16,18 @@
  * Prints a table and writes bench/results.json. Exits non-zero if any request failed; speed targets
  * are reported, never enforced.
  */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import autocannon from "autocannon";
+import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions } from "miniflare";
 import type { Instance, RequestSpec, Result } from "autocannon";
 import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
 import { benchViews, viewsTable, type ViewsResult } from "./bench-views.ts";
 import { cpuTicks, onlyDeployment, round, sleep, workerdPids } from "./measure.ts";
-import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, freePort, isControlPlane, ROOT, SHOP_PROXY_CONFIG, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, freePort, isControlPlane, localMeshVars, ROOT, SHOP_PROXY_CONFIG, startMesh, workerOptions, type Deployment, type RunningMesh, type WorkerLog } from "./mesh.ts";
 
 const USAGE = `Usage: npm run bench [-- --json] [-- --only views]
 
@@ -37,16 +39,28 @@ Options:
   --json             print only the results JSON on stdout (progress goes to stderr)
   --only views       run only the views section; its results replace \`views\` in bench/results.json
   --compare <case>   measure only the bare proxy and one case (weft, weft-retries, weft-limited,
-                     weft-debug), interleaved, and print the ratio; nothing is written
+                     weft-debug; rpc-weft against rpc-bare), interleaved, and print the ratio;
+                     nothing is written
+  --baseline <ref>   with --compare: also measure the same case through a proxy built from the
+                     git commit <ref> (e.g. HEAD), interleaved in the same workerd, and print the
+                     working tree's CPU µs per request against it: the way to judge a change of a
+                     few µs on a noisy machine
   --profile <case>   instead of measuring, take a CPU profile of one case's proxy worker under load
                      (weft, weft-retries, weft-limited, weft-debug, bare) and print where its time goes;
                      the profile is written to bench/<case>.cpuprofile (open it in Chrome DevTools)
+  --separate-control-plane
+                     run the control plane and its Durable Objects in a workerd process of their own
+                     (as in production, where they run elsewhere); the proxies reach it over their
+                     unchanged CONTROL_PLANE binding through Miniflare's dev registry. CPU per request
+                     is then printed for the proxies' workerd and the control plane's separately
   --help             print this help
 
 Environment:
   BENCH_SECONDS          seconds measured per case (default 10)
   BENCH_WARMUP_SECONDS   seconds of warm-up per case, not measured (default 2)
   BENCH_ROUNDS           interleaved rounds the measured seconds are split into (default 3)
+  BENCH_RATE             send at most this many requests/s in all (default: as fast as answered);
+                         CPU per request compares best at one fixed rate below saturation
 `;
 
 const CONNECTIONS = 16;
@@ -95,10 +109,17 @@ interface Args {
   profile: BenchCase["name"] | undefined;
   /** Measure only the bare proxy and this case, interleaved; print the ratio, write nothing. */
   compare: BenchCase["name"] | undefined;
+  /** The control plane in a workerd process of its own (see startSeparated). */
+  separateControlPlane: boolean;
+  /** With `compare`: a git ref whose proxy code is measured beside the working tree's. */
+  baseline: string | undefined;
   seconds: number;
   warmupSeconds: number;
   rounds: number;
 }
+
+/** BENCH_RATE: requests/s for all connections together; undefined: as fast as the workers answer (set by parseCli). */
+let rate: number | undefined;
 
 class UsageError extends Error {}
 
@@ -111,9 +132,20 @@ function positiveSeconds(name: string, fallback: number): number {
 }
 
 function parseCli(): Args | "help" {
-  let values: { json?: boolean; help?: boolean; profile?: string; only?: string; compare?: string };
+  let values: { json?: boolean; help?: boolean; profile?: string; only?: string; compare?: string; baseline?: string; "separate-control-plane"?: boolean };
   try {
-    ({ values } = parseArgs({ options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" }, profile: { type: "string" }, only: { type: "string" }, compare: { type: "string" } }, strict: true }));
+    ({ values } = parseArgs({
+      options: {
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        profile: { type: "string" },
+        only: { type: "string" },
+        compare: { type: "string" },
+        baseline: { type: "string" },
+        "separate-control-plane": { type: "boolean" },
+      },
+      strict: true,
+    }));
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
@@ -122,12 +154,23 @@ function parseCli(): Args | "help" {
   if (values.profile !== undefined && !profiled) throw new UsageError(`--profile takes one of ${PROFILED.join(", ")}, got '${values.profile}'`);
   const compared = PROFILED.find((name) => name === values.compare && name !== "bare");
   if (values.compare !== undefined && !compared) throw new UsageError(`--compare takes one of ${PROFILED.filter((n) => n !== "bare").join(", ")}, got '${values.compare}'`);
+  if (values.baseline !== undefined && (!compared || !(compared in PROXY_OF))) throw new UsageError(`--baseline needs --compare with one of ${Object.keys(PROXY_OF).join(", ")}`);
+  if (values.baseline !== undefined && !/^[\w./^~-]{1,100}$/.test(values.baseline)) throw new UsageError(`--baseline takes a git ref, got '${values.baseline}'`);
+  // A rate is a number of requests per second, bounded by what one client thread can send.
+  const rawRate = process.env.BENCH_RATE;
+  if (rawRate !== undefined && rawRate !== "") {
+    const value = Number(rawRate);
+    if (!Number.isInteger(value) || value < 1 || value > 100_000) throw new UsageError(`BENCH_RATE must be a whole number of requests per second (1-100000), got '${rawRate}'`);
+    rate = value;
+  }
   if (values.only !== undefined && values.only !== "views") throw new UsageError(`--only takes 'views', got '${values.only}'`);
   return {
     json: values.json === true,
     only: values.only === "views" ? "views" : undefined,
     profile: profiled,
     compare: compared,
+    separateControlPlane: values["separate-control-plane"] === true,
+    baseline: values.baseline,
     seconds: positiveSeconds("BENCH_SECONDS", 10),
     warmupSeconds: positiveSeconds("BENCH_WARMUP_SECONDS", 2),
     rounds: Math.max(1, Math.round(positiveSeconds("BENCH_ROUNDS", 3))),
@@ -144,8 +187,30 @@ function progress(line: string): void {
 // The workers
 
 interface BenchCase {
-  name: "direct" | "bare" | "weft" | "weft-retries" | "weft-limited" | "weft-debug" | "weft-4000" | "rpc-bare" | "rpc-weft";
+  name: "direct" | "bare" | "weft" | "weft-retries" | "weft-limited" | "weft-debug" | "weft-4000" | "rpc-bare" | "rpc-weft" | "baseline";
   worker: string;
+}
+
+/** The Weft proxy worker each case goes through (the RPC case through its caller's binding). */
+const PROXY_OF: Partial<Record<BenchCase["name"], string>> = {
+  weft: "weft-proxy-bench",
+  "weft-retries": "weft-proxy-bench-retries",
+  "weft-limited": "weft-proxy-bench-limited",
+  "weft-debug": "weft-proxy-bench-debug",
+  "rpc-weft": "weft-proxy-bench",
+};
+
+/**
+ * Writes the proxy's code (workers/ and shared/) as of git commit `ref` under .weft/ (ignored by
+ * git, and inside the repository so its imports resolve node_modules) and returns its entry module.
+ */
+function extractBaseline(ref: string): string {
+  const dir = path.join(ROOT, ".weft", "bench-baseline");
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const tar = execFileSync("git", ["-C", ROOT, "archive", "--format=tar", ref, "workers", "shared"], { maxBuffer: 256 * 1024 * 1024 });
+  execFileSync("tar", ["-x", "-C", dir], { input: tar });
+  return path.join(dir, "workers", "proxy", "index.ts");
 }
 
 /** Cases whose worker `--profile` can profile. */
@@ -270,6 +335,8 @@ interface Measured {
   p99_ms: number;
   /** workerd CPU time per request (all isolates: client-facing worker, upstream, control plane); Linux only. */
   workerd_cpu_us_per_req: number | null;
+  /** The control plane's share of `workerd_cpu_us_per_req` when it runs in its own workerd (--separate-control-plane). */
+  control_plane_cpu_us_per_req: number | null;
   requests: number;
   errors: number;
   timeouts: number;
@@ -290,7 +357,15 @@ function percentile(sorted: Float64Array, q: number): number {
 /** One autocannon run; latencies are taken per response (autocannon's own histogram has 1 ms resolution). */
 async function load(url: URL, requests: RequestSpec[], seconds: number): Promise<{ result: Result; latencies: Float64Array }> {
   const latencies: number[] = [];
-  const instance = autocannon({ url: url.origin, connections: CONNECTIONS, pipelining: 1, duration: seconds, timeout: 10, requests });
+  const instance = autocannon({
+    url: url.origin,
+    connections: CONNECTIONS,
+    pipelining: 1,
+    duration: seconds,
+    timeout: 10,
+    requests,
+    ...(rate !== undefined ? { overallRate: rate } : {}),
+  });
   instance.on("response", (_client, status, _bytes, responseTime) => {
     if (status >= 200 && status < 300) latencies.push(responseTime);
   });
@@ -312,6 +387,8 @@ interface Sample {
   latencies: Float64Array;
   seconds: number;
   ticks: number | null;
+  /** The part of `ticks` the control plane's own workerd used (--separate-control-plane only). */
+  controlTicks: number | null;
   result: Result;
 }
 
@@ -327,8 +404,15 @@ async function sample(benchCase: BenchCase, url: URL, requests: RequestSpec[], s
   progress(`  measuring ${benchCase.name} (${seconds.toFixed(1)} s)…`);
   const pids = workerdPids();
   const ticksBefore = cpuTicks(pids);
+  const controlBefore = cpuTicks(controlPlanePids);
   const { result, latencies } = await load(url, requests, seconds);
-  return { latencies, seconds: result.duration, ticks: pids.length > 0 ? cpuTicks(pids) - ticksBefore : null, result };
+  return {
+    latencies,
+    seconds: result.duration,
+    ticks: pids.length > 0 ? cpuTicks(pids) - ticksBefore : null,
+    controlTicks: controlPlanePids.length > 0 ? cpuTicks(controlPlanePids) - controlBefore : null,
+    result,
+  };
 }
 
 /**
@@ -353,6 +437,7 @@ function pool(name: string, runs: Sample[]): Measured {
   const latencies = Float64Array.from(runs.flatMap((r) => [...r.latencies])).sort();
   const seconds = runs.reduce((sum, r) => sum + r.seconds, 0);
   const ticks = runs.every((r) => r.ticks !== null) ? runs.reduce((sum, r) => sum + (r.ticks ?? 0), 0) : null;
+  const controlTicks = runs.every((r) => r.controlTicks !== null) ? runs.reduce((sum, r) => sum + (r.controlTicks ?? 0), 0) : null;
   const codes: Record<string, number> = {};
   for (const run of runs) {
     for (const [code, stat] of Object.entries(run.result.statusCodeStats)) codes[code] = (codes[code] ?? 0) + stat.count;
@@ -364,6 +449,7 @@ function pool(name: string, runs: Sample[]): Measured {
     p90_ms: round(percentile(latencies, 0.9), 3),
     p99_ms: round(percentile(latencies, 0.99), 3),
     workerd_cpu_us_per_req: ticks !== null && latencies.length > 0 ? round((ticks * 10_000) / latencies.length, 1) : null,
+    control_plane_cpu_us_per_req: controlTicks !== null && runs.length > 0 && latencies.length > 0 ? round((controlTicks * 10_000) / latencies.length, 1) : null,
     requests: latencies.length,
     errors: runs.reduce((sum, r) => sum + r.result.errors, 0),
     timeouts: runs.reduce((sum, r) => sum + r.result.timeouts, 0),
@@ -629,6 +715,79 @@ function table(results: Results): string {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The control plane in a workerd process of its own
+
+/** PIDs of the control plane's own workerd with --separate-control-plane (empty otherwise). */
+let controlPlanePids: number[] = [];
+
+/**
+ * Boots the control plane (and its Durable Objects) in one workerd process and `workers` (upstream,
+ * bare proxy, Weft proxies, RPC workers) in another, as in production, where the objects run in
+ * other machines than the proxies' isolates. Both instances share a private Miniflare dev registry:
+ * a proxy's `CONTROL_PLANE` binding names a worker the second instance does not run, so Miniflare
+ * binds it to its registry proxy, which calls the `ConfigService` entrypoint (with the binding's
+ * props) in the first process over workerd's debug port. The proxy's code and its request path are
+ * the deployed ones; only where the binding leads changes (one local hop more per control-plane call,
+ * which the proxy makes in the background: config reads, telemetry batches, rate-limit leases).
+ */
+async function startSeparated(options: {
+  controlPlane: Deployment;
+  workers: V4WorkerOptions[];
+  token: string;
+  onLog: (log: WorkerLog) => void;
+  inspectorPort: number | undefined;
+}): Promise<RunningMesh> {
+  const registry = mkdtempSync(path.join(os.tmpdir(), "weft-bench-registry-"));
+  const cp = options.controlPlane;
+  const code = await bundleMains([cp.main]);
+  const before = new Set(workerdPids());
+  // The same vars and secret startMesh gives the control plane (its issuer is never used here).
+  const overrides = { vars: localMeshVars({ issuer: `http://${HOST}:0` }), secrets: { WEFT_ADMIN_TOKEN: options.token } };
+  const control = new Miniflare(
+    convertV4MiniflareOptions({
+      host: HOST,
+      port: 0,
+      unsafeDevRegistryPath: registry,
+      handleStructuredLogs: options.onLog,
+      workers: [{ ...workerOptions(cp, code.get(cp.main) ?? "", [cp], overrides), unsafeDirectSockets: [{ host: HOST, port: 0 }] }],
+    }),
+  );
+  let data: Miniflare | undefined;
+  try {
+    await control.ready;
+    controlPlanePids = workerdPids().filter((pid) => !before.has(pid));
+    const adminUrl = (await control.unsafeGetDirectURL(cp.name)).origin;
+    data = new Miniflare(
+      convertV4MiniflareOptions({
+        host: HOST,
+        port: 0,
+        unsafeDevRegistryPath: registry,
+        ...(options.inspectorPort !== undefined ? { inspectorPort: options.inspectorPort } : {}),
+        handleStructuredLogs: options.onLog,
+        workers: options.workers,
+      }),
+    );
+    const shopUrl = (await data.ready).origin;
+    const dataPlane = data;
+    return {
+      mf: dataPlane,
+      shopUrl,
+      adminUrl,
+      vendorUrl: undefined,
+      deployments: [cp],
+      dispose: async () => {
+        await Promise.allSettled([dataPlane.dispose(), control.dispose()]);
+        rmSync(registry, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await Promise.allSettled([data?.dispose(), control.dispose()]);
+    rmSync(registry, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Main
 
 async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<number> {
@@ -652,7 +811,18 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     { ...rpcCaller, name: "weft-bench-rpc-caller-bare", services: [{ binding: "TARGET", service: rpcForwarder.name }] },
     { ...rpcCaller, name: "weft-bench-rpc-caller-weft", services: [{ binding: "TARGET", service: "weft-proxy-bench", props: { caller: "bench-client" } }] },
   ];
+  // --baseline: the compared case's proxy once more, built from another commit (and its RPC caller).
+  const baselineOf = args.baseline !== undefined && args.compare ? PROXY_OF[args.compare] : undefined;
+  const baselineProxy = proxies.find((p) => p.name === baselineOf);
+  if (args.baseline !== undefined && baselineProxy) {
+    const main = extractBaseline(args.baseline);
+    progress(`baseline: ${baselineProxy.name} as of ${args.baseline} (${execFileSync("git", ["-C", ROOT, "rev-parse", "--short", args.baseline], { encoding: "utf8" }).trim()})`);
+    proxies.push({ ...baselineProxy, name: "weft-proxy-baseline", env: "weft-proxy-baseline", main });
+    if (args.compare === "rpc-weft") rpcCallers.push({ ...rpcCaller, name: "weft-bench-rpc-caller-baseline", services: [{ binding: "TARGET", service: "weft-proxy-baseline", props: { caller: "bench-client" } }] });
+  }
+  const baselineWorker = args.compare === "rpc-weft" ? "weft-bench-rpc-caller-baseline" : "weft-proxy-baseline";
   const cases: BenchCase[] = [
+    ...(baselineProxy ? [{ name: "baseline" as const, worker: baselineWorker }] : []),
     { name: "rpc-bare", worker: "weft-bench-rpc-caller-bare" },
     { name: "rpc-weft", worker: "weft-bench-rpc-caller-weft" },
     { name: "direct", worker: upstream.name },
@@ -672,24 +842,31 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   const code = await bundleMains(extra.map((d) => d.main));
   const token = crypto.randomUUID();
   const inspectorPort = args.profile ? await freePort() : undefined;
-  const mesh = await startMesh({
-    port: 0,
-    adminPort: 0,
-    host: HOST,
-    ...(inspectorPort !== undefined ? { inspectorPort } : {}),
-    adminToken: token,
-    deployments: controlPlane,
-    // Access log lines are counted (one per proxied request is expected), not printed.
-    onLog: (log) => {
-      if (log.message.startsWith(ACCESS_LOG_PREFIX)) accessLines++;
-      else process.stderr.write(`${log.message}\n`);
-    },
-    extraWorkers: extra.map((d) => ({
-      ...workerOptions(d, code.get(d.main) ?? "", all),
-      unsafeDirectSockets: [{ host: HOST, port: 0 }],
-    })),
-  });
+  // Access log lines are counted (one per proxied request is expected), not printed.
+  const onLog = (log: WorkerLog): void => {
+    if (log.message.startsWith(ACCESS_LOG_PREFIX)) accessLines++;
+    else process.stderr.write(`${log.message}\n`);
+  };
+  const extraWorkers = extra.map((d) => ({
+    ...workerOptions(d, code.get(d.main) ?? "", all),
+    unsafeDirectSockets: [{ host: HOST, port: 0 }],
+  }));
+  const [controlPlaneDeployment] = controlPlane;
+  const mesh =
+    args.separateControlPlane && controlPlaneDeployment
+      ? await startSeparated({ controlPlane: controlPlaneDeployment, workers: extraWorkers, token, onLog, inspectorPort })
+      : await startMesh({
+          port: 0,
+          adminPort: 0,
+          host: HOST,
+          ...(inspectorPort !== undefined ? { inspectorPort } : {}),
+          adminToken: token,
+          deployments: controlPlane,
+          onLog,
+          extraWorkers,
+        });
   setMesh(mesh);
+  if (args.separateControlPlane) progress(`control plane in its own workerd (pid ${controlPlanePids.join(", ")}); the proxies reach it through the dev registry`);
   const urls = new Map<string, URL>();
   for (const c of cases) urls.set(c.name, await mesh.mf.unsafeGetDirectURL(c.worker));
   const urlOf = (name: BenchCase["name"]): URL => {
@@ -720,15 +897,29 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   };
   if (args.profile && inspectorPort !== undefined) {
     const { benchCase, url } = caseNamed(args.profile);
-    await profileCase(benchCase, url, requests, { inspectorPort, seconds: args.seconds, warmupSeconds: args.warmupSeconds });
+    // The RPC cases are loaded through their caller, but what is profiled is the worker that forwards the calls.
+    const worker = args.profile === "rpc-weft" ? "weft-proxy-bench" : args.profile === "rpc-bare" ? rpcForwarder.name : benchCase.worker;
+    await profileCase({ ...benchCase, worker }, url, requests, { inspectorPort, seconds: args.seconds, warmupSeconds: args.warmupSeconds });
     return 0;
   }
   if (args.compare) {
-    // A quick A/B while working on the proxy: the two cases side by side, nothing written.
-    const pair = await measureRounds([caseNamed("bare"), caseNamed(args.compare)], requests, args);
-    const [bareRun, other] = pair;
-    for (const m of pair) progress(`${m.name}: ${m.rps.toFixed(0)} req/s, p99 ${m.p99_ms} ms, workerd CPU ${m.workerd_cpu_us_per_req ?? "n/a"} µs/req`);
-    if (bareRun && other) progress(`${other.name} vs bare: ${round(other.rps / bareRun.rps, 3)} (p99 ${round(other.p99_ms / bareRun.p99_ms, 2)}×)`);
+    // A quick A/B while working on the proxy: the two cases side by side (three with --baseline), nothing written.
+    const reference = args.compare === "rpc-weft" ? "rpc-bare" : "bare";
+    const pair = await measureRounds([caseNamed(reference), caseNamed(args.compare), ...(baselineProxy ? [caseNamed("baseline")] : [])], requests, args);
+    const [bareRun, other, base] = pair;
+    for (const m of pair) {
+      const split = m.control_plane_cpu_us_per_req !== null ? ` (control plane's workerd ${m.control_plane_cpu_us_per_req})` : "";
+      progress(`${m.name}: ${m.rps.toFixed(0)} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, workerd CPU ${m.workerd_cpu_us_per_req ?? "n/a"} µs/req${split}`);
+    }
+    if (bareRun && other) progress(`${other.name} vs ${bareRun.name}: ${round(other.rps / bareRun.rps, 3)} (p99 ${round(other.p99_ms / bareRun.p99_ms, 2)}×)`);
+    if (bareRun && other && base) {
+      // CPU the proxy adds over the bare proxy, working tree against the baseline commit.
+      // With --separate-control-plane, the proxies' workerd only: the control plane's work is shared by both proxies.
+      const own = (m: Measured): number => (m.workerd_cpu_us_per_req ?? Number.NaN) - (m.control_plane_cpu_us_per_req ?? 0);
+      const added = (m: Measured): number => own(m) - own(bareRun);
+      progress(`baseline (${args.baseline ?? ""}) vs ${bareRun.name}: ${round(base.rps / bareRun.rps, 3)} (p99 ${round(base.p99_ms / bareRun.p99_ms, 2)}×)`);
+      progress(`CPU added over ${bareRun.name}: working tree ${round(added(other), 1)} µs/req, baseline ${round(added(base), 1)} µs/req`);
+    }
     return 0;
   }
   const measured = await measureRounds((["direct", "bare", "weft", "weft-retries", "weft-limited", "weft-debug"] as const).map(caseNamed), requests, args);

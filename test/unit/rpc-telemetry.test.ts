@@ -21,6 +21,7 @@ import {
   type SeriesStats,
 } from "../../shared/metrics.ts";
 import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { rpcRequestLine } from "../../workers/proxy/rpc.ts";
 import { beginHop, ServiceTelemetry, type TelemetrySettings } from "../../workers/proxy/telemetry.ts";
 
 function series(route: string, code: number, count: number): SeriesStats {
@@ -125,6 +126,47 @@ describe("RPC outcomes through a proxy's telemetry into the shard", () => {
     expect(byOutcome.get(JSON.stringify(["getUser", { kind: "rpc", status: 500, outcome: "error", error: "(other)" }]))).toBe(1);
     expect(byOutcome.get(JSON.stringify(["all", { kind: "http", status: 200 }]))).toBe(4);
     expect(totals.series.reduce((n, s) => n + s.count, 0)).toBe(13);
+    await Promise.all(deferred);
+  });
+});
+
+describe("what a proxy keeps of its finished requests", () => {
+  it("counts every request at once and keeps only those that become a tap event or a span", async () => {
+    const service = "kept-records";
+    const telemetry = new ServiceTelemetry(service, boundTo(service), settings);
+    const deferred: Array<Promise<unknown>> = [];
+    const finish = (status: number, sampleRate: number): void => {
+      const request = new Request("https://shop.test/products/1");
+      telemetry.finish(beginHop(request, false, sampleRate, Date.now()), request, "internet", { route: "all", backend: "kept-v1", attempts: 1, configVersion: 1 }, status, (p) => deferred.push(p));
+    };
+    for (let i = 0; i < 100; i++) finish(200, 0);
+    // The batch's few recent events; the other 95 requests are only counted (no Request held until the batch).
+    expect(telemetry.keptRecords).toBe(5);
+    finish(503, 0); // notable: always an event
+    finish(200, 1); // sampled: always an event
+    expect(telemetry.keptRecords).toBe(7);
+    await telemetry.flush();
+    expect(telemetry.keptRecords).toBe(0);
+    const store = telemetryStoreOf(env, service);
+    expect((await store.totals()).series.reduce((n, s) => n + s.count, 0)).toBe(102);
+    expect((await store.recentErrors(10)).map((e) => [e.status, e.method, e.path])).toEqual([[503, "GET", "/products/1"]]);
+    await Promise.all(deferred);
+  });
+
+  it("reports an RPC call as a POST to /<method> without a Request, continuing a relayed trace", async () => {
+    const service = "rpc-line";
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const line = rpcRequestLine(service, "Admin.purge", new Headers({ traceparent }));
+    expect(line).not.toBeInstanceOf(Request);
+    expect([line.method, line.url]).toEqual(["POST", "https://rpc-line.rpc/Admin.purge"]);
+    const hop = beginHop(line, true, 0, Date.now());
+    expect([hop.traceId, hop.parentId, hop.sampled]).toEqual(["4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true]);
+    const telemetry = new ServiceTelemetry(service, boundTo(service), settings);
+    const deferred: Array<Promise<unknown>> = [];
+    telemetry.finish(hop, line, "web", { route: "Admin.purge", backend: "users", attempts: 1, configVersion: 1, seriesCode: rpcSeriesCode(500, "TypeError") }, 500, (p) => deferred.push(p));
+    await telemetry.flush();
+    const [event] = await telemetryStoreOf(env, service).recentErrors(10);
+    expect(event).toMatchObject({ method: "POST", path: "/Admin.purge", route: "Admin.purge", caller: "web", traceId: "4bf92f3577b34da6a3ce929d0e0e4736" });
     await Promise.all(deferred);
   });
 });

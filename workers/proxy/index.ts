@@ -153,7 +153,9 @@ const PROBE_WINDOW_MS = 55_000;
 /** The chain. Each step continues or returns its response; nothing below a step runs once it stops. */
 async function serve(exchange: Exchange): Promise<Response> {
   const { request, waitUntil, proxy, who, trail } = exchange;
-  const state: SliceState = await proxy.config.current(waitUntil);
+  // The config is at hand almost always: awaited only when it must be loaded (an await costs a turn).
+  const current = proxy.config.current(waitUntil);
+  const state: SliceState = current instanceof Promise ? await current : current;
   if (state.kind !== "ready") return problemResponse(503, "no-config", "Service not configured", { detail: state.detail });
   const slice = state.slice;
   trail.configVersion = slice.version;
@@ -248,10 +250,14 @@ async function serve(exchange: Exchange): Promise<Response> {
   const response = route.contract && delivery.fromBackend ? await checkResponseContract(slice.service, route, delivery.response) : delivery.response;
 
   // response headers
-  const modifiers = filters ? [filters.response, filters.perBackend.get(delivery.backend.name)?.response].filter((m) => m !== undefined) : [];
-  const corsHeaders = filters?.cors ? corsResponseHeaders(filters.cors, request.headers.get("origin")) : [];
-  return respond(response, { proxy, slice, route, delivery, placement, extraHeaders: [...(limited?.headers ?? []), ...corsHeaders], modifiers });
+  const modifiers = filters ? [filters.response, filters.perBackend.get(delivery.backend.name)?.response].filter((m) => m !== undefined) : NOTHING;
+  const corsHeaders = filters?.cors ? corsResponseHeaders(filters.cors, request.headers.get("origin")) : NOTHING;
+  const extraHeaders = limited?.headers === undefined ? corsHeaders : corsHeaders.length === 0 ? limited.headers : [...limited.headers, ...corsHeaders];
+  return respond(response, { proxy, slice, route, delivery, placement, extraHeaders, modifiers });
 }
+
+/** No response headers to add or filters to apply (shared, never changed: most requests have none). */
+const NOTHING: readonly never[] = [];
 
 /** A route's redirect: no body, the Location, and the route's response header filter. */
 function redirected(status: number, location: string, modifier: HeaderModifier | undefined): Response {

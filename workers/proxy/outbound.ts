@@ -6,6 +6,13 @@
  */
 import { MESH_HEADER_PREFIX } from "./identity.ts";
 
+/** Set by {@link noteMeshHeader} during one synchronous `forEach` (module-level: no closure per request). */
+let meshHeaderSeen = false;
+
+function noteMeshHeader(_value: string, name: string): void {
+  if (!meshHeaderSeen && name.startsWith(MESH_HEADER_PREFIX)) meshHeaderSeen = true;
+}
+
 /** Header changes collected by the chain's steps, applied once. */
 export class HeaderEdits {
   private edits: Array<[string, string | undefined, "set" | "append"]> | undefined;
@@ -35,11 +42,9 @@ export class HeaderEdits {
   stripMeshHeaders(headers: Headers): void {
     // forEach is one call into the runtime; a keys() iterator crosses into it once per header
     // (measured on workerd with a browser's few headers: ~2.6 vs ~4 µs a request).
-    let found = false;
-    headers.forEach((_value, name) => {
-      if (!found && name.startsWith(MESH_HEADER_PREFIX)) found = true;
-    });
-    if (found) this.stripMesh = true;
+    meshHeaderSeen = false;
+    headers.forEach(noteMeshHeader);
+    if (meshHeaderSeen) this.stripMesh = true;
   }
 
   /** The backend's header set, or undefined when the request's own headers go unchanged. */

@@ -118,21 +118,41 @@ interface QueuedCharge {
   lease: Lease;
 }
 
-function specOf(rule: RateLimitRule): LimitSpec {
-  return { algorithm: rule.algorithm, limit: rule.limit, periodSeconds: rule.periodSeconds, ...(rule.burst ? { burst: rule.burst } : {}) };
+/** A rule as the request path reads it: its key parsed and its spec built once per rule, not per request. */
+interface RuleParts {
+  name: string;
+  /** `caller`, `ip`, `header` or `claim` (the config's key syntax is validated). */
+  kind: string;
+  /** The header or claim name. */
+  keyName: string;
+  spec: LimitSpec;
+  failMode: "open" | "closed";
 }
 
-function keyOf(rule: RateLimitRule, request: Request, caller: string, claims: Record<string, unknown> | undefined): string {
-  const [kind, name = ""] = rule.key.split(":", 2);
-  switch (kind) {
+/** Parts per rule object: a rule lives as long as its config version, and so does its entry. */
+const partsOfRule = new WeakMap<RateLimitRule, RuleParts>();
+
+function partsOf(rule: RateLimitRule): RuleParts {
+  let parts = partsOfRule.get(rule);
+  if (!parts) {
+    const [kind = "", keyName = ""] = rule.key.split(":", 2);
+    const spec: LimitSpec = { algorithm: rule.algorithm, limit: rule.limit, periodSeconds: rule.periodSeconds, ...(rule.burst ? { burst: rule.burst } : {}) };
+    parts = { name: rule.name ?? "limit", kind, keyName, spec, failMode: rule.failMode };
+    partsOfRule.set(rule, parts);
+  }
+  return parts;
+}
+
+function keyOf(rule: RuleParts, request: { readonly headers: Headers }, caller: string, claims: Record<string, unknown> | undefined): string {
+  switch (rule.kind) {
     case "caller":
       return caller;
     case "ip":
       return request.headers.get("cf-connecting-ip") ?? "unknown";
     case "header":
-      return request.headers.get(name) ?? "(none)";
+      return request.headers.get(rule.keyName) ?? "(none)";
     default: {
-      const value = claims?.[name];
+      const value = claims?.[rule.keyName];
       return value === undefined ? "(none)" : typeof value === "string" ? value : JSON.stringify(value);
     }
   }
@@ -193,10 +213,13 @@ function tooMany(name: string, spec: LimitSpec, retryAt: number, now: number): R
   );
 }
 
-function warnIfLow(headers: Array<[string, string]>, c: Counter, lease: Lease, now: number): void {
+/** `headers` plus RateLimit headers when less than 20% of the quota is left; allocated only then. */
+function warnIfLow(headers: Array<[string, string]> | undefined, c: Counter, lease: Lease, now: number): Array<[string, string]> | undefined {
   const left = lease.counterRemaining + lease.remaining;
-  if (left >= c.spec.limit * WARN_BELOW) return;
-  headers.push(["ratelimit-policy", policyHeader(c.name, c.spec)], ["ratelimit", rateLimitHeader(c.name, left, lease.validUntil, now)]);
+  if (left >= c.spec.limit * WARN_BELOW) return headers;
+  const list = headers ?? [];
+  list.push(["ratelimit-policy", policyHeader(c.name, c.spec)], ["ratelimit", rateLimitHeader(c.name, left, lease.validUntil, now)]);
+  return list;
 }
 
 /** Folds a counter's answer into the lease: `owed` tokens were already spent, the rest are at hand. */
@@ -257,6 +280,13 @@ export class RateLimiter {
     return counter;
   }
 
+  /** The counter `rule` charges for this request's key. */
+  private counterOf(rule: RateLimitRule, request: { readonly headers: Headers }, caller: string, claims: Record<string, unknown> | undefined): Counter {
+    const parts = partsOf(rule);
+    const counter = this.counterFor(parts.name, keyOf(parts, request, caller, claims));
+    return { counter, name: parts.name, spec: parts.spec, failMode: parts.failMode, firstFree: parts.failMode === "open" };
+  }
+
   /** Counter names remembered (bounded by {@link MAX_REMEMBERED_NAMES}). */
   get rememberedNames(): number {
     return this.names.size;
@@ -277,26 +307,25 @@ export class RateLimiter {
    */
   check(
     rules: readonly RateLimitRule[],
-    request: Request,
+    request: { readonly headers: Headers },
     caller: string,
     claims: Record<string, unknown> | undefined,
     waitUntil: WaitUntil | undefined,
   ): RateDecision | Promise<RateDecision> {
     if (rules.length === 0) return NO_LIMITS;
     const now = Date.now();
-    const counters = rules.map((rule): Counter => {
-      const name = rule.name ?? "limit";
-      const counter = this.counterFor(name, keyOf(rule, request, caller, claims));
-      return { counter, name, spec: specOf(rule), failMode: rule.failMode, firstFree: rule.failMode === "open" };
-    });
-    const headers: Array<[string, string]> = [];
-    for (const [index, c] of counters.entries()) {
+    // Nothing is allocated per request beyond one Counter per rule while the leases answer.
+    let headers: Array<[string, string]> | undefined;
+    for (let index = 0; index < rules.length; index++) {
+      const rule = rules[index];
+      if (!rule) continue;
+      const c = this.counterOf(rule, request, caller, claims);
       const step = this.local(c, now, waitUntil);
       if (step.kind === "deny") return step;
-      if (step.kind === "ask") return this.askCounters(counters.slice(index), headers, waitUntil);
-      warnIfLow(headers, c, step.lease, now);
+      if (step.kind === "ask") return this.askCounters([c, ...rules.slice(index + 1).map((r) => this.counterOf(r, request, caller, claims))], headers ?? [], waitUntil);
+      headers = warnIfLow(headers, c, step.lease, now);
     }
-    return headers.length > 0 ? { kind: "allow", headers } : NO_LIMITS;
+    return headers ? { kind: "allow", headers } : NO_LIMITS;
   }
 
   /**

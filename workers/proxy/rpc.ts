@@ -73,7 +73,7 @@ import type { SliceState } from "./config-cache.ts";
 import { identify, INTERNET, isIdentity, ORIGIN_HEADER, peerOf, type Identity, type Peer } from "./identity.ts";
 import type { CompiledSlice, RoutePlan } from "./plan.ts";
 import type { ServiceProxy } from "./service.ts";
-import { beginHop, type Hop, type Trail } from "./telemetry.ts";
+import { beginHop, type Hop, type RequestLine, type Trail } from "./telemetry.ts";
 
 /** Names a forwarder never answers: the entrypoint's own handlers and what runtimes probe objects for. */
 const RESERVED = new Set([
@@ -176,6 +176,22 @@ function isDeclaredProperty(receiver: object, name: string): boolean {
 
 /** No headers: an RPC call's identity comes from the binding's props alone (shared, never changed). */
 const NO_HEADERS = new Headers();
+
+/**
+ * An RPC call as telemetry and rate limits see it: a POST to `https://<service>.rpc/<method>` with
+ * no headers but a relayed `traceparent`. Not a `Request`: building one per call (URL parsing, a
+ * header list) is work nothing needs; the URL is made only when an access line, tap event or span
+ * reads it.
+ */
+export function rpcRequestLine(service: string, label: string, headers: Headers): RequestLine {
+  return {
+    method: "POST",
+    headers,
+    get url(): string {
+      return `https://${service}.rpc/${encodeURIComponent(label)}`;
+    },
+  };
+}
 
 /**
  * The named entrypoint a binding's props send calls to (`props.entrypoint`, set by `weft dev` and
@@ -358,7 +374,7 @@ export async function serveRpc(call: RpcCall): Promise<unknown> {
   // method: a bounded label, since callers choose method names. A relayed call's trace context is
   // its traceparent, so the hop continues the relaying proxy's trace.
   const label = METHOD.test(method) ? proxy.rpcRouteLabel(name) : "(other)";
-  const request = new Request(`https://${proxy.service}.rpc/${encodeURIComponent(label)}`, traceparent ? { method: "POST", headers: { traceparent } } : { method: "POST" });
+  const request = rpcRequestLine(proxy.service, label, traceparent ? new Headers({ traceparent }) : NO_HEADERS);
   const hop = beginHop(request, who.peer !== INTERNET, proxy.telemetry.settings.sampleRate, Date.now());
   const trail: Trail = { route: label, backend: undefined, attempts: 1, configVersion: undefined };
   // One telemetry record per call, whatever the outcome: 200 answered, 403 refused, 404 no route,

@@ -1,7 +1,8 @@
 /**
  * The telemetry step: every proxied request becomes a metric sample, an access log line, a tap event
- * (when someone watches or it failed) and, when sampled, a span. Requests only push a small record;
- * everything else (aggregation, log lines, spans) happens in a batch every 1-10 s (as the service's
+ * (when someone watches or it failed) and, when sampled, a span. A request is counted into its
+ * metric series at once (a few additions, nothing kept); only requests that become a log line, tap
+ * event or span keep a record, turned into those later. Batches go out every 1-10 s (as the service's
  * telemetry shard paces this isolate, so the shard's load does not grow with the isolate count), in
  * `waitUntil` after responses have gone out, so telemetry stays off the response path. Batches go to
  * the service's telemetry shard over the CONTROL_PLANE binding, spans to the OTLP collector if one is
@@ -39,7 +40,7 @@ export function nextFlushDelay(flushAfterMs: number | undefined): number {
   if (flushAfterMs === undefined || !Number.isFinite(flushAfterMs)) return FLUSH_MS;
   return Math.min(MAX_PACE_MS, Math.max(MIN_PACE_MS, Math.round(flushAfterMs)));
 }
-/** Pending records are absorbed in chunks of about this many. */
+/** Kept records are absorbed in chunks of about this many. */
 const ABSORB_AT = 128;
 const MAX_EVENTS_PER_BATCH = 1_000;
 const MAX_SPANS_PER_BATCH = 2_048;
@@ -48,6 +49,16 @@ const TAP_EVENTS_PER_BATCH = 100;
 /** Events per batch kept even when nobody taps, so a new tap starts with recent requests. */
 const RECENT_EVENTS_PER_BATCH = 5;
 const SHARD_TIMEOUT_MS = 5_000;
+
+/**
+ * What telemetry reads of a request: a `Request` has this shape; an RPC call gives the same three
+ * facts without building one (workers/proxy/rpc.ts).
+ */
+export interface RequestLine {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: Headers;
+}
 
 /**
  * This request's hop of its trace. A request is traced when a mesh caller sent a trace context, or
@@ -77,7 +88,7 @@ export interface Hop {
  * splice requests into other traces), so its trace headers are dropped and the edge decides with
  * `sampleRate`, as Envoy sanitises tracing headers of external requests.
  */
-export function beginHop(request: Request, trusted: boolean, sampleRate: number, now: number): Hop {
+export function beginHop(request: { readonly headers: Headers }, trusted: boolean, sampleRate: number, now: number): Hop {
   const header = request.headers.get("traceparent");
   const incoming = trusted ? parseTraceparent(header) : undefined;
   if (incoming) {
@@ -109,7 +120,7 @@ export interface Trail {
 interface Finished {
   hop: Hop;
   endedAt: number;
-  request: Request;
+  request: RequestLine;
   caller: string;
   route: string;
   backend: string;
@@ -118,6 +129,10 @@ interface Finished {
   code: number;
   attempts: number;
   configVersion: number | undefined;
+  /** Becomes a tap event (if the batch has room). */
+  event: boolean;
+  /** Becomes an access log line. */
+  log: boolean;
 }
 
 /**
@@ -183,7 +198,11 @@ const MAX_UNSENT_BATCHES = 30;
 
 /** One service's telemetry in this isolate. */
 export class ServiceTelemetry {
-  /** Finished requests not yet absorbed: the only per-request work is one push here. */
+  /**
+   * Requests that become a log line, tap event or span, not yet absorbed. The others are only
+   * counted at once: keeping every request (and its Request) until the batch made the garbage
+   * collector copy them in every scavenge they survived.
+   */
   private records: Finished[] = [];
   /** Absorbed since the last batch was sent. */
   private series = new Map<string, SeriesStats>();
@@ -211,6 +230,11 @@ export class ServiceTelemetry {
     readonly settings: TelemetrySettings,
   ) {}
 
+  /** Finished requests kept until the next absorb (those that become a tap event, log line or span). */
+  get keptRecords(): number {
+    return this.records.length;
+  }
+
   /** How long a batch gathers before it is sent, as the telemetry shard last paced this isolate (ms). */
   get nextFlushMs(): number {
     return this.flushAfterMs;
@@ -234,9 +258,27 @@ export class ServiceTelemetry {
     this.ejections.set(backend, (this.ejections.get(backend) ?? 0) + 1);
   }
 
-  /** Records a finished request: one push; a batch is scheduled by its first request. */
-  finish(hop: Hop, request: Request, caller: string, trail: Trail, status: number, waitUntil: (p: Promise<unknown>) => void): void {
-    this.records.push({ hop, endedAt: Date.now(), request, caller, route: trail.route ?? "", backend: trail.backend ?? "", status, code: trail.seriesCode ?? status, attempts: trail.attempts, configVersion: trail.configVersion });
+  /**
+   * Records a finished request: counted into its series now; kept for later only if it becomes a
+   * log line, tap event or span. A batch is scheduled by its first request.
+   */
+  finish(hop: Hop, request: RequestLine, caller: string, trail: Trail, status: number, waitUntil: (p: Promise<unknown>) => void): void {
+    const endedAt = Date.now();
+    const ms = endedAt - hop.startedAt;
+    const route = trail.route ?? "";
+    const backend = trail.backend ?? "";
+    const code = trail.seriesCode ?? status;
+    if (this.series.size === 0) this.batchAt = endedAt;
+    this.count(route, backend, caller, code, trail.attempts, ms);
+    const notable = this.notable(status, backend, trail.attempts, ms);
+    // Tap events: every notable or sampled request, and a few others per batch (more while someone taps).
+    const shown = notable || hop.sampled;
+    const event = shown || this.tapped < (this.tapping ? TAP_EVENTS_PER_BATCH : RECENT_EVENTS_PER_BATCH);
+    if (event && !shown) this.tapped++;
+    const log = this.logs(notable);
+    if (event || log || (hop.sampled && this.settings.otlp)) {
+      this.records.push({ hop, endedAt, request, caller, route, backend, status, code, attempts: trail.attempts, configVersion: trail.configVersion, event, log });
+    }
     if (!this.scheduled) {
       this.scheduled = true;
       waitUntil(sleep(this.flushAfterMs).then(() => this.flush()));
@@ -288,8 +330,23 @@ export class ServiceTelemetry {
   }
 
   /** Is this request worth a log line in `errors` mode: failed, refused by the proxy, rate-limited, retried or slow? */
-  private notable(r: Finished, ms: number): boolean {
-    return isFailure(r.status) || r.status === 429 || (r.backend === "" && r.status >= 400) || r.attempts > 1 || ms >= this.settings.slowMs;
+  private notable(status: number, backend: string, attempts: number, ms: number): boolean {
+    return isFailure(status) || status === 429 || (backend === "" && status >= 400) || attempts > 1 || ms >= this.settings.slowMs;
+  }
+
+  /** Counts one request into its metric series. */
+  private count(route: string, backend: string, caller: string, code: number, attempts: number, ms: number): void {
+    const id = seriesId(route, backend, caller, code);
+    let s = this.series.get(id);
+    if (!s) {
+      s = { route, backend, caller, code, count: 0, attempts: 0, sumMs: 0, buckets: new Array<number>(BUCKETS).fill(0) };
+      this.series.set(id, s);
+    }
+    s.count++;
+    s.attempts += attempts;
+    s.sumMs += ms;
+    const bucket = bucketOf(ms);
+    s.buckets[bucket] = (s.buckets[bucket] ?? 0) + 1;
   }
 
   private logs(notable: boolean): boolean {
@@ -298,34 +355,15 @@ export class ServiceTelemetry {
     return mode.kind === "all" || (mode.kind === "errors" && notable);
   }
 
-  /** Turns pending records into series, log lines, tap events and spans. */
+  /** Turns kept records into tap events, log lines and spans. */
   private absorb(): void {
     const records = this.records;
     this.records = [];
     this.absorbing = false;
-    if (records.length === 0) return;
-    if (this.series.size === 0) this.batchAt = records[0]?.endedAt ?? Date.now();
     for (const r of records) {
       const ms = r.endedAt - r.hop.startedAt;
-      const id = seriesId(r.route, r.backend, r.caller, r.code);
-      let s = this.series.get(id);
-      if (!s) {
-        s = { route: r.route, backend: r.backend, caller: r.caller, code: r.code, count: 0, attempts: 0, sumMs: 0, buckets: new Array<number>(BUCKETS).fill(0) };
-        this.series.set(id, s);
-      }
-      s.count++;
-      s.attempts += r.attempts;
-      s.sumMs += ms;
-      const bucket = bucketOf(ms);
-      s.buckets[bucket] = (s.buckets[bucket] ?? 0) + 1;
-      const notable = this.notable(r, ms);
-      // Tap events: every notable or sampled request, and a few others per batch (more while someone taps).
-      const shown = notable || r.hop.sampled;
-      if (shown || this.tapped < (this.tapping ? TAP_EVENTS_PER_BATCH : RECENT_EVENTS_PER_BATCH)) {
-        if (!shown) this.tapped++;
-        if (this.events.length < MAX_EVENTS_PER_BATCH) this.events.push(this.eventOf(r, ms));
-      }
-      if (this.logs(notable)) this.writeLog(r, ms);
+      if (r.event && this.events.length < MAX_EVENTS_PER_BATCH) this.events.push(this.eventOf(r, ms));
+      if (r.log) this.writeLog(r, ms);
       const span = r.hop.sampled && this.settings.otlp && this.spans.length < MAX_SPANS_PER_BATCH ? spanOf(r) : undefined;
       if (span) this.spans.push(span);
     }
