@@ -9,7 +9,7 @@ import path from "node:path";
 import { HttpMethod, MeshConfig, normalizeService } from "../../shared/config.ts";
 import { authorize } from "../../shared/authorize.ts";
 import { validateMesh, type ConfigIssue } from "../../shared/validate.ts";
-import { deploymentsOf, type Deployment } from "../../scripts/deployments.ts";
+import { CONTROL_PLANE_CONFIG, deploymentsOf, type Deployment } from "../../scripts/deployments.ts";
 import { CliError } from "../errors.ts";
 import { adminConfigOf, displayPath, parseManifest, problemsOf, type JsonFile, type LoadedManifest, type Problem } from "./load.ts";
 import { lineOf, pointerOf } from "./locate.ts";
@@ -484,6 +484,27 @@ function projectWorkerFindings(loaded: LoadedManifest, project: ReadonlyArray<Pr
   });
 }
 
+/**
+ * In a project Weft was added to, the control plane is Weft's own (`weft deploy` writes its config):
+ * its public URL is the manifest's `controlPlane.vars.WEFT_PUBLIC_URL`, else the package default.
+ * Providers fetch the JWKS that verifies egress tokens from there, so a placeholder is a warning.
+ */
+function projectIssuerFindings(loaded: LoadedManifest, out: ManifestFindings): void {
+  const { manifest } = loaded;
+  if (!manifest.services.some((s) => s.backends.some((b) => b.type === "external"))) return;
+  const own = manifest.controlPlane.vars?.WEFT_PUBLIC_URL;
+  const publicUrl = own ?? deploymentsOf(CONTROL_PLANE_CONFIG)[0]?.vars.WEFT_PUBLIC_URL;
+  const host = URL.canParse(publicUrl ?? "") ? new URL(publicUrl ?? "").hostname : "";
+  if (host && !PLACEHOLDER_HOSTS.test(host)) return;
+  out.add(
+    "warning",
+    "egress-issuer",
+    own !== undefined ? ["controlPlane", "vars", "WEFT_PUBLIC_URL"] : ["controlPlane"],
+    `the control plane's WEFT_PUBLIC_URL is ${publicUrl ? `'${publicUrl}'` : "not set"}${own === undefined ? " (Weft's default)" : ""}: providers cannot fetch the JWKS that verifies egress tokens`,
+    'Set "controlPlane": {"vars": {"WEFT_PUBLIC_URL": "https://<your control plane>"}} in the manifest before deploying (providers fetch <url>/.well-known/jwks.json).',
+  );
+}
+
 /** Generated files that differ from what the manifest generates now. */
 function staleFindings(loaded: LoadedManifest, cwd: string, out: Finding[]): void {
   let files;
@@ -532,6 +553,7 @@ export function checkManifest(json: JsonFile, cwd: string, project?: ReadonlyArr
     // A project Weft was added to: its generated files live under .weft/ and are written afresh by
     // every `weft dev` and `weft deploy`, and the workers' own configs are never edited.
     projectWorkerFindings(loaded, project ?? [], out);
+    projectIssuerFindings(loaded, out);
   } else {
     proxyFindings(loaded, cwd, files);
     workerFindings(loaded, cwd, files, out);
