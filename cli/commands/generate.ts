@@ -42,13 +42,17 @@ export const generateCommand: Command = {
 Running it twice changes nothing. Commit the generated files with the manifest.`,
   options: {
     ...MANIFEST_OPTION,
-    check: { type: "boolean", description: "write nothing; exit 1 if a generated file is out of date (for CI)" },
+    check: { type: "boolean", description: "write nothing; exit 1 if a committed generated file is out of date (for CI; files under .weft/ are left to weft dev and weft deploy)" },
   },
   examples: ["weft generate", "weft generate --check"],
   run: async (ctx) => {
     const loaded = loadManifest(findManifest(stringOption(ctx.args, "file"), ctx.cwd, ctx.root), ctx.cwd);
     const check = flag(ctx.args, "check");
-    const files = (await generatedFilesOf(loaded, ctx.cwd)).map((f) => {
+    // .weft/ is Weft's local folder: weft dev and weft deploy write its files afresh and nobody
+    // commits them, so a check (CI, a fresh clone) looks only at the files that are committed.
+    const local = path.join(loaded.dir, ".weft") + path.sep;
+    const generated = (await generatedFilesOf(loaded, ctx.cwd)).filter((f) => !check || !path.resolve(f.file).startsWith(local));
+    const files = generated.map((f) => {
       const current = existsSync(f.file) ? readFileSync(f.file, "utf8") : undefined;
       const status = current === f.content ? "unchanged" : check ? "stale" : "written";
       if (status === "written") {

@@ -45,6 +45,14 @@ describe("the demo shop's manifest (examples/shop: a project Weft was added to)"
     expect(generateFiles(loaded, SHOP_DIR)).toEqual(first);
   });
 
+  it("generate --check (CI on a fresh clone) checks the committed files only, not the deploy copies under .weft/", async () => {
+    const run = await weft(["generate", "--check", "--json", "-f", path.join(SHOP_DIR, "weft.manifest.json")]);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout) as { upToDate: boolean; files: Array<{ path: string; status: string }> };
+    expect(report.files.map((f) => f.path).sort()).toEqual(["examples/shop/config/mesh.json", "examples/shop/workers/proxy/wrangler.toml"]);
+    expect(report.files.every((f) => f.status === "unchanged")).toBe(true);
+  });
+
   it("is what the generated files say, read back as wrangler and the local runner read them", () => {
     const { manifest, raw } = loaded;
     expect(JSON.parse(readFileSync(path.join(SHOP_DIR, "config", "mesh.json"), "utf8"))).toEqual(adminConfigOf(raw));
