@@ -12,14 +12,13 @@
  * require it, and never prints it.
  */
 import { randomBytes } from "node:crypto";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { createHash } from "node:crypto";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT } from "../../scripts/deployments.ts";
-import { spawnWeft, weft, type LiveWeft } from "./run.ts";
+import { projectSnapshot, spawnWeft, weft, type LiveWeft } from "./run.ts";
 
 const FIXTURE = path.join(ROOT, "test", "fixtures", "projects", "versions");
 const SECRET = `notify-${randomBytes(12).toString("hex")}`;
@@ -30,20 +29,6 @@ let before: Map<string, string>;
 let vendor: Miniflare;
 let vendorUrl: string;
 
-/** Every file of the user's project with its hash, except what Weft and wrangler own. */
-function snapshot(root: string): Map<string, string> {
-  const files = new Map<string, string>();
-  const walk = (d: string): void => {
-    for (const entry of readdirSync(d)) {
-      if ([".weft", ".wrangler", "node_modules", "weft.manifest.json"].includes(entry)) continue;
-      const full = path.join(d, entry);
-      if (statSync(full).isDirectory()) walk(full);
-      else files.set(path.relative(root, full), createHash("sha256").update(readFileSync(full)).digest("hex"));
-    }
-  };
-  walk(root);
-  return files;
-}
 
 interface ManifestFile {
   services: Array<{ name: string; backends: Array<Record<string, unknown>>; routes: Array<Record<string, unknown>> }>;
@@ -63,7 +48,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), "weft-versions-"));
   cpSync(FIXTURE, dir, { recursive: true });
   symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
-  before = snapshot(dir);
+  before = projectSnapshot(dir);
   vendor = new Miniflare(convertV4MiniflareOptions({
     host: "127.0.0.1",
     port: 0,
@@ -211,6 +196,6 @@ describe("a service whose versions are the environments of one wrangler config",
   }, 200_000);
 
   it("leaves the user's files as they were", () => {
-    expect(snapshot(dir)).toEqual(before);
+    expect(projectSnapshot(dir)).toEqual(before);
   });
 });

@@ -8,15 +8,14 @@
  * files unchanged afterwards.
  */
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from "node:fs";
-import { createHash } from "node:crypto";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWithoutWeft } from "../../cli/project/dev.ts";
 import { loadWrangler } from "../../cli/project/workers.ts";
 import { ROOT } from "../../scripts/deployments.ts";
-import { spawnWeft, weft, type LiveWeft } from "./run.ts";
+import { projectSnapshot, spawnWeft, weft, type LiveWeft } from "./run.ts";
 
 const FIXTURE = path.join(ROOT, "test", "fixtures", "projects", "gateway");
 const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
@@ -44,20 +43,6 @@ interface Answer {
 let dir: string;
 let before: Map<string, string>;
 
-/** Every file of the user's project with its hash, except what Weft and wrangler own. */
-function snapshot(root: string): Map<string, string> {
-  const files = new Map<string, string>();
-  const walk = (d: string): void => {
-    for (const entry of readdirSync(d)) {
-      if ([".weft", ".wrangler", "node_modules", "weft.manifest.json"].includes(entry)) continue;
-      const full = path.join(d, entry);
-      if (statSync(full).isDirectory()) walk(full);
-      else files.set(path.relative(root, full), createHash("sha256").update(readFileSync(full)).digest("hex"));
-    }
-  };
-  walk(root);
-  return files;
-}
 
 function wrangler(args: string[], cwd: string): void {
   const run = spawnSync(process.execPath, [WRANGLER, ...args], { cwd, encoding: "utf8", env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" } });
@@ -92,7 +77,7 @@ beforeAll(() => {
   // Seeded as the project's README says: wrangler's local commands, in the API's folder.
   wrangler(["d1", "migrations", "apply", "products", "--local"], path.join(dir, "api"));
   wrangler(["kv", "key", "put", "--binding", "SETTINGS", "currency", "EUR", "--local"], path.join(dir, "api"));
-  before = snapshot(dir);
+  before = projectSnapshot(dir);
 }, 60_000);
 
 afterAll(() => {
@@ -182,6 +167,6 @@ describe("weft in a project it did not write", () => {
   }, 200_000);
 
   it("leaves the user's files as they were", () => {
-    expect(snapshot(dir)).toEqual(before);
+    expect(projectSnapshot(dir)).toEqual(before);
   });
 });

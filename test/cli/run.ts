@@ -3,6 +3,8 @@
  * with none of the developer's WEFT_* settings, output to pipes (so no colors and no prompts).
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { ROOT } from "../../scripts/deployments.ts";
 
@@ -130,4 +132,19 @@ export function jsonLines<T>(text: string): T[] {
     .split("\n")
     .filter((line) => line.trim() !== "")
     .map((line) => JSON.parse(line) as T);
+}
+
+/** Every file of the user's project with its hash, except what Weft and wrangler own. */
+export function projectSnapshot(root: string): Map<string, string> {
+  const files = new Map<string, string>();
+  const walk = (d: string): void => {
+    for (const entry of readdirSync(d)) {
+      if ([".weft", ".wrangler", "node_modules", "weft.manifest.json"].includes(entry)) continue;
+      const full = path.join(d, entry);
+      if (statSync(full).isDirectory()) walk(full);
+      else files.set(path.relative(root, full), createHash("sha256").update(readFileSync(full)).digest("hex"));
+    }
+  };
+  walk(root);
+  return files;
 }
