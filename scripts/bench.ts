@@ -27,7 +27,7 @@ import type { Instance, RequestSpec, Result } from "autocannon";
 import type { MeshConfigInput, ServiceInput } from "../shared/config.ts";
 import { benchViews, viewsTable, type ViewsResult } from "./bench-views.ts";
 import { cpuTicks, onlyDeployment, round, sleep, workerdPids } from "./measure.ts";
-import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, freePort, isControlPlane, localMeshVars, ROOT, SHOP_PROXY_CONFIG, startMesh, workerOptions, type Deployment, type RunningMesh, type WorkerLog } from "./mesh.ts";
+import { ACCESS_LOG_PREFIX, bundleMains, deploymentsOf, CONTROL_PLANE_CONFIG, freePort, localMeshVars, ROOT, SHOP_PROXY_CONFIG, startMesh, workerOptions, type Deployment, type RunningMesh, type WorkerLog } from "./mesh.ts";
 
 const USAGE = `Usage: npm run bench [-- --json] [-- --only views]
 
@@ -773,7 +773,6 @@ async function startSeparated(options: {
       mf: dataPlane,
       shopUrl,
       adminUrl,
-      vendorUrl: undefined,
       deployments: [cp],
       dispose: async () => {
         await Promise.allSettled([dataPlane.dispose(), control.dispose()]);
@@ -791,7 +790,7 @@ async function startSeparated(options: {
 // Main
 
 async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<number> {
-  const controlPlane = deploymentsOf(path.join(ROOT, "wrangler.toml")).filter((d) => isControlPlane(d));
+  const controlPlane = deploymentsOf(CONTROL_PLANE_CONFIG);
   const upstream = onlyDeployment(UPSTREAM_CONFIG);
   const bare = onlyDeployment(BARE_CONFIG);
   const proxyBase = deploymentsOf(PROXY_CONFIG)[0];

@@ -124,8 +124,3 @@ export function deploymentsOf(configPath: string): Deployment[] {
   const envs = Object.keys(raw.env ?? {});
   return envs.length > 0 ? envs.map((env) => resolveDeployment(configPath, raw, env)) : [resolveDeployment(configPath, raw, undefined)];
 }
-
-/** Every deployment of the mesh the repository runs (see {@link meshConfigPaths}). */
-export function loadDeployments(): Deployment[] {
-  return meshConfigPaths().flatMap(deploymentsOf);
-}

@@ -7,9 +7,9 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import * as esbuild from "esbuild";
 import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions as WorkerOptions } from "miniflare";
-import { configPaths, CONTROL_PLANE_CONFIG, deploymentsOf, loadDeployments, meshConfigPaths, ROOT, SHOP_DIR, SHOP_PROXY_CONFIG, type Deployment, type RawService } from "./deployments.ts";
+import { configPaths, CONTROL_PLANE_CONFIG, deploymentsOf, meshConfigPaths, ROOT, SHOP_DIR, SHOP_PROXY_CONFIG, type Deployment } from "./deployments.ts";
 
-export { configPaths, CONTROL_PLANE_CONFIG, deploymentsOf, loadDeployments, meshConfigPaths, ROOT, SHOP_DIR, SHOP_PROXY_CONFIG, type Deployment };
+export { configPaths, CONTROL_PLANE_CONFIG, deploymentsOf, meshConfigPaths, ROOT, SHOP_DIR, SHOP_PROXY_CONFIG, type Deployment };
 export { loadProjectSecrets, parseSecretsEnv, secretNamesOf, secretsFileIn } from "./secrets.ts";
 
 /** Bundles each distinct entry module once (a proxy's code is shared by all its instances). */
@@ -48,8 +48,6 @@ export interface LocalOverrides {
   vars?: Record<string, string>;
   /** Values for the secrets the configs require. */
   secrets?: Record<string, string>;
-  /** Map binding targets, e.g. to put a fault-injecting worker between a proxy and the control plane. */
-  rewireService?: (deployment: Deployment, service: RawService) => RawService;
 }
 
 /** Miniflare options for one deployment. */
@@ -78,10 +76,7 @@ export function workerOptions(
       ...secrets,
     },
     serviceBindings: Object.fromEntries(
-      deployment.services.map((raw) => {
-        const s = overrides.rewireService?.(deployment, raw) ?? raw;
-        return [s.binding, { name: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}), ...(s.props ? { props: s.props } : {}) }];
-      }),
+      deployment.services.map((s) => [s.binding, { name: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}), ...(s.props ? { props: s.props } : {}) }]),
     ),
     durableObjects: Object.fromEntries(
       deployment.durableObjects.map((d) => [
@@ -122,10 +117,8 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
 /** What {@link startMesh} needs. */
 export interface MeshOptions {
   port: number;
-  /** Control plane port; must be a real port (not 0) when `vendorPort` is set, since tokens name it. */
+  /** Control plane port (0: a free one). */
   adminPort: number;
-  /** Boot the demo vendor on this port, trusting this control plane's JWKS. */
-  vendorPort?: number;
   host?: string;
   adminToken: string;
   /** Directory for Durable Object state; omit for in-memory state. */
@@ -135,7 +128,8 @@ export interface MeshOptions {
   overrides?: Omit<LocalOverrides, "secrets">;
   /** Per-deployment direct sockets (ports), e.g. to reach one proxy without the route layer. */
   directPorts?: Record<string, number>;
-  deployments?: Deployment[];
+  /** The workers to boot (the control plane among them, from CONTROL_PLANE_CONFIG). */
+  deployments: Deployment[];
   /** Receives every console line of every worker (access logs included) instead of the terminal. */
   onLog?: (log: WorkerLog) => void;
   /**
@@ -203,22 +197,24 @@ export interface RunningMesh {
   mf: Miniflare;
   shopUrl: string;
   adminUrl: string;
-  vendorUrl: string | undefined;
   deployments: Deployment[];
   dispose(): Promise<void>;
 }
 
 /** The control plane is the deployment from the root wrangler.toml. */
-export function isControlPlane(deployment: Deployment): boolean {
+function isControlPlane(deployment: Deployment): boolean {
   return deployment.configPath === CONTROL_PLANE_CONFIG;
 }
 
-/** Boots every worker of the repository on workerd. */
+/**
+ * Boots the given deployments on workerd: the benchmarks' runner (their own workers, the control
+ * plane, proxies from a generated proxy config). A project, the demo shop included, boots with
+ * `weft dev`'s engine instead (scripts/shop.ts).
+ */
 export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
   const host = options.host ?? "127.0.0.1";
-  const withVendor = options.vendorPort !== undefined;
-  const deployments = [...(options.deployments ?? loadDeployments()), ...(withVendor ? deploymentsOf(VENDOR_CONFIG) : [])];
-  const directPorts: Record<string, number> = { ...options.directPorts, ...(withVendor ? { "weft-vendor": options.vendorPort ?? 0 } : {}) };
+  const deployments = options.deployments;
+  const directPorts: Record<string, number> = { ...options.directPorts };
   const issuer = `http://${host}:${options.adminPort}`;
   const code = await bundleMains(deployments.map((d) => d.main));
   const overrides: LocalOverrides = {
@@ -250,12 +246,10 @@ export async function startMesh(options: MeshOptions): Promise<RunningMesh> {
   const shopUrl = (await mf.ready).origin;
   const controlPlane = deployments.find((d) => isControlPlane(d));
   const adminUrl = controlPlane ? (await mf.unsafeGetDirectURL(controlPlane.name)).origin : "";
-  const vendorUrl = withVendor ? (await mf.unsafeGetDirectURL("weft-vendor")).origin : undefined;
   return {
     mf,
     shopUrl,
     adminUrl,
-    vendorUrl,
     deployments,
     dispose: () => mf.dispose(),
   };

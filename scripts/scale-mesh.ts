@@ -17,7 +17,7 @@ import type { V4WorkerOptions as WorkerOptions } from "miniflare";
 import type { MeshConfigInput } from "../shared/config.ts";
 import { counterName, shardOf } from "../shared/rate-limit.ts";
 import { onlyDeployment } from "./measure.ts";
-import { deploymentsOf, isControlPlane, loadDeployments, ROOT, SHOP_PROXY_CONFIG, startMesh, type Deployment, type RunningMesh } from "./mesh.ts";
+import { CONTROL_PLANE_CONFIG, deploymentsOf, ROOT, SHOP_PROXY_CONFIG, startMesh, type Deployment, type RunningMesh } from "./mesh.ts";
 
 /** The service whose proxy runs as n isolates. */
 export const SCALE_SERVICE = "scale";
@@ -140,7 +140,7 @@ export interface ScaleMeshOptions {
 
 /** Boots the control plane, the upstream, the counting worker and `isolates` proxy instances; seeds the service's config. */
 export async function bootScaleMesh(options: ScaleMeshOptions): Promise<ScaleMesh> {
-  const controlPlane = loadDeployments().find((d) => isControlPlane(d));
+  const controlPlane = deploymentsOf(CONTROL_PLANE_CONFIG)[0];
   const [proxy] = deploymentsOf(PROXY_CONFIG);
   if (!controlPlane || !proxy) throw new Error("cannot find the control plane's or the proxy's wrangler config");
   const upstream = onlyDeployment(UPSTREAM_CONFIG);

@@ -21,7 +21,7 @@ import type { Instance, Result } from "autocannon";
 import type { MeshConfigInput } from "../shared/config.ts";
 import { RATE_SHARDS } from "../shared/rate-limit.ts";
 import { onlyDeployment, round, sleep, workerdPids } from "./measure.ts";
-import { bundleMains, deploymentsOf, isControlPlane, ROOT, SHOP_PROXY_CONFIG, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
+import { bundleMains, CONTROL_PLANE_CONFIG, deploymentsOf, ROOT, SHOP_PROXY_CONFIG, startMesh, workerOptions, type Deployment, type RunningMesh } from "./mesh.ts";
 
 const USAGE = `Usage: npm run soak:rate-limit [-- --json] [-- --keys N]
 
@@ -208,7 +208,7 @@ interface Results {
 }
 
 async function soak(args: Args, setMesh: (mesh: RunningMesh) => void, stateDir: string): Promise<number> {
-  const controlPlane = deploymentsOf(path.join(ROOT, "wrangler.toml")).filter((d) => isControlPlane(d));
+  const controlPlane = deploymentsOf(CONTROL_PLANE_CONFIG);
   const upstream = onlyDeployment(UPSTREAM_CONFIG);
   const proxyBase = deploymentsOf(PROXY_CONFIG)[0];
   if (controlPlane.length !== 1 || !proxyBase) throw new Error("cannot find the control plane or the proxy's wrangler config");

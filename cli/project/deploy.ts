@@ -5,7 +5,7 @@
  * the user's own configs are read, never written.
  */
 import path from "node:path";
-import { ROOT, type Deployment } from "../../scripts/deployments.ts";
+import { CONTROL_PLANE_CONFIG, ROOT, type Deployment } from "../../scripts/deployments.ts";
 import { orderByBindings } from "../../scripts/workers.ts";
 import { displayPath, type LoadedManifest } from "../manifest/load.ts";
 import { callerProps, type GeneratedFile } from "../manifest/generate.ts";
@@ -117,7 +117,7 @@ export function projectDeployFiles(loaded: LoadedManifest, project: ReadonlyArra
   files.push({
     file: controlPlaneFile,
     display: displayPath(controlPlaneFile, cwd),
-    content: jsonc(controlPlaneDeployConfig(readRaw(path.join(ROOT, "wrangler.toml")), controlPlaneFile, loaded.manifest.controlPlane.vars ?? {}), notice),
+    content: jsonc(controlPlaneDeployConfig(readRaw(CONTROL_PLANE_CONFIG), controlPlaneFile, loaded.manifest.controlPlane.vars ?? {}), notice),
     owns: "whole file",
   });
   for (const worker of project) {

@@ -13,7 +13,7 @@ import path from "node:path";
 import { setInterval } from "node:timers";
 import { convertV4MiniflareOptions, Miniflare, type Json, type V4WorkerOptions as WorkerOptions } from "miniflare";
 import type { SourcelessWorkerOptions } from "wrangler";
-import { ROOT } from "../../scripts/deployments.ts";
+import { CONTROL_PLANE_CONFIG } from "../../scripts/deployments.ts";
 import { bundleMains, localMeshVars, localRoute, type WorkerLog } from "../../scripts/mesh.ts";
 import { adminConfigOf, type LoadedManifest } from "../manifest/load.ts";
 import { callerProps, proxyConfig } from "../manifest/generate.ts";
@@ -175,7 +175,7 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     return Object.fromEntries(entries.map(([k, v]: [string, Json]) => [k, k in meshVars ? (meshVars[k] ?? v) : v]));
   };
 
-  const controlPlaneFile = path.join(ROOT, "wrangler.toml");
+  const controlPlaneFile = CONTROL_PLANE_CONFIG;
   // The control plane's config requires WEFT_ADMIN_TOKEN; wrangler reads required secrets from the
   // environment, so it is there (for this call only) rather than reported missing.
   const controlPlane = withEnv({ WEFT_ADMIN_TOKEN: options.adminToken }, () => wrangler.miniflareWorkerOptions(controlPlaneFile));

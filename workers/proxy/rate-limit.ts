@@ -244,15 +244,15 @@ function applyGrant(lease: Lease, answer: Omit<Grant, "state">, owed: number, si
   }
 }
 
-/**
- * The rate-limit state of one proxied service in this isolate: its leases and the queue of new keys
- * waiting to be charged. Hold one per service (no module-level state).
- */
 /** Counter names remembered per isolate (a SHA-256 per request otherwise): FIFO, short key values only. */
 export const MAX_REMEMBERED_NAMES = 4_096;
 /** Longer key values are hashed every time: the memory a remembered name holds stays small. */
 const MAX_REMEMBERED_KEY_CHARS = 256;
 
+/**
+ * The rate-limit state of one proxied service in this isolate: its leases and the queue of new keys
+ * waiting to be charged. Hold one per service (no module-level state).
+ */
 export class RateLimiter {
   private readonly leases = new Map<string, Lease>();
   /** `limit\nkey value` → counter name (`service/limit/digest`), bounded by {@link MAX_REMEMBERED_NAMES}. */
