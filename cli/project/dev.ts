@@ -11,10 +11,10 @@
 import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { setInterval } from "node:timers";
-import { convertV4MiniflareOptions, Miniflare, type Json, type V4WorkerOptions as WorkerOptions } from "miniflare";
+import type { Json, Miniflare, V4WorkerOptions as WorkerOptions } from "miniflare";
 import type { SourcelessWorkerOptions } from "wrangler";
 import { CONTROL_PLANE_CONFIG } from "../../scripts/deployments.ts";
-import { bundleMains, localMeshVars, localRoute, type WorkerLog } from "../../scripts/mesh.ts";
+import { bundleMains, loadMiniflare, localMeshVars, localRoute, type WorkerLog } from "../../scripts/mesh.ts";
 import { adminConfigOf, type LoadedManifest } from "../manifest/load.ts";
 import { callerProps, proxyConfig } from "../manifest/generate.ts";
 import { proxyScript, type Manifest } from "../manifest/schema.ts";
@@ -106,6 +106,7 @@ export async function startWithoutWeft(options: WithoutWeftOptions): Promise<{ u
   });
   const code = await bundleMains(converted.flatMap((c) => (c.main ? [c.main] : [])));
   const workers = converted.map((c) => withBundledModule(c.workerOptions, c.main, code, { name: c.name }));
+  const { Miniflare, convertV4MiniflareOptions } = await loadMiniflare();
   const mf = new Miniflare(convertV4MiniflareOptions({ host: options.host, port: 0, ...(options.persistTo ? { resourcePersistencePath: path.join(options.persistTo, "v3") } : {}), workers }));
   return { url: (await mf.ready).href, dispose: () => mf.dispose() };
 }
@@ -237,6 +238,7 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
   // so; its 'exit' hook (which stops workerd whatever happens) stays, its signal handlers go.
   const signals = ["SIGINT", "SIGTERM"] as const;
   const ours = new Map(signals.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const { Miniflare, convertV4MiniflareOptions } = await loadMiniflare();
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       host: options.host,

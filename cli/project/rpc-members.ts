@@ -13,8 +13,8 @@
  * Declare those by hand. A module that does not load without its bindings is reported, not guessed.
  */
 import path from "node:path";
-import { convertV4MiniflareOptions, Miniflare, type V4WorkerOptions as WorkerOptions } from "miniflare";
-import { bundleMains } from "../../scripts/mesh.ts";
+import type { Miniflare, V4WorkerOptions as WorkerOptions } from "miniflare";
+import { bundleMains, loadMiniflare } from "../../scripts/mesh.ts";
 import type { ProjectWorker, WranglerApi } from "./workers.ts";
 
 /** One worker to inspect, and the named entrypoints other workers bind to. */
@@ -85,6 +85,7 @@ export async function findRpcProperties(wrangler: WranglerApi, callees: Readonly
     for (const c of withCode) found.unreadable.push({ worker: c.worker.name, reason: `could not bundle it (${firstLine(error)})` });
     return found;
   }
+  const { Miniflare, convertV4MiniflareOptions } = await loadMiniflare();
   // One Miniflare per worker: a module that fails to load must not hide the others' members.
   for (const callee of withCode) {
     const main = callee.worker.main ?? "";
