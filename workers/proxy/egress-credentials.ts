@@ -16,7 +16,7 @@
  */
 import { importPKCS8, SignJWT, type CryptoKey as JoseKey } from "jose";
 import type { SecretNames, VendorAuth } from "../../shared/policy-schemas.ts";
-import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { disposeRpcResult, type ControlPlaneApi } from "../../shared/slice.ts";
 import { withTimeout } from "./bounded.ts";
 
 /** Where secret values come from (the proxy's env in production). */
@@ -160,8 +160,10 @@ async function oauthToken(
       TOKEN_TIMEOUT_MS,
       "token service",
     );
+    const { accessToken } = token;
     remember(key, token, deps.now);
-    return headers([["authorization", `Bearer ${token.accessToken}`]], token.accessToken);
+    disposeRpcResult(token);
+    return headers([["authorization", `Bearer ${accessToken}`]], accessToken);
   } catch (error) {
     return failure("egress-token-unavailable", "could not get an access token", error);
   }
@@ -230,7 +232,9 @@ export async function vendorCredential(auth: VendorAuth | undefined, call: Egres
           SIGNING_TIMEOUT_MS,
           "egress signer",
         );
-        return headers([["authorization", `Bearer ${signed.token}`]]);
+        const token = signed.token;
+        disposeRpcResult(signed);
+        return headers([["authorization", `Bearer ${token}`]]);
       } catch (error) {
         return failure("egress-unsigned", "could not sign the call", error);
       }

@@ -20,7 +20,7 @@ import {
   type TelemetryBatch,
 } from "../../shared/metrics.ts";
 import { accessHeaders, redactPath } from "../../shared/redact.ts";
-import type { ControlPlaneApi } from "../../shared/slice.ts";
+import { disposeRpcResult, type ControlPlaneApi } from "../../shared/slice.ts";
 import { formatTraceparent, parseTraceparent, randomHex } from "../../shared/trace-context.ts";
 import { pathAndQuery, sleep, withTimeout } from "./bounded.ts";
 import { otlpSpans, type FinishedSpan, type OtlpExporter } from "./otlp.ts";
@@ -405,6 +405,8 @@ export class ServiceTelemetry {
       const reply = await withTimeout(this.controlPlane.recordTelemetry(batch), SHARD_TIMEOUT_MS, "telemetry shard");
       this.tapping = reply.tapping;
       this.flushAfterMs = nextFlushDelay(reply.flushAfterMs);
+      // An RPC result holds the call's resources until disposed; the garbage collector may never get to it.
+      disposeRpcResult(reply);
     } catch (error) {
       // Counts survive a control-plane outage: the batch goes again, unchanged, with the next flush (bounded).
       this.unsent.push(batch);
