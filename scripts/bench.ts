@@ -48,17 +48,19 @@ Options:
   --profile <case>   instead of measuring, take a CPU profile of one case's proxy worker under load
                      (weft, weft-retries, weft-limited, weft-debug, bare) and print where its time goes;
                      the profile is written to bench/<case>.cpuprofile (open it in Chrome DevTools)
-  --separate-control-plane
-                     run the control plane and its Durable Objects in a workerd process of their own
-                     (as in production, where they run elsewhere); the proxies reach it over their
-                     unchanged CONTROL_PLANE binding through Miniflare's dev registry. CPU per request
-                     is then printed for the proxies' workerd and the control plane's separately
+  --one-process      run the control plane and its Durable Objects in the proxies' workerd. By
+                     default they run in a workerd process of their own, as in production, where
+                     they run elsewhere: the proxies reach it over their unchanged CONTROL_PLANE
+                     binding through Miniflare's dev registry, and CPU per request is printed for
+                     the proxies' workerd and the control plane's separately.
+                     (--separate-control-plane, the default, is still accepted.)
   --help             print this help
 
 Environment:
   BENCH_SECONDS          seconds measured per case (default 10)
   BENCH_WARMUP_SECONDS   seconds of warm-up per case, not measured (default 2)
-  BENCH_ROUNDS           interleaved rounds the measured seconds are split into (default 3)
+  BENCH_ROUNDS           interleaved rounds the measured seconds are split into (default 5); each
+                         ratio is also given per round (same minute, paired), to show the noise
   BENCH_RATE             send at most this many requests/s in all (default: as fast as answered);
                          CPU per request compares best at one fixed rate below saturation
 `;
@@ -132,7 +134,7 @@ function positiveSeconds(name: string, fallback: number): number {
 }
 
 function parseCli(): Args | "help" {
-  let values: { json?: boolean; help?: boolean; profile?: string; only?: string; compare?: string; baseline?: string; "separate-control-plane"?: boolean };
+  let values: { json?: boolean; help?: boolean; profile?: string; only?: string; compare?: string; baseline?: string; "separate-control-plane"?: boolean; "one-process"?: boolean };
   try {
     ({ values } = parseArgs({
       options: {
@@ -143,6 +145,7 @@ function parseCli(): Args | "help" {
         compare: { type: "string" },
         baseline: { type: "string" },
         "separate-control-plane": { type: "boolean" },
+        "one-process": { type: "boolean" },
       },
       strict: true,
     }));
@@ -164,16 +167,17 @@ function parseCli(): Args | "help" {
     rate = value;
   }
   if (values.only !== undefined && values.only !== "views") throw new UsageError(`--only takes 'views', got '${values.only}'`);
+  if (values["one-process"] && values["separate-control-plane"]) throw new UsageError("--one-process and --separate-control-plane contradict each other");
   return {
     json: values.json === true,
     only: values.only === "views" ? "views" : undefined,
     profile: profiled,
     compare: compared,
-    separateControlPlane: values["separate-control-plane"] === true,
+    separateControlPlane: values["one-process"] !== true,
     baseline: values.baseline,
     seconds: positiveSeconds("BENCH_SECONDS", 10),
     warmupSeconds: positiveSeconds("BENCH_WARMUP_SECONDS", 2),
-    rounds: Math.max(1, Math.round(positiveSeconds("BENCH_ROUNDS", 3))),
+    rounds: Math.max(1, Math.round(positiveSeconds("BENCH_ROUNDS", 5))),
   };
 }
 
@@ -338,6 +342,8 @@ interface Measured {
   /** The control plane's share of `workerd_cpu_us_per_req` when it runs in its own workerd (--separate-control-plane). */
   control_plane_cpu_us_per_req: number | null;
   requests: number;
+  /** Requests/s in each interleaved round, in order: a ratio per round pairs cases measured minutes apart at most. */
+  rps_rounds: number[];
   errors: number;
   timeouts: number;
   non2xx: number;
@@ -451,6 +457,7 @@ function pool(name: string, runs: Sample[]): Measured {
     workerd_cpu_us_per_req: ticks !== null && latencies.length > 0 ? round((ticks * 10_000) / latencies.length, 1) : null,
     control_plane_cpu_us_per_req: controlTicks !== null && runs.length > 0 && latencies.length > 0 ? round((controlTicks * 10_000) / latencies.length, 1) : null,
     requests: latencies.length,
+    rps_rounds: runs.map((r) => round(r.latencies.length / r.seconds, 0)),
     errors: runs.reduce((sum, r) => sum + r.result.errors, 0),
     timeouts: runs.reduce((sum, r) => sum + r.result.timeouts, 0),
     non2xx: runs.reduce((sum, r) => sum + r.result.non2xx + r.result.mismatches, 0),
@@ -651,12 +658,16 @@ async function profileCase(benchCase: BenchCase, url: URL, requests: RequestSpec
 interface Results {
   cases: Measured[];
   ratios: Ratios;
+  /** The throughput ratios in each interleaved round (case and reference measured back to back): their spread is this run's noise. */
+  ratio_rounds: Partial<Record<keyof Ratios, number[]>>;
   targets: typeof TARGETS;
   /** Every ratio within its target. */
   met: boolean;
   seconds: number;
   rounds: number;
   warmup_seconds: number;
+  /** Where the control plane and its Durable Objects ran: their own workerd (as in production, the default) or the proxies'. */
+  control_plane: "own workerd" | "proxies' workerd";
   connections: number;
   machine: { cpus: number; cpu_model: string; node: string; platform: string };
   scale: Scale;
@@ -668,6 +679,12 @@ interface Results {
   /** The admin views at 5 and at 4,000 services (scripts/bench-views.ts). */
   views?: ViewsResult;
   date: string;
+}
+
+/** A throughput ratio in each round: the case's req/s over the reference's in the same round. */
+function perRound(of: Measured | undefined, reference: Measured | undefined): number[] {
+  if (!of || !reference) return [];
+  return of.rps_rounds.map((rps, i) => round(rps / (reference.rps_rounds[i] ?? Number.NaN), 3));
 }
 
 function table(results: Results): string {
@@ -696,7 +713,9 @@ function table(results: Results): string {
       const target: { min?: number; max?: number } | undefined = name in TARGETS ? TARGETS[name as keyof typeof TARGETS] : undefined;
       const goal = target?.min !== undefined ? `target ≥ ${target.min.toFixed(2)}` : target?.max !== undefined ? `target ≤ ${target.max.toFixed(2)}` : "";
       const verdict = target ? (meets(name, value) ? "  (met)" : "  (NOT met)") : "";
-      return `${name.padEnd(22)} ${value.toFixed(3)}   ${goal}${verdict}`;
+      const rounds = results.ratio_rounds[name];
+      const spread = rounds && rounds.length > 1 ? `   rounds ${rounds.map((x) => x.toFixed(2)).join(" · ")}` : "";
+      return `${name.padEnd(22)} ${value.toFixed(3)}   ${goal}${verdict}${spread}`;
     }),
     `rate limit: ${results.rate_limit_do_calls_per_request ?? "?"} Durable Object calls per request of weft-limited (a limit per API key, not reached)`,
     "",
@@ -710,6 +729,7 @@ function table(results: Results): string {
     `split check (debug proxy, ${SHOPPERS} shoppers): ${Object.entries(results.split).map(([b, n]) => `${b} ${n}`).join(", ")}`,
     ...(results.views ? [viewsTable(results.views)] : []),
     `${results.seconds} s per case in ${results.rounds} interleaved rounds after ${results.warmup_seconds} s warm-up, ${results.connections} connections, 1 client thread;` +
+      ` the control plane in ${results.control_plane === "own workerd" ? "a workerd of its own" : "the proxies' workerd (--one-process)"};` +
       ` ${results.machine.cpus} CPUs, Node ${results.machine.node}. Results in ${path.relative(process.cwd(), RESULTS_PATH)}.`,
   ].join("\n");
 }
@@ -910,7 +930,7 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
       const split = m.control_plane_cpu_us_per_req !== null ? ` (control plane's workerd ${m.control_plane_cpu_us_per_req})` : "";
       progress(`${m.name}: ${m.rps.toFixed(0)} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, workerd CPU ${m.workerd_cpu_us_per_req ?? "n/a"} µs/req${split}`);
     }
-    if (bareRun && other) progress(`${other.name} vs ${bareRun.name}: ${round(other.rps / bareRun.rps, 3)} (p99 ${round(other.p99_ms / bareRun.p99_ms, 2)}×)`);
+    if (bareRun && other) progress(`${other.name} vs ${bareRun.name}: ${round(other.rps / bareRun.rps, 3)} (p99 ${round(other.p99_ms / bareRun.p99_ms, 2)}×); per round ${perRound(other, bareRun).join(" · ")}`);
     if (bareRun && other && base) {
       // CPU the proxy adds over the bare proxy, working tree against the baseline commit.
       // With --separate-control-plane, the proxies' workerd only: the control plane's work is shared by both proxies.
@@ -946,7 +966,8 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
   const [bareAgain, scaled] = await measureRounds([caseNamed("bare"), caseNamed("weft-4000")], requests, args);
   if (scaled) measured.push(scaled);
 
-  const rps = (name: BenchCase["name"]): number => measured.find((m) => m.name === name)?.rps ?? Number.NaN;
+  const named = (name: BenchCase["name"]): Measured | undefined => measured.find((m) => m.name === name);
+  const rps = (name: BenchCase["name"]): number => named(name)?.rps ?? Number.NaN;
   const p99 = (name: BenchCase["name"]): number => measured.find((m) => m.name === name)?.p99_ms ?? Number.NaN;
   const ratios: Ratios = {
     weft_vs_bare: round(rps("weft") / rps("bare"), 3),
@@ -959,15 +980,25 @@ async function bench(args: Args, setMesh: (mesh: RunningMesh) => void): Promise<
     weft_vs_direct: round(rps("weft") / rps("direct"), 3),
     bare_vs_direct: round(rps("bare") / rps("direct"), 3),
   };
+  const ratioRounds: Results["ratio_rounds"] = {
+    weft_vs_bare: perRound(named("weft"), named("bare")),
+    weft_4000_vs_bare: perRound(scaled, bareAgain),
+    weft_retries_vs_bare: perRound(named("weft-retries"), named("bare")),
+    weft_limited_vs_bare: perRound(named("weft-limited"), named("bare")),
+    weft_debug_vs_bare: perRound(named("weft-debug"), named("bare")),
+    weft_rpc_vs_bare_rpc: perRound(named("rpc-weft"), named("rpc-bare")),
+  };
   const views = await benchViews(progress);
   const results: Results = {
     cases: measured,
     ratios,
+    ratio_rounds: ratioRounds,
     targets: TARGETS,
     met: (Object.entries(ratios) as Array<[keyof Ratios, number]>).every(([name, value]) => meets(name, value)),
     seconds: args.seconds,
     rounds: args.rounds,
     warmup_seconds: args.warmupSeconds,
+    control_plane: args.separateControlPlane ? "own workerd" : "proxies' workerd",
     connections: CONNECTIONS,
     machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? "unknown", node: process.version, platform: `${os.platform()}-${os.arch()}` },
     scale,
