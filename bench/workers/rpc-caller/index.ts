@@ -12,6 +12,13 @@ export default {
   async fetch(request, env): Promise<Response> {
     const sku = new URL(request.url).pathname.split("/").pop() || "bench-0001";
     const target: unknown = env.TARGET;
-    return Response.json(await (target as ProductApi).getProduct(sku));
+    const product = await (target as ProductApi).getProduct(sku);
+    const response = Response.json(product);
+    // An RPC result holds the call's resources until disposed (workerd warns when the GC finds it first).
+    if (typeof product === "object" && product !== null && Symbol.dispose in product) {
+      const dispose: unknown = Reflect.get(product, Symbol.dispose);
+      if (typeof dispose === "function") dispose.call(product);
+    }
+    return response;
   },
 } satisfies ExportedHandler<RpcCallerEnv>;
