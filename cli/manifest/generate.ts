@@ -154,7 +154,8 @@ export function proxyConfig(loaded: LoadedManifest, file: string): string {
     lines.push(`vars = ${inline({ WEFT_SERVICE: service.name, ...proxy.vars, ...service.proxy?.vars, ...rpcProperties })}`);
     // A public service without routes of its own is reached on its proxy's workers.dev URL.
     if (service.public && !service.publicRoutes?.length) lines.push("workers_dev = true");
-    if (service.publicRoutes?.length) lines.push(`routes = ${inline(service.publicRoutes.map(toToml))}`);
+    // wrangler takes a route object only with its zone or as a custom domain; a bare pattern is a string.
+    if (service.publicRoutes?.length) lines.push(`routes = ${inline(service.publicRoutes.map((r) => (r.zone_name || r.zone_id || r.custom_domain ? toToml(r) : r.pattern)))}`);
     lines.push(...multilineArray("services", proxyBindings(manifest, service).map(toToml)));
     const objects = [...(proxy.durableObjects ?? []), ...(service.proxy?.durableObjects ?? [])];
     if (objects.length > 0) lines.push(`durable_objects = ${inline(durableObjects(objects))}`);

@@ -198,7 +198,7 @@ export function planInit(root: string, workers: ReadonlyArray<ProjectWorker>, un
       name: service,
       description: versions ? `The worker '${worker.name}' (${config}), one version per environment: ${versions.map((v) => `${v.script} (--env ${v.env})`).join(", ")}.` : `The worker '${worker.name}' (${config}).`,
       ...(isPublic ? { public: true } : {}),
-      ...(routes.length > 0 ? { publicRoutes: routes.map((pattern) => ({ pattern })) } : {}),
+      ...(routes.length > 0 ? { publicRoutes: routes } : {}),
       backends,
       routes: [{ name: "all", match: { path: "/*" }, split: { weights: Object.fromEntries(versions ? versions.map((v) => [v.backend, v.weight]) : [[service, 100]]) } }],
     });

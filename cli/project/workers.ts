@@ -8,6 +8,7 @@ import path from "node:path";
 import type * as WranglerModuleNs from "wrangler";
 import type { Unstable_MiniflareWorkerOptions } from "wrangler";
 import * as z from "zod";
+import type { PublicRoute } from "../manifest/schema.ts";
 
 type WranglerModule = typeof WranglerModuleNs;
 
@@ -81,8 +82,8 @@ export interface ProjectWorker {
   /** Absolute path of its entry module (undefined for an assets-only worker). */
   main: string | undefined;
   serviceBindings: WorkerServiceBinding[];
-  /** Route patterns (`routes`, `route`; custom domains included). */
-  routes: string[];
+  /** Its routes (`routes`, `route`; custom domains included) as wrangler takes them: the proxy deploys them as they are, zone included. */
+  routes: PublicRoute[];
   /** Workers whose Durable Object classes it binds (`script_name`). */
   durableObjectScripts: string[];
   /**
@@ -100,6 +101,9 @@ export interface ProjectWorker {
   otherBindings: string[];
 }
 
+/** A route object of a wrangler config: the zone and custom-domain fields are kept for the proxy's copy. */
+const RouteObject = z.looseObject({ pattern: z.string(), zone_name: z.string().optional(), zone_id: z.string().optional(), custom_domain: z.boolean().optional() });
+
 /**
  * The fields of wrangler's resolved config that Weft reads, checked at the boundary (wrangler's own
  * `Config` type lives in a package it bundles, so TypeScript cannot see it).
@@ -108,8 +112,8 @@ const WranglerConfig = z.looseObject({
   name: z.string().optional(),
   main: z.string().optional(),
   services: z.array(z.object({ binding: z.string(), service: z.string(), entrypoint: z.string().optional() })).optional(),
-  routes: z.array(z.union([z.string(), z.object({ pattern: z.string() })])).optional(),
-  route: z.union([z.string(), z.object({ pattern: z.string() })]).optional(),
+  routes: z.array(z.union([z.string(), RouteObject])).optional(),
+  route: z.union([z.string(), RouteObject]).optional(),
   durable_objects: z.object({ bindings: z.array(z.object({ script_name: z.string().optional() })).optional() }).optional(),
   tail_consumers: z.array(z.unknown()).optional(),
   browser: z.unknown().optional(),
@@ -162,9 +166,13 @@ export async function loadWrangler(): Promise<WranglerApi> {
   };
 }
 
-function patterns(config: WranglerConfig): string[] {
+function routesOf(config: WranglerConfig): PublicRoute[] {
   const all = [...(config.routes ?? []), ...(config.route ? [config.route] : [])];
-  return all.map((r) => (typeof r === "string" ? r : r.pattern));
+  return all.map((r) =>
+    typeof r === "string"
+      ? { pattern: r }
+      : { pattern: r.pattern, ...(r.zone_name ? { zone_name: r.zone_name } : {}), ...(r.zone_id ? { zone_id: r.zone_id } : {}), ...(r.custom_domain ? { custom_domain: true } : {}) },
+  );
 }
 
 /** The `[env.*]` names of a config as written, in file order (wrangler's resolved config does not keep them). */
@@ -196,7 +204,7 @@ export function readProjectWorker(wrangler: WranglerApi, configPath: string, env
     configPath: path.resolve(configPath),
     main: config.main ? path.resolve(config.main) : undefined,
     serviceBindings: (config.services ?? []).map((s) => ({ binding: s.binding, service: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}) })),
-    routes: patterns(config),
+    routes: routesOf(config),
     durableObjectScripts: [...new Set((config.durable_objects?.bindings ?? []).flatMap((b) => (b.script_name ? [b.script_name] : [])))],
     ...(env ? { env } : {}),
     environments: env ? [] : environmentsOf(wrangler, configPath),

@@ -35,7 +35,7 @@ function worker(name: string, dir: string, extra: Partial<ProjectWorker> = {}): 
 
 describe("weft init's plan", () => {
   const workers = [
-    worker("web", "web", { routes: ["shop.example.com/*"], serviceBindings: [{ binding: "USERS", service: "users_api" }, { binding: "ADMIN", service: "users_api", entrypoint: "Admin" }, { binding: "MAIL", service: "mailer-elsewhere" }] }),
+    worker("web", "web", { routes: [{ pattern: "shop.example.com/*" }], serviceBindings: [{ binding: "USERS", service: "users_api" }, { binding: "ADMIN", service: "users_api", entrypoint: "Admin" }, { binding: "MAIL", service: "mailer-elsewhere" }] }),
     worker("users_api", "users", { otherBindings: ["tail_consumers"], environments: ["staging"] }),
     worker("cron", "cron"),
   ];
@@ -69,6 +69,45 @@ describe("weft init's plan", () => {
     ]);
     const web = plan.manifest.services.find((s) => s.name === "web");
     expect(web?.publicRoutes).toEqual([{ pattern: "shop.example.com/*" }]);
+  });
+
+  it("keeps a route's zone and custom domain as wrangler read them, so the proxy's config is one wrangler accepts", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "weft-zones-"));
+    try {
+      mkdirSync(path.join(dir, "gateway"), { recursive: true });
+      writeFileSync(
+        path.join(dir, "gateway", "wrangler.jsonc"),
+        `{
+  // the public gateway
+  "name": "gateway",
+  "main": "index.js",
+  "compatibility_date": "2026-11-01",
+  "routes": [{ "pattern": "shop.example.com/*", "zone_name": "example.com" }, { "pattern": "api.example.com/*", "zone_id": "0123abcd" }, { "pattern": "www.example.com", "custom_domain": true }, "plain.example.com/*"]
+}
+`,
+      );
+      writeFileSync(path.join(dir, "gateway", "index.js"), "export default { fetch() { return new Response('ok'); } };\n");
+      const wrangler = await loadWrangler();
+      const { workers } = readProjectWorkers(wrangler, dir);
+      const plan = planInit(dir, workers);
+      const routes = [
+        { pattern: "shop.example.com/*", zone_name: "example.com" },
+        { pattern: "api.example.com/*", zone_id: "0123abcd" },
+        { pattern: "www.example.com", custom_domain: true },
+        { pattern: "plain.example.com/*" },
+      ];
+      expect(plan.manifest.services[0]?.publicRoutes).toEqual(routes);
+      const parsed = parseManifest({ file: path.join(dir, "weft.manifest.json"), display: "weft.manifest.json", text: "", lines: new Map(), value: plan.manifest });
+      if (!parsed.ok) throw new Error("plan is not a manifest");
+      const file = path.join(dir, ".weft", "deploy", "proxy", "wrangler.toml");
+      mkdirSync(path.dirname(file), { recursive: true });
+      writeFileSync(file, proxyConfig(parsed.loaded, file));
+      // wrangler refuses a route object without its zone or custom_domain ("Expected routes to be an
+      // array of …"): a bare pattern is written as a string.
+      expect(wrangler.readConfig(file, "gateway").routes).toEqual([...routes.slice(0, 3), "plain.example.com/*"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("leaves out a worker whose name Cloudflare would not deploy, with a note", () => {
@@ -105,10 +144,10 @@ describe("where weft dev finds local data", () => {
 });
 
 describe("a worker's config as weft deploy deploys it", () => {
-  const manifest = planInit(ROOT, [worker("web", "web", { routes: ["shop.example.com/*"], serviceBindings: [{ binding: "API", service: "api" }] }), worker("api", "api")]).manifest;
+  const manifest = planInit(ROOT, [worker("web", "web", { routes: [{ pattern: "shop.example.com/*" }], serviceBindings: [{ binding: "API", service: "api" }] }), worker("api", "api")]).manifest;
   const parsed = parseManifest({ file: path.join(ROOT, "weft.manifest.json"), display: "weft.manifest.json", text: "", lines: new Map(), value: manifest });
   if (!parsed.ok) throw new Error("plan is not a manifest");
-  const web = worker("web", "web", { routes: ["shop.example.com/*"] });
+  const web = worker("web", "web", { routes: [{ pattern: "shop.example.com/*" }] });
   const raw = {
     name: "web",
     main: "src/index.ts",
@@ -278,12 +317,12 @@ describe("a config's [env.*] sections as versions of one service", () => {
   });
 
   it("keeps the note for environments it cannot map: routed, unnamed or unread, or named like another worker", () => {
-    const routed = mapEnvironments(api, [v1, { ...v2, routes: ["api.example.com/*"] }], new Set(["api", "gateway"]));
+    const routed = mapEnvironments(api, [v1, { ...v2, routes: [{ pattern: "api.example.com/*" }] }], new Set(["api", "gateway"]));
     expect(routed).toEqual({ kind: "not-mapped", reason: "v2 has routes (a separate deployment, not a version)" });
     const reason = (m: ReturnType<typeof mapEnvironments>): string => (m.kind === "not-mapped" ? m.reason : "mapped");
     expect(reason(mapEnvironments(api, [v1], new Set(["api"])))).toMatch(/^v2 has no name of its own/);
     expect(reason(mapEnvironments(api, [v1, v2], new Set(["api", "api-v2"])))).toMatch(/v2 \(api-v2\): not a deployable name, or one another worker has/);
-    const staging = planInit(ROOT, [worker("web", "web", { environments: ["staging"] }), worker("web-staging", "web", { env: "staging", routes: ["staging.example.com/*"] })]);
+    const staging = planInit(ROOT, [worker("web", "web", { environments: ["staging"] }), worker("web-staging", "web", { env: "staging", routes: [{ pattern: "staging.example.com/*" }] })]);
     expect(staging.services.map((s) => s.service)).toEqual(["web"]);
     expect(staging.manifest.services[0]?.backends.map((b) => (b.type === "worker" ? b.script : ""))).toEqual(["web"]);
     expect(staging.notes.map((n) => n.message)).toContain("environments (staging) are not mapped: staging has routes (a separate deployment, not a version); the mesh uses the top-level config");
