@@ -7,12 +7,18 @@
  * - cli: the weft CLI (cli/) on Node: its pure parts in-process, and the real bin as a child
  *   process against fixture manifests and a booted mesh.
  */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 const TEST_ADMIN_TOKEN = "test-admin-token";
 // The plugin checks wrangler.toml's required secrets against the environment; tests use a fixed token.
 process.env.WEFT_ADMIN_TOKEN ??= TEST_ADMIN_TOKEN;
+// weft dev joins wrangler's dev registry as `wrangler dev` does; tests keep theirs apart from the
+// machine's, so no test reaches (or is reached by) a developer's own wrangler dev sessions.
+process.env.WRANGLER_REGISTRY_PATH ??= mkdtempSync(path.join(tmpdir(), "weft-test-registry-"));
 
 export default defineConfig({
   test: {

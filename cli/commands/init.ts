@@ -73,12 +73,10 @@ Your wrangler configs are not changed: \`weft dev\` rewires the bindings in memo
     if (ctx.out.json) {
       ctx.out.document({ manifest: path.relative(ctx.cwd, file), written: write, services: plan.services, notes: plan.notes });
     } else {
-      if (!flag(ctx.args, "yes") && !ctx.canPrompt) printPlan(ctx, plan);
+      // The plan was shown before the question; with --yes (or no terminal to ask on) it is shown now,
+      // so what was found and what could not be mapped is always said.
+      if (flag(ctx.args, "yes") || !ctx.canPrompt) printPlan(ctx, plan);
       if (write) {
-        // With --yes the plan is not shown: still say which configs became versions of one service.
-        for (const s of flag(ctx.args, "yes") ? plan.services.filter((x) => x.versions) : []) {
-          ctx.out.line(`${s.service}: mapped as versions, one backend per environment of ${s.config}: ${(s.versions ?? []).map((v) => `${v.backend} = --env ${v.env}, weight ${v.weight}`).join("; ")}`);
-        }
         ctx.out.line(`\nWrote ${MANIFEST_FILE} (${plan.services.length} services). Next:`);
         ctx.out.line("  npx weft dev             your workers behind one proxy each, locally on workerd");
         ctx.out.line("  npx weft deploy --dry-run");

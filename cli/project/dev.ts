@@ -9,6 +9,7 @@
  * wrangler config `weft deploy` deploys, written under `.weft/dev/`) and the control plane.
  */
 import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
 import path from "node:path";
 import { setInterval } from "node:timers";
 import type { Json, Miniflare, V4WorkerOptions as WorkerOptions } from "miniflare";
@@ -76,6 +77,18 @@ export interface RunningProject {
 /** What Weft sets on a worker's converted options itself (its module comes from the bundle). */
 type OwnOptions = Omit<Partial<WorkerOptions>, "modules" | "modulesRoot" | "scriptPath">;
 
+/**
+ * Where `wrangler dev` keeps its dev registry: WRANGLER_REGISTRY_PATH, else `registry` in wrangler's
+ * global config folder (~/.wrangler when it exists, else .wrangler under $XDG_CONFIG_HOME or
+ * ~/.config). wrangler does not export its own lookup; this is the same rule.
+ */
+export function wranglerRegistryPath(env: NodeJS.ProcessEnv): string {
+  if (env.WRANGLER_REGISTRY_PATH) return path.resolve(env.WRANGLER_REGISTRY_PATH);
+  const legacy = path.join(homedir(), ".wrangler");
+  const config = existsSync(legacy) ? legacy : path.join(env.XDG_CONFIG_HOME || path.join(homedir(), ".config"), ".wrangler");
+  return path.join(config, "registry");
+}
+
 /** wrangler's converted options with the worker's module from `code` (see bundleMains): the shape Miniflare takes. */
 export function withBundledModule(converted: SourcelessWorkerOptions, main: string | undefined, code: ReadonlyMap<string, string>, own: OwnOptions): WorkerOptions {
   const module = main ? { modulesRoot: path.dirname(main), modules: [{ type: "ESModule" as const, path: main.replace(/\.ts$/, ".js"), contents: code.get(main) ?? "" }] } : { script: "export default {}", modules: true };
@@ -107,7 +120,15 @@ export async function startWithoutWeft(options: WithoutWeftOptions): Promise<{ u
   const code = await bundleMains(converted.flatMap((c) => (c.main ? [c.main] : [])));
   const workers = converted.map((c) => withBundledModule(c.workerOptions, c.main, code, { name: c.name }));
   const { Miniflare, convertV4MiniflareOptions } = await loadMiniflare();
-  const mf = new Miniflare(convertV4MiniflareOptions({ host: options.host, port: 0, ...(options.persistTo ? { resourcePersistencePath: path.join(options.persistTo, "v3") } : {}), workers }));
+  const mf = new Miniflare(
+    convertV4MiniflareOptions({
+      host: options.host,
+      port: 0,
+      unsafeDevRegistryPath: wranglerRegistryPath(process.env),
+      ...(options.persistTo ? { resourcePersistencePath: path.join(options.persistTo, "v3") } : {}),
+      workers,
+    }),
+  );
   return { url: (await mf.ready).href, dispose: () => mf.dispose() };
 }
 
@@ -243,6 +264,10 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     convertV4MiniflareOptions({
       host: options.host,
       port: options.port,
+      // As `wrangler dev` does: a binding to a worker outside the project reaches it in another local
+      // session (wrangler dev elsewhere) through wrangler's dev registry, and fails only when called
+      // while none runs; without it workerd refuses to start ("no such service is defined").
+      unsafeDevRegistryPath: wranglerRegistryPath(process.env),
       ...(options.persistTo !== undefined ? { resourcePersistencePath: path.join(options.persistTo, "v3") } : {}),
       ...(options.onLog ? { handleStructuredLogs: options.onLog } : {}),
       workers: [...workers, ...(options.extraWorkers ?? [])],

@@ -73,7 +73,11 @@ describe("a service whose versions are the environments of one wrangler config",
   it("init --yes maps the environments to one service with a worker backend per environment (first at 100) and says so", async () => {
     const run = await weft(["init", "--yes"], { cwd: dir, timeoutMs: 60_000 });
     expect(run.code, run.stderr).toBe(0);
-    expect(run.stdout).toContain("api: mapped as versions, one backend per environment of api/wrangler.toml: api-v1 = --env v1, weight 100; api-v2 = --env v2, weight 0");
+    // --yes still shows the plan: the service, its versions and the note on how they were mapped.
+    expect(run.stdout).toMatch(/^ {2}api +api\/wrangler\.toml/m);
+    expect(run.stdout).toMatch(/^ {4}version +api-v1 = api-v1 \(--env v1\), weight 100$/m);
+    expect(run.stdout).toMatch(/^ {4}version +api-v2 = api-v2 \(--env v2\), weight 0$/m);
+    expect(run.stdout).toContain("environments (v1, v2) mapped as versions of one service 'api'");
     const api = readManifest().services.find((s) => s.name === "api");
     expect(api?.backends.map((b) => [b.name, b.script])).toEqual([
       ["api-v1", "api-v1"],
