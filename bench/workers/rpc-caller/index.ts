@@ -2,6 +2,7 @@
  * Benchmark client for Workers RPC: one RPC call per HTTP request, its result as JSON. The load
  * generator speaks HTTP; what differs between the RPC cases is only what TARGET is bound to.
  */
+import { disposeRpcResult } from "../../../shared/slice.ts";
 
 /** The RPC method the caller uses (its type lives in another script). */
 interface ProductApi {
@@ -14,11 +15,7 @@ export default {
     const target: unknown = env.TARGET;
     const product = await (target as ProductApi).getProduct(sku);
     const response = Response.json(product);
-    // An RPC result holds the call's resources until disposed (workerd warns when the GC finds it first).
-    if (typeof product === "object" && product !== null && Symbol.dispose in product) {
-      const dispose: unknown = Reflect.get(product, Symbol.dispose);
-      if (typeof dispose === "function") dispose.call(product);
-    }
+    disposeRpcResult(product);
     return response;
   },
 } satisfies ExportedHandler<RpcCallerEnv>;
