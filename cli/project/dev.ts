@@ -78,6 +78,27 @@ export interface RunningProject {
 type OwnOptions = Omit<Partial<WorkerOptions>, "modules" | "modulesRoot" | "scriptPath">;
 
 /**
+ * The public entry's answer when no public route matches (Miniflare gives such requests to its
+ * first worker, which would otherwise be whichever came first: the control plane's dashboard).
+ */
+function noPublicRoute(routes: string[], compatibilityDate: string | undefined): WorkerOptions {
+  const problem = { type: "urn:weft:problem:no-public-route", title: "No public route", status: 404, routes };
+  return {
+    name: "weft-dev-no-public-route",
+    modules: true,
+    ...(compatibilityDate ? { compatibilityDate } : {}),
+    script: `const PROBLEM = ${JSON.stringify(problem)};
+export default {
+  fetch(request) {
+    const detail = "no public route of this project matches " + new URL(request.url).pathname + (PROBLEM.routes.length ? "" : ": no service is public (mark one public in weft.manifest.json)");
+    return new Response(JSON.stringify({ ...PROBLEM, detail }), { status: 404, headers: { "content-type": "application/problem+json" } });
+  },
+};
+`,
+  };
+}
+
+/**
  * Where `wrangler dev` keeps its dev registry: WRANGLER_REGISTRY_PATH, else `registry` in wrangler's
  * global config folder (~/.wrangler when it exists, else .wrangler under $XDG_CONFIG_HOME or
  * ~/.config). wrangler does not export its own lookup; this is the same rule.
@@ -218,6 +239,7 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
   const withSource = (converted: SourcelessWorkerOptions, main: string | undefined, own: OwnOptions): WorkerOptions => withBundledModule(converted, main, code, own);
 
   const workers: WorkerOptions[] = [
+    noPublicRoute(publicServices.flatMap((s) => (s.publicRoutes ?? []).map((r) => `${r.pattern} → ${s.name}`)), manifest.proxy.compatibilityDate),
     withSource(controlPlane.workerOptions, controlPlane.main, {
       name: manifest.controlPlane.script,
       bindings: { ...withMeshVars(controlPlane.workerOptions.bindings), WEFT_ADMIN_TOKEN: options.adminToken },
@@ -225,7 +247,8 @@ export async function startProject(options: ProjectOptions): Promise<RunningProj
     }),
     ...proxies.map(({ service, options: p }): WorkerOptions => {
       const routes = [
-        ...(service.publicRoutes ?? []).filter((r) => !r.custom_domain).map((r) => localRoute(r.pattern)),
+        // A custom domain is the whole host: locally, every path.
+        ...(service.publicRoutes ?? []).map((r) => localRoute(r.pattern)),
         ...(service === catchAll ? ["*/*"] : []),
       ];
       // The local settings (access log, debug headers, development mode, the local issuer) are added,
