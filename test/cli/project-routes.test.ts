@@ -18,8 +18,14 @@ function writeWorker(dir: string, name: string, config: Record<string, unknown>)
   writeFileSync(path.join(dir, name, "index.js"), `export default { fetch(request) { return Response.json({ worker: ${JSON.stringify(name)}, path: new URL(request.url).pathname }); } };\n`);
 }
 
+interface BootedProject {
+  dir: string;
+  dev: LiveWeft;
+  url: string;
+}
+
 /** A project in a temp folder, `weft init --yes`, then `weft dev` on free ports. */
-async function bootProject(workers: Record<string, Record<string, unknown>>): Promise<{ dir: string; dev: LiveWeft; url: string }> {
+async function bootProject(workers: Record<string, Record<string, unknown>>): Promise<BootedProject> {
   const dir = mkdtempSync(path.join(tmpdir(), "weft-routes-"));
   symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
   for (const [name, config] of Object.entries(workers)) writeWorker(dir, name, config);
@@ -31,13 +37,11 @@ async function bootProject(workers: Record<string, Record<string, unknown>>): Pr
   return { dir, dev, url };
 }
 
-describe("a custom domain and a zoned route, each on its own worker", () => {
-  let project: { dir: string; dev: LiveWeft; url: string } | undefined;
+/** Boots the project before the suite's tests and stops it (Ctrl-C, exit 0) after; the public entry's URL. */
+function useProject(workers: Record<string, Record<string, unknown>>): () => string {
+  let project: BootedProject | undefined;
   beforeAll(async () => {
-    project = await bootProject({
-      site: { routes: [{ pattern: "www.example.com", custom_domain: true }] },
-      api: { routes: [{ pattern: "www.example.com/v1/*", zone_name: "example.com" }] },
-    });
+    project = await bootProject(workers);
   }, 120_000);
   afterAll(async () => {
     if (project) {
@@ -45,9 +49,17 @@ describe("a custom domain and a zoned route, each on its own worker", () => {
       rmSync(project.dir, { recursive: true, force: true });
     }
   });
+  return () => project?.url ?? "";
+}
+
+describe("a custom domain and a zoned route, each on its own worker", () => {
+  const entry = useProject({
+    site: { routes: [{ pattern: "www.example.com", custom_domain: true }] },
+    api: { routes: [{ pattern: "www.example.com/v1/*", zone_name: "example.com" }] },
+  });
 
   it("the custom domain takes every path; the zoned route its own", async () => {
-    const url = project?.url ?? "";
+    const url = entry();
     expect(await (await fetch(`${url}/`)).json()).toEqual({ worker: "site", path: "/" });
     expect(await (await fetch(`${url}/about`)).json()).toEqual({ worker: "site", path: "/about" });
     expect(await (await fetch(`${url}/v1/orders`)).json()).toEqual({ worker: "api", path: "/v1/orders" });
@@ -55,20 +67,11 @@ describe("a custom domain and a zoned route, each on its own worker", () => {
 });
 
 describe("no public route matches", () => {
-  let project: { dir: string; dev: LiveWeft; url: string } | undefined;
-  beforeAll(async () => {
-    // api has a route, so it is the only public service, and it covers /v1/* alone.
-    project = await bootProject({ api: { routes: [{ pattern: "shop.example.com/v1/*", zone_name: "example.com" }] } });
-  }, 120_000);
-  afterAll(async () => {
-    if (project) {
-      expect(await project.dev.interrupt()).toBe(0);
-      rmSync(project.dir, { recursive: true, force: true });
-    }
-  });
+  // api has a route, so it is the only public service, and it covers /v1/* alone.
+  const entry = useProject({ api: { routes: [{ pattern: "shop.example.com/v1/*", zone_name: "example.com" }] } });
 
   it("answers 404 problem+json naming the project's public routes, never the control plane", async () => {
-    const res = await fetch(`${project?.url ?? ""}/`);
+    const res = await fetch(`${entry()}/`);
     expect(res.status).toBe(404);
     expect(res.headers.get("content-type")).toBe("application/problem+json");
     expect(await res.json()).toEqual({
@@ -78,6 +81,6 @@ describe("no public route matches", () => {
       routes: ["shop.example.com/v1/* → api"],
       detail: "no public route of this project matches /",
     });
-    expect(await (await fetch(`${project?.url ?? ""}/v1/x`)).json()).toEqual({ worker: "api", path: "/v1/x" });
+    expect(await (await fetch(`${entry()}/v1/x`)).json()).toEqual({ worker: "api", path: "/v1/x" });
   });
 });
